@@ -1,0 +1,3 @@
+from hpjax.app import main
+
+main()

@@ -1,0 +1,40 @@
+"""What `hpjax` registers with Hydra before it parses the command line: schemas and --help."""
+
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+
+from hpjax.config import register_configs
+
+_HERE = Path(__file__).resolve().parent
+# A wheel carries the configs as hpjax/conf; a source checkout keeps them at the top as conf/.
+CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
+
+_HEADER = """hpjax: tune the hyperparameters of JAX models with Hydra.
+
+  hpjax                                   train the default config (digits, MLP, Adam)
+  hpjax optimizer=adamw optimizer.lr=3e-4 choose a group option, override any value
+  hpjax --cfg job                         print the composed config
+  hpjax -m                                run the default grid (conf/config.yaml: hydra.sweeper)
+  hpjax -m optimizer.lr=1e-3,1e-2 activation=relu,tanh   a 4-job grid, one job directory each
+"""
+
+
+def _groups() -> str:
+    lines = []
+    for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        choices = sorted(f.stem for f in group.glob("*.yaml"))
+        lines.append(f"{group.name}: {', '.join(choices)}")
+    return "\n".join(lines)
+
+
+def register() -> None:
+    """Stores the config schemas and a --help page listing each group's YAML choices."""
+    register_configs()
+    # Hydra's own $APP_CONFIG_GROUPS would list the base_* schemas as choices too.
+    template = (f"{_HEADER}\n== Config groups ==\nCompose your configuration from these groups "
+                f"(group=option)\n\n{_groups()}\n\n== Config ==\nOverride anything in the config "
+                "(foo.bar=value)\n\n$CONFIG\n\n$FLAGS_HELP")
+    ConfigStore.instance().store(group="hydra/help", name="hpjax", node={
+        "app_name": "hpjax", "header": _HEADER, "footer": "",
+        "template": template})

@@ -1,0 +1,152 @@
+"""Datasets: load, split (stratified, fixed seed) and standardise with training statistics only."""
+
+import csv
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpjax.config import (ConfigError, CsvDataConfig, DataConfig, NpzDataConfig,
+                          SklearnDataConfig, SyntheticDataConfig)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Float32 features and int32 labels of the three splits, as NumPy arrays on the host."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple:
+        return self.x_train.shape[1:]
+
+
+def load(cfg: DataConfig) -> Dataset:
+    """Loads the configured data set, splits it and standardises it.
+
+    Raises:
+      ConfigError: the file does not parse, a key or column is missing, or the data is too small.
+    """
+    x, y = _load_arrays(cfg)
+    labels, y = np.unique(y, return_inverse=True)
+    if len(labels) < 2:
+        raise ConfigError("data", cfg.name, f"needs at least 2 classes, found {len(labels)}")
+    x = x.astype(np.float32).reshape(len(x), -1)
+    splits = _split(x, y.astype(np.int32), cfg)
+    if cfg.standardize:
+        splits = _standardize(*splits)
+    x_tr, y_tr, x_va, y_va, x_te, y_te = splits
+    if cfg.image_shape is not None:
+        shape = tuple(cfg.image_shape)
+        if int(np.prod(shape)) != x.shape[1]:
+            raise ConfigError("data.image_shape", list(shape),
+                              f"must hold exactly the {x.shape[1]} features of each sample")
+        x_tr, x_va, x_te = (a.reshape(len(a), *shape) for a in (x_tr, x_va, x_te))
+    return Dataset(x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=len(labels))
+
+
+def _load_arrays(cfg: DataConfig) -> tuple:
+    if isinstance(cfg, SklearnDataConfig):
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, f"load_{cfg.name}")()
+        return bunch.data, bunch.target
+    if isinstance(cfg, SyntheticDataConfig):
+        from sklearn.datasets import make_classification
+
+        return make_classification(
+            n_samples=cfg.n_samples, n_features=cfg.n_features, n_informative=cfg.n_informative,
+            n_redundant=cfg.n_redundant, n_classes=cfg.n_classes, class_sep=cfg.class_sep,
+            flip_y=cfg.flip_y, random_state=cfg.seed)
+    if isinstance(cfg, NpzDataConfig):
+        return _load_npz(cfg)
+    if isinstance(cfg, CsvDataConfig):
+        return _load_csv(cfg)
+    raise ConfigError("data.name", cfg.name, "must be one of the choices listed by `hpjax --help`")
+
+
+def _load_npz(cfg: NpzDataConfig) -> tuple:
+    try:
+        with np.load(cfg.path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:
+        raise ConfigError("data.path", cfg.path, f"must be a readable .npz file ({e})") from None
+    for key_name in ("x_key", "y_key"):
+        key = getattr(cfg, key_name)
+        if key not in arrays:
+            raise ConfigError(f"data.{key_name}", key,
+                              f"must be one of the arrays in {cfg.path}: {', '.join(sorted(arrays))}")
+    x, y = arrays[cfg.x_key], arrays[cfg.y_key]
+    if y.ndim != 1 or len(x) != len(y):
+        raise ConfigError("data.y_key", cfg.y_key,
+                          f"must name a 1-D label array as long as {cfg.x_key} ({len(x)} rows); "
+                          f"got shape {y.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise ConfigError("data.x_key", cfg.x_key, f"must name a numeric array, got {x.dtype}")
+    return x, y
+
+
+def _load_csv(cfg: CsvDataConfig) -> tuple:
+    try:
+        with open(cfg.path, newline="") as f:
+            rows = list(csv.reader(f, delimiter=cfg.delimiter))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError("data.path", cfg.path, f"must be a readable CSV file ({e})") from None
+    rows = [r for r in rows if r]
+    if len(rows) < 2:
+        raise ConfigError("data.path", cfg.path, "must hold a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    if cfg.label_column not in header:
+        raise ConfigError("data.label_column", cfg.label_column,
+                          f"must be one of the columns of {cfg.path}: {', '.join(header)}")
+    label_at = header.index(cfg.label_column)
+    features = [i for i in range(len(header)) if i != label_at]
+    x = np.empty((len(rows) - 1, len(features)), np.float32)
+    y = []
+    for r, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ConfigError("data.path", cfg.path,
+                              f"line {r} has {len(row)} fields, the header has {len(header)}")
+        y.append(row[label_at].strip())
+        for j, i in enumerate(features):
+            try:
+                x[r - 2, j] = float(row[i])
+            except ValueError:
+                raise ConfigError("data.path", cfg.path,
+                                  f"line {r}, column {header[i]!r}: {row[i]!r} is not a number"
+                                  ) from None
+    return x, np.asarray(y)
+
+
+def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig) -> tuple:
+    from sklearn.model_selection import train_test_split
+
+    held_out = cfg.val_fraction + cfg.test_fraction
+    # Stratify where every class can appear in every split; tiny classes fall back to random.
+    counts = np.bincount(y)
+    stratify = y if counts.min() >= 3 else None
+    try:
+        x_tr, x_rest, y_tr, y_rest = train_test_split(
+            x, y, test_size=held_out, random_state=cfg.split_seed, stratify=stratify)
+        rest_strat = y_rest if stratify is not None and np.bincount(y_rest).min() >= 2 else None
+        x_va, x_te, y_va, y_te = train_test_split(
+            x_rest, y_rest, test_size=cfg.test_fraction / held_out, random_state=cfg.split_seed,
+            stratify=rest_strat)
+    except ValueError as e:
+        raise ConfigError("data", cfg.name, f"too few samples ({len(x)}) to split: {e}") from None
+    return x_tr, y_tr, x_va, y_va, x_te, y_te
+
+
+def _standardize(x_tr, y_tr, x_va, y_va, x_te, y_te) -> tuple:
+    mean = x_tr.mean(axis=0)
+    std = x_tr.std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant pixels stay at 0
+    def scale(a):
+        return ((a - mean) / std).astype(np.float32)
+
+    return scale(x_tr), y_tr, scale(x_va), y_va, scale(x_te), y_te

@@ -1,0 +1,109 @@
+"""The `hpjax` command as users run it: help, --cfg, single runs, grids, errors, exit codes."""
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+
+def test_help_lists_groups_and_their_choices(cli):
+    out = cli("--help")
+    assert out.returncode == 0
+    assert "optimizer: adagrad, adam, adamw, lamb, lion, momentum, nesterov, rmsprop, sgd\n" \
+        in out.stdout
+    assert ("activation: elu, gelu, leaky_relu, relu, sigmoid, silu, softplus, swish, tanh\n"
+            in out.stdout)
+    assert "schedule: constant, cosine, exponential, onecycle, step, warmup_cosine\n" in out.stdout
+    assert "data: breast_cancer, csv, digits, iris, npz, synthetic, wine\n" in out.stdout
+    assert "model: cnn, mlp\n" in out.stdout
+    assert "base_" not in out.stdout
+
+
+def test_cfg_job_prints_the_composed_config_with_overrides(cli):
+    out = cli("--cfg", "job", "optimizer=adamw", "optimizer.lr=3e-4", "activation=tanh",
+              "model.width=[32,16]")
+    assert out.returncode == 0, out.stderr
+    cfg = OmegaConf.create(out.stdout)
+    assert cfg.optimizer == {"name": "adamw", "lr": 3e-4, "weight_decay": 1e-4,
+                             "clip_norm": None, "b1": 0.9, "b2": 0.999, "eps": 1e-8}
+    assert cfg.activation.name == "tanh" and list(cfg.model.width) == [32, 16]
+    assert "hydra" not in cfg
+
+
+def test_single_run_writes_metrics_and_result(cli, tmp_path):
+    out = cli("train.epochs=3", "hydra.run.dir=run", module=True)  # python -m hpjax
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "ok" and result["epochs_run"] == 3
+    assert result["objective"] == rows[result["best_epoch"] - 1]["val/accuracy"]
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").train.epochs == 3
+    assert f"results in {run}" in out.stdout
+
+
+def test_grid_runs_one_job_directory_per_combination(cli, tmp_path):
+    out = cli("-m", "optimizer.lr=1e-3,1e-2", "activation=relu,tanh", "train.epochs=3",
+              "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stderr
+    sweep = tmp_path / "sweep"
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0", "1", "2", "3"]
+    seen = set()
+    for job in jobs:
+        overrides = OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")
+        cfg = OmegaConf.load(sweep / job / ".hydra" / "config.yaml")
+        seen.add((cfg.optimizer.lr, cfg.activation.name))
+        result = json.loads((sweep / job / "result.json").read_text())
+        assert result["status"] == "ok" and 0.2 < result["objective"] <= 1.0, overrides
+    assert seen == {(1e-3, "relu"), (1e-3, "tanh"), (1e-2, "relu"), (1e-2, "tanh")}
+    assert "4 trials, ranked by val/accuracy" in out.stdout
+
+
+def test_bare_multirun_runs_the_default_grid(cli, tmp_path):
+    out = cli("-m", "train.epochs=2", "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stderr
+    overrides = [list(OmegaConf.load(tmp_path / "sweep" / str(i) / ".hydra" / "overrides.yaml"))
+                 for i in range(9)]
+    assert overrides[0] == ["optimizer.lr=0.001", "activation=relu", "train.epochs=2"]
+    assert overrides[8] == ["optimizer.lr=0.01", "activation=gelu", "train.epochs=2"]
+    assert not (tmp_path / "sweep" / "9").exists()
+
+
+BAD_INPUTS = [
+    (["optimizer.lr=-1"], "hpjax: error: optimizer.lr=-1.0: must be a finite number > 0"),
+    (["model.dropout=1.5"], "hpjax: error: model.dropout=1.5: must be in [0, 1)"),
+    (["train.batch_size=5000"], "hpjax: error: train.batch_size=5000: must be an integer "
+                                "between 1 and the training-set size 1257"),
+    (["data=csv", "data.path=nope.csv"], "hpjax: error: data.path='nope.csv': file not found"),
+    (["data=csv", "data.path=d.csv", "data.label_column=y"],
+     "hpjax: error: data.label_column='y': must be one of the columns of d.csv: a, b, label"),
+]
+
+
+@pytest.mark.parametrize("args,line", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(cli, tmp_path, args, line):
+    (tmp_path / "d.csv").write_text("a,b,label\n1,2,x\n3,4,y\n")
+    out = cli(*args, "hydra.run.dir=run")
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == line
+    assert "Traceback" not in out.stderr + out.stdout
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # failed before training
+
+
+def test_hydra_rejects_unknown_keys_itself(cli):
+    out = cli("optimizer.lrr=1")
+    assert out.returncode == 1 and "Key 'lrr' not in 'AdamConfig'" in out.stderr
+
+
+def test_diverging_trial_exits_zero_and_a_sweep_goes_on(cli, tmp_path):
+    out = cli("optimizer=sgd", "optimizer.lr=1e6", "hydra.run.dir=run")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+    out = cli("-m", "optimizer=sgd", "optimizer.lr=0.1,1e6", "activation=relu",
+              "train.epochs=3", "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stderr
+    statuses = [json.loads((tmp_path / "sweep" / j / "result.json").read_text())["status"]
+                for j in ("0", "1")]
+    assert statuses == ["ok", "diverged"]

@@ -1,0 +1,86 @@
+"""Loading, splitting and standardising data sets, and the errors for bad files."""
+
+import numpy as np
+import pytest
+
+from conftest import compose_config
+from hpjax import data as data_lib
+from hpjax.config import ConfigError
+
+
+def test_digits_split_is_stratified_fixed_and_standardised_from_train_only():
+    ds = data_lib.load(compose_config().data)
+    assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (1257, 270, 270)
+    assert ds.input_shape == (8, 8, 1) and ds.num_classes == 10
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int32
+    # every class in every split, in about the same share
+    for y in (ds.y_train, ds.y_val, ds.y_test):
+        share = np.bincount(y, minlength=10) / len(y)
+        np.testing.assert_allclose(share, 0.1, atol=0.01)
+    # train statistics only: train is standardised exactly, validation only approximately
+    flat = ds.x_train.reshape(len(ds.x_train), -1)
+    np.testing.assert_allclose(flat.mean(0), 0, atol=1e-5)
+    varying = flat.std(0) > 0
+    np.testing.assert_allclose(flat.std(0)[varying], 1, atol=1e-4)
+    assert np.abs(ds.x_val.reshape(270, -1).mean(0)).max() > 0.05
+    again = data_lib.load(compose_config().data)
+    np.testing.assert_array_equal(ds.x_test, again.x_test)
+    other = data_lib.load(compose_config(["data.split_seed=1"]).data)
+    assert not np.array_equal(ds.y_test, other.y_test)
+
+
+@pytest.mark.parametrize("name,n,features,classes", [
+    ("iris", 150, 4, 3), ("wine", 178, 13, 3), ("breast_cancer", 569, 30, 2)])
+def test_builtin_sets(name, n, features, classes):
+    ds = data_lib.load(compose_config([f"data={name}"]).data)
+    assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == n
+    assert ds.input_shape == (features,) and ds.num_classes == classes
+
+
+def test_synthetic_size_knobs():
+    ds = data_lib.load(compose_config(["data=synthetic", "data.n_samples=1000",
+                                       "data.n_features=12", "data.n_classes=4"]).data)
+    assert len(ds.x_train) == 700 and ds.input_shape == (12,) and ds.num_classes == 4
+
+
+def test_csv_with_string_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.csv"
+    rows = ["f1,species,f2"] + [f"{a:.3f},{'cat' if a > 0 else 'dog'},{b:.3f}"
+                                 for a, b in rng.normal(size=(60, 2))]
+    path.write_text("\n".join(rows) + "\n")
+    ds = data_lib.load(compose_config(["data=csv", f"data.path={path}",
+                                       "data.label_column=species"]).data)
+    assert ds.num_classes == 2 and ds.input_shape == (2,)
+    assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 60
+
+
+def test_npz(tmp_path):
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(100, 3, 2)), y=rng.integers(0, 3, 100))
+    ds = data_lib.load(compose_config(["data=npz", f"data.path={path}"]).data)
+    assert ds.input_shape == (6,) and ds.num_classes == 3
+
+
+def test_bad_files_give_one_line_errors(tmp_path):
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,b,label\n1,2,x\n3,oops,y\n")
+    with pytest.raises(ConfigError) as e:
+        data_lib.load(compose_config(["data=csv", f"data.path={csv}"]).data)
+    assert str(e.value) == f"data.path='{csv}': line 3, column 'b': 'oops' is not a number"
+    with pytest.raises(ConfigError) as e:
+        data_lib.load(compose_config(["data=csv", f"data.path={csv}",
+                                      "data.label_column=target"]).data)
+    assert str(e.value) == (f"data.label_column='target': must be one of the columns of {csv}: "
+                            "a, b, label")
+    npz = tmp_path / "d.npz"
+    np.savez(npz, features=np.zeros((4, 2)), y=np.zeros(4))
+    with pytest.raises(ConfigError) as e:
+        data_lib.load(compose_config(["data=npz", f"data.path={npz}"]).data)
+    assert str(e.value) == f"data.x_key='x': must be one of the arrays in {npz}: features, y"
+    broken = tmp_path / "broken.npz"
+    broken.write_text("not a zip file")
+    with pytest.raises(ConfigError) as e:
+        data_lib.load(compose_config(["data=npz", f"data.path={broken}"]).data)
+    assert str(e.value).startswith(f"data.path='{broken}': must be a readable .npz file")

@@ -1,0 +1,16 @@
+"""The README's commands stay true: CI runs exactly its test command."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci in (ROOT / "README.md").read_text()
+    assert ci.endswith("pytest -q")
+
+
+def test_readme_main_command_runs_the_default_sweep():
+    assert ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/hpjax -m"
+            in (ROOT / "README.md").read_text())

@@ -1,0 +1,115 @@
+"""Training one configuration: accuracy reached, determinism, compile reuse, divergence."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import FAST, compose_config
+from hpjax import train
+from hpjax.config import ACTIVATIONS, OPTIMIZERS
+
+
+def run(overrides=(), output_dir=None):
+    return train.run(compose_config(FAST + list(overrides)), output_dir)
+
+
+def read_metrics(path):
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_default_config_reaches_95_percent_test_accuracy(tmp_path):
+    result = train.run(compose_config(), str(tmp_path))
+    assert result.status == "ok"
+    assert result.test["test/accuracy"] >= 0.95
+    assert result.objective == result.best["val/accuracy"] >= 0.95
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["test"]["test/accuracy"] == result.test["test/accuracy"]
+    assert saved["num_params"] == 26_122  # 64*128+128 + 128*128+128 + 128*10+10
+    rows = read_metrics(tmp_path)
+    assert len(rows) == saved["epochs_run"] == result.epochs_run
+    assert rows[saved["best_epoch"] - 1]["val/accuracy"] == saved["best"]["val/accuracy"]
+    assert set(rows[0]) == {"epoch", "train/loss", "train/accuracy", "val/loss",
+                            "val/accuracy", "lr", "epoch_time_s"}
+    assert saved["compile_time_s"] > 0 and saved["train_time_s"] > 0
+    assert saved["samples_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_trains_well_above_chance(name):
+    result = run([f"optimizer={name}"])
+    assert result.status == "ok"
+    assert result.best["val/accuracy"] > 0.6, result.best  # chance is 0.1
+
+
+def test_every_activation_trains_well_above_chance():
+    accuracy = {name: run([f"activation={name}"]).best["val/accuracy"] for name in ACTIVATIONS}
+    assert min(accuracy.values()) > 0.6, accuracy
+    # the traced index really switches the function: the runs differ
+    assert len(set(accuracy.values())) > 1
+
+
+def test_same_seed_gives_identical_metrics_and_other_seeds_differ(tmp_path):
+    paths = [tmp_path / name for name in ("a", "b", "c")]
+    for path, seed in zip(paths, (3, 3, 4)):
+        path.mkdir()
+        run([f"train.seed={seed}"], str(path))
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+    a, b, c = (strip(read_metrics(p)) for p in paths)
+    assert a == b
+    assert a != c and a[0]["train/loss"] != c[0]["train/loss"]
+
+
+def test_new_numeric_values_compile_nothing():
+    run(["optimizer.lr=1e-3", "model.dropout=0.1"])
+    before = train.CompileStats.count
+    result = run(["optimizer.lr=3e-3", "model.dropout=0.3", "activation=tanh",
+                  "train.seed=7", "optimizer.b1=0.8", "train.label_smoothing=0.1"])
+    assert train.CompileStats.count == before
+    assert result.status == "ok"
+    run(["model.width=64"])  # a new shape does compile
+    assert train.CompileStats.count > before
+
+
+def test_diverging_learning_rate_is_reported_not_raised(tmp_path):
+    result = run(["optimizer=sgd", "optimizer.lr=1e6"], str(tmp_path))
+    assert result.status == "diverged" and result.objective is None
+    assert result.diverged_epoch == result.epochs_run == 1
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["status"] == "diverged" and saved["objective"] is None
+    assert read_metrics(tmp_path)[-1]["train/loss"] is None  # NaN/inf written as null
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_epoch():
+    # min_delta=10: after epoch 1 nothing counts as an improvement of val/loss
+    result = run(["train.epochs=20", "train.early_stopping.patience=2",
+                  "train.early_stopping.min_delta=10"])
+    assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
+
+
+def test_test_metrics_come_from_the_best_epoch():
+    # monitoring train/loss in max mode keeps epoch 1 as the best: its test metrics are reported
+    last = run(["schedule=constant", "train.early_stopping.monitor=train/loss",
+                "train.early_stopping.mode=max"])
+    first = run(["schedule=constant", "train.epochs=1"])
+    assert last.best_epoch == 1 and last.epochs_run == 5
+    assert last.test == pytest.approx(first.test, rel=1e-6)
+    assert last.objective == pytest.approx(first.objective, rel=1e-6)
+
+
+def test_logged_learning_rate_follows_the_schedule(tmp_path):
+    # 19 steps per epoch; the boundary at 0.4 * 95 = step 38; lr is logged at each epoch's end
+    run(["schedule=step", "schedule.boundaries=[0.4]", "schedule.gamma=0.1",
+         "optimizer.lr=0.01"], str(tmp_path))
+    lrs = [row["lr"] for row in read_metrics(tmp_path)]
+    np.testing.assert_allclose(lrs, [0.01, 0.01, 0.001, 0.001, 0.001], rtol=1e-6)
+
+
+def test_cnn_and_normalised_mlp_train(tmp_path):
+    cnn = run(["model=cnn"], str(tmp_path))
+    assert cnn.status == "ok" and cnn.best["val/accuracy"] > 0.8
+    # conv 3*3*1*32+32, conv 3*3*32*64+64, pool 8->4->2, dense 2*2*64*128+128, head 128*10+10
+    assert cnn.num_params == 320 + 18_496 + 32_896 + 1_290
+    layer = run(["model.norm=layer", "model.width=[64,32]"])
+    assert layer.status == "ok" and layer.best["val/accuracy"] > 0.6
+    assert layer.num_params == (64 * 64 + 64 + 128) + (64 * 32 + 32 + 64) + (32 * 10 + 10)
