@@ -12,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hpjax.cli import CONF_DIR, register
-from hpjax.config import ConfigError, to_config
+from hpjax.config import ConfigError, to_config, worst_objective
 
 log = logging.getLogger("hpjax")
 # JAX reports at INFO that it found no TPU; Hydra's logging would print that on every run.
@@ -30,10 +30,16 @@ def main(dict_cfg: DictConfig) -> float:
         cfg = to_config(dict_cfg)
         result = train.run(cfg, hydra_cfg.runtime.output_dir)
     except ConfigError as e:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # this job fails; Hydra runs the others and reports it
-        print(f"hpjax: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            print(f"hpjax: error: {e}", file=sys.stderr)
+            sys.exit(2)
+        # In a sweep this trial is recorded as failed and the others go on.
+        log.error("hpjax: error: %s", e)
+        train.write_result(train.Result(
+            status="failed", objective=None, objective_metric=dict_cfg.objective.metric,
+            objective_mode=dict_cfg.objective.mode, best_epoch=None, error=str(e)),
+            hydra_cfg.runtime.output_dir)
+        return worst_objective(dict_cfg.objective.mode)
     log.info("results in %s", hydra_cfg.runtime.output_dir)
     return result.objective if result.objective is not None else cfg.objective.worst
 

@@ -9,7 +9,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, List, Optional
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -87,13 +87,14 @@ class DataConfig(_Checked):
     # Standardise every feature with the mean and std of the training split only
     standardize: bool = True
     # Shape of one sample as an image (height, width, channels), needed by model=cnn
-    image_shape: Optional[List[int]] = None
+    image_shape: Optional[list[int]] = None
 
     def __post_init__(self) -> None:
         self._check_fraction("val_fraction", low_open=True)
         self._check_fraction("test_fraction", low_open=True)
         self._check("test_fraction", self.val_fraction + self.test_fraction < 0.9,
-                    f"val_fraction + test_fraction must be < 0.9 (val_fraction={self.val_fraction})")
+                    "val_fraction + test_fraction must be < 0.9 "
+                    f"(val_fraction={self.val_fraction})")
         if self.image_shape is not None:
             self._check("image_shape", len(self.image_shape) == 3 and min(self.image_shape) >= 1,
                         "must be [height, width, channels] of positive integers, or null")
@@ -220,7 +221,7 @@ class MLPConfig(ModelConfig):
 class CNNConfig(ModelConfig):
     name: str = "cnn"
     # Output channels of each conv layer
-    channels: List[int] = field(default_factory=lambda: [32, 64])
+    channels: list[int] = field(default_factory=lambda: [32, 64])
     kernel_size: int = 3
     # 2x2 max pooling after every conv layer (skipped once the image is 1 pixel wide)
     pool: bool = True
@@ -385,7 +386,7 @@ class ConstantScheduleConfig(ScheduleConfig):
 class StepScheduleConfig(ScheduleConfig):
     name: str = "step"
     # Fractions of training at which the learning rate is multiplied by gamma
-    boundaries: List[float] = field(default_factory=lambda: [0.5, 0.75])
+    boundaries: list[float] = field(default_factory=lambda: [0.5, 0.75])
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
@@ -513,8 +514,12 @@ class ObjectiveConfig(_Checked):
 
     @property
     def worst(self) -> float:
-        """The objective a failed or diverged trial hands back: no sweeper can prefer it."""
-        return -math.inf if self.mode == "max" else math.inf
+        return worst_objective(self.mode)
+
+
+def worst_objective(mode: str) -> float:
+    """The objective a failed or diverged trial hands back: no sweeper can prefer it."""
+    return -math.inf if mode == "max" else math.inf
 
 
 @dataclass
@@ -551,7 +556,7 @@ def register_configs() -> None:
             cs.store(group=group, name=f"base_{name}", node=node)
 
 
-def _unknown_keys(node: DictConfig, obj: Any, prefix: str = "") -> List[str]:
+def _unknown_keys(node: DictConfig, obj: Any, prefix: str = "") -> list[str]:
     # `+key=value` on a typed node is accepted by OmegaConf and dropped by to_object: find it.
     unknown = []
     names = {f.name for f in dataclasses.fields(obj)}
@@ -572,7 +577,8 @@ def to_config(cfg: DictConfig) -> Config:
     """
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
-        raise ConfigError(missing[0], "???", f"must be set, e.g. on the command line: {missing[0]}=...")
+        raise ConfigError(missing[0], MISSING,
+                          f"must be set, e.g. on the command line: {missing[0]}=...")
     try:
         obj = OmegaConf.to_object(cfg)
     except Exception as e:  # OmegaConf wraps errors raised in __post_init__

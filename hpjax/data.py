@@ -5,8 +5,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpjax.config import (ConfigError, CsvDataConfig, DataConfig, NpzDataConfig,
-                          SklearnDataConfig, SyntheticDataConfig)
+from hpjax.config import (
+    ConfigError,
+    CsvDataConfig,
+    DataConfig,
+    NpzDataConfig,
+    SklearnDataConfig,
+    SyntheticDataConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,8 @@ def _load_npz(cfg: NpzDataConfig) -> tuple:
         key = getattr(cfg, key_name)
         if key not in arrays:
             raise ConfigError(f"data.{key_name}", key,
-                              f"must be one of the arrays in {cfg.path}: {', '.join(sorted(arrays))}")
+                              f"must be one of the arrays in {cfg.path}: "
+                              f"{', '.join(sorted(arrays))}")
     x, y = arrays[cfg.x_key], arrays[cfg.y_key]
     if y.ndim != 1 or len(x) != len(y):
         raise ConfigError("data.y_key", cfg.y_key,

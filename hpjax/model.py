@@ -1,6 +1,6 @@
 """Flax models whose activation and dropout rate are traced inputs, not part of the program."""
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import flax.linen as nn
 import jax

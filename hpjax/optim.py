@@ -5,15 +5,22 @@ changes only numbers reuses the program. Structural choices (the optimizer famil
 clipping on/off, the schedule family and its step boundaries) come from the static config.
 """
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from hpjax.config import (ConstantScheduleConfig, CosineScheduleConfig, ExponentialScheduleConfig,
-                          OneCycleScheduleConfig, OptimizerConfig,
-                          ScheduleConfig, StepScheduleConfig, WarmupCosineScheduleConfig)
+from hpjax.config import (
+    ConstantScheduleConfig,
+    CosineScheduleConfig,
+    ExponentialScheduleConfig,
+    OneCycleScheduleConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    StepScheduleConfig,
+    WarmupCosineScheduleConfig,
+)
 
 Hparams = Mapping[str, jax.Array]
 

@@ -66,6 +66,10 @@ class SweepReport(Callback):
             return
         trials = read_trials(sweep_dir)
         if trials:
-            Console(width=max(120, Console().width)).print(format_table(trials))
+            console = Console(width=max(120, Console().width))
+            console.print(format_table(trials))
+            for t in trials:
+                if t.get("error"):
+                    console.print(f"job {t['job']} failed: {t['error']}")
         log.info("sweep results in %s (one directory per job: result.json, metrics.jsonl)",
                  sweep_dir.resolve())

@@ -12,8 +12,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import flax
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 import optax
 
 from hpjax import data as data_lib
-from hpjax.config import Config, ConfigError
+from hpjax.config import Config, ConfigError, EarlyStoppingConfig
 from hpjax.hparams import hparams, signature
 from hpjax.model import make_model
 from hpjax.optim import make_optimizer, make_schedule
@@ -112,8 +113,8 @@ def build_programs(cfg: Config, *, num_classes: int, input_shape: tuple,
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state)
+        params = optax.apply_updates(state.params, updates)
+        state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return state, (loss, jnp.mean(jnp.argmax(logits, -1) == yb))
 
     def train_epoch(state: TrainState, hp: Hparams, x: jax.Array, y: jax.Array):
@@ -170,7 +171,7 @@ def programs(cfg: Config, ds: data_lib.Dataset) -> Programs:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Result:
-    status: str  # "ok" or "diverged"
+    status: str  # "ok", "diverged", or "failed" (a config error, in a sweep)
     objective: Optional[float]  # null when diverged; the task function then returns the worst
     objective_metric: str
     objective_mode: str
@@ -185,6 +186,12 @@ class Result:
     samples_per_s: float = 0.0
     num_params: int = 0
     seed: int = 0
+    error: Optional[str] = None
+
+
+def write_result(result: Result, output_dir: str) -> None:
+    with open(os.path.join(output_dir, "result.json"), "w") as f:
+        json.dump(_json_safe(asdict(result)) | {"best": _json_safe(result.best)}, f, indent=2)
 
 
 def check_fits(cfg: Config, ds: data_lib.Dataset) -> None:
@@ -198,8 +205,28 @@ def check_fits(cfg: Config, ds: data_lib.Dataset) -> None:
                           "[height,width,channels] (the digits set has it)")
 
 
-def _improved(value: float, best: float, mode: str, min_delta: float) -> bool:
-    return value < best - min_delta if mode == "min" else value > best + min_delta
+@dataclass
+class BestEpoch:
+    """Tracks the best epoch by the monitored metric and counts the patience of early stopping,
+    as Keras' `EarlyStopping(restore_best_weights=True)` does."""
+
+    cfg: EarlyStoppingConfig
+    epoch: Optional[int] = None
+    row: dict = field(default_factory=dict)
+    params: Any = None
+
+    def update(self, epoch: int, row: dict, params: Any) -> bool:
+        """Records `epoch` if it improved on the best; returns True when training should stop."""
+        value, c = row[self.cfg.monitor], self.cfg
+        if self.epoch is None or (value < self.row[c.monitor] - c.min_delta if c.mode == "min"
+                                  else value > self.row[c.monitor] + c.min_delta):
+            self.epoch, self.row, self.params = epoch, row, params
+            return False
+        return c.patience is not None and epoch - self.epoch >= c.patience
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _json_safe(metrics: dict) -> dict:
@@ -224,12 +251,11 @@ def run(cfg: Config, output_dir: Optional[str] = None) -> Result:
     progs = programs(cfg, ds)
     hp = hparams(cfg)
     x_tr, y_tr, x_va, y_va = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
-    es = cfg.train.early_stopping
     samples_per_epoch = progs.steps_per_epoch * cfg.train.batch_size
 
     metrics_file = open(os.path.join(output_dir, "metrics.jsonl"), "w") if output_dir else None
     state = progs.init(hp)
-    best_value, best_epoch, best, best_params = math.inf if es.mode == "min" else -math.inf, None, {}, None
+    best = BestEpoch(cfg.train.early_stopping)
     train_s = fit_s = 0.0  # seconds in train_epoch; in train_epoch + validation (no compiles)
     status, stopped_early, diverged_epoch, epoch = "ok", False, None, 0
     try:
@@ -258,36 +284,34 @@ def run(cfg: Config, output_dir: Optional[str] = None) -> Result:
                 log.warning("loss became NaN or infinite in epoch %d: trial stopped as diverged",
                             epoch)
                 break
-            if _improved(row[es.monitor], best_value, es.mode, es.min_delta):
-                best_value, best_epoch, best, best_params = row[es.monitor], epoch, row, state.params
-            elif es.patience is not None and epoch - best_epoch >= es.patience:
+            if best.update(epoch, row, state.params):
                 stopped_early = True
                 log.info("early stopping: %s did not improve for %d epochs (best epoch %d)",
-                         es.monitor, es.patience, best_epoch)
+                         best.cfg.monitor, best.cfg.patience, best.epoch)
                 break
     finally:
         if metrics_file:
             metrics_file.close()
 
     test = {}
-    if best_params is not None:
-        t = jax.device_get(progs.evaluate(best_params, hp, jnp.asarray(ds.x_test),
+    if best.params is not None:
+        t = jax.device_get(progs.evaluate(best.params, hp, jnp.asarray(ds.x_test),
                                           jnp.asarray(ds.y_test)))
         test = {f"test/{k}": float(v) for k, v in t.items()}
-    objective = float(best[cfg.objective.metric]) if status == "ok" else None
+    objective = float(best.row[cfg.objective.metric]) if status == "ok" else None
     result = Result(
         status=status, objective=objective, objective_metric=cfg.objective.metric,
-        objective_mode=cfg.objective.mode, best_epoch=best_epoch,
-        best={k: v for k, v in best.items() if k != "epoch"}, test=test, epochs_run=epoch,
+        objective_mode=cfg.objective.mode, best_epoch=best.epoch,
+        best={k: v for k, v in best.row.items() if k != "epoch"}, test=test, epochs_run=epoch,
         stopped_early=stopped_early, diverged_epoch=diverged_epoch,
         compile_time_s=round(CompileStats.seconds - compile_s0, 4),
         train_time_s=round(fit_s, 4),
         samples_per_s=round(epoch * samples_per_epoch / train_s, 1) if train_s > 0 else 0.0,
         num_params=progs.num_params(state.params), seed=cfg.train.seed)
-    log.info("%s: %s=%s at best epoch %s, test/accuracy=%s, %d new compilations",
-             status, cfg.objective.metric, objective, best_epoch,
-             test.get("test/accuracy"), CompileStats.count - compile_count)
+    log.info("%s: %s=%s at best epoch %s, test/accuracy=%s, %d new compilations (%.2f s)",
+             status, cfg.objective.metric, _fmt(objective), best.epoch,
+             _fmt(test.get("test/accuracy")), CompileStats.count - compile_count,
+             result.compile_time_s)
     if output_dir:
-        with open(os.path.join(output_dir, "result.json"), "w") as f:
-            json.dump(_json_safe(asdict(result)) | {"best": _json_safe(result.best)}, f, indent=2)
+        write_result(result, output_dir)
     return result

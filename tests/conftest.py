@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from hpjax.cli import CONF_DIR, register
-from hpjax.config import Config, to_config
+from hpjax.config import to_config
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Compiles about 1.5x faster on CPU; tests compare runs made under the same setting.
@@ -35,7 +35,8 @@ def make_cfg():
 
 def run_cli(args, cwd, module=False, env=None):
     """Runs `hpjax <args>` (or `python -m hpjax`) in a fresh process; returns CompletedProcess."""
-    exe = [sys.executable, "-m", "hpjax"] if module else [str(Path(sys.executable).parent / "hpjax")]
+    script = str(Path(sys.executable).parent / "hpjax")
+    exe = [sys.executable, "-m", "hpjax"] if module else [script]
     return subprocess.run(exe + list(args), cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
 

@@ -97,13 +97,15 @@ def test_hydra_rejects_unknown_keys_itself(cli):
     assert out.returncode == 1 and "Key 'lrr' not in 'AdamConfig'" in out.stderr
 
 
-def test_diverging_trial_exits_zero_and_a_sweep_goes_on(cli, tmp_path):
+def test_diverging_or_invalid_trial_exits_zero_and_a_sweep_goes_on(cli, tmp_path):
     out = cli("optimizer=sgd", "optimizer.lr=1e6", "hydra.run.dir=run")
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
-    out = cli("-m", "optimizer=sgd", "optimizer.lr=0.1,1e6", "activation=relu",
+    out = cli("-m", "optimizer=sgd", "optimizer.lr=0.1,1e6,-1", "activation=relu",
               "train.epochs=3", "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
-    statuses = [json.loads((tmp_path / "sweep" / j / "result.json").read_text())["status"]
-                for j in ("0", "1")]
-    assert statuses == ["ok", "diverged"]
+    results = [json.loads((tmp_path / "sweep" / j / "result.json").read_text())
+               for j in ("0", "1", "2")]
+    assert [r["status"] for r in results] == ["ok", "diverged", "failed"]
+    assert results[2]["error"] == "optimizer.lr=-1.0: must be a finite number > 0"
+    assert "job 2 failed: optimizer.lr=-1.0: must be a finite number > 0" in out.stdout

@@ -2,11 +2,16 @@
 
 import pytest
 from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
 
 from conftest import compose_config
-from hpjax.config import (ACTIVATIONS, AdamWConfig, ConfigError, MLPConfig, MomentumConfig,
-                          SklearnDataConfig, to_config)
+from hpjax.config import (
+    ACTIVATIONS,
+    AdamWConfig,
+    ConfigError,
+    MLPConfig,
+    MomentumConfig,
+    SklearnDataConfig,
+)
 
 
 def test_defaults_compose_to_typed_configs():
@@ -62,7 +67,8 @@ BAD_VALUES = [
      "train.early_stopping.monitor='val/acc': must be one of val/loss, val/accuracy, "
      "train/loss, train/accuracy"),
     ("objective.mode=maximize", "objective.mode='maximize': must be one of min, max"),
-    ("+train.foo=1", "train.foo=1: unknown key (added with '+'?): `hpjax --cfg job` lists the keys"),
+    ("+train.foo=1",
+     "train.foo=1: unknown key (added with '+'?): `hpjax --cfg job` lists the keys"),
     ("data=csv", "data.path=???: must be set, e.g. on the command line: data.path=..."),
     ("data=csv data.path=missing.csv", "data.path='missing.csv': file not found"),
 ]

@@ -29,7 +29,8 @@ def schedule_values(overrides, steps):
     (["schedule=constant"], [0, 50, 99], [1, 1, 1]),
     (["schedule=step", "schedule.boundaries=[0.5,0.8]", "schedule.gamma=0.1"],
      [0, 49, 50, 79, 80, 99], [1, 1, 0.1, 0.1, 0.01, 0.01]),
-    (["schedule=exponential", "schedule.decay_rate=0.5"], [0, 10, 15, 20], [1, 0.5, 0.5**1.5, 0.25]),
+    (["schedule=exponential", "schedule.decay_rate=0.5"],
+     [0, 10, 15, 20], [1, 0.5, 0.5**1.5, 0.25]),
     (["schedule=exponential", "schedule.decay_rate=0.5", "schedule.staircase=true"],
      [0, 10, 15, 20], [1, 0.5, 0.5, 0.25]),
     (["schedule=cosine", "schedule.end_ratio=0.1"], [0, 50, 100], [1, 0.55, 0.1]),
@@ -50,7 +51,7 @@ def test_schedule_follows_traced_lr():
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_every_optimizer_descends_a_quadratic(name):
     """Each optimizer, built from traced values inside jit, reaches the minimum of a parabola."""
-    lr = {"sgd": 0.1, "momentum": 0.05, "nesterov": 0.05, "adagrad": 0.5, "lion": 0.05}.get(name, 0.05)
+    lr = {"sgd": 0.1, "adagrad": 0.5}.get(name, 0.05)
     cfg = compose_config([f"optimizer={name}", f"optimizer.lr={lr}", "schedule=constant",
                           "optimizer.weight_decay=0"])
     target = jnp.array([[1.0, -2.0], [0.5, 3.0]])

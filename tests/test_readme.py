@@ -14,3 +14,12 @@ def test_ci_runs_the_readme_test_command():
 def test_readme_main_command_runs_the_default_sweep():
     assert ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/hpjax -m"
             in (ROOT / "README.md").read_text())
+
+
+def test_wheel_packages_every_config_group():
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["setuptools"]["packages"]
+    groups = {f"hpjax.conf.{p.name}" for p in (ROOT / "conf").iterdir() if p.is_dir()}
+    assert groups <= set(packages)

@@ -51,7 +51,7 @@ def test_every_activation_trains_well_above_chance():
 
 def test_same_seed_gives_identical_metrics_and_other_seeds_differ(tmp_path):
     paths = [tmp_path / name for name in ("a", "b", "c")]
-    for path, seed in zip(paths, (3, 3, 4)):
+    for path, seed in zip(paths, (3, 3, 4), strict=True):
         path.mkdir()
         run([f"train.seed={seed}"], str(path))
     strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
