@@ -6,9 +6,8 @@ from hydra.core.config_store import ConfigStore
 
 from hpjax.config import register_configs
 
-_HERE = Path(__file__).resolve().parent
-# A wheel carries the configs as hpjax/conf; a source checkout keeps them at the top as conf/.
-CONF_DIR = _HERE / "conf" if (_HERE / "conf").is_dir() else _HERE.parent / "conf"
+# conf/ at the top of the repository; hpjax/conf links to it, and a wheel carries it there.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 _HEADER = """hpjax: tune the hyperparameters of JAX models with Hydra.
 

@@ -1,75 +1,239 @@
-"""The end of a sweep: a ranked table of its trials, printed from their `result.json` files."""
+"""The end of every sweep, whichever sweeper ran it: `summary.csv`, `best.yaml` and a ranked table.
 
+Everything here reads the job directories (`.hydra/overrides.yaml`, `result.json`), so a report can
+be rebuilt at any time: `python -m hpjax.report <sweep_dir>`.
+"""
+
+import csv
 import json
 import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("hpjax")
 
+METRIC_COLUMNS = ("val/loss", "val/accuracy", "test/loss", "test/accuracy")
 
-def read_trials(sweep_dir: Path) -> list[dict]:
-    """One dict per job directory: its number, overrides and `result.json` (or status missing)."""
+
+def result_metric(result: dict, name: str) -> Optional[float]:
+    """A metric of `result.json` by name: `val/accuracy` (best epoch), `test/accuracy`,
+    or a top-level number such as `num_params`, `train_time_s`, `objective`."""
+    for where in (result.get("best", {}), result.get("test", {}), result):
+        if isinstance(where.get(name), (int, float)) and not isinstance(where.get(name), bool):
+            return float(where[name])
+    return None
+
+
+@dataclass
+class Trial:
+    job: int
+    job_dir: Path
+    overrides: list
+    result: dict
+
+    @property
+    def status(self) -> str:
+        return self.result.get("status", "incomplete")
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.result.get("objective") is not None
+
+    def metric(self, name: str) -> Optional[float]:
+        return result_metric(self.result, name)
+
+
+def read_trials(sweep_dir: Path) -> list[Trial]:
+    """One `Trial` per numbered job directory; one without `result.json` is `incomplete`."""
     trials = []
-    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()),
-                      key=lambda p: int(p.name)):
-        overrides_file = job / ".hydra" / "overrides.yaml"
-        overrides = OmegaConf.load(overrides_file) if overrides_file.exists() else []
-        result_file = job / "result.json"
-        result = json.loads(result_file.read_text()) if result_file.exists() else {
-            "status": "failed", "objective": None}
-        trials.append({"job": int(job.name), "overrides": " ".join(overrides), **result})
+    for job_dir in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()),
+                          key=lambda p: int(p.name)):
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+        result_file = job_dir / "result.json"
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        trials.append(Trial(int(job_dir.name), job_dir, overrides, result))
     return trials
 
 
-def rank(trials: list[dict]) -> list[dict]:
-    """Finished trials best first (by each trial's own objective mode), then the others."""
-    ok = [t for t in trials if t.get("status") == "ok" and t.get("objective") is not None]
-    sign = -1 if ok and ok[0].get("objective_mode") == "max" else 1
-    ok.sort(key=lambda t: (sign * t["objective"], t["job"]))
-    return ok + [t for t in trials if t not in ok]
+def objectives_of(trials: list[Trial], sweeper_objectives: Optional[dict] = None) -> dict:
+    """{metric: "min"|"max"}: the sweeper's objectives, else the trials' own objective."""
+    if sweeper_objectives:
+        return dict(sweeper_objectives)
+    for t in trials:
+        if "objective_metric" in t.result:
+            return {t.result["objective_metric"]: t.result["objective_mode"]}
+    return {"objective": "min"}
 
 
-def format_table(trials: list[dict], top: int = 10) -> Any:
+def _dominates(a: list, b: list) -> bool:
+    return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def rank(trials: list[Trial], objectives: dict) -> tuple[list[Trial], set]:
+    """Finished trials best first, then the rest; and the job numbers on the Pareto front.
+
+    One objective: sorted by it. Several: the Pareto front first (sorted by the first objective),
+    then the others by the first objective.
+    """
+    signs = [-1 if mode == "max" else 1 for mode in objectives.values()]
+    scored = []
+    for t in trials:
+        values = [t.metric(m) for m in objectives]
+        if t.ok and all(v is not None and math.isfinite(v) for v in values):
+            scored.append((t, [s * v for s, v in zip(signs, values, strict=True)]))
+    front = {t.job for t, v in scored if not any(_dominates(w, v) for _, w in scored)}
+    scored.sort(key=lambda tv: (tv[0].job not in front, tv[1][0], tv[0].job))
+    ranked = [t for t, _ in scored]
+    return ranked + [t for t in trials if t not in ranked], front
+
+
+def swept_keys(trials: list[Trial]) -> list[str]:
+    """Override keys in order of first appearance (the summary's parameter columns)."""
+    keys: dict[str, None] = {}
+    for t in trials:
+        for o in t.overrides:
+            keys.setdefault(o.split("=", 1)[0], None)
+    return list(keys)
+
+
+def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None:
+    keys = swept_keys(trials)
+    ranked, front = rank(trials, objectives)
+    position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
+    metrics = list(dict.fromkeys([*objectives, *METRIC_COLUMNS]))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial", "rank", *keys, "status", "objective", *metrics, "best_epoch",
+                    "epochs_run", "num_params", "time_s", "pareto", "error"])
+        for t in trials:
+            values = dict(o.split("=", 1) for o in t.overrides)
+            r = t.result
+            seconds = r.get("compile_time_s", 0.0) + r.get("train_time_s", 0.0)
+            w.writerow([t.job, position.get(t.job, ""), *(values.get(k, "") for k in keys),
+                        t.status, _cell(r.get("objective")), *(_cell(t.metric(m)) for m in metrics),
+                        _cell(r.get("best_epoch")), _cell(r.get("epochs_run")),
+                        _cell(r.get("num_params")), f"{seconds:.3f}" if r else "",
+                        t.job in front, r.get("error", "")])
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def write_best_yaml(best: Trial, objectives: dict, path: Path) -> None:
+    """The best trial's full composed config, as a primary config `hpjax` can run again."""
+    hydra_file = best.job_dir / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
+    config = OmegaConf.load(best.job_dir / ".hydra" / "config.yaml")
+    summary = ", ".join(f"{m}={best.metric(m)}" for m in objectives)
+    header = (f"# Best trial of the sweep in {path.parent.resolve()}: job {best.job}, {summary}\n"
+              f"# Overrides: {' '.join(best.overrides)}\n"
+              f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name best\n")
+    # Group choices as the trial made them; hydra/* and sweep presets do not change training.
+    defaults = ["config"] + [{f"override {group}": choice} for group, choice in choices.items()
+                             if not group.startswith("hydra/") and group != "search"
+                             and choice is not None]
+    body = OmegaConf.to_yaml(OmegaConf.create({"defaults": defaults + ["_self_"]}))
+    path.write_text(header + body + OmegaConf.to_yaml(config))
+
+
+def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
     from rich.table import Table
 
-    ranked = rank(trials)
-    metric = next((t["objective_metric"] for t in ranked if "objective_metric" in t), "objective")
-    table = Table(title=f"{len(trials)} trials, ranked by {metric}")
-    for name in ("rank", "job", "overrides", "status", metric, "test/accuracy", "epochs",
-                 "time s"):
-        table.add_column(name, justify="left" if name in ("overrides", "status") else "right")
-    shown = [t for i, t in enumerate(ranked) if i < top or t.get("status") != "ok"]
+    ranked, front = rank(trials, objectives)
+    several = len(objectives) > 1
+    title = (f"{len(trials)} trials, " + (f"Pareto front of {', '.join(objectives)} first"
+                                           if several else f"ranked by {next(iter(objectives))}"))
+    table = Table(title=title)
+    metrics = [*objectives] + [c for c in ("val/accuracy", "test/accuracy") if c not in objectives]
+    columns = ["rank", "trial", "overrides", "status", *metrics, "epochs", "time s"]
+    columns += ["pareto"] if several else []
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("overrides", "status") else "right",
+                         overflow="fold")
+    shown = [t for i, t in enumerate(ranked) if i < top or not t.ok]
+    # Overrides shared by every trial (train.epochs=5, search=tpe) say nothing about the ranking.
+    common = set.intersection(*(set(t.overrides) for t in trials)) if len(trials) > 1 else set()
     for i, t in enumerate(shown):
-        objective = t.get("objective")
-        test = t.get("test", {}).get("test/accuracy")
-        seconds = t.get("compile_time_s", 0) + t.get("train_time_s", 0)
-        table.add_row(str(i + 1) if t.get("status") == "ok" else "-", str(t["job"]),
-                      t["overrides"], t.get("status", "?"),
-                      f"{objective:.4f}" if objective is not None else "-",
-                      f"{test:.4f}" if test is not None else "-",
-                      str(t.get("epochs_run", "-")), f"{seconds:.2f}")
+        r = t.result
+        overrides = " ".join(o for o in t.overrides if o not in common)
+        cells = [str(i + 1) if t.ok else "-", str(t.job), overrides, t.status]
+        cells += [_fmt(t.metric(m)) for m in metrics]
+        cells += [str(r.get("epochs_run", "-")),
+                  f"{r.get('compile_time_s', 0) + r.get('train_time_s', 0):.2f}" if r else "-"]
+        if several:
+            cells.append("*" if t.job in front else "")
+        table.add_row(*cells)
     return table
 
 
+def _fmt(v: Optional[float]) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if abs(v) < 1e4 and v != int(v) else f"{v:g}"
+
+
+def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
+           console: Any = None) -> Optional[Trial]:
+    """Writes `summary.csv` and `best.yaml` into `sweep_dir`, prints the table; returns the best."""
+    from rich.console import Console
+
+    trials = read_trials(sweep_dir)
+    if not trials:
+        return None
+    objectives = objectives_of(trials, sweeper_objectives)
+    write_summary_csv(trials, objectives, sweep_dir / "summary.csv")
+    ranked, _ = rank(trials, objectives)
+    best = ranked[0] if ranked and ranked[0].ok else None
+    if best is not None:
+        write_best_yaml(best, objectives, sweep_dir / "best.yaml")
+    console = console or Console(width=max(120, Console().width))
+    console.print(format_table(trials, objectives))
+    for t in trials:
+        if t.result.get("error"):
+            console.print(f"trial {t.job} failed: {t.result['error']}")
+    return best
+
+
 class SweepReport(Callback):
-    """Prints the ranked trials and the sweep directory when a multirun ends."""
+    """Logs progress as jobs end and writes the sweep's report when the multirun ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._start, self._done, self._best = time.perf_counter(), 0, None
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not hasattr(self, "_start"):  # a single run: nothing to report
+            return
+        self._done += 1
+        result_file = Path(config.hydra.runtime.output_dir) / "result.json"
+        result = json.loads(result_file.read_text()) if result_file.exists() else {}
+        value, mode = result.get("objective"), result.get("objective_mode", "min")
+        if value is not None and (self._best is None or (
+                value > self._best[0] if mode == "max" else value < self._best[0])):
+            self._best = (value, config.hydra.job.num, result.get("objective_metric"))
+        best = (f"best {self._best[2]} {self._best[0]:.4f} (trial {self._best[1]})"
+                if self._best else "no finished trial yet")
+        log.info("[sweep] %d trials done, %s, %.1f s elapsed", self._done, best,
+                 time.perf_counter() - self._start)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from rich.console import Console
-
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
-        trials = read_trials(sweep_dir)
-        if trials:
-            console = Console(width=max(120, Console().width))
-            console.print(format_table(trials))
-            for t in trials:
-                if t.get("error"):
-                    console.print(f"job {t['job']} failed: {t['error']}")
-        log.info("sweep results in %s (one directory per job: result.json, metrics.jsonl)",
-                 sweep_dir.resolve())
+        objectives = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
+        best = report(sweep_dir, {m: mode for m, _, mode in (
+            str(o).rpartition(":") for o in objectives)} if objectives else None)
+        log.info("sweep results in %s: summary.csv%s, one directory per trial",
+                 sweep_dir.resolve(), ", best.yaml" if best else "")
+
+
+if __name__ == "__main__":
+    report(Path(sys.argv[1]))

@@ -20,11 +20,12 @@ register()
 FAST = ["train.epochs=5", "train.early_stopping.patience=null"]
 
 
-def compose_config(overrides=(), validate=True):
+def compose_config(overrides=(), validate=True, return_hydra_config=False):
     """The config `hpjax <overrides>` would run, composed in-process."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
+        cfg = compose("config", overrides=list(overrides),
+                      return_hydra_config=return_hydra_config)
     return to_config(cfg) if validate else cfg
 
 

@@ -108,4 +108,4 @@ def test_diverging_or_invalid_trial_exits_zero_and_a_sweep_goes_on(cli, tmp_path
                for j in ("0", "1", "2")]
     assert [r["status"] for r in results] == ["ok", "diverged", "failed"]
     assert results[2]["error"] == "optimizer.lr=-1.0: must be a finite number > 0"
-    assert "job 2 failed: optimizer.lr=-1.0: must be a finite number > 0" in out.stdout
+    assert "trial 2 failed: optimizer.lr=-1.0: must be a finite number > 0" in out.stdout

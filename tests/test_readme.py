@@ -11,8 +11,8 @@ def test_ci_runs_the_readme_test_command():
     assert ci.endswith("pytest -q")
 
 
-def test_readme_main_command_runs_the_default_sweep():
-    assert ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/hpjax -m"
+def test_readme_main_command_runs_the_tpe_preset():
+    assert ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/hpjax -m search=tpe"
             in (ROOT / "README.md").read_text())
 
 

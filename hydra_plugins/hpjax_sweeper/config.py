@@ -1,0 +1,37 @@
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class HpjaxSweeperConf:
+    _target_: str = "hydra_plugins.hpjax_sweeper.sweeper.HpjaxSweeper"
+    # Search algorithm: grid, random, tpe, gp, cmaes, nsga2 or qmc
+    algorithm: str = "random"
+    # Total number of trials in the study (grid: null runs every combination)
+    n_trials: Optional[int] = 20
+    # Trials asked and launched together: the unit a launcher can run in parallel
+    batch_size: int = 1
+    # Seed of the search algorithm: the same seed proposes the same trials
+    seed: int = 0
+    # Search space, key -> Hydra override value: choice(a, b), a,b, range(...), interval(...),
+    # tag(log, interval(...)); the command line adds keys or replaces them
+    params: dict[str, str] = field(default_factory=dict)
+    # Optuna storage URL (sqlite:///..., postgresql://...); null: study.db in the sweep directory
+    storage: Optional[str] = None
+    # Name of the study in the storage; a rerun with the same storage and name resumes it
+    study_name: str = "hpjax"
+    # Several objectives as metric:min or metric:max (e.g. [val/accuracy:max, num_params:min]),
+    # read from each trial's result.json; empty: the task's return value, in objective.mode
+    objectives: list[str] = field(default_factory=list)
+    # Direction of a single objective when the app has no objective.mode: minimize or maximize
+    direction: Optional[str] = None
+    # Mark trials left running by a killed sweep as failed when it resumes (one driver per study)
+    fail_stale_trials: bool = True
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="hpjax", node=HpjaxSweeperConf,
+                             provider="hpjax")
+
+__all__: list[Any] = ["HpjaxSweeperConf"]

@@ -1,0 +1,179 @@
+"""The hpjax sweeper plugin: Hydra's contract, real sweeps on digits, failures, resume, presets."""
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
+from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite
+from hydra.version import _UNSPECIFIED_, VersionBase
+from omegaconf import OmegaConf
+
+from conftest import compose_config, run_cli
+from hpjax.cli import CONF_DIR
+from hpjax.search import make_sampler, parse
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_discovery():
+    names = [cls.__name__ for cls in Plugins.instance().discover(Sweeper)]
+    assert "HpjaxSweeper" in names
+
+
+@pytest.mark.parametrize("launcher_name, overrides", [(
+    "basic", ["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=grid", "hydra.sweeper.n_trials=null",
+              "hydra.sweeper.batch_size=2"])])
+class TestHpjaxSweeperBatches(BatchedSweeperTestSuite):
+    """Hydra's own suite: a 6-point grid in 3 batches of 2, in the basic sweeper's order."""
+
+    @pytest.fixture(autouse=True)
+    def _unset_version_base(self):
+        # The suite expects Hydra's defaults for an unset version_base (jobs chdir to their
+        # directory); composing hpjax's config in this process set it to 1.3.
+        state = VersionBase.instance()
+        saved, state.version_base = state.version_base, _UNSPECIFIED_
+        yield
+        state.version_base = saved
+
+
+def read_summary(sweep):
+    with open(sweep / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def trials_in(sweep, state=None):
+    study = optuna.load_study(study_name="hpjax", storage=f"sqlite:///{sweep / 'study.db'}")
+    return [t for t in study.get_trials() if state is None or t.state == state]
+
+
+def test_random_sweep_writes_jobs_summary_and_a_reproducible_best(cli, tmp_path):
+    out = cli("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
+              "hydra.sweeper.n_trials=8", "hydra.sweeper.batch_size=4",
+              "optimizer.lr=tag(log, interval(1e-3, 3e-2))", "model.dropout=interval(0, 0.5)",
+              "activation=choice(relu, tanh, gelu)", "train.batch_size=choice(32, 64, 128)",
+              "train.epochs=4", "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stderr
+    sweep = tmp_path / "sweep"
+    assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == list(range(8))
+    rows = read_summary(sweep)
+    assert [int(r["trial"]) for r in rows] == list(range(8))
+    assert {r["status"] for r in rows} == {"ok"}
+    for r in rows:
+        assert 1e-3 <= float(r["optimizer.lr"]) <= 3e-2
+        assert r["train.batch_size"] in {"32", "64", "128"}
+        saved = json.loads((sweep / r["trial"] / "result.json").read_text())
+        assert float(r["objective"]) == saved["objective"]
+    assert len(trials_in(sweep, optuna.trial.TrialState.COMPLETE)) == 8
+    best = min(rows, key=lambda r: int(r["rank"]))
+    assert float(best["objective"]) == max(float(r["objective"]) for r in rows)
+    assert "[study] 8/8 trials finished, best val/accuracy" in out.stderr + out.stdout
+    assert "8 trials, ranked by val/accuracy" in out.stdout
+
+    rerun = cli("--config-dir", str(sweep), "--config-name", "best", "hydra.run.dir=rerun")
+    assert rerun.returncode == 0, rerun.stderr
+    again = json.loads((tmp_path / "rerun" / "result.json").read_text())
+    assert again["objective"] == float(best["objective"])
+    assert again["test"] == json.loads((sweep / best["trial"] / "result.json").read_text())["test"]
+
+
+def test_diverged_trial_is_listed_and_never_best(cli, tmp_path):
+    out = cli("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=grid",
+              "hydra.sweeper.n_trials=null", "optimizer=sgd", "activation=relu",
+              "optimizer.lr=choice(1e6, 0.1)", "optimizer.weight_decay=0,1", "train.epochs=3",
+              "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stderr
+    sweep = tmp_path / "sweep"
+    rows = read_summary(sweep)
+    assert [r["status"] for r in rows] == ["diverged", "diverged", "ok", "ok"]
+    assert [r["rank"] for r in rows[:2]] == ["", ""] and {r["rank"] for r in rows[2:]} == {"1", "2"}
+    best = OmegaConf.load(sweep / "best.yaml")
+    assert best.optimizer.lr == 0.1
+    failed = trials_in(sweep, optuna.trial.TrialState.FAIL)
+    assert [t.user_attrs["status"] for t in failed] == ["diverged", "diverged"]
+
+
+def test_grid_with_an_interval_fails_with_a_clear_error(cli):
+    out = cli("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=grid",
+              "optimizer.lr=interval(0.001, 0.1)", "hydra.sweep.dir=sweep")
+    assert out.returncode == 1
+    assert ("algorithm=grid needs discrete values, but optimizer.lr is continuous: use "
+            "choice(...), a,b,c or range(...) instead of interval(...)") in out.stderr
+
+
+def test_multi_objective_sweep_reports_the_pareto_front(cli, tmp_path):
+    out = cli("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=nsga2",
+              "hydra.sweeper.n_trials=6", "hydra.sweeper.batch_size=3",
+              "hydra.sweeper.objectives=[val/accuracy:max,num_params:min]",
+              "model.width=choice(4, 64)", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+              "train.epochs=3", "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stderr
+    rows = read_summary(tmp_path / "sweep")
+    front = [r for r in rows if r["pareto"] == "True"]
+    assert front and len(front) < len(rows) or {r["model.width"] for r in rows} == {"4"}
+    # on the front, nothing has both higher accuracy and fewer parameters
+    for a in front:
+        for b in rows:
+            assert not (float(b["val/accuracy"]) > float(a["val/accuracy"])
+                        and int(b["num_params"]) < int(a["num_params"]))
+    assert "Pareto front of val/accuracy, num_params first" in out.stdout
+    study = optuna.load_study(study_name="hpjax",
+                              storage=f"sqlite:///{tmp_path / 'sweep' / 'study.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+
+
+def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
+    args = ["-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
+            "hydra.sweeper.n_trials=6", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+            "train.epochs=25", "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if (sweep / "study.db").exists() and len(
+                    trials_in(sweep, optuna.trial.TrialState.COMPLETE)) >= 2:
+                break
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    complete = trials_in(sweep, optuna.trial.TrialState.COMPLETE)
+    before = len(trials_in(sweep))
+    assert 2 <= len(complete) < 6
+    kept = {t.number: (sweep / str(t.number) / "result.json").read_text() for t in complete}
+
+    out = run_cli(args, tmp_path)
+    assert out.returncode == 0, out.stderr
+    after = trials_in(sweep)
+    assert len([t for t in after if t.state == optuna.trial.TrialState.COMPLETE]) == 6
+    assert len(after) - before == 6 - len(complete)  # only the missing trials ran
+    killed = [t for t in after if t.state == optuna.trial.TrialState.FAIL]
+    assert all(t.user_attrs["status"] == "killed" for t in killed)
+    for number, text in kept.items():  # finished trials' directories were not overwritten
+        assert (sweep / str(number) / "result.json").read_text() == text
+    assert f"resuming: {len(complete)} of 6 trials already finished" in out.stderr + out.stdout
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml")))
+def test_every_preset_composes_and_its_space_parses(preset):
+    cfg = compose_config([f"search={preset}"], validate=False, return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == "hydra_plugins.hpjax_sweeper.sweeper.HpjaxSweeper"
+    space = parse([f"{k}={v}" for k, v in sweeper.params.items()])
+    assert {"optimizer.lr", "activation"} <= {p.key for p in space.params}
+    if sweeper.algorithm == "grid":
+        assert len(space.grid()) == 24
+    elif sweeper.algorithm != "gp":
+        make_sampler(sweeper.algorithm, seed=0, n_objectives=len(sweeper.objectives or [1]))
+    first = (CONF_DIR / "search" / f"{preset}.yaml").read_text().splitlines()[1:3]
+    assert first[1].strip() == f"#   hpjax -m search={preset}"
