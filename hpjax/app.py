@@ -1,6 +1,6 @@
 """The `hpjax` command: a Hydra app that validates the composed config and trains it.
 
-This file is intentionally kept short: the work happens in `hpjax.train.run(cfg)`.
+This file is intentionally kept short: the work happens in `hpjax.engine.run(cfg)`.
 """
 
 import logging
@@ -20,29 +20,38 @@ logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 register()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(dict_cfg: DictConfig) -> float:
+def train_task(dict_cfg: DictConfig) -> float:
     """Trains one configuration and returns its objective for the sweeper."""
-    from hpjax import train  # imports JAX: after --help and --cfg have returned
+    from hpjax import engine, train  # imports JAX: after --help and --cfg have returned
 
-    hydra_cfg = HydraConfig.get()
+    train.enable_compilation_cache()
+    output_dir = HydraConfig.get().runtime.output_dir
     try:
         cfg = to_config(dict_cfg)
-        result = train.run(cfg, hydra_cfg.runtime.output_dir)
+        result = engine.run(cfg, output_dir)
     except ConfigError as e:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
-            print(f"hpjax: error: {e}", file=sys.stderr)
-            sys.exit(2)
-        # In a sweep this trial is recorded as failed and the others go on.
-        log.error("hpjax: error: %s", e)
-        train.write_result(train.Result(
-            status="failed", objective=None, objective_metric=dict_cfg.objective.metric,
-            objective_mode=dict_cfg.objective.mode, best_epoch=None, error=str(e)),
-            hydra_cfg.runtime.output_dir)
-        return worst_objective(dict_cfg.objective.mode)
-    log.info("results in %s", hydra_cfg.runtime.output_dir)
+        return record_failure(dict_cfg, e, output_dir)
+    log.info("results in %s", output_dir)
     return result.objective if result.objective is not None else cfg.objective.worst
 
+
+def record_failure(dict_cfg: DictConfig, error: ConfigError, output_dir: str) -> float:
+    """A bad value: one line and exit 2 for a single run; in a sweep, a `failed` result."""
+    from hpjax import engine
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        print(f"hpjax: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    # In a sweep this trial is recorded as failed and the others go on.
+    log.error("hpjax: error: %s", error)
+    mode = dict_cfg.objective.mode
+    engine.write_result(engine.Result(
+        status="failed", objective=None, objective_metric=dict_cfg.objective.metric,
+        objective_mode=mode, best_epoch=None, error=str(error)), output_dir)
+    return worst_objective(mode)
+
+
+main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(train_task)
 
 if __name__ == "__main__":
     main()

@@ -36,19 +36,21 @@ def main(overrides):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = to_config(compose("config", overrides=overrides))
     ds = data_lib.load(cfg.data)
-    progs = train.programs(cfg, ds)
+    fns = train.build_fns(cfg, num_classes=ds.num_classes, input_shape=ds.input_shape,
+                          n_train=len(ds.x_train))
+    init, train_epoch = jax.jit(fns.init), jax.jit(fns.train_epoch)
     hp = hparams(cfg)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-    steps, bs = progs.steps_per_epoch, cfg.train.batch_size
+    steps, bs = fns.steps_per_epoch, cfg.train.batch_size
 
     c0 = train.CompileStats.seconds
-    state = progs.init(hp)
-    jax.block_until_ready(progs.train_epoch(state, hp, x, y))
+    state = init(hp)
+    jax.block_until_ready(train_epoch(state, hp, x, y))
     compile_s = train.CompileStats.seconds - c0
-    epoch_s = best_of(lambda: progs.train_epoch(state, hp, x, y), repeats=20)
+    epoch_s = best_of(lambda: train_epoch(state, hp, x, y), repeats=20)
 
     # The naive loop: host-side shuffle and slicing, one jitted step call per batch.
-    step = jax.jit(lambda s, hp, xb, yb: progs.train_step(hp, xb, yb, s, jnp.arange(bs)))
+    step = jax.jit(lambda s, hp, xb, yb: fns.train_step(hp, xb, yb, s, jnp.arange(bs)))
     xh, yh = ds.x_train, ds.y_train
     rng = np.random.default_rng(0)
 

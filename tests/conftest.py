@@ -3,8 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
-import pytest
+# Tests count compilations: JAX's persistent cache (hpjax turns it on) would hide them. This also
+# reaches every `hpjax` the tests start; tests of the cache itself set their own folder.
+os.environ["HPJAX_COMPILATION_CACHE"] = "off"
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 

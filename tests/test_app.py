@@ -1,6 +1,7 @@
 """The `hpjax` command as users run it: help, --cfg, single runs, grids, errors, exit codes."""
 
 import json
+import re
 
 import pytest
 from omegaconf import OmegaConf
@@ -109,3 +110,19 @@ def test_diverging_or_invalid_trial_exits_zero_and_a_sweep_goes_on(cli, tmp_path
     assert [r["status"] for r in results] == ["ok", "diverged", "failed"]
     assert results[2]["error"] == "optimizer.lr=-1.0: must be a finite number > 0"
     assert "trial 2 failed: optimizer.lr=-1.0: must be a finite number > 0" in out.stdout
+
+
+def test_persistent_compilation_cache_is_reused_by_a_new_process(cli, tmp_path):
+    cache = tmp_path / "cache"
+    env = {"HPJAX_COMPILATION_CACHE": str(cache)}
+    first = cli("train.epochs=2", "hydra.run.dir=a", env=env)
+    second = cli("train.epochs=2", "hydra.run.dir=b", env=env)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "0 from the persistent cache" in first.stdout
+    hits = int(re.search(r"(\d+) from the persistent cache", second.stdout).group(1))
+    assert hits >= 2  # at least init and the epoch program
+    assert any(cache.iterdir())
+    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("a", "b"))
+    assert a["objective"] == b["objective"]
+    off = cli("train.epochs=2", "hydra.run.dir=c", env={"HPJAX_COMPILATION_CACHE": "off"})
+    assert "0 from the persistent cache" in off.stdout

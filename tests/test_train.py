@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import FAST, compose_config
-from hpjax import train
+from hpjax import engine, train
 from hpjax.config import ACTIVATIONS, OPTIMIZERS
 
 
 def run(overrides=(), output_dir=None):
-    return train.run(compose_config(FAST + list(overrides)), output_dir)
+    return engine.run(compose_config(FAST + list(overrides)), output_dir)
 
 
 def read_metrics(path):
@@ -19,7 +19,7 @@ def read_metrics(path):
 
 
 def test_default_config_reaches_95_percent_test_accuracy(tmp_path):
-    result = train.run(compose_config(), str(tmp_path))
+    result = engine.run(compose_config(), str(tmp_path))
     assert result.status == "ok"
     assert result.test["test/accuracy"] >= 0.95
     assert result.objective == result.best["val/accuracy"] >= 0.95

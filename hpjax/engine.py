@@ -1,0 +1,312 @@
+"""The population engine: trials that share a signature train together as one vmapped program.
+
+`train_population(cfgs)` stacks the trials' traced hyperparameters (`hpjax.hparams`) along a
+leading population axis and runs `jit(vmap(train_epoch))` once per epoch for all of them; the
+host checks each member's metrics after every epoch. A member that diverges (NaN/inf loss) or
+stops early is frozen: its state stops updating, its best-epoch parameters are kept, and nothing
+it does reaches another member. A single run (`run(cfg)`) is a population of one.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hpjax import data as data_lib
+from hpjax.config import Config, ConfigError, EarlyStoppingConfig
+from hpjax.hparams import hparams, signature
+from hpjax.train import CompileStats, build_fns
+
+log = logging.getLogger("hpjax")
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiled population programs, cached by signature
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Population:
+    init: Callable  # (hp_P) -> state_P
+    epoch: Callable  # (state_P, hp_P, active_P, x, y) -> (state_P, metrics_P)
+    evaluate: Callable  # (params_P, hp_P, x, y) -> {"loss": [P], "accuracy": [P]}
+    keep: Callable  # (mask_P, new_P, old_P) -> where(mask, new, old) per member
+    steps_per_epoch: int
+
+
+def _where(mask: jax.Array, new: Any, old: Any) -> Any:
+    """Per member: `new` where `mask`, else `old`, for every leaf with a leading member axis."""
+    def pick(a, b):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
+    return jax.tree.map(pick, new, old)
+
+
+def build_population(cfg: Config, ds: data_lib.Dataset) -> Population:
+    fns = build_fns(cfg, num_classes=ds.num_classes, input_shape=ds.input_shape,
+                    n_train=len(ds.x_train))
+    train_epoch = jax.vmap(fns.train_epoch, in_axes=(0, 0, None, None))
+
+    def epoch(states, hp, active, x, y):
+        new, metrics = train_epoch(states, hp, x, y)
+        # A frozen member keeps its state: keys never change, so only these fields are picked.
+        frozen = new.replace(step=_where(active, new.step, states.step),
+                             params=_where(active, new.params, states.params),
+                             opt_state=_where(active, new.opt_state, states.opt_state))
+        return frozen, metrics
+
+    return Population(
+        init=jax.jit(jax.vmap(fns.init)),
+        epoch=jax.jit(epoch, donate_argnums=0),
+        evaluate=jax.jit(jax.vmap(fns.evaluate, in_axes=(0, 0, None, None))),
+        keep=jax.jit(_where),
+        steps_per_epoch=fns.steps_per_epoch)
+
+
+_POPULATIONS: dict[tuple, Population] = {}
+
+
+def population(cfg: Config, ds: data_lib.Dataset) -> Population:
+    """`build_population` cached by signature: every trial of a sweep in one process shares it."""
+    key = (signature(cfg), ds.input_shape, ds.num_classes, len(ds.x_train))
+    if key not in _POPULATIONS:
+        _POPULATIONS[key] = build_population(cfg, ds)
+    return _POPULATIONS[key]
+
+
+def padded_size(n: int) -> int:
+    """Populations are padded to a power of two, so a smaller last batch reuses the program."""
+    return 1 << (n - 1).bit_length()
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    status: str  # "ok", "diverged", or "failed" (a config error, in a sweep)
+    objective: Optional[float]  # null unless ok; the task function then returns the worst
+    objective_metric: str
+    objective_mode: str
+    best_epoch: Optional[int]
+    best: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    diverged_epoch: Optional[int] = None
+    compile_time_s: float = 0.0  # a population's time is shared equally by its members
+    train_time_s: float = 0.0
+    samples_per_s: float = 0.0
+    num_params: int = 0
+    seed: int = 0
+    launcher: str = "basic"
+    error: Optional[str] = None
+
+
+@dataclass
+class Outcome:
+    """What one trial produced: its result and its metrics.jsonl rows."""
+
+    result: Result
+    rows: list = field(default_factory=list)
+
+
+@dataclass
+class BestEpoch:
+    """Tracks the best epoch by the monitored metric and counts the patience of early stopping,
+    as Keras' `EarlyStopping(restore_best_weights=True)` does."""
+
+    cfg: EarlyStoppingConfig
+    epoch: Optional[int] = None
+    row: dict = field(default_factory=dict)
+
+    def update(self, epoch: int, row: dict) -> bool:
+        """Records `epoch` if it improved on the best; returns True when training should stop."""
+        value, c = row[self.cfg.monitor], self.cfg
+        if self.epoch is None or (value < self.row[c.monitor] - c.min_delta if c.mode == "min"
+                                  else value > self.row[c.monitor] + c.min_delta):
+            self.epoch, self.row = epoch, row
+            return False
+        return c.patience is not None and epoch - self.epoch >= c.patience
+
+
+def check_fits(cfg: Config, ds: data_lib.Dataset) -> None:
+    """The checks that need the data: run before anything compiles."""
+    n = len(ds.x_train)
+    if cfg.train.batch_size > n:
+        raise ConfigError("train.batch_size", cfg.train.batch_size,
+                          f"must be an integer between 1 and the training-set size {n}")
+    if cfg.model.name == "cnn" and len(ds.input_shape) != 3:
+        raise ConfigError("model", "cnn", "needs image-shaped data: set data.image_shape="
+                          "[height,width,channels] (the digits set has it)")
+
+
+def json_safe(metrics: dict) -> dict:
+    return {k: (v if math.isfinite(v) else None) if isinstance(v, float) else v
+            for k, v in metrics.items()}
+
+
+def write_result(result: Result, output_dir: str) -> None:
+    with open(os.path.join(output_dir, "result.json"), "w") as f:
+        json.dump(json_safe(asdict(result)) | {"best": json_safe(result.best)}, f, indent=2)
+
+
+def write_metrics(rows: list, output_dir: str) -> None:
+    with open(os.path.join(output_dir, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(json_safe(row)) + "\n" for row in rows)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The host loop
+# ---------------------------------------------------------------------------------------------
+def train_population(cfgs: list[Config], *, launcher: str = "basic",
+                     on_epoch: Optional[Callable[[int, dict], None]] = None) -> list[Outcome]:
+    """Trains configs of one signature together; returns one `Outcome` per config, in order.
+
+    Args:
+      cfgs: validated configs whose `hpjax.hparams.signature` is the same.
+      launcher: recorded in each result.
+      on_epoch: called with (member index, metrics row) after every epoch of a running member.
+    Raises:
+      ConfigError: the data cannot be loaded or does not fit the config (before any compile).
+    """
+    cfg0, n = cfgs[0], len(cfgs)
+    assert all(signature(c) == signature(cfg0) for c in cfgs), "one signature per population"
+    ds = data_lib.load(cfg0.data)
+    check_fits(cfg0, ds)
+    compile_s0 = CompileStats.seconds
+    pop = population(cfg0, ds)
+    size = padded_size(n)
+    hp_list = [hparams(c) for c in cfgs]
+    hp = jax.tree.map(lambda *xs: jnp.stack(xs), *hp_list, *[hp_list[-1]] * (size - n))
+    x_tr, y_tr, x_va, y_va = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
+    samples_per_epoch = pop.steps_per_epoch * cfg0.train.batch_size
+
+    states = pop.init(hp)
+    best_params = jax.tree.map(jnp.copy, states.params)
+    trackers = [BestEpoch(c.train.early_stopping) for c in cfgs]
+    outcomes = [Outcome(Result("ok", None, c.objective.metric, c.objective.mode, None,
+                               seed=c.train.seed, launcher=launcher)) for c in cfgs]
+    active = np.arange(size) < n
+    train_s = [0.0] * n  # each member's share of the population's time in train_epoch
+    for epoch in range(1, cfg0.train.epochs + 1):
+        c0, t0 = CompileStats.seconds, time.perf_counter()
+        states, m = pop.epoch(states, hp, jnp.asarray(active), x_tr, y_tr)
+        jax.block_until_ready(states)
+        t1 = time.perf_counter()
+        val = pop.evaluate(states.params, hp, x_va, y_va)
+        m = jax.device_get(m) | {f"val/{k}": v for k, v in jax.device_get(val).items()}
+        compiling = CompileStats.seconds - c0
+        running = int(active[:n].sum())
+        epoch_s = max(time.perf_counter() - t0 - compiling, 0.0) / running
+        improved = np.zeros(size, bool)
+        for i in np.flatnonzero(active[:n]):
+            out, tracker = outcomes[i], trackers[i]
+            train_s[i] += max(t1 - t0 - compiling, 0.0) / running
+            row = {"epoch": epoch, **{k: float(v[i]) for k, v in m.items() if k != "finite"},
+                   "epoch_time_s": round(epoch_s, 6)}
+            out.rows.append(row)
+            out.result.epochs_run = epoch
+            if on_epoch:
+                on_epoch(i, row)
+            if not (m["finite"][i] and math.isfinite(row["val/loss"])):
+                out.result.status, out.result.diverged_epoch = "diverged", epoch
+                active[i] = False
+                continue
+            if tracker.update(epoch, row):
+                out.result.stopped_early, active[i] = True, False
+            improved[i] = tracker.epoch == epoch
+        if improved.any():
+            best_params = pop.keep(jnp.asarray(improved), states.params, best_params)
+        if n > 1:
+            _log_progress(epoch, cfg0, outcomes, trackers, int(active[:n].sum()))
+        if not active[:n].any():
+            break
+
+    test = jax.device_get(pop.evaluate(best_params, hp, jnp.asarray(ds.x_test),
+                                       jnp.asarray(ds.y_test)))
+    num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(states.params))
+    compile_s = (CompileStats.seconds - compile_s0) / n
+    for i, (cfg, out, tracker) in enumerate(zip(cfgs, outcomes, trackers, strict=True)):
+        r = out.result
+        if tracker.epoch is not None:
+            r.test = {f"test/{k}": float(v[i]) for k, v in test.items()}
+            r.best_epoch = tracker.epoch
+            r.best = {k: v for k, v in tracker.row.items() if k != "epoch"}
+        if r.status == "ok":
+            r.objective = float(tracker.row[cfg.objective.metric])
+        r.compile_time_s = round(compile_s, 4)
+        r.train_time_s = round(sum(row["epoch_time_s"] for row in out.rows), 4)
+        r.samples_per_s = round(r.epochs_run * samples_per_epoch / train_s[i], 1) \
+            if train_s[i] > 0 else 0.0
+        r.num_params = num_params
+    return outcomes
+
+
+def _log_progress(epoch: int, cfg: Config, outcomes: list, trackers: list, running: int) -> None:
+    metric, mode = cfg.objective.metric, cfg.objective.mode
+    scores = [(t.row[metric], i) for i, t in enumerate(trackers)
+              if t.epoch is not None and outcomes[i].result.status == "ok"]
+    best = (max if mode == "max" else min)(scores) if scores else None
+    log.info("epoch %3d/%d  %d/%d members running  best %s %s (member %s)", epoch,
+             cfg.train.epochs, running, len(outcomes), metric,
+             _fmt(best[0] if best else None), best[1] if best else "-")
+
+
+def run(cfg: Config, output_dir: Optional[str] = None) -> Result:
+    """Trains one configuration and, given `output_dir`, writes `metrics.jsonl` and `result.json`.
+
+    Args:
+      cfg: a validated config (`hpjax.config.to_config`).
+      output_dir: the job's directory; None writes nothing.
+    Returns:
+      The trial's `Result`; `Result.objective` is None when training diverged.
+    Raises:
+      ConfigError: the data cannot be loaded or does not fit the config (before any compile).
+    """
+    compile_count, hits = CompileStats.count, CompileStats.cache_hits
+    files = []  # metrics.jsonl, opened at the first epoch: a config error writes nothing
+
+    def on_epoch(_: int, row: dict) -> None:
+        if output_dir:
+            if not files:
+                files.append(open(os.path.join(output_dir, "metrics.jsonl"), "w"))
+            files[0].write(json.dumps(json_safe(row)) + "\n")
+            files[0].flush()
+        log.info("epoch %3d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f"
+                 "  lr %.3g", row["epoch"], cfg.train.epochs, row["train/loss"],
+                 row["train/accuracy"], row["val/loss"], row["val/accuracy"], row["lr"])
+
+    try:
+        result = train_population([cfg], on_epoch=on_epoch)[0].result
+    finally:
+        for f in files:
+            f.close()
+    report_result(result, CompileStats.count - compile_count, CompileStats.cache_hits - hits)
+    if output_dir:
+        write_result(result, output_dir)
+    return result
+
+
+def report_result(result: Result, compilations: Optional[int] = None,
+                  cache_hits: int = 0) -> None:
+    if result.status == "diverged":
+        log.warning("loss became NaN or infinite in epoch %d: trial stopped as diverged",
+                    result.diverged_epoch)
+    elif result.stopped_early:
+        log.info("early stopping after epoch %d (best epoch %d)", result.epochs_run,
+                 result.best_epoch)
+    log.info("%s: %s=%s at best epoch %s, test/accuracy=%s%s", result.status,
+             result.objective_metric, _fmt(result.objective), result.best_epoch,
+             _fmt(result.test.get("test/accuracy")),
+             f", {compilations} new compilations ({result.compile_time_s:.2f} s, "
+             f"{cache_hits} from the persistent cache)" if compilations is not None else "")

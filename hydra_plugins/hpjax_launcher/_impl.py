@@ -1,0 +1,183 @@
+import copy
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict, read_write
+
+from hpjax import engine, train
+from hpjax.app import record_failure, train_task
+from hpjax.config import Config, ConfigError, to_config
+from hpjax.hparams import hparams, signature
+
+log = logging.getLogger(__name__)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
+
+
+@dataclass
+class Job:
+    index: int
+    overrides: list
+    sweep_config: DictConfig
+    cfg: Optional[Config] = None
+    error: Optional[ConfigError] = None
+    outcome: Optional[engine.Outcome] = None
+
+
+@dataclass
+class Group:
+    """Jobs that share a static signature: they train as one population (in chunks)."""
+
+    jobs: list = field(default_factory=list)
+
+    @property
+    def cfg(self) -> Config:
+        return self.jobs[0].cfg
+
+    def describe(self) -> str:
+        c = self.cfg
+        width = getattr(c.model, "width", "")
+        return (f"{c.data.name}, {c.model.name} {width}, {c.optimizer.name}, {c.schedule.name}, "
+                f"batch {c.train.batch_size}, {c.train.epochs} epochs")
+
+
+def member_bytes(cfg: Config, num_params: int, input_size: int) -> int:
+    """A rough upper estimate of one member's memory: parameters, gradients and two optimizer
+    moments, a few copies of a batch's activations, and a fixed overhead measured on CPU."""
+    widths = getattr(cfg.model, "widths", None) or (cfg.model.width,) * 2
+    activations = cfg.train.batch_size * (input_size + sum(widths)) * 4 * 8
+    return 4 * 8 * num_params + activations + (6 << 20)
+
+
+class VmapLauncherImpl:
+    def __init__(self, max_population: int, memory_budget_mb: Optional[int]) -> None:
+        if max_population < 1:
+            raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")
+        self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
+        self.train: Callable = engine.train_population  # tests swap it to inject failures
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        if self.task_function is not train_task:
+            basic = BasicLauncher()
+            basic.setup(hydra_context=self.hydra_context, task_function=self.task_function,
+                        config=self.config)
+            return basic.launch(job_overrides, initial_job_idx)
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        train.enable_compilation_cache()
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+
+        jobs = [self._compose(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+        groups: dict[tuple, Group] = {}
+        for job in jobs:
+            if job.cfg is not None:
+                groups.setdefault(signature(job.cfg), Group()).jobs.append(job)
+        log.info("Launching %d jobs as %d population%s (hydra/launcher=vmap)", len(jobs),
+                 len(groups), "" if len(groups) == 1 else "s")
+        for g, group in enumerate(groups.values(), start=1):
+            log.info("population %d/%d: %d trials (%s)", g, len(groups), len(group.jobs),
+                     group.describe())
+            self._train_group(group)
+
+        runs = []
+        for job in jobs:
+            log.info("\t#%d : %s", job.index, " ".join(filter_overrides(job.overrides)))
+            runs.append(run_job(hydra_context=self.hydra_context, task_function=_replay(job),
+                                config=job.sweep_config, job_dir_key="hydra.sweep.dir",
+                                job_subdir_key="hydra.sweep.subdir"))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return runs
+
+    def _compose(self, index: int, overrides: list) -> Job:
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = index
+            sweep_config.hydra.job.num = index
+        job = Job(index, overrides, sweep_config)
+        task_cfg = copy.deepcopy(sweep_config)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
+        try:
+            job.cfg = to_config(task_cfg)
+        except ConfigError as e:
+            job.error = e
+        return job
+
+    def _chunk_size(self, group: Group) -> int:
+        size = self.max_population
+        if self.memory_budget_mb is not None:
+            from hpjax import data as data_lib
+
+            cfg = group.cfg
+            try:
+                ds = data_lib.load(cfg.data)
+            except ConfigError:
+                return size  # train_population reports the error for every job
+            pop = engine.population(cfg, ds)
+            import jax
+            import numpy as np
+
+            shapes = jax.eval_shape(pop.init, jax.tree.map(
+                lambda v: jax.ShapeDtypeStruct((1,), v.dtype), hparams(cfg)))
+            num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(shapes.params))
+            per_member = member_bytes(cfg, num_params, int(np.prod(ds.input_shape)))
+            size = max(1, min(size, (self.memory_budget_mb << 20) // per_member))
+        return size
+
+    def _train_group(self, group: Group) -> None:
+        size = self._chunk_size(group)
+        chunks = [group.jobs[i:i + size] for i in range(0, len(group.jobs), size)]
+        if len(chunks) > 1:
+            log.info("  in %d chunks of at most %d (hydra.launcher.max_population, "
+                     "memory_budget_mb)", len(chunks), size)
+        for chunk in chunks:
+            self._train_chunk(chunk)
+
+    def _train_chunk(self, chunk: list) -> None:
+        try:
+            outcomes = self.train([job.cfg for job in chunk], launcher="vmap")
+        except ConfigError as e:
+            for job in chunk:
+                job.error = e
+            return
+        except Exception as e:  # noqa: BLE001
+            if not _is_out_of_memory(e) or len(chunk) == 1:
+                raise
+            half = len(chunk) // 2
+            log.warning("population of %d ran out of memory: retrying as %d + %d", len(chunk),
+                        half, len(chunk) - half)
+            self._train_chunk(chunk[:half])
+            self._train_chunk(chunk[half:])
+            return
+        for job, outcome in zip(chunk, outcomes, strict=True):
+            job.outcome = outcome
+
+
+def _replay(job: Job) -> TaskFunction:
+    """The job's task function under Hydra: writes what the population computed for it."""
+
+    def task(dict_cfg: DictConfig) -> float:
+        output_dir = HydraConfig.get().runtime.output_dir
+        if job.error is not None:
+            return record_failure(dict_cfg, job.error, output_dir)
+        result = job.outcome.result
+        engine.write_metrics(job.outcome.rows, output_dir)
+        engine.write_result(result, output_dir)
+        engine.report_result(result)
+        return result.objective if result.objective is not None else job.cfg.objective.worst
+
+    return task

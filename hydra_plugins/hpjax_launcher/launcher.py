@@ -1,0 +1,28 @@
+from collections.abc import Sequence
+from typing import Optional
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from .config import VmapLauncherConf  # noqa: F401  (registers the config with Hydra)
+
+
+class VmapLauncher(Launcher):
+    """Trains each batch of jobs as populations: one `jit(vmap(...))` program per static
+    signature. Any task function other than hpjax's own runs one job after another."""
+
+    def __init__(self, max_population: int = 64, memory_budget_mb: Optional[int] = 4096) -> None:
+        # Lazy import: plugin discovery must stay fast and must not import JAX.
+        from ._impl import VmapLauncherImpl
+
+        self.impl = VmapLauncherImpl(max_population, memory_budget_mb)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        return self.impl.launch(job_overrides, initial_job_idx)

@@ -1,0 +1,117 @@
+"""Benchmark of the population engine on a 32-trial digits sweep (MLP 64-128-128-10, Adam, batch 64,
+20 epochs: learning rate x dropout x seed), all measured in this run:
+
+- the machine's float32 matmul rate, for 2048x2048 and for the model's layer shape (64x128 @ 128x128
+  batched over 32 members): the ceiling;
+- a bare `jit(vmap(train))` script of the same work as a process (scripts/_bare_sweep.py): the
+  floor;
+- `hpjax -m` through `hydra/launcher=basic` and `hydra/launcher=vmap`, as processes, with a cold
+  compilation cache (and the vmap launcher again with a warm one);
+- how the engine's time grows with the population size (8, 32, 128, 512 members, in process).
+
+    python scripts/bench_sweep.py [--epochs 20] [--sizes 8,32,128,512]
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+HERE = Path(__file__).resolve().parent
+SWEEP = ["optimizer.lr=1e-4,3e-4,1e-3,3e-3", "model.dropout=0,0.1,0.3,0.5", "train.seed=0,1",
+         "activation=relu", "train.early_stopping.patience=null"]
+LAYERS = ((64, 128), (128, 128), (128, 10))  # digits' 64 features, 2 hidden layers, 10 classes
+
+
+def matmul_gflops(shape_a, shape_b, repeats=20) -> float:
+    a, b = jnp.ones(shape_a, jnp.float32), jnp.ones(shape_b, jnp.float32)
+    f = jax.jit(jnp.matmul)
+    f(a, b).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        out = f(a, b)
+    out.block_until_ready()
+    flops = 2 * a.size // a.shape[-1] * a.shape[-1] * b.shape[-1]
+    return flops * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def training_gflop(members: int, epochs: int, n_train: int = 1257, batch: int = 64) -> float:
+    """Forward and backward matmul FLOPs (3 x 2 x batch x weights per step) of the sweep."""
+    steps = n_train // batch * epochs
+    return 6 * batch * sum(i * o for i, o in LAYERS) * steps * members / 1e9
+
+
+def timed(cmd, env) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tempfile.gettempdir())
+    if out.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    return time.perf_counter() - t0, out.stdout + out.stderr
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--sizes", default="8,32,128,512")
+    args = parser.parse_args()
+    hpjax = str(Path(sys.executable).parent / "hpjax")
+    gflop = training_gflop(32, args.epochs)
+    print(f"device: {jax.devices()[0]}   sweep: 32 trials x {args.epochs} epochs, "
+          f"{gflop:.1f} GFLOP of training matmuls")
+
+    big = matmul_gflops((2048, 2048), (2048, 2048))
+    layer = matmul_gflops((32, 64, 128), (32, 128, 128), repeats=2000)
+    print(f"ceiling  float32 matmul 2048x2048 {big:7.1f} GFLOP/s, "
+          f"layer shape 32x(64x128 @ 128x128) {layer:7.1f} GFLOP/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cold = {**os.environ, "HPJAX_COMPILATION_CACHE": "off"}
+        warm = {**os.environ, "HPJAX_COMPILATION_CACHE": os.path.join(tmp, "cache")}
+        bare_s, out = timed([sys.executable, str(HERE / "_bare_sweep.py"), str(args.epochs)], cold)
+        compile_s, run_s = (float(v) for v in re.findall(r"_s=([\d.]+)", out)[:2])
+        print(f"bare jit(vmap(train)) script   {bare_s:6.2f} s process "
+              f"(compile {compile_s:.2f} s, run {run_s:.2f} s: {gflop / run_s:.1f} GFLOP/s, "
+              f"{gflop / run_s / layer:.0%} of the layer-shape ceiling)")
+        results = {}
+        for name, launcher, env in (("basic", "basic", cold), ("vmap", "vmap", cold),
+                                    ("vmap, cache filled", "vmap", warm),
+                                    ("vmap, warm cache", "vmap", warm)):
+            cmd = [hpjax, "-m", f"hydra/launcher={launcher}", *SWEEP,
+                   f"train.epochs={args.epochs}", f"hydra.sweep.dir={tmp}/{len(results)}"]
+            results[name], _ = timed(cmd, env)
+            print(f"hpjax -m, launcher {name:18s} {results[name]:6.2f} s process  "
+                  f"{32 / results[name]:5.2f} trials/s  {results[name] / bare_s:4.2f}x the bare "
+                  f"script")
+        print(f"vmap launcher vs basic launcher: {results['basic'] / results['vmap']:.2f}x faster")
+
+    from hydra import compose, initialize_config_dir
+
+    from hpjax import engine, train
+    from hpjax.cli import CONF_DIR, register
+    from hpjax.config import to_config
+
+    register()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        base = to_config(compose("config", overrides=[
+            "activation=relu", f"train.epochs={args.epochs}",
+            "train.early_stopping.patience=null"]))
+    print("population size   compile s   run s   run s per member")
+    for size in (int(s) for s in args.sizes.split(",")):
+        cfgs = [base] * size
+        c0, t0 = train.CompileStats.seconds, time.perf_counter()
+        engine.train_population(cfgs, launcher="vmap")
+        total = time.perf_counter() - t0
+        compile_s = train.CompileStats.seconds - c0
+        print(f"{size:15d} {compile_s:11.2f} {total - compile_s:7.2f} "
+              f"{(total - compile_s) / size:18.4f}")
+
+
+if __name__ == "__main__":
+    main()

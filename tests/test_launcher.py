@@ -1,0 +1,152 @@
+"""The vmap launcher: one program per static signature, each trial as if run alone."""
+
+import json
+
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+from hydra.version import _UNSPECIFIED_, VersionBase
+
+from conftest import compose_config
+from hpjax import engine, train
+from hydra_plugins.hpjax_launcher._impl import Group, Job, VmapLauncherImpl
+
+
+@pytest.fixture
+def unset_version_base():
+    # Hydra's suites expect the defaults of an unset version_base (jobs chdir to their
+    # directory); composing hpjax's config in this process set it to 1.3.
+    state = VersionBase.instance()
+    saved, state.version_base = state.version_base, _UNSPECIFIED_
+    yield
+    state.version_base = saved
+
+
+def test_discovery():
+    assert "VmapLauncher" in [c.__name__ for c in Plugins.instance().discover(Launcher)]
+
+
+@pytest.mark.usefixtures("unset_version_base")
+@pytest.mark.parametrize("launcher_name, overrides", [("vmap", [])])
+class TestVmapLauncher(LauncherTestSuite):
+    """Hydra's suite, with its own task functions: the launcher runs them one by one."""
+
+
+@pytest.mark.usefixtures("unset_version_base")
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags",
+                         [({}, ["-m", "hydra/launcher=vmap"])])
+class TestVmapLauncherIntegration(IntegrationTestSuite):
+    pass
+
+
+GRID = ["optimizer.lr=1e-3,3e-3,1e-2,3e-2", "model.dropout=0,0.3", "train.seed=0,1",
+        "activation=relu", "train.epochs=5", "train.early_stopping.patience=3"]
+
+
+def test_vmap_and_basic_launchers_give_the_same_trials(cli, tmp_path):
+    for launcher in ("basic", "vmap"):
+        out = cli("-m", f"hydra/launcher={launcher}", *GRID, f"hydra.sweep.dir={launcher}")
+        assert out.returncode == 0, out.stderr
+    assert "Launching 16 jobs as 1 population" in out.stdout + out.stderr
+    for i in range(16):
+        a, b = (json.loads((tmp_path / d / str(i) / "result.json").read_text())
+                for d in ("basic", "vmap"))
+        assert (a["launcher"], b["launcher"]) == ("basic", "vmap")
+        assert a["status"] == b["status"] == "ok"
+        assert a["best_epoch"] == b["best_epoch"] and a["epochs_run"] == b["epochs_run"]
+        rows = [[json.loads(line) for line in (tmp_path / d / str(i) / "metrics.jsonl").open()]
+                for d in ("basic", "vmap")]
+        for ra, rb in zip(*rows, strict=True):
+            # Measured: losses differ by at most 2.4e-7 (float rounding of batched matmuls),
+            # accuracies and learning rates not at all; 1e-5 leaves a 40x margin.
+            for key in ("train/loss", "val/loss", "lr"):
+                assert ra[key] == pytest.approx(rb[key], abs=1e-5)
+            # An accuracy may move by one validation sample (1/270) if a logit sits on a tie.
+            assert abs(ra["val/accuracy"] - rb["val/accuracy"]) <= 1 / 270 + 1e-7
+        assert a["test"] == pytest.approx(b["test"], abs=1 / 270 + 1e-5)
+
+
+def population(values, extra=()):
+    return [compose_config(["optimizer=sgd", f"optimizer.lr={lr}", "train.epochs=4",
+                            "train.early_stopping.patience=null", *extra]) for lr in values]
+
+
+def test_a_diverging_member_does_not_touch_the_others():
+    with_nan = engine.train_population(population([0.1, 0.05, 1e6]), launcher="vmap")
+    without = engine.train_population(population([0.1, 0.05, 0.02]), launcher="vmap")
+    assert [o.result.status for o in with_nan] == ["ok", "ok", "diverged"]
+    assert with_nan[2].result.diverged_epoch == 1 and len(with_nan[2].rows) == 1
+    for i in (0, 1):  # same program (population padded to 4), so bit for bit equal
+        assert with_nan[i].rows == [{**r, "epoch_time_s": a["epoch_time_s"]}
+                                    for r, a in zip(without[i].rows, with_nan[i].rows,
+                                                    strict=True)]
+        assert with_nan[i].result.test == without[i].result.test
+
+
+def test_early_stopping_freezes_one_member_and_keeps_its_best_epoch():
+    cfgs = population([0.1, 0.1], extra=["train.epochs=6"])
+    cfgs[1] = compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=6",
+                              "train.early_stopping.patience=1",
+                              "train.early_stopping.min_delta=10"])
+    stopped, full = engine.train_population(cfgs, launcher="vmap")
+    assert stopped.result.stopped_early is False and full.result.stopped_early is True
+    assert full.result.epochs_run == 2 and full.result.best_epoch == 1
+    assert stopped.result.epochs_run == 6
+    # member 1's first epoch equals member 0's: both ran the same config until member 1 froze
+    assert full.rows[0]["val/loss"] == stopped.rows[0]["val/loss"]
+
+
+def test_new_numeric_values_with_the_same_signature_compile_nothing():
+    engine.train_population(population([0.1, 0.05, 0.02, 0.01]), launcher="vmap")
+    before = train.CompileStats.count
+    outcomes = engine.train_population(
+        population([0.3, 0.2], extra=["model.dropout=0.2", "train.seed=5", "activation=tanh"]),
+        launcher="vmap")
+    # 2 members pad to 2, not 4: one new program; a second batch of 2 then compiles nothing
+    first = train.CompileStats.count
+    engine.train_population(population([0.03, 0.04], extra=["model.dropout=0.4"]),
+                            launcher="vmap")
+    assert train.CompileStats.count == first > before
+    assert all(o.result.status == "ok" for o in outcomes)
+
+
+def test_out_of_memory_splits_the_chunk_and_loses_nothing():
+    sizes = []
+
+    def tight_memory(cfgs, **kw):
+        sizes.append(len(cfgs))
+        if len(cfgs) > 2:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+        return engine.train_population(cfgs, **kw)
+
+    impl = VmapLauncherImpl(max_population=8, memory_budget_mb=None)
+    impl.train = tight_memory
+    jobs = [Job(i, [], None, cfg=c) for i, c in enumerate(population([0.1, 0.05, 0.02, 0.01, 0.3]))]
+    impl._train_chunk(jobs)
+    assert sizes == [5, 2, 3, 1, 2]
+    assert all(j.outcome.result.status == "ok" for j in jobs)
+    assert len({j.outcome.result.objective for j in jobs}) > 1  # each job got its own member
+
+
+def test_mixed_batch_runs_as_one_population_per_signature(cli, tmp_path):
+    out = cli("-m", "model.width=16,32", "optimizer=adam,sgd", "optimizer.lr=0.01",
+              "activation=relu,tanh", "train.epochs=2", "hydra.launcher.max_population=1",
+              "hydra.sweep.dir=sweep")
+    assert out.returncode == 0, out.stderr
+    log = out.stdout + out.stderr
+    assert "Launching 8 jobs as 4 populations (hydra/launcher=vmap)" in log
+    assert log.count("in 2 chunks of at most 1") == 4
+    results = [json.loads((tmp_path / "sweep" / str(i) / "result.json").read_text())
+               for i in range(8)]
+    assert [r["status"] for r in results] == ["ok"] * 8
+    assert len({r["num_params"] for r in results}) == 2
+
+
+def test_memory_estimate_caps_the_chunk():
+    impl = VmapLauncherImpl(max_population=64, memory_budget_mb=64)
+    group = Group([Job(0, [], None, cfg=compose_config(["model.width=1024"]))])
+    size = impl._chunk_size(group)
+    # 64x1024 + 1024x1024 + 1024x10 + biases = 1,125,386 parameters: ~42 MiB per member
+    assert 1 <= size < 4
+    assert VmapLauncherImpl(max_population=64, memory_budget_mb=4096)._chunk_size(group) == 64
