@@ -489,6 +489,8 @@ class TrainConfig(_Checked):
     label_smoothing: float = 0.0
     # Samples per evaluation step (memory only: results do not depend on it)
     eval_batch_size: int = 1024
+    # Seeds per trial (seed, seed+1, ...) trained side by side; the objective is their mean
+    repeats: int = 1
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
     def __post_init__(self) -> None:
@@ -498,6 +500,7 @@ class TrainConfig(_Checked):
         self._check("seed", self.seed >= 0, "must be an integer >= 0")
         self._check_fraction("label_smoothing")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "must be an integer >= 1")
+        self._check("repeats", self.repeats >= 1, "must be an integer >= 1")
 
 
 @dataclass

@@ -7,6 +7,7 @@ stops early is frozen: its state stops updating, its best-epoch parameters are k
 it does reaches another member. A single run (`run(cfg)`) is a population of one.
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -47,9 +48,10 @@ def _where(mask: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(pick, new, old)
 
 
-def build_population(cfg: Config, ds: data_lib.Dataset) -> Population:
+def build_population(cfg: Config, ds: data_lib.Dataset,
+                     activation: Optional[int] = None) -> Population:
     fns = build_fns(cfg, num_classes=ds.num_classes, input_shape=ds.input_shape,
-                    n_train=len(ds.x_train))
+                    n_train=len(ds.x_train), activation=activation)
     train_epoch = jax.vmap(fns.train_epoch, in_axes=(0, 0, None, None))
 
     def epoch(states, hp, active, x, y):
@@ -71,11 +73,15 @@ def build_population(cfg: Config, ds: data_lib.Dataset) -> Population:
 _POPULATIONS: dict[tuple, Population] = {}
 
 
-def population(cfg: Config, ds: data_lib.Dataset) -> Population:
-    """`build_population` cached by signature: every trial of a sweep in one process shares it."""
-    key = (signature(cfg), ds.input_shape, ds.num_classes, len(ds.x_train))
+def population(cfg: Config, ds: data_lib.Dataset,
+               activation: Optional[int] = None) -> Population:
+    """`build_population` cached by signature: every trial of a sweep in one process shares it.
+
+    `activation` fixes the activation in the program (see `hpjax.train.build_fns`).
+    """
+    key = (signature(cfg), ds.input_shape, ds.num_classes, len(ds.x_train), activation)
     if key not in _POPULATIONS:
-        _POPULATIONS[key] = build_population(cfg, ds)
+        _POPULATIONS[key] = build_population(cfg, ds, activation)
     return _POPULATIONS[key]
 
 
@@ -106,6 +112,9 @@ class Result:
     seed: int = 0
     launcher: str = "basic"
     error: Optional[str] = None
+    # train.repeats > 1: the mean over seeds above, each seed's values and the objective's std
+    objective_std: Optional[float] = None
+    repeats: Optional[dict] = None
 
 
 @dataclass
@@ -184,7 +193,10 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic",
     ds = data_lib.load(cfg0.data)
     check_fits(cfg0, ds)
     compile_s0 = CompileStats.seconds
-    pop = population(cfg0, ds)
+    # Under vmap a traced activation computes every branch: when all members share one, fix it.
+    # A population of one keeps it traced, so a one-by-one grid over activations compiles once.
+    shared = {c.activation.index for c in cfgs}
+    pop = population(cfg0, ds, shared.pop() if n > 1 and len(shared) == 1 else None)
     size = padded_size(n)
     hp_list = [hparams(c) for c in cfgs]
     hp = jax.tree.map(lambda *xs: jnp.stack(xs), *hp_list, *[hp_list[-1]] * (size - n))
@@ -252,6 +264,56 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic",
     return outcomes
 
 
+def train_trials(cfgs: list[Config], *, launcher: str = "basic") -> list[Outcome]:
+    """`train_population` with each trial's `train.repeats` seeds as members of their own; a
+    trial of several seeds reports their mean (as scikit-learn's `cv_results_` do for folds)."""
+    members, owners = [], []
+    for i, cfg in enumerate(cfgs):
+        for r in range(cfg.train.repeats):
+            members.append(cfg if r == 0 else dataclasses.replace(
+                cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + r)))
+            owners.append(i)
+    outcomes = train_population(members, launcher=launcher)
+    return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
+            for i in range(len(cfgs))]
+
+
+def _mean(dicts: list[dict]) -> dict:
+    return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]} if dicts else {}
+
+
+def aggregate(seeds: list[Outcome]) -> Outcome:
+    """One trial's outcome from the outcomes of its seeds: means, and each seed's values."""
+    if len(seeds) == 1:
+        return seeds[0]
+    results = [o.result for o in seeds]
+    r = dataclasses.replace(results[0])
+    bad = [x.status for x in results if x.status != "ok"]
+    r.status = bad[0] if bad else "ok"
+    objectives = [x.objective for x in results]
+    r.objective = float(np.mean(objectives)) if not bad else None
+    r.objective_std = float(np.std(objectives)) if not bad else None
+    finished = [x for x in results if x.best_epoch is not None]
+    r.best = _mean([x.best for x in finished])
+    r.test = _mean([x.test for x in finished])
+    r.best_epoch = int(np.median([x.best_epoch for x in finished])) if finished else None
+    r.epochs_run = max(x.epochs_run for x in results)
+    r.stopped_early = all(x.stopped_early for x in results)
+    diverged = [x.diverged_epoch for x in results if x.diverged_epoch is not None]
+    r.diverged_epoch = min(diverged) if diverged else None
+    for key in ("compile_time_s", "train_time_s", "samples_per_s"):
+        setattr(r, key, round(sum(getattr(x, key) for x in results), 4))
+    r.repeats = {"seed": [x.seed for x in results], "status": [x.status for x in results],
+                 "objective": objectives, "best_epoch": [x.best_epoch for x in results],
+                 **{k: [x.test.get(k) for x in results] for k in r.test}}
+    epochs = max(len(o.rows) for o in seeds)
+    rows = []
+    for e in range(epochs):
+        ran = [o.rows[e] for o in seeds if len(o.rows) > e]
+        rows.append({**_mean(ran), "epoch": e + 1, "seeds": len(ran)})
+    return Outcome(r, rows)
+
+
 def _log_progress(epoch: int, cfg: Config, outcomes: list, trackers: list, running: int) -> None:
     metric, mode = cfg.objective.metric, cfg.objective.mode
     scores = [(t.row[metric], i) for i, t in enumerate(trackers)
@@ -287,10 +349,16 @@ def run(cfg: Config, output_dir: Optional[str] = None) -> Result:
                  row["train/accuracy"], row["val/loss"], row["val/accuracy"], row["lr"])
 
     try:
-        result = train_population([cfg], on_epoch=on_epoch)[0].result
+        if cfg.train.repeats > 1:  # several seeds: metrics.jsonl holds their mean per epoch
+            outcome = train_trials([cfg])[0]
+            if output_dir:
+                write_metrics(outcome.rows, output_dir)
+        else:
+            outcome = train_population([cfg], on_epoch=on_epoch)[0]
     finally:
         for f in files:
             f.close()
+    result = outcome.result
     report_result(result, CompileStats.count - compile_count, CompileStats.cache_hits - hits)
     if output_dir:
         write_result(result, output_dir)

@@ -18,8 +18,11 @@ def _activation_fns(negative_slope: jax.Array) -> list[Callable]:
     return [fns[name] for name in ACTIVATIONS]
 
 
-def activate(x: jax.Array, index: jax.Array, negative_slope: jax.Array) -> jax.Array:
-    """Applies `ACTIVATIONS[index]`; a traced index lets one program serve every activation."""
+def activate(x: jax.Array, index: jax.Array | int, negative_slope: jax.Array) -> jax.Array:
+    """Applies `ACTIVATIONS[index]`; a traced index lets one program serve every activation,
+    a Python int compiles just that one (faster under vmap, where a switch computes them all)."""
+    if isinstance(index, int):
+        return _activation_fns(negative_slope)[index](x)
     return jax.lax.switch(index, _activation_fns(negative_slope), x)
 
 

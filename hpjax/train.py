@@ -68,8 +68,8 @@ def enable_compilation_cache(path: Optional[str] = None) -> Optional[str]:
         return None
     path = os.path.abspath(os.path.expanduser(path))
     jax.config.update("jax_compilation_cache_dir", path)
-    # Cache every program that took a second to compile (the default); tiny ones are cheap.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # Cache every program that took a fifth of a second to compile; tinier ones are cheap.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     return path
 
 
@@ -101,9 +101,18 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | f
     return optax.softmax_cross_entropy(logits, targets)
 
 
-def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int) -> Fns:
-    """The functions for every config with `cfg`'s signature (its traced values are unused)."""
+def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int,
+              activation: Optional[int] = None) -> Fns:
+    """The functions for every config with `cfg`'s signature (its traced values are unused).
+
+    `activation`, an index into `ACTIVATIONS`, fixes the activation in the program instead of
+    reading it from `hp` (for a population whose members all use the same one).
+    """
     model = make_model(cfg.model, num_classes)
+
+    def model_hp(hp: Hparams) -> Hparams:
+        return hp if activation is None else {**hp, "activation": activation}
+
     bs = cfg.train.batch_size
     steps_per_epoch = n_train // bs
     total_steps = steps_per_epoch * cfg.train.epochs
@@ -116,7 +125,7 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
     def init(hp: Hparams) -> TrainState:
         init_key, dropout_key, data_key = jax.random.split(jax.random.key(hp["seed"]), 3)
         dummy = jnp.zeros((1, *input_shape), jnp.float32)
-        params = model.init(init_key, dummy, hp, train=False)["params"]
+        params = model.init(init_key, dummy, model_hp(hp), train=False)["params"]
         tx, _ = make_tx(hp)
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), dropout_key, data_key)
 
@@ -126,7 +135,8 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
         key = jax.random.fold_in(state.dropout_key, state.step)
 
         def loss_fn(params):
-            logits = model.apply({"params": params}, xb, hp, train=True, rngs={"dropout": key})
+            logits = model.apply({"params": params}, xb, model_hp(hp), train=True,
+                                 rngs={"dropout": key})
             return cross_entropy(logits, yb, hp["label_smoothing"]).mean(), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -157,7 +167,7 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
 
         def batch(totals, xyw):
             xb, yb, wb = xyw
-            logits = model.apply({"params": params}, xb, hp, train=False)
+            logits = model.apply({"params": params}, xb, model_hp(hp), train=False)
             loss = jnp.sum(cross_entropy(logits, yb) * wb)
             correct = jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
             return (totals[0] + loss, totals[1] + correct), None

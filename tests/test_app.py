@@ -120,7 +120,7 @@ def test_persistent_compilation_cache_is_reused_by_a_new_process(cli, tmp_path):
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
     assert "0 from the persistent cache" in first.stdout
     hits = int(re.search(r"(\d+) from the persistent cache", second.stdout).group(1))
-    assert hits >= 2  # at least init and the epoch program
+    assert hits >= 1  # the epoch program at least (programs under 0.2 s are not cached)
     assert any(cache.iterdir())
     a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("a", "b"))
     assert a["objective"] == b["objective"]

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
@@ -105,7 +106,8 @@ def test_new_numeric_values_with_the_same_signature_compile_nothing():
         launcher="vmap")
     # 2 members pad to 2, not 4: one new program; a second batch of 2 then compiles nothing
     first = train.CompileStats.count
-    engine.train_population(population([0.03, 0.04], extra=["model.dropout=0.4"]),
+    engine.train_population(population([0.03, 0.04], extra=["model.dropout=0.4",
+                                                             "activation=tanh"]),
                             launcher="vmap")
     assert train.CompileStats.count == first > before
     assert all(o.result.status == "ok" for o in outcomes)
@@ -150,3 +152,34 @@ def test_memory_estimate_caps_the_chunk():
     # 64x1024 + 1024x1024 + 1024x10 + biases = 1,125,386 parameters: ~42 MiB per member
     assert 1 <= size < 4
     assert VmapLauncherImpl(max_population=64, memory_budget_mb=4096)._chunk_size(group) == 64
+
+
+def test_mixed_activations_share_one_program_and_a_shared_one_is_fixed_in_it():
+    mixed = population([0.1, 0.1], extra=["train.epochs=2"])
+    mixed[1] = compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=2",
+                               "train.early_stopping.patience=null", "activation=tanh"])
+    both = engine.train_population(mixed, launcher="vmap")
+    tanh_only = engine.train_population([mixed[1], mixed[1]], launcher="vmap")
+    # the traced switch and the fixed activation compute the same numbers
+    assert both[1].rows[-1]["val/loss"] == pytest.approx(tanh_only[0].rows[-1]["val/loss"],
+                                                         abs=1e-6)
+    assert both[0].rows[-1]["val/loss"] != both[1].rows[-1]["val/loss"]
+
+
+def test_repeats_train_seeds_side_by_side_and_report_their_mean(tmp_path):
+    cfgs = population([0.1, 0.03], extra=["train.repeats=3", "train.seed=4"])
+    trials = engine.train_trials(cfgs, launcher="vmap")
+    for trial in trials:
+        r = trial.result
+        assert r.repeats["seed"] == [4, 5, 6] and r.repeats["status"] == ["ok"] * 3
+        assert r.objective == pytest.approx(np.mean(r.repeats["objective"]))
+        assert r.objective_std == pytest.approx(np.std(r.repeats["objective"]))
+        assert r.test["test/accuracy"] == pytest.approx(np.mean(r.repeats["test/accuracy"]))
+        assert [row["seeds"] for row in trial.rows] == [3] * 4
+    assert len(set(trials[0].result.repeats["objective"])) > 1  # the seeds differ
+    # seed 4 of the first trial is the same training as a lone seed-4 run, to float rounding
+    lone = engine.train_population([cfgs[0]], launcher="vmap")[0].result
+    assert trials[0].result.repeats["objective"][0] == pytest.approx(lone.objective, abs=1 / 270)
+    result = engine.run(compose_config(["train.repeats=2", "train.epochs=2"]), str(tmp_path))
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["repeats"]["seed"] == [0, 1] and saved["objective"] == result.objective

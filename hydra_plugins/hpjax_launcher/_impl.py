@@ -63,7 +63,7 @@ class VmapLauncherImpl:
         if max_population < 1:
             raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
-        self.train: Callable = engine.train_population  # tests swap it to inject failures
+        self.train: Callable = engine.train_trials  # tests swap it to inject failures
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -139,7 +139,8 @@ class VmapLauncherImpl:
         return size
 
     def _train_group(self, group: Group) -> None:
-        size = self._chunk_size(group)
+        # A chunk's size counts members: a trial with train.repeats=k brings k of them.
+        size = max(1, self._chunk_size(group) // max(j.cfg.train.repeats for j in group.jobs))
         chunks = [group.jobs[i:i + size] for i in range(0, len(group.jobs), size)]
         if len(chunks) > 1:
             log.info("  in %d chunks of at most %d (hydra.launcher.max_population, "
