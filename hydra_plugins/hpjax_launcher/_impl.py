@@ -5,12 +5,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import jax
+import numpy as np
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
+from hpjax import data as data_lib
 from hpjax import engine, train
 from hpjax.app import record_failure, train_task
 from hpjax.config import Config, ConfigError, to_config
@@ -120,17 +123,12 @@ class VmapLauncherImpl:
     def _chunk_size(self, group: Group) -> int:
         size = self.max_population
         if self.memory_budget_mb is not None:
-            from hpjax import data as data_lib
-
             cfg = group.cfg
             try:
                 ds = data_lib.load(cfg.data)
             except ConfigError:
                 return size  # train_population reports the error for every job
             pop = engine.population(cfg, ds)
-            import jax
-            import numpy as np
-
             shapes = jax.eval_shape(pop.init, jax.tree.map(
                 lambda v: jax.ShapeDtypeStruct((1,), v.dtype), hparams(cfg)))
             num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(shapes.params))
