@@ -85,6 +85,10 @@ def population(cfg: Config, ds: data_lib.Dataset,
     return _POPULATIONS[key]
 
 
+# Populations at least this large fix a shared activation in their program (see train_population).
+FIXED_ACTIVATION_FROM = 8
+
+
 def padded_size(n: int) -> int:
     """Populations are padded to a power of two, so a smaller last batch reuses the program."""
     return 1 << (n - 1).bit_length()
@@ -177,13 +181,15 @@ def _fmt(value: Optional[float]) -> str:
 # ---------------------------------------------------------------------------------------------
 # The host loop
 # ---------------------------------------------------------------------------------------------
-def train_population(cfgs: list[Config], *, launcher: str = "basic",
+def train_population(cfgs: list[Config], *, launcher: str = "basic", pad_to: int = 1,
                      on_epoch: Optional[Callable[[int, dict], None]] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
       cfgs: validated configs whose `hpjax.hparams.signature` is the same.
       launcher: recorded in each result.
+      pad_to: train at least this many members (copies of the last), so that populations of
+        different sizes in one sweep share a program.
       on_epoch: called with (member index, metrics row) after every epoch of a running member.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
@@ -193,11 +199,12 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic",
     ds = data_lib.load(cfg0.data)
     check_fits(cfg0, ds)
     compile_s0 = CompileStats.seconds
-    # Under vmap a traced activation computes every branch: when all members share one, fix it.
-    # A population of one keeps it traced, so a one-by-one grid over activations compiles once.
+    size = padded_size(max(n, pad_to))
+    # Under vmap a traced activation computes every branch: when all members of a large
+    # population share one, fix it. Small ones keep it traced and share one program per size.
     shared = {c.activation.index for c in cfgs}
-    pop = population(cfg0, ds, shared.pop() if n > 1 and len(shared) == 1 else None)
-    size = padded_size(n)
+    pop = population(cfg0, ds, shared.pop() if n >= FIXED_ACTIVATION_FROM and len(shared) == 1
+                     else None)
     hp_list = [hparams(c) for c in cfgs]
     hp = jax.tree.map(lambda *xs: jnp.stack(xs), *hp_list, *[hp_list[-1]] * (size - n))
     x_tr, y_tr, x_va, y_va = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
@@ -264,7 +271,7 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic",
     return outcomes
 
 
-def train_trials(cfgs: list[Config], *, launcher: str = "basic") -> list[Outcome]:
+def train_trials(cfgs: list[Config], *, launcher: str = "basic", pad_to: int = 1) -> list[Outcome]:
     """`train_population` with each trial's `train.repeats` seeds as members of their own; a
     trial of several seeds reports their mean (as scikit-learn's `cv_results_` do for folds)."""
     members, owners = [], []
@@ -273,7 +280,7 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic") -> list[Outcome
             members.append(cfg if r == 0 else dataclasses.replace(
                 cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + r)))
             owners.append(i)
-    outcomes = train_population(members, launcher=launcher)
+    outcomes = train_population(members, launcher=launcher, pad_to=pad_to)
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
             for i in range(len(cfgs))]
 

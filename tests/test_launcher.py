@@ -11,6 +11,7 @@ from hydra.version import _UNSPECIFIED_, VersionBase
 
 from conftest import compose_config
 from hpjax import engine, train
+from hpjax.config import ACTIVATIONS
 from hydra_plugins.hpjax_launcher._impl import Group, Job, VmapLauncherImpl
 
 
@@ -159,7 +160,10 @@ def test_mixed_activations_share_one_program_and_a_shared_one_is_fixed_in_it():
     mixed[1] = compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=2",
                                "train.early_stopping.patience=null", "activation=tanh"])
     both = engine.train_population(mixed, launcher="vmap")
-    tanh_only = engine.train_population([mixed[1], mixed[1]], launcher="vmap")
+    tanh_only = engine.train_population([mixed[1]] * engine.FIXED_ACTIVATION_FROM,
+                                        launcher="vmap")
+    fixed = [key[-1] for key in engine._POPULATIONS]
+    assert None in fixed and ACTIVATIONS.index("tanh") in fixed
     # the traced switch and the fixed activation compute the same numbers
     assert both[1].rows[-1]["val/loss"] == pytest.approx(tanh_only[0].rows[-1]["val/loss"],
                                                          abs=1e-6)
