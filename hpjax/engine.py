@@ -181,15 +181,13 @@ def _fmt(value: Optional[float]) -> str:
 # ---------------------------------------------------------------------------------------------
 # The host loop
 # ---------------------------------------------------------------------------------------------
-def train_population(cfgs: list[Config], *, launcher: str = "basic", pad_to: int = 1,
+def train_population(cfgs: list[Config], *, launcher: str = "basic",
                      on_epoch: Optional[Callable[[int, dict], None]] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
       cfgs: validated configs whose `hpjax.hparams.signature` is the same.
       launcher: recorded in each result.
-      pad_to: train at least this many members (copies of the last), so that populations of
-        different sizes in one sweep share a program.
       on_epoch: called with (member index, metrics row) after every epoch of a running member.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
@@ -199,9 +197,9 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic", pad_to: int
     ds = data_lib.load(cfg0.data)
     check_fits(cfg0, ds)
     compile_s0 = CompileStats.seconds
-    size = padded_size(max(n, pad_to))
+    size = padded_size(n)
     # Under vmap a traced activation computes every branch: when all members of a large
-    # population share one, fix it. Small ones keep it traced and share one program per size.
+    # population share one, fix it. Small ones keep it traced: one program serves them all.
     shared = {c.activation.index for c in cfgs}
     pop = population(cfg0, ds, shared.pop() if n >= FIXED_ACTIVATION_FROM and len(shared) == 1
                      else None)
@@ -271,7 +269,7 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic", pad_to: int
     return outcomes
 
 
-def train_trials(cfgs: list[Config], *, launcher: str = "basic", pad_to: int = 1) -> list[Outcome]:
+def train_trials(cfgs: list[Config], *, launcher: str = "basic") -> list[Outcome]:
     """`train_population` with each trial's `train.repeats` seeds as members of their own; a
     trial of several seeds reports their mean (as scikit-learn's `cv_results_` do for folds)."""
     members, owners = [], []
@@ -280,7 +278,7 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic", pad_to: int = 1
             members.append(cfg if r == 0 else dataclasses.replace(
                 cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + r)))
             owners.append(i)
-    outcomes = train_population(members, launcher=launcher, pad_to=pad_to)
+    outcomes = train_population(members, launcher=launcher)
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
             for i in range(len(cfgs))]
 

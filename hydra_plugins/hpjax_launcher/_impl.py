@@ -91,9 +91,6 @@ class VmapLauncherImpl:
                 groups.setdefault(signature(job.cfg), Group()).jobs.append(job)
         log.info("Launching %d jobs as %d population%s (hydra/launcher=vmap)", len(jobs),
                  len(groups), "" if len(groups) == 1 else "s")
-        # Every group of this batch pads to the batch's size (up to a chunk): one program per
-        # signature for the whole sweep, however a sampler happens to split its batches.
-        self.pad_to = len(jobs)
         for g, group in enumerate(groups.values(), start=1):
             log.info("population %d/%d: %d trials (%s)", g, len(groups), len(group.jobs),
                      group.describe())
@@ -147,11 +144,11 @@ class VmapLauncherImpl:
             log.info("  in %d chunks of at most %d (hydra.launcher.max_population, "
                      "memory_budget_mb)", len(chunks), size)
         for chunk in chunks:
-            self._train_chunk(chunk, pad_to=min(self.pad_to, size))
+            self._train_chunk(chunk)
 
-    def _train_chunk(self, chunk: list, pad_to: int = 1) -> None:
+    def _train_chunk(self, chunk: list) -> None:
         try:
-            outcomes = self.train([job.cfg for job in chunk], launcher="vmap", pad_to=pad_to)
+            outcomes = self.train([job.cfg for job in chunk], launcher="vmap")
         except ConfigError as e:
             for job in chunk:
                 job.error = e
@@ -162,8 +159,8 @@ class VmapLauncherImpl:
             half = len(chunk) // 2
             log.warning("population of %d ran out of memory: retrying as %d + %d", len(chunk),
                         half, len(chunk) - half)
-            self._train_chunk(chunk[:half], pad_to=half)
-            self._train_chunk(chunk[half:], pad_to=half)
+            self._train_chunk(chunk[:half])
+            self._train_chunk(chunk[half:])
             return
         for job, outcome in zip(chunk, outcomes, strict=True):
             job.outcome = outcome
