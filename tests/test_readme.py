@@ -11,9 +11,10 @@ def test_ci_runs_the_readme_test_command():
     assert ci.endswith("pytest -q")
 
 
-def test_readme_main_command_runs_the_tpe_preset():
-    assert ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/hpjax -m search=tpe"
+def test_readme_main_command_runs_the_qmc_preset():
+    assert ("python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/hpjax -m search=qmc"
             in (ROOT / "README.md").read_text())
+    assert "README's main command" in (ROOT / "conf" / "search" / "qmc.yaml").read_text()
 
 
 def test_wheel_packages_every_config_group():
