@@ -1,6 +1,7 @@
 """Datasets: load, split (stratified, fixed seed) and standardise with training statistics only."""
 
 import csv
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,12 +33,27 @@ class Dataset:
         return self.x_train.shape[1:]
 
 
+_CACHE: dict[tuple, Dataset] = {}
+
+
 def load(cfg: DataConfig) -> Dataset:
     """Loads the configured data set, splits it and standardises it.
+
+    The trials of a sweep in one process share one load (a file is read again once it changes).
 
     Raises:
       ConfigError: the file does not parse, a key or column is missing, or the data is too small.
     """
+    path = getattr(cfg, "path", None)
+    key = (repr(cfg), os.stat(path).st_mtime_ns if path and os.path.isfile(path) else None)
+    if key not in _CACHE:
+        if len(_CACHE) >= 8:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _load(cfg)
+    return _CACHE[key]
+
+
+def _load(cfg: DataConfig) -> Dataset:
     x, y = _load_arrays(cfg)
     labels, y = np.unique(y, return_inverse=True)
     if len(labels) < 2:

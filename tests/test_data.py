@@ -1,5 +1,7 @@
 """Loading, splitting and standardising data sets, and the errors for bad files."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,15 @@ def test_bad_files_give_one_line_errors(tmp_path):
     with pytest.raises(ConfigError) as e:
         data_lib.load(compose_config(["data=npz", f"data.path={broken}"]).data)
     assert str(e.value).startswith(f"data.path='{broken}': must be a readable .npz file")
+
+
+def test_loads_are_shared_until_the_file_changes(tmp_path):
+    assert data_lib.load(compose_config().data) is data_lib.load(compose_config().data)
+    path = tmp_path / "d.csv"
+    path.write_text("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(40)))
+    cfg = compose_config(["data=csv", f"data.path={path}"]).data
+    first = data_lib.load(cfg)
+    assert data_lib.load(cfg) is first
+    path.write_text("a,b,label\n" + "".join(f"{i},{-i},{i % 2}\n" for i in range(40)))
+    os.utime(path, ns=(1, 1))  # a new mtime, whatever the clock's resolution
+    assert data_lib.load(cfg).input_shape == (2,)
