@@ -187,3 +187,15 @@ def test_repeats_train_seeds_side_by_side_and_report_their_mean(tmp_path):
     result = engine.run(compose_config(["train.repeats=2", "train.epochs=2"]), str(tmp_path))
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["repeats"]["seed"] == [0, 1] and saved["objective"] == result.objective
+
+
+def test_a_crashing_population_fails_its_jobs_not_the_sweep():
+    def crash(cfgs, **kw):
+        raise ValueError("boom")
+
+    impl = VmapLauncherImpl(max_population=8, memory_budget_mb=None)
+    impl.train = crash
+    jobs = [Job(i, [], None, cfg=c) for i, c in enumerate(population([0.1, 0.05]))]
+    impl._train_chunk(jobs)
+    assert [repr(j.crash) for j in jobs] == ["ValueError('boom')"] * 2
+    assert all(j.outcome is None for j in jobs)

@@ -33,6 +33,7 @@ class Job:
     sweep_config: DictConfig
     cfg: Optional[Config] = None
     error: Optional[ConfigError] = None
+    crash: Optional[BaseException] = None  # raised again in the job, as the basic launcher would
     outcome: Optional[engine.Outcome] = None
 
 
@@ -155,7 +156,10 @@ class VmapLauncherImpl:
             return
         except Exception as e:  # noqa: BLE001
             if not _is_out_of_memory(e) or len(chunk) == 1:
-                raise
+                log.error("population of %d failed: %r", len(chunk), e)
+                for job in chunk:  # each job fails under Hydra with this error; the sweep goes on
+                    job.crash = e
+                return
             half = len(chunk) // 2
             log.warning("population of %d ran out of memory: retrying as %d + %d", len(chunk),
                         half, len(chunk) - half)
@@ -173,6 +177,8 @@ def _replay(job: Job) -> TaskFunction:
         output_dir = HydraConfig.get().runtime.output_dir
         if job.error is not None:
             return record_failure(dict_cfg, job.error, output_dir)
+        if job.crash is not None:
+            raise job.crash
         result = job.outcome.result
         engine.write_metrics(job.outcome.rows, output_dir)
         engine.write_result(result, output_dir)
