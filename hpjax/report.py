@@ -17,6 +17,8 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from hpjax.search import parse_objectives
+
 log = logging.getLogger("hpjax")
 
 METRIC_COLUMNS = ("val/loss", "val/accuracy", "test/loss", "test/accuracy")
@@ -229,8 +231,7 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         objectives = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
-        best = report(sweep_dir, {m: mode for m, _, mode in (
-            str(o).rpartition(":") for o in objectives)} if objectives else None)
+        best = report(sweep_dir, parse_objectives(objectives) if objectives else None)
         log.info("sweep results in %s: summary.csv%s, one directory per trial",
                  sweep_dir.resolve(), ", best.yaml" if best else "")
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hpjax import search
 from hpjax.report import result_metric
+from hpjax.search import parse_objectives
 
 log = logging.getLogger(__name__)
 
@@ -22,18 +23,6 @@ _MODES = {"max": "maximize", "min": "minimize", "maximize": "maximize", "minimiz
 # Trials that ended with a result (diverged, failed on a bad value) count toward n_trials; a trial
 # left RUNNING by a killed sweep does not, and is run again on resume.
 _FINAL_FAIL = ("diverged", "failed")
-
-
-def parse_objectives(objectives: Sequence[str]) -> dict[str, str]:
-    """`["val/accuracy:max", "num_params:min"]` -> {"val/accuracy": "max", "num_params": "min"}."""
-    parsed = {}
-    for item in objectives:
-        metric, _, mode = str(item).rpartition(":")
-        if not metric or mode not in ("min", "max"):
-            raise ValueError(f"hydra.sweeper.objectives: {item!r} must be metric:min or "
-                             f"metric:max, e.g. [val/accuracy:max, num_params:min]")
-        parsed[metric] = mode
-    return parsed
 
 
 def safe_url(url: str) -> str:
