@@ -32,7 +32,7 @@ def train_task(dict_cfg: DictConfig) -> float:
     except ConfigError as e:
         return record_failure(dict_cfg, e, output_dir)
     log.info("results in %s", output_dir)
-    return result.objective if result.objective is not None else cfg.objective.worst
+    return engine.sweeper_value(result)
 
 
 def record_failure(dict_cfg: DictConfig, error: ConfigError, output_dir: str) -> float:

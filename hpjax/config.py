@@ -515,10 +515,6 @@ class ObjectiveConfig(_Checked):
         self._check_choice("metric", METRICS)
         self._check_choice("mode", MODES)
 
-    @property
-    def worst(self) -> float:
-        return worst_objective(self.mode)
-
 
 def worst_objective(mode: str) -> float:
     """The objective a failed or diverged trial hands back: no sweeper can prefer it."""

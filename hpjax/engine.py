@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpjax import data as data_lib
-from hpjax.config import Config, ConfigError, EarlyStoppingConfig
+from hpjax.config import Config, ConfigError, EarlyStoppingConfig, worst_objective
 from hpjax.hparams import hparams, signature
 from hpjax.train import CompileStats, build_fns
 
@@ -119,6 +119,12 @@ class Result:
     # train.repeats > 1: the mean over seeds above, each seed's values and the objective's std
     objective_std: Optional[float] = None
     repeats: Optional[dict] = None
+
+
+def sweeper_value(result: Result) -> float:
+    """What the task function returns: the objective, or the worst value when there is none."""
+    return result.objective if result.objective is not None else worst_objective(
+        result.objective_mode)
 
 
 @dataclass

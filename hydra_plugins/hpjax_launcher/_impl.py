@@ -183,6 +183,6 @@ def _replay(job: Job) -> TaskFunction:
         engine.write_metrics(job.outcome.rows, output_dir)
         engine.write_result(result, output_dir)
         engine.report_result(result)
-        return result.objective if result.objective is not None else job.cfg.objective.worst
+        return engine.sweeper_value(result)
 
     return task
