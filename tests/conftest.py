@@ -11,6 +11,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.version import _UNSPECIFIED_, VersionBase
 
 from hpjax.cli import CONF_DIR, register
 from hpjax.config import to_config
@@ -31,6 +32,16 @@ def compose_config(overrides=(), validate=True, return_hydra_config=False):
         cfg = compose("config", overrides=list(overrides),
                       return_hydra_config=return_hydra_config)
     return to_config(cfg) if validate else cfg
+
+
+@pytest.fixture
+def unset_version_base():
+    """Hydra's own test suites expect the defaults of an unset version_base (jobs chdir to their
+    directory); composing hpjax's config in this process set it to 1.3."""
+    state = VersionBase.instance()
+    saved, state.version_base = state.version_base, _UNSPECIFIED_
+    yield
+    state.version_base = saved
 
 
 @pytest.fixture

@@ -7,22 +7,11 @@ import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
-from hydra.version import _UNSPECIFIED_, VersionBase
 
 from conftest import compose_config
 from hpjax import engine, train
 from hpjax.config import ACTIVATIONS
 from hydra_plugins.hpjax_launcher._impl import Group, Job, VmapLauncherImpl
-
-
-@pytest.fixture
-def unset_version_base():
-    # Hydra's suites expect the defaults of an unset version_base (jobs chdir to their
-    # directory); composing hpjax's config in this process set it to 1.3.
-    state = VersionBase.instance()
-    saved, state.version_base = state.version_base, _UNSPECIFIED_
-    yield
-    state.version_base = saved
 
 
 def test_discovery():

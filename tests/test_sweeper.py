@@ -13,7 +13,6 @@ import pytest
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite
-from hydra.version import _UNSPECIFIED_, VersionBase
 from omegaconf import OmegaConf
 
 from conftest import compose_config, run_cli
@@ -28,20 +27,12 @@ def test_discovery():
     assert "HpjaxSweeper" in names
 
 
+@pytest.mark.usefixtures("unset_version_base")
 @pytest.mark.parametrize("launcher_name, overrides", [(
     "basic", ["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=grid", "hydra.sweeper.n_trials=null",
               "hydra.sweeper.batch_size=2"])])
 class TestHpjaxSweeperBatches(BatchedSweeperTestSuite):
     """Hydra's own suite: a 6-point grid in 3 batches of 2, in the basic sweeper's order."""
-
-    @pytest.fixture(autouse=True)
-    def _unset_version_base(self):
-        # The suite expects Hydra's defaults for an unset version_base (jobs chdir to their
-        # directory); composing hpjax's config in this process set it to 1.3.
-        state = VersionBase.instance()
-        saved, state.version_base = state.version_base, _UNSPECIFIED_
-        yield
-        state.version_base = saved
 
 
 def read_summary(sweep):
