@@ -28,7 +28,11 @@ def train_task(dict_cfg: DictConfig) -> float:
     output_dir = HydraConfig.get().runtime.output_dir
     try:
         cfg = to_config(dict_cfg)
-        result = engine.run(cfg, output_dir)
+        hydra_cfg = HydraConfig.get()
+        # the launcher that ran this job (basic, submitit_slurm, ...); a single run: "basic"
+        launcher = (hydra_cfg.runtime.choices.get("hydra/launcher") or "basic"
+                    if hydra_cfg.mode == RunMode.MULTIRUN else "basic")
+        result = engine.run(cfg, output_dir, launcher=launcher)
     except ConfigError as e:
         return record_failure(dict_cfg, e, output_dir)
     log.info("results in %s", output_dir)

@@ -88,6 +88,9 @@ class DataConfig(_Checked):
     standardize: bool = True
     # Shape of one sample as an image (height, width, channels), needed by model=cnn
     image_shape: Optional[list[int]] = None
+    # k >= 2: k-fold cross-validation (stratified) over the training and validation samples, the
+    # folds trained side by side; the objective is the mean over folds. 1: one validation split
+    cv_folds: int = 1
 
     def __post_init__(self) -> None:
         self._check_fraction("val_fraction", low_open=True)
@@ -95,6 +98,8 @@ class DataConfig(_Checked):
         self._check("test_fraction", self.val_fraction + self.test_fraction < 0.9,
                     "val_fraction + test_fraction must be < 0.9 "
                     f"(val_fraction={self.val_fraction})")
+        self._check("cv_folds", self.cv_folds >= 1,
+                    "must be an integer >= 1 (1: one validation split, no cross-validation)")
         if self.image_shape is not None:
             self._check("image_shape", len(self.image_shape) == 3 and min(self.image_shape) >= 1,
                         "must be [height, width, channels] of positive integers, or null")
@@ -491,6 +496,9 @@ class TrainConfig(_Checked):
     eval_batch_size: int = 1024
     # Seeds per trial (seed, seed+1, ...) trained side by side; the objective is their mean
     repeats: int = 1
+    # Save each trial's state (Orbax) every this many epochs, into checkpoints/ in its job
+    # directory; a trial run again into the same directory continues from there. 0: off
+    checkpoint_every: int = 0
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
     def __post_init__(self) -> None:
@@ -501,6 +509,8 @@ class TrainConfig(_Checked):
         self._check_fraction("label_smoothing")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "must be an integer >= 1")
         self._check("repeats", self.repeats >= 1, "must be an integer >= 1")
+        self._check("checkpoint_every", self.checkpoint_every >= 0,
+                    "must be an integer >= 0 (0: no checkpoints)")
 
 
 @dataclass

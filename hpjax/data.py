@@ -18,7 +18,12 @@ from hpjax.config import (
 
 @dataclass(frozen=True)
 class Dataset:
-    """Float32 features and int32 labels of the three splits, as NumPy arrays on the host."""
+    """Float32 features and int32 labels of the three splits, as NumPy arrays on the host.
+
+    With `data.cv_folds=k` (k >= 2) every array has a leading fold axis of size k: fold i trains on
+    `x_train[i]`, validates on `x_val[i]` and is tested on `x_test[i]` (the one test split,
+    standardised with fold i's training statistics).
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -27,10 +32,19 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    folds: int = 0  # 0: no fold axis
 
     @property
     def input_shape(self) -> tuple:
-        return self.x_train.shape[1:]
+        return self.x_train.shape[2:] if self.folds else self.x_train.shape[1:]
+
+    @property
+    def n_train(self) -> int:
+        return self.y_train.shape[-1]
+
+    @property
+    def n_val(self) -> int:
+        return self.y_val.shape[-1]
 
 
 _CACHE: dict[tuple, Dataset] = {}
@@ -59,17 +73,42 @@ def _load(cfg: DataConfig) -> Dataset:
     if len(labels) < 2:
         raise ConfigError("data", cfg.name, f"needs at least 2 classes, found {len(labels)}")
     x = x.astype(np.float32).reshape(len(x), -1)
-    splits = _split(x, y.astype(np.int32), cfg)
-    if cfg.standardize:
-        splits = _standardize(*splits)
-    x_tr, y_tr, x_va, y_va, x_te, y_te = splits
+    shape = (x.shape[1],)
     if cfg.image_shape is not None:
         shape = tuple(cfg.image_shape)
         if int(np.prod(shape)) != x.shape[1]:
             raise ConfigError("data.image_shape", list(shape),
                               f"must hold exactly the {x.shape[1]} features of each sample")
-        x_tr, x_va, x_te = (a.reshape(len(a), *shape) for a in (x_tr, x_va, x_te))
-    return Dataset(x_tr, y_tr, x_va, y_va, x_te, y_te, num_classes=len(labels))
+    splits = _split(x, y.astype(np.int32), cfg)
+    folds = _folds(splits, cfg) if cfg.cv_folds > 1 else [splits]
+    if cfg.standardize:
+        folds = [_standardize(*s) for s in folds]
+    arrays = [[a.reshape(len(a), *shape) if a.ndim == 2 else a for a in s] for s in folds]
+    if cfg.cv_folds > 1:
+        return Dataset(*map(np.stack, zip(*arrays, strict=True)), num_classes=len(labels),
+                       folds=cfg.cv_folds)
+    return Dataset(*arrays[0], num_classes=len(labels))
+
+
+def _folds(splits: tuple, cfg: DataConfig) -> list[tuple]:
+    """k stratified folds of the training and validation samples; the test split stays out.
+
+    Every fold has the same size, so the folds train as members of one program: the last
+    `n mod k` samples of the (shuffled) pool are left out, at most k - 1 of them.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    x_tr, y_tr, x_va, y_va, x_te, y_te = splits
+    k = cfg.cv_folds
+    n = (len(x_tr) + len(x_va)) // k * k
+    x, y = np.concatenate([x_tr, x_va])[:n], np.concatenate([y_tr, y_va])[:n]
+    if n < 2 * k:
+        raise ConfigError("data.cv_folds", k, f"needs at least 2 samples per fold, the "
+                          f"training and validation splits hold {len(x_tr) + len(x_va)}")
+    # Stratified where every class can appear in every fold (as GridSearchCV(cv=k) does).
+    splitter = (StratifiedKFold if np.bincount(y).min() >= k else KFold)(
+        k, shuffle=True, random_state=cfg.split_seed)
+    return [(x[tr], y[tr], x[va], y[va], x_te, y_te) for tr, va in splitter.split(x, y)]
 
 
 def _load_arrays(cfg: DataConfig) -> tuple:

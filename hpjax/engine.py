@@ -21,9 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hpjax import checkpoint
 from hpjax import data as data_lib
 from hpjax.config import Config, ConfigError, EarlyStoppingConfig, worst_objective
 from hpjax.hparams import hparams, signature
+from hpjax.progress import EpochReport, log_report
 from hpjax.train import CompileStats, build_fns
 
 log = logging.getLogger("hpjax")
@@ -35,8 +37,8 @@ log = logging.getLogger("hpjax")
 @dataclass(frozen=True)
 class Population:
     init: Callable  # (hp_P) -> state_P
-    epoch: Callable  # (state_P, hp_P, active_P, x, y) -> (state_P, metrics_P)
-    evaluate: Callable  # (params_P, hp_P, x, y) -> {"loss": [P], "accuracy": [P]}
+    epoch: Callable  # (state_P, hp_P, active_P, fold_P, x, y) -> (state_P, metrics_P)
+    evaluate: Callable  # (params_P, hp_P, fold_P, x, y) -> {"loss": [P], "accuracy": [P]}
     keep: Callable  # (mask_P, new_P, old_P) -> where(mask, new, old) per member
     steps_per_epoch: int
 
@@ -51,11 +53,20 @@ def _where(mask: jax.Array, new: Any, old: Any) -> Any:
 def build_population(cfg: Config, ds: data_lib.Dataset,
                      activation: Optional[int] = None) -> Population:
     fns = build_fns(cfg, num_classes=ds.num_classes, input_shape=ds.input_shape,
-                    n_train=len(ds.x_train), activation=activation)
-    train_epoch = jax.vmap(fns.train_epoch, in_axes=(0, 0, None, None))
+                    n_train=ds.n_train, activation=activation)
+    # Cross-validation: the data has a fold axis, and each member reads its own fold's arrays.
+    axis = 0 if ds.folds else None
+    train_epoch = jax.vmap(fns.train_epoch, in_axes=(0, 0, axis, axis))
+    vmap_evaluate = jax.vmap(fns.evaluate, in_axes=(0, 0, axis, axis))
 
-    def epoch(states, hp, active, x, y):
-        new, metrics = train_epoch(states, hp, x, y)
+    def member_data(fold, x, y):
+        return (x[fold], y[fold]) if ds.folds else (x, y)
+
+    def evaluate(params, hp, fold, x, y):
+        return vmap_evaluate(params, hp, *member_data(fold, x, y))
+
+    def epoch(states, hp, active, fold, x, y):
+        new, metrics = train_epoch(states, hp, *member_data(fold, x, y))
         # A frozen member keeps its state: keys never change, so only these fields are picked.
         frozen = new.replace(step=_where(active, new.step, states.step),
                              params=_where(active, new.params, states.params),
@@ -65,7 +76,7 @@ def build_population(cfg: Config, ds: data_lib.Dataset,
     return Population(
         init=jax.jit(jax.vmap(fns.init)),
         epoch=jax.jit(epoch, donate_argnums=0),
-        evaluate=jax.jit(jax.vmap(fns.evaluate, in_axes=(0, 0, None, None))),
+        evaluate=jax.jit(evaluate),
         keep=jax.jit(_where),
         steps_per_epoch=fns.steps_per_epoch)
 
@@ -79,7 +90,7 @@ def population(cfg: Config, ds: data_lib.Dataset,
 
     `activation` fixes the activation in the program (see `hpjax.train.build_fns`).
     """
-    key = (signature(cfg), ds.input_shape, ds.num_classes, len(ds.x_train), activation)
+    key = (signature(cfg), ds.input_shape, ds.num_classes, ds.n_train, ds.folds, activation)
     if key not in _POPULATIONS:
         _POPULATIONS[key] = build_population(cfg, ds, activation)
     return _POPULATIONS[key]
@@ -116,9 +127,13 @@ class Result:
     seed: int = 0
     launcher: str = "basic"
     error: Optional[str] = None
-    # train.repeats > 1: the mean over seeds above, each seed's values and the objective's std
+    # A trial of several members (train.repeats > 1, data.cv_folds > 1): the values above are
+    # means over members; `members` holds each member's seed, fold, status, objective, best epoch
+    # and test metrics; `objective_std` is the standard deviation of their objectives.
     objective_std: Optional[float] = None
-    repeats: Optional[dict] = None
+    members: Optional[dict] = None
+    fold: Optional[int] = None  # the fold of a single member, in cross-validation
+    resumed_from_epoch: Optional[int] = None  # continued from the checkpoint of this epoch
 
 
 def sweeper_value(result: Result) -> float:
@@ -156,7 +171,7 @@ class BestEpoch:
 
 def check_fits(cfg: Config, ds: data_lib.Dataset) -> None:
     """The checks that need the data: run before anything compiles."""
-    n = len(ds.x_train)
+    n = ds.n_train
     if cfg.train.batch_size > n:
         raise ConfigError("train.batch_size", cfg.train.batch_size,
                           f"must be an integer between 1 and the training-set size {n}")
@@ -187,14 +202,23 @@ def _fmt(value: Optional[float]) -> str:
 # ---------------------------------------------------------------------------------------------
 # The host loop
 # ---------------------------------------------------------------------------------------------
-def train_population(cfgs: list[Config], *, launcher: str = "basic",
-                     on_epoch: Optional[Callable[[int, dict], None]] = None) -> list[Outcome]:
+def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
+                     launcher: str = "basic",
+                     on_epoch: Optional[Callable[[int, dict], None]] = None,
+                     on_progress: Optional[Callable[[EpochReport], None]] = None,
+                     checkpoint_dirs: Optional[list[str]] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
       cfgs: validated configs whose `hpjax.hparams.signature` is the same.
+      folds: with `data.cv_folds` > 1, the fold each config trains on (default: fold 0).
       launcher: recorded in each result.
       on_epoch: called with (member index, metrics row) after every epoch of a running member.
+      on_progress: called with the population's `EpochReport` after every epoch; by default a
+        population of several members logs it.
+      checkpoint_dirs: one folder per member: with `train.checkpoint_every` > 0 each member
+        saves its state there, and a population whose members all saved an epoch continues
+        from the latest such epoch (see `hpjax.checkpoint`).
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -211,6 +235,8 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic",
                      else None)
     hp_list = [hparams(c) for c in cfgs]
     hp = jax.tree.map(lambda *xs: jnp.stack(xs), *hp_list, *[hp_list[-1]] * (size - n))
+    folds = list(folds) if folds is not None else [0] * n
+    fold = jnp.asarray(folds + folds[-1:] * (size - n), jnp.int32)
     x_tr, y_tr, x_va, y_va = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
     samples_per_epoch = pop.steps_per_epoch * cfg0.train.batch_size
 
@@ -218,15 +244,31 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic",
     best_params = jax.tree.map(jnp.copy, states.params)
     trackers = [BestEpoch(c.train.early_stopping) for c in cfgs]
     outcomes = [Outcome(Result("ok", None, c.objective.metric, c.objective.mode, None,
-                               seed=c.train.seed, launcher=launcher)) for c in cfgs]
+                               seed=c.train.seed, launcher=launcher,
+                               fold=f if ds.folds else None))
+                for c, f in zip(cfgs, folds, strict=True)]
     active = np.arange(size) < n
     train_s = [0.0] * n  # each member's share of the population's time in train_epoch
-    for epoch in range(1, cfg0.train.epochs + 1):
+    every = cfg0.train.checkpoint_every
+    dirs = checkpoint_dirs if every and checkpoint_dirs else None
+    start = 1
+    if dirs:
+        resumed = _resume(dirs, cfgs, states, best_params, size)
+        for d in dirs if resumed is None else ():
+            checkpoint.clear(d)
+        if resumed is not None:
+            start, states, best_params, metas = resumed
+            for i, meta in enumerate(metas):
+                _restore_member(meta, outcomes[i], trackers[i], start - 1)
+                active[i], train_s[i] = meta["active"], meta["train_s"]
+                for row in outcomes[i].rows if on_epoch else ():
+                    on_epoch(i, row)
+    for epoch in range(start, cfg0.train.epochs + 1):
         c0, t0 = CompileStats.seconds, time.perf_counter()
-        states, m = pop.epoch(states, hp, jnp.asarray(active), x_tr, y_tr)
+        states, m = pop.epoch(states, hp, jnp.asarray(active), fold, x_tr, y_tr)
         jax.block_until_ready(states)
         t1 = time.perf_counter()
-        val = pop.evaluate(states.params, hp, x_va, y_va)
+        val = pop.evaluate(states.params, hp, fold, x_va, y_va)
         m = jax.device_get(m) | {f"val/{k}": v for k, v in jax.device_get(val).items()}
         compiling = CompileStats.seconds - c0
         running = int(active[:n].sum())
@@ -250,12 +292,18 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic",
             improved[i] = tracker.epoch == epoch
         if improved.any():
             best_params = pop.keep(jnp.asarray(improved), states.params, best_params)
-        if n > 1:
-            _log_progress(epoch, cfg0, outcomes, trackers, int(active[:n].sum()))
+        if on_progress or n > 1:
+            (on_progress or log_report)(_epoch_report(epoch, cfg0, outcomes, trackers,
+                                                      int(active[:n].sum())))
         if not active[:n].any():
             break
+        if dirs and epoch % every == 0 and epoch < cfg0.train.epochs:
+            for i in range(n):
+                checkpoint.save(dirs[i], epoch, _member((states, best_params), i),
+                                _member_meta(cfgs[i], outcomes[i], trackers[i], bool(active[i]),
+                                             train_s[i]))
 
-    test = jax.device_get(pop.evaluate(best_params, hp, jnp.asarray(ds.x_test),
+    test = jax.device_get(pop.evaluate(best_params, hp, fold, jnp.asarray(ds.x_test),
                                        jnp.asarray(ds.y_test)))
     num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(states.params))
     compile_s = (CompileStats.seconds - compile_s0) / n
@@ -275,18 +323,93 @@ def train_population(cfgs: list[Config], *, launcher: str = "basic",
     return outcomes
 
 
-def train_trials(cfgs: list[Config], *, launcher: str = "basic") -> list[Outcome]:
-    """`train_population` with each trial's `train.repeats` seeds as members of their own; a
-    trial of several seeds reports their mean (as scikit-learn's `cv_results_` do for folds)."""
-    members, owners = [], []
+def members_per_trial(cfg: Config) -> int:
+    return cfg.train.repeats * cfg.data.cv_folds
+
+
+def checkpoint_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
+    """Where a trial's member keeps its checkpoints: `checkpoints/` in the job directory."""
+    path = os.path.join(output_dir, "checkpoints")
+    return path if members == 1 else os.path.join(path, f"member_{member}")
+
+
+def _member(tree: Any, i: int) -> Any:
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def _member_meta(cfg: Config, out: Outcome, tracker: BestEpoch, active: bool,
+                 train_s: float) -> dict:
+    """What the host loop knows of a member, to continue it from a checkpoint."""
+    r = out.result
+    return {"config": repr(cfg), "rows": out.rows, "active": active, "train_s": train_s,
+            "status": r.status, "diverged_epoch": r.diverged_epoch,
+            "stopped_early": r.stopped_early, "best_epoch": tracker.epoch,
+            "best_row": tracker.row}
+
+
+def _restore_member(meta: dict, out: Outcome, tracker: BestEpoch, epoch: int) -> None:
+    r = out.result
+    out.rows = meta["rows"]
+    r.status, r.diverged_epoch, r.stopped_early = (meta["status"], meta["diverged_epoch"],
+                                                   meta["stopped_early"])
+    r.epochs_run, r.resumed_from_epoch = len(out.rows), epoch
+    tracker.epoch, tracker.row = meta["best_epoch"], meta["best_row"]
+
+
+def _resume(dirs: list[str], cfgs: list[Config], states: Any, best_params: Any,
+            size: int) -> Optional[tuple]:
+    """(next epoch, states, best params, metas) from the members' latest common checkpoint;
+    None when a member has none, or one was saved by another config (that run starts anew)."""
+    epoch = checkpoint.common_epoch(dirs)
+    if epoch is None:
+        return None
+    like = _member((states, best_params), 0)
+    members, metas = [], []
+    for d, cfg in zip(dirs, cfgs, strict=True):
+        tree, meta = checkpoint.restore(d, epoch, like)
+        if meta["config"] != repr(cfg):
+            log.warning("checkpoint in %s is of another config: training from the start", d)
+            return None
+        members.append(tree)
+        metas.append(meta)
+    members += members[-1:] * (size - len(members))  # the padding members
+    states, best_params = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+    log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
+             "" if len(dirs) == 1 else "s", epoch)
+    return epoch + 1, states, best_params, metas
+
+
+def train_trials(cfgs: list[Config], *, launcher: str = "basic",
+                 on_progress: Optional[Callable[[EpochReport], None]] = None,
+                 output_dirs: Optional[list[str]] = None) -> list[Outcome]:
+    """`train_population` with each trial's `train.repeats` seeds and `data.cv_folds` folds as
+    members of their own; a trial of several members reports their mean (as scikit-learn's
+    `cv_results_` do for folds). `output_dirs`: the trials' job directories, where their
+    checkpoints go (`train.checkpoint_every`)."""
+    members, folds, owners, dirs = [], [], [], []
     for i, cfg in enumerate(cfgs):
         for r in range(cfg.train.repeats):
-            members.append(cfg if r == 0 else dataclasses.replace(
-                cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + r)))
-            owners.append(i)
-    outcomes = train_population(members, launcher=launcher)
+            seeded = cfg if r == 0 else dataclasses.replace(
+                cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + r))
+            for f in range(cfg.data.cv_folds):
+                members.append(seeded)
+                folds.append(f)
+                owners.append(i)
+                if output_dirs and all(output_dirs):
+                    dirs.append(checkpoint_dir(output_dirs[i], r * cfg.data.cv_folds + f,
+                                               members_per_trial(cfg)))
+    outcomes = train_population(members, folds=folds, launcher=launcher,
+                                on_progress=on_progress and _per_trial(on_progress, owners),
+                                checkpoint_dirs=dirs or None)
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
             for i in range(len(cfgs))]
+
+
+def _per_trial(on_progress: Callable, owners: list) -> Callable[[EpochReport], None]:
+    """Progress of a population of trials' members, reported by trial: members are counted,
+    the best member is named by its trial's index."""
+    return lambda r: on_progress(dataclasses.replace(
+        r, best_member=None if r.best_member is None else owners[r.best_member]))
 
 
 def _mean(dicts: list[dict]) -> dict:
@@ -294,11 +417,12 @@ def _mean(dicts: list[dict]) -> dict:
 
 
 def aggregate(seeds: list[Outcome]) -> Outcome:
-    """One trial's outcome from the outcomes of its seeds: means, and each seed's values."""
+    """One trial's outcome from the outcomes of its members (seeds, folds): means, and each
+    member's values."""
     if len(seeds) == 1:
         return seeds[0]
     results = [o.result for o in seeds]
-    r = dataclasses.replace(results[0])
+    r = dataclasses.replace(results[0], fold=None)
     bad = [x.status for x in results if x.status != "ok"]
     r.status = bad[0] if bad else "ok"
     objectives = [x.objective for x in results]
@@ -314,33 +438,35 @@ def aggregate(seeds: list[Outcome]) -> Outcome:
     r.diverged_epoch = min(diverged) if diverged else None
     for key in ("compile_time_s", "train_time_s", "samples_per_s"):
         setattr(r, key, round(sum(getattr(x, key) for x in results), 4))
-    r.repeats = {"seed": [x.seed for x in results], "status": [x.status for x in results],
-                 "objective": objectives, "best_epoch": [x.best_epoch for x in results],
+    r.members = {"seed": [x.seed for x in results],
+                 **({"fold": [x.fold for x in results]} if results[0].fold is not None else {}),
+                 "status": [x.status for x in results], "objective": objectives,
+                 "best_epoch": [x.best_epoch for x in results],
                  **{k: [x.test.get(k) for x in results] for k in r.test}}
     epochs = max(len(o.rows) for o in seeds)
     rows = []
     for e in range(epochs):
         ran = [o.rows[e] for o in seeds if len(o.rows) > e]
-        rows.append({**_mean(ran), "epoch": e + 1, "seeds": len(ran)})
+        rows.append({**_mean(ran), "epoch": e + 1, "members": len(ran)})
     return Outcome(r, rows)
 
 
-def _log_progress(epoch: int, cfg: Config, outcomes: list, trackers: list, running: int) -> None:
+def _epoch_report(epoch: int, cfg: Config, outcomes: list, trackers: list,
+                  running: int) -> EpochReport:
     metric, mode = cfg.objective.metric, cfg.objective.mode
     scores = [(t.row[metric], i) for i, t in enumerate(trackers)
               if t.epoch is not None and outcomes[i].result.status == "ok"]
-    best = (max if mode == "max" else min)(scores) if scores else None
-    log.info("epoch %3d/%d  %d/%d members running  best %s %s (member %s)", epoch,
-             cfg.train.epochs, running, len(outcomes), metric,
-             _fmt(best[0] if best else None), best[1] if best else "-")
+    best = (max if mode == "max" else min)(scores) if scores else (None, None)
+    return EpochReport(epoch, cfg.train.epochs, running, len(outcomes), metric, *best)
 
 
-def run(cfg: Config, output_dir: Optional[str] = None) -> Result:
+def run(cfg: Config, output_dir: Optional[str] = None, launcher: str = "basic") -> Result:
     """Trains one configuration and, given `output_dir`, writes `metrics.jsonl` and `result.json`.
 
     Args:
       cfg: a validated config (`hpjax.config.to_config`).
       output_dir: the job's directory; None writes nothing.
+      launcher: recorded in the result.
     Returns:
       The trial's `Result`; `Result.objective` is None when training diverged.
     Raises:
@@ -360,12 +486,15 @@ def run(cfg: Config, output_dir: Optional[str] = None) -> Result:
                  row["train/accuracy"], row["val/loss"], row["val/accuracy"], row["lr"])
 
     try:
-        if cfg.train.repeats > 1:  # several seeds: metrics.jsonl holds their mean per epoch
-            outcome = train_trials([cfg])[0]
+        if members_per_trial(cfg) > 1:  # metrics.jsonl holds the members' mean per epoch
+            outcome = train_trials([cfg], launcher=launcher,
+                                   output_dirs=[output_dir] if output_dir else None)[0]
             if output_dir:
                 write_metrics(outcome.rows, output_dir)
         else:
-            outcome = train_population([cfg], on_epoch=on_epoch)[0]
+            outcome = train_population([cfg], on_epoch=on_epoch, launcher=launcher,
+                                       checkpoint_dirs=[
+                checkpoint_dir(output_dir)] if output_dir else None)[0]
     finally:
         for f in files:
             f.close()

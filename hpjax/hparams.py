@@ -16,8 +16,9 @@ Every other key is *static*: it goes into the program's cache key, and a new val
 Static: the data set and its shapes, every model key but dropout, the optimizer family and its
 boolean switches (nesterov, centered), the schedule family and its step fractions (boundaries,
 warmup_fraction, pct_start) and onecycle's div factors, train.epochs, train.batch_size,
-train.eval_batch_size. Early stopping, train.repeats (more members) and the objective act on the
-host, outside the program.
+train.eval_batch_size (data.cv_folds too: it gives the data a fold axis). Early stopping,
+train.repeats (more members), train.checkpoint_every and the objective act on the host, outside
+the program.
 
 One refinement: under vmap a traced activation computes every branch of its `lax.switch`, so a
 population (more than one trial) whose members all use the same activation fixes it in the
@@ -43,7 +44,7 @@ TRACED: dict[str, tuple[str, ...]] = {
 _HP_NAME = {("activation", "name"): "activation"}
 _INT_KEYS = {"activation", "seed"}
 # Keys of the train group the host loop reads: not part of the program's signature either.
-_HOST_ONLY = {"train": ("early_stopping", "repeats")}
+_HOST_ONLY = {"train": ("early_stopping", "repeats", "checkpoint_every")}
 
 
 def hparams(cfg: Config) -> dict[str, jnp.ndarray]:

@@ -113,14 +113,16 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
     metrics = list(dict.fromkeys([*objectives, *METRIC_COLUMNS]))
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial", "rank", *keys, "status", "objective", *metrics, "best_epoch",
+        w.writerow(["trial", "rank", *keys, "status", "objective", "objective_std", *metrics,
+                    "best_epoch",
                     "epochs_run", "num_params", "time_s", "pareto", "error"])
         for t in trials:
             values = dict(o.split("=", 1) for o in t.overrides)
             r = t.result
             seconds = r.get("compile_time_s", 0.0) + r.get("train_time_s", 0.0)
             w.writerow([t.job, position.get(t.job, ""), *(values.get(k, "") for k in keys),
-                        t.status, _cell(r.get("objective")), *(_cell(t.metric(m)) for m in metrics),
+                        t.status, _cell(r.get("objective")), _cell(r.get("objective_std")),
+                        *(_cell(t.metric(m)) for m in metrics),
                         _cell(r.get("best_epoch")), _cell(r.get("epochs_run")),
                         _cell(r.get("num_params")), f"{seconds:.3f}" if r else "",
                         t.job in front, r.get("error", "")])
@@ -168,7 +170,10 @@ def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
         r = t.result
         overrides = " ".join(o for o in t.overrides if o not in common)
         cells = [str(i + 1) if t.ok else "-", str(t.job), overrides, t.status]
-        cells += [_fmt(t.metric(m)) for m in metrics]
+        # A trial of several seeds or folds shows its objective as mean ± std.
+        std = r.get("objective_std")
+        cells += [_fmt(t.metric(m)) + (f" ± {std:.4f}" if std is not None and m ==
+                                       r.get("objective_metric") else "") for m in metrics]
         cells += [str(r.get("epochs_run", "-")),
                   f"{r.get('compile_time_s', 0) + r.get('train_time_s', 0):.2f}" if r else "-"]
         if several:

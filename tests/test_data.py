@@ -98,3 +98,35 @@ def test_loads_are_shared_until_the_file_changes(tmp_path):
     path.write_text("a,b,label\n" + "".join(f"{i},{-i},{i % 2}\n" for i in range(40)))
     os.utime(path, ns=(1, 1))  # a new mtime, whatever the clock's resolution
     assert data_lib.load(cfg).input_shape == (2,)
+
+
+def test_cv_folds_are_stratified_kfold_of_train_and_val_with_per_fold_scaling():
+    from sklearn.model_selection import StratifiedKFold
+
+    holdout = data_lib.load(compose_config(["data.standardize=false"]).data)
+    ds = data_lib.load(compose_config(["data.cv_folds=5", "data.standardize=false"]).data)
+    pool = len(holdout.y_train) + len(holdout.y_val)  # 1257 + 270
+    assert ds.folds == 5 and ds.n_train == 1220 and ds.n_val == 305  # 1525 = 5 x 305 used
+    assert ds.x_train.shape == (5, 1220, 8, 8, 1) and ds.x_test.shape == (5, 270, 8, 8, 1)
+    assert pool - 5 * ds.n_val == 2  # pool mod k left out
+    # exactly the folds scikit-learn's StratifiedKFold gives the same pool
+    x = np.concatenate([holdout.x_train, holdout.x_val])[:1525].reshape(1525, -1)
+    y = np.concatenate([holdout.y_train, holdout.y_val])[:1525]
+    for i, (tr, va) in enumerate(StratifiedKFold(5, shuffle=True, random_state=0).split(x, y)):
+        np.testing.assert_array_equal(ds.x_val[i].reshape(305, -1), x[va])
+        np.testing.assert_array_equal(ds.y_train[i], y[tr])
+        np.testing.assert_array_equal(ds.x_test[i], holdout.x_test)  # the test split stays out
+    # every pooled sample validates exactly once
+    assert len({row.tobytes() for row in ds.x_val.reshape(1525, -1)}) == len(
+        {row.tobytes() for row in x})
+    scaled = data_lib.load(compose_config(["data.cv_folds=5"]).data)
+    for i in range(5):  # standardised with each fold's own training statistics
+        flat = scaled.x_train[i].reshape(1220, -1)
+        assert np.abs(flat.mean(0)).max() < 1e-5
+        assert not np.allclose(scaled.x_test[i], scaled.x_test[(i + 1) % 5])
+
+
+def test_cv_folds_needs_two_samples_per_fold():
+    cfg = compose_config(["data=synthetic", "data.n_samples=30", "data.cv_folds=20"])
+    with pytest.raises(ConfigError, match=r"^data.cv_folds=20: needs at least 2 samples per fold"):
+        data_lib.load(cfg.data)

@@ -1,6 +1,7 @@
 """The vmap launcher: one program per static signature, each trial as if run alone."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -110,7 +111,7 @@ def test_out_of_memory_splits_the_chunk_and_loses_nothing():
         sizes.append(len(cfgs))
         if len(cfgs) > 2:
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
-        return engine.train_population(cfgs, **kw)
+        return engine.train_trials(cfgs, **kw)
 
     impl = VmapLauncherImpl(max_population=8, memory_budget_mb=None)
     impl.train = tight_memory
@@ -164,18 +165,18 @@ def test_repeats_train_seeds_side_by_side_and_report_their_mean(tmp_path):
     trials = engine.train_trials(cfgs, launcher="vmap")
     for trial in trials:
         r = trial.result
-        assert r.repeats["seed"] == [4, 5, 6] and r.repeats["status"] == ["ok"] * 3
-        assert r.objective == pytest.approx(np.mean(r.repeats["objective"]))
-        assert r.objective_std == pytest.approx(np.std(r.repeats["objective"]))
-        assert r.test["test/accuracy"] == pytest.approx(np.mean(r.repeats["test/accuracy"]))
-        assert [row["seeds"] for row in trial.rows] == [3] * 4
-    assert len(set(trials[0].result.repeats["objective"])) > 1  # the seeds differ
+        assert r.members["seed"] == [4, 5, 6] and r.members["status"] == ["ok"] * 3
+        assert r.objective == pytest.approx(np.mean(r.members["objective"]))
+        assert r.objective_std == pytest.approx(np.std(r.members["objective"]))
+        assert r.test["test/accuracy"] == pytest.approx(np.mean(r.members["test/accuracy"]))
+        assert [row["members"] for row in trial.rows] == [3] * 4
+    assert len(set(trials[0].result.members["objective"])) > 1  # the seeds differ
     # seed 4 of the first trial is the same training as a lone seed-4 run, to float rounding
     lone = engine.train_population([cfgs[0]], launcher="vmap")[0].result
-    assert trials[0].result.repeats["objective"][0] == pytest.approx(lone.objective, abs=1 / 270)
+    assert trials[0].result.members["objective"][0] == pytest.approx(lone.objective, abs=1 / 270)
     result = engine.run(compose_config(["train.repeats=2", "train.epochs=2"]), str(tmp_path))
     saved = json.loads((tmp_path / "result.json").read_text())
-    assert saved["repeats"]["seed"] == [0, 1] and saved["objective"] == result.objective
+    assert saved["members"]["seed"] == [0, 1] and saved["objective"] == result.objective
 
 
 def test_a_crashing_population_fails_its_jobs_not_the_sweep():
@@ -188,3 +189,54 @@ def test_a_crashing_population_fails_its_jobs_not_the_sweep():
     impl._train_chunk(jobs)
     assert [repr(j.crash) for j in jobs] == ["ValueError('boom')"] * 2
     assert all(j.outcome is None for j in jobs)
+
+
+def test_cv_folds_train_side_by_side_and_report_their_mean(tmp_path):
+    cfgs = population([0.1, 0.03], extra=["data.cv_folds=3", "train.repeats=2"])
+    trials = engine.train_trials(cfgs, launcher="vmap")
+    for trial in trials:
+        m = trial.result.members
+        assert m["fold"] == [0, 1, 2, 0, 1, 2] and m["seed"] == [0, 0, 0, 1, 1, 1]
+        assert trial.result.objective == pytest.approx(np.mean(m["objective"]))
+        assert trial.result.objective_std == pytest.approx(np.std(m["objective"]))
+        assert len(set(m["objective"])) > 1  # the folds differ
+    # fold 2 of seed 0 inside the population is the same training as a lone fold-2 member
+    lone = engine.train_population([cfgs[0]], folds=[2], launcher="vmap")[0].result
+    assert lone.fold == 2
+    inside = trials[0].result.members["objective"][2]
+    assert inside == pytest.approx(lone.objective, abs=1 / 508)  # one validation sample
+    result = engine.run(compose_config(["data.cv_folds=2", "train.epochs=2"]), str(tmp_path))
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["members"]["fold"] == [0, 1] and saved["objective"] == result.objective
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["members"] for r in rows] == [2, 2]
+
+
+def test_progress_reports_each_epoch_live_or_as_log_lines(caplog):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from hpjax.progress import SweepProgress
+
+    buf = StringIO()
+    progress = SweepProgress(Console(file=buf, force_terminal=True, width=160), live=True)
+    reports = []
+    with progress.running():
+        update = progress.population("population 1/1: 3 trials", 4, ["trial 7", "trial 8", "t9"])
+        outcomes = engine.train_population(population([0.1, 0.05, 1e6]), launcher="vmap",
+                                           on_progress=lambda r: (reports.append(r), update(r)))
+    assert [(r.epoch, r.running, r.members) for r in reports] == [(e, 2, 3) for e in range(1, 5)]
+    best = max((0, 1), key=lambda i: outcomes[i].result.objective)  # the diverged one never
+    assert (reports[-1].best, reports[-1].best_member) == (outcomes[best].result.objective, best)
+    text = buf.getvalue()
+    assert "population 1/1: 3 trials" in text and "epoch   4/4" in text and "2/3 running" in text
+    assert f"best val/accuracy {reports[-1].best:.4f} (trial {7 + best})" in text
+    # without a terminal: one log line per epoch, the same numbers
+    plain = SweepProgress(Console(file=StringIO()))
+    assert not plain.live
+    with caplog.at_level(logging.INFO, logger="hpjax"), plain.running():
+        for r in reports:
+            plain.population("population 1/1", 4, ["trial 7", "trial 8", "t9"])(r)
+    assert caplog.messages[-1] == (f"epoch   4/4  2/3 members running  best val/accuracy "
+                                   f"{reports[-1].best:.4f} (trial {7 + best})")

@@ -18,6 +18,7 @@ from hpjax import engine, train
 from hpjax.app import record_failure, train_task
 from hpjax.config import Config, ConfigError, to_config
 from hpjax.hparams import hparams, signature
+from hpjax.progress import SweepProgress
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Job:
     index: int
     overrides: list
     sweep_config: DictConfig
+    output_dir: str = ""  # the job's directory, as run_job will make it
     cfg: Optional[Config] = None
     error: Optional[ConfigError] = None
     crash: Optional[BaseException] = None  # raised again in the job, as the basic launcher would
@@ -54,12 +56,14 @@ class Group:
                 f"batch {c.train.batch_size}, {c.train.epochs} epochs")
 
 
-def member_bytes(cfg: Config, num_params: int, input_size: int) -> int:
+def member_bytes(cfg: Config, num_params: int, input_size: int, samples: int) -> int:
     """A rough upper estimate of one member's memory: parameters, gradients and two optimizer
-    moments, a few copies of a batch's activations, and a fixed overhead measured on CPU."""
+    moments, a few copies of a batch's activations, and a fixed overhead measured on CPU; in
+    cross-validation each member also holds a copy of its fold's data (`samples` of them)."""
     widths = getattr(cfg.model, "widths", None) or (cfg.model.width,) * 2
     activations = cfg.train.batch_size * (input_size + sum(widths)) * 4 * 8
-    return 4 * 8 * num_params + activations + (6 << 20)
+    fold_data = samples * (input_size + 1) * 4 if cfg.data.cv_folds > 1 else 0
+    return 4 * 8 * num_params + activations + fold_data + (6 << 20)
 
 
 class VmapLauncherImpl:
@@ -68,6 +72,8 @@ class VmapLauncherImpl:
             raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
         self.train: Callable = engine.train_trials  # tests swap it to inject failures
+        self.progress = SweepProgress()
+        self.name = "vmap"  # the launcher recorded in result.json
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -80,22 +86,36 @@ class VmapLauncherImpl:
             basic.setup(hydra_context=self.hydra_context, task_function=self.task_function,
                         config=self.config)
             return basic.launch(job_overrides, initial_job_idx)
+        return self.run_jobs([(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)])
+
+    def start(self) -> None:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         train.enable_compilation_cache()
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
-        jobs = [self._compose(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+    def plan(self, indexed: list[tuple[int, list]]) -> tuple[list[Job], dict[tuple, Group]]:
+        """The jobs (composed) and their groups by signature; a job whose config is bad is in
+        no group."""
+        jobs = [self._compose(index, overrides) for index, overrides in indexed]
         groups: dict[tuple, Group] = {}
         for job in jobs:
             if job.cfg is not None:
                 groups.setdefault(signature(job.cfg), Group()).jobs.append(job)
+        return jobs, groups
+
+    def run_jobs(self, indexed: list[tuple[int, list]]) -> list[JobReturn]:
+        """Runs jobs given as (job number, overrides): trains them, then replays each under
+        Hydra's `run_job` (job directory, .hydra files, callbacks)."""
+        self.start()
+        jobs, groups = self.plan(indexed)
         log.info("Launching %d jobs as %d population%s (hydra/launcher=vmap)", len(jobs),
                  len(groups), "" if len(groups) == 1 else "s")
-        for g, group in enumerate(groups.values(), start=1):
-            log.info("population %d/%d: %d trials (%s)", g, len(groups), len(group.jobs),
-                     group.describe())
-            self._train_group(group)
+        with self.progress.running():
+            for g, group in enumerate(groups.values(), start=1):
+                log.info("population %d/%d: %d trials (%s)", g, len(groups), len(group.jobs),
+                         group.describe())
+                self._train_group(group, f"population {g}/{len(groups)}")
 
         runs = []
         for job in jobs:
@@ -111,7 +131,8 @@ class VmapLauncherImpl:
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = index
             sweep_config.hydra.job.num = index
-        job = Job(index, overrides, sweep_config)
+        job = Job(index, overrides, sweep_config, output_dir=str(
+            Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)))
         task_cfg = copy.deepcopy(sweep_config)
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
@@ -133,23 +154,35 @@ class VmapLauncherImpl:
             shapes = jax.eval_shape(pop.init, jax.tree.map(
                 lambda v: jax.ShapeDtypeStruct((1,), v.dtype), hparams(cfg)))
             num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(shapes.params))
-            per_member = member_bytes(cfg, num_params, int(np.prod(ds.input_shape)))
+            per_member = member_bytes(cfg, num_params, int(np.prod(ds.input_shape)),
+                                      ds.n_train + ds.n_val)
             size = max(1, min(size, (self.memory_budget_mb << 20) // per_member))
         return size
 
-    def _train_group(self, group: Group) -> None:
-        # A chunk's size counts members: a trial with train.repeats=k brings k of them.
-        size = max(1, self._chunk_size(group) // max(j.cfg.train.repeats for j in group.jobs))
-        chunks = [group.jobs[i:i + size] for i in range(0, len(group.jobs), size)]
+    def chunks(self, group: Group) -> list[list[Job]]:
+        """A group's jobs in chunks that fit `max_population` and `memory_budget_mb`."""
+        # A chunk's size counts members: a trial brings train.repeats x data.cv_folds of them.
+        size = max(1, self._chunk_size(group) // max(
+            engine.members_per_trial(j.cfg) for j in group.jobs))
+        return [group.jobs[i:i + size] for i in range(0, len(group.jobs), size)]
+
+    def _train_group(self, group: Group, label: str) -> None:
+        chunks = self.chunks(group)
         if len(chunks) > 1:
             log.info("  in %d chunks of at most %d (hydra.launcher.max_population, "
-                     "memory_budget_mb)", len(chunks), size)
-        for chunk in chunks:
-            self._train_chunk(chunk)
+                     "memory_budget_mb)", len(chunks), len(chunks[0]))
+        for c, chunk in enumerate(chunks, start=1):
+            self._train_chunk(chunk, label + (f" chunk {c}/{len(chunks)}" if len(chunks) > 1
+                                              else ""))
 
-    def _train_chunk(self, chunk: list) -> None:
+    def _train_chunk(self, chunk: list, label: str = "population") -> None:
+        on_progress = self.progress.population(
+            f"{label}: {len(chunk)} trials", chunk[0].cfg.train.epochs,
+            [f"trial {job.index}" for job in chunk])
         try:
-            outcomes = self.train([job.cfg for job in chunk], launcher="vmap")
+            outcomes = self.train([job.cfg for job in chunk], launcher=self.name,
+                                  on_progress=on_progress,
+                                  output_dirs=[job.output_dir for job in chunk])
         except ConfigError as e:
             for job in chunk:
                 job.error = e
@@ -163,8 +196,8 @@ class VmapLauncherImpl:
             half = len(chunk) // 2
             log.warning("population of %d ran out of memory: retrying as %d + %d", len(chunk),
                         half, len(chunk) - half)
-            self._train_chunk(chunk[:half])
-            self._train_chunk(chunk[half:])
+            self._train_chunk(chunk[:half], label)
+            self._train_chunk(chunk[half:], label)
             return
         for job, outcome in zip(chunk, outcomes, strict=True):
             job.outcome = outcome

@@ -1,17 +1,25 @@
+import fcntl
 import json
 import logging
 import math
+import os
+import re
+import shutil
+import threading
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
+from urllib.parse import unquote
 
 import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hpjax import search
 from hpjax.report import result_metric
@@ -35,11 +43,33 @@ def safe_url(url: str) -> str:
         return url.split("://")[0] + "://***" if "://" in url else url
 
 
+PASSWORD_ENV = "HPJAX_STORAGE_PASSWORD"
+
+
+def hide_password(config: DictConfig, url: Optional[str]) -> None:
+    """Takes a storage URL's password out of the config that Hydra saves and passes on (every
+    job's .hydra/hydra.yaml, multirun.yaml, submitit's pickles): the config reads it from the
+    environment variable HPJAX_STORAGE_PASSWORD instead, which this process sets."""
+    match = re.match(r"^([\w+]+://[^:/@]*:)([^@]+)(@.*)$", url or "")
+    if match is None or match.group(2).startswith("${"):
+        return
+    os.environ[PASSWORD_ENV] = unquote(match.group(2))
+    hidden = f"{match.group(1)}${{oc.env:{PASSWORD_ENV}}}{match.group(3)}"
+    with read_write(config), open_dict(config):
+        config.hydra.sweeper.storage = hidden
+        config.hydra.overrides.hydra = [
+            o for o in config.hydra.overrides.hydra
+            if not o.lstrip("+~").startswith("hydra.sweeper.storage=")] + [
+            f"hydra.sweeper.storage='{hidden}'"]
+
+
 class HpjaxSweeperImpl(Sweeper):
     def __init__(self, algorithm: str, n_trials: Optional[int], batch_size: int, seed: int,
                  params: Optional[dict], storage: Optional[str], study_name: str,
                  objectives: Optional[list], direction: Optional[str],
-                 fail_stale_trials: bool) -> None:
+                 fail_stale_trials: bool, heartbeat_interval: Optional[int] = None,
+                 grace_period: Optional[int] = None, max_retries: int = 2,
+                 poll_s: float = 2.0) -> None:
         if algorithm not in search.ALGORITHMS:
             raise ValueError(f"hydra.sweeper.algorithm={algorithm!r}: must be one of "
                              f"{', '.join(search.ALGORITHMS)}")
@@ -56,11 +86,19 @@ class HpjaxSweeperImpl(Sweeper):
         self.storage, self.study_name = storage, study_name
         self.objectives = parse_objectives(objectives or [])
         self.direction, self.fail_stale_trials = direction, fail_stale_trials
+        if heartbeat_interval is not None and heartbeat_interval < 1:
+            raise ValueError(f"hydra.sweeper.heartbeat_interval={heartbeat_interval}: must be "
+                             ">= 1 second, or null (off)")
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period or (2 * heartbeat_interval if heartbeat_interval
+                                             else None)
+        self.max_retries, self.poll_s = max_retries, poll_s
         self.config: Optional[DictConfig] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
+        hide_password(config, self.storage)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
@@ -74,12 +112,61 @@ class HpjaxSweeperImpl(Sweeper):
             raise ValueError(f"hydra.sweeper.direction={mode!r}: must be minimize or maximize")
         return [], [_MODES.get(mode, "minimize")]
 
+    def _url(self, sweep_dir: Path) -> str:
+        return self.storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
+
+    @contextmanager
+    def _lock(self, sweep_dir: Path) -> Iterator[None]:
+        """One worker at a time between counting the study's trials and asking new ones (and
+        while the study is created): N workers on one study run exactly n_trials. PostgreSQL:
+        an advisory lock; a file storage (SQLite, journal): a lock file beside it."""
+        url = self._url(sweep_dir)
+        if url.startswith("postgresql"):
+            import sqlalchemy
+
+            key = zlib.crc32(f"hpjax:{self.study_name}".encode())
+            engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            try:
+                with engine.connect() as conn:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                    try:
+                        yield
+                    finally:
+                        conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            finally:
+                engine.dispose()
+            return
+        path = url.split(":///", 1)[1] if url.startswith("sqlite:///") else (
+            url if "://" not in url else str(sweep_dir / "study"))
+        with open(f"{path}.lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _storage(self, url: str) -> Any:
+        if "://" not in url:  # a path: Optuna's journal file (no heartbeats)
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(url))
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period,
+            heartbeat_stale_trial_callback=self._stale if self.heartbeat_interval else None)
+
     def _study(self, sweep_dir: Path, directions: list[str]) -> optuna.Study:
-        url = self.storage or f"sqlite:///{(sweep_dir / 'study.db').resolve()}"
+        url = self._url(sweep_dir)
         sampler = search.make_sampler(self.algorithm, seed=self.seed,
                                       n_objectives=len(directions), batch_size=self.batch_size)
-        study = optuna.create_study(storage=url, study_name=self.study_name, sampler=sampler,
-                                    directions=directions, load_if_exists=True)
+        try:
+            with self._lock(sweep_dir):  # workers starting together create the study once
+                study = optuna.create_study(storage=self._storage(url),
+                                            study_name=self.study_name, sampler=sampler,
+                                            directions=directions, load_if_exists=True)
+        except ModuleNotFoundError as e:
+            raise ValueError(f"hydra.sweeper.storage={safe_url(url)}: the database driver "
+                             f"{e.name!r} is not installed (PostgreSQL: pip install "
+                             f"'hpjax[postgres]')") from None
         if [d.name.lower() for d in study.directions] != directions:
             raise ValueError(f"study {self.study_name!r} in {safe_url(url)} optimises "
                              f"{[d.name.lower() for d in study.directions]}, this sweep "
@@ -89,11 +176,38 @@ class HpjaxSweeperImpl(Sweeper):
         return study
 
     def _fail_stale(self, study: optuna.Study) -> None:
+        """Trials left RUNNING by a killed sweep: with heartbeats, those whose worker stopped
+        reporting; without, every running one (one driver per study)."""
+        if self.heartbeat_interval:
+            optuna.storages.fail_stale_trials(study)  # calls self._stale for each
+            return
+        names, _ = self._directions()
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            result = Path(t.user_attrs.get("job_dir") or "/nonexistent") / "result.json"
+            if result.exists():  # it ran to the end (a cluster job outlives its driver)
+                self._tell_result(study, t._trial_id, json.loads(result.read_text()), names)
+                log.info("trial %d finished after its sweep was killed: result taken from %s",
+                         t.number, result)
+                continue
             study._storage.set_trial_user_attr(t._trial_id, "status", "killed")
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            log.warning("trial %d was left running by an earlier sweep: marked failed, it runs "
-                        "again", t.number)
+            self._stale(study, t)
+
+    def _stale(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """A trial marked failed because its worker stopped (a FAIL without a `status` of
+        its own, which `_finished` does not count): run it again with the same parameters (its
+        checkpoints go along), up to `max_retries` times."""
+        retries = trial.user_attrs.get("retries", 0)
+        if retries >= self.max_retries or not trial.params:
+            log.warning("trial %d stopped reporting: marked failed (%d retries, no more)",
+                        trial.number, retries)
+            return
+        study.enqueue_trial(trial.params, user_attrs={"retries": retries + 1,
+                                                      "retry_of": trial.number,
+                                                      "retry_of_dir": trial.user_attrs.get(
+                                                          "job_dir")})
+        log.warning("trial %d stopped reporting: marked failed, its parameters run again "
+                    "(retry %d of %d)", trial.number, retries + 1, self.max_retries)
 
     @staticmethod
     def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -107,6 +221,8 @@ class HpjaxSweeperImpl(Sweeper):
         total = len(points) if self.n_trials is None else min(self.n_trials, len(points))
         key = lambda params: tuple(sorted(params.items()))
         taken = {key(t.params) for t in self._finished(study)}
+        taken |= {key(t.params) for t in study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
         taken |= {key(t.system_attrs.get("fixed_params", {})) for t in study.get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
         for point in points[:total]:
@@ -125,34 +241,106 @@ class HpjaxSweeperImpl(Sweeper):
 
         names, directions = self._directions()
         study = self._study(sweep_dir, directions)
-        if self.fail_stale_trials:
-            self._fail_stale(study)
-        if self.algorithm == "grid":
-            total = self._enqueue_grid(study, space)
-            distributions = space.grid_distributions
-        else:
-            total, distributions = self.n_trials, space.distributions
-        finished = len(self._finished(study))
+        with self._lock(sweep_dir):
+            if self.fail_stale_trials or self.heartbeat_interval:
+                self._fail_stale(study)
+            if self.algorithm == "grid":
+                total = self._enqueue_grid(study, space)
+                distributions = space.grid_distributions
+            else:
+                total, distributions = self.n_trials, space.distributions
+            finished = len(self._finished(study))
         if finished:
             log.info("resuming: %d of %d trials already finished", finished, total)
 
         returns: list[Sequence[JobReturn]] = []
         start = time.perf_counter()
-        while finished < total:
-            trials = [study.ask(distributions)
-                      for _ in range(min(self.batch_size, total - finished))]
+        waiting = False
+        while True:
+            trials, finished, running = self._claim(study, sweep_dir, space, total,
+                                                    distributions)
+            if not trials:
+                if finished >= total:
+                    break
+                if not waiting:  # other workers run the rest: wait in case one of them dies
+                    log.info("[study] %d/%d trials finished, %d running in other workers: "
+                             "waiting", finished, total, running)
+                waiting = True
+                time.sleep(self.poll_s)
+                continue
+            waiting = False
             batch = [space.overrides(t.params) for t in trials]
             self.validate_batch_is_legal(batch)
-            results = self._launch(batch, [t.number for t in trials])
+            self._carry_checkpoints(trials, sweep_dir)
+            with self._heartbeat(study, trials):
+                results = self._launch(batch, [t.number for t in trials])
             for trial, ret in zip(trials, results, strict=True):
                 self._tell(study, trial, ret, names)
             returns.append(results)
-            finished += len(trials)
-            log.info("[study] %d/%d trials finished, %s, %.1f s", finished, total,
+            log.info("[study] %d/%d trials finished, %s, %.1f s",
+                     len(self._finished(study)), total,
                      self._best_line(study, names or [OmegaConf.select(
                          self.config, "objective.metric", default="objective")]),
                      time.perf_counter() - start)
         return returns
+
+    def _claim(self, study: optuna.Study, sweep_dir: Path, space: search.SearchSpace,
+               total: int, distributions: dict) -> tuple[list, int, int]:
+        """Asks the next batch of trials, as many as the study still lacks: (trials, finished,
+        running elsewhere)."""
+        with self._lock(sweep_dir):
+            if self.heartbeat_interval:
+                self._fail_stale(study)
+                if self.algorithm == "grid":
+                    self._enqueue_grid(study, space)
+            finished = len(self._finished(study))
+            running = len(study.get_trials(deepcopy=False,
+                                           states=(optuna.trial.TrialState.RUNNING,)))
+            room = min(self.batch_size, total - finished - running)
+            trials = [study.ask(distributions) for _ in range(max(room, 0))]
+            job_dir = self._job_dir(sweep_dir)
+            for t in trials:
+                if job_dir is not None:
+                    t.set_user_attr("job_dir", str(job_dir(t.number)))
+            return trials, finished, running
+
+    def _job_dir(self, sweep_dir: Path) -> Any:
+        """Trial number -> job directory, where the default `hydra.sweep.subdir` is in use."""
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
+        return (lambda n: sweep_dir / str(n)) if subdir == "${hydra.job.num}" else None
+
+    def _carry_checkpoints(self, trials: list, sweep_dir: Path) -> None:
+        """A retried trial continues from the checkpoints of the run that stopped."""
+        for t in trials:
+            old, new = t.user_attrs.get("retry_of_dir"), t.user_attrs.get("job_dir")
+            if old and new and (Path(old) / "checkpoints").is_dir():
+                shutil.copytree(Path(old) / "checkpoints", Path(new) / "checkpoints",
+                                dirs_exist_ok=True)
+                log.info("trial %d continues trial %d from its checkpoints", t.number,
+                         t.user_attrs["retry_of"])
+
+    @contextmanager
+    def _heartbeat(self, study: optuna.Study, trials: list) -> Iterator[None]:
+        """Records the batch's heartbeats while it runs, so other workers know it is alive."""
+        if not self.heartbeat_interval:
+            yield
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                for t in trials:
+                    study._storage.record_heartbeat(t._trial_id)
+                if stop.wait(self.heartbeat_interval):
+                    return
+
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     def _launch(self, batch: list[list[str]], numbers: list[int]) -> list[JobReturn]:
         # Job directory = trial number, so a resumed sweep never overwrites an earlier trial's.
@@ -175,23 +363,32 @@ class HpjaxSweeperImpl(Sweeper):
             return
         result_file = Path(output_dir) / "result.json" if output_dir else None
         if result_file is not None and result_file.exists():
-            result = json.loads(result_file.read_text())
-            status = result.get("status", "ok")
-            values = ([result_metric(result, n) for n in names] if names
-                      else [result.get("objective")])
+            self._tell_result(study, trial._trial_id, json.loads(result_file.read_text()), names)
         else:  # a task function of its own: its return value is the objective
             value = ret.return_value
-            status = "ok"
-            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            self._tell_values(study, trial._trial_id, "ok", list(value) if isinstance(
+                value, (list, tuple)) else [value])
+
+    def _tell_result(self, study: optuna.Study, trial_id: int, result: dict,
+                     names: list[str]) -> None:
+        """Tells a trial's result.json to the study."""
+        values = ([result_metric(result, n) for n in names] if names
+                  else [result.get("objective")])
+        self._tell_values(study, trial_id, result.get("status", "ok"), values)
+
+    @staticmethod
+    def _tell_values(study: optuna.Study, trial_id: int, status: str, values: list) -> None:
+        storage, number = study._storage, study._storage.get_trial_number_from_id(trial_id)
         finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
         if status == "ok" and finite and len(values) == len(study.directions):
-            trial.set_user_attr("status", "ok")
-            study.tell(trial, [float(v) for v in values])
+            storage.set_trial_user_attr(trial_id, "status", "ok")
+            study.tell(number, [float(v) for v in values])
         else:
-            trial.set_user_attr("status", status if status != "ok" else "failed")
+            storage.set_trial_user_attr(trial_id, "status", status if status != "ok" else "failed")
             if status == "ok":
-                trial.set_user_attr("error", f"objective values {values} are not finite numbers")
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                storage.set_trial_user_attr(trial_id, "error",
+                                            f"objective values {values} are not finite numbers")
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
 
     @staticmethod
     def _best_line(study: optuna.Study, names: list[str]) -> str:

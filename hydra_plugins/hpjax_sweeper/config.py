@@ -29,6 +29,15 @@ class HpjaxSweeperConf:
     direction: Optional[str] = None
     # Mark trials left running by a killed sweep as failed when it resumes (one driver per study)
     fail_stale_trials: bool = True
+    # Several workers on one study: each records a heartbeat for its running trials every this
+    # many seconds; a trial whose heartbeat is older than grace_period (default: twice the
+    # interval) is marked failed and run again by a live worker. null: off (one driver)
+    heartbeat_interval: Optional[int] = None
+    grace_period: Optional[int] = None
+    # A trial whose worker stopped runs again with the same parameters at most this many times
+    max_retries: int = 2
+    # Seconds a worker waits between looks at a study whose other trials run elsewhere
+    poll_s: float = 2.0
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="hpjax", node=HpjaxSweeperConf,

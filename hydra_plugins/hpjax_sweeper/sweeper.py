@@ -1,4 +1,4 @@
-from typing import Any, Optional
+from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -11,17 +11,11 @@ class HpjaxSweeper(Sweeper):
     """Grid, random, Bayesian (TPE, GP) and evolutionary (CMA-ES, NSGA-II) search and Sobol
     sequences over a search space in Hydra's override grammar, with the study in Optuna storage."""
 
-    def __init__(self, algorithm: str, n_trials: Optional[int], batch_size: int, seed: int,
-                 params: Optional[dict], storage: Optional[str], study_name: str,
-                 objectives: Optional[list], direction: Optional[str],
-                 fail_stale_trials: bool) -> None:
+    def __init__(self, **params: Any) -> None:
         # Lazy import: plugin discovery must stay fast and must not import Optuna.
         from ._impl import HpjaxSweeperImpl
 
-        self.sweeper = HpjaxSweeperImpl(
-            algorithm=algorithm, n_trials=n_trials, batch_size=batch_size, seed=seed,
-            params=params, storage=storage, study_name=study_name, objectives=objectives,
-            direction=direction, fail_stale_trials=fail_stale_trials)
+        self.sweeper = HpjaxSweeperImpl(**params)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:

@@ -1,0 +1,87 @@
+"""Checkpoints of a trial's training state with Orbax, so a killed or requeued trial continues.
+
+Each member of a population saves its own slice of the population's state (parameters, optimizer
+state, PRNG keys, the best epoch's parameters) and what the host loop knows of it (metrics rows,
+early-stopping tracker, status) into its own folder, every `train.checkpoint_every` epochs. A new
+run of the same trial finds the folder, restores every member at their latest common epoch and
+goes on from the next one: the epochs before are not trained again, and the metrics continue.
+"""
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+log = logging.getLogger("hpjax")
+
+def _manager(directory: str) -> Any:
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=2, create=True, enable_async_checkpointing=False,
+        # a save cut off by a kill leaves a tmp folder: never read, removed on the next start
+        cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(Path(directory).resolve(), options=options)
+
+
+def _leaves(tree: Any) -> dict:
+    """A pytree as {index: array}, PRNG keys as their raw data: any optimizer state's structure
+    (named tuples, None leaves) comes back from the template it is restored into."""
+    leaves = jax.tree.leaves(tree)
+    return {f"{i:04d}": jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+            else x for i, x in enumerate(leaves)}
+
+
+def save(directory: str, epoch: int, tree: Any, meta: dict) -> None:
+    """Saves one member: `tree` its arrays (any pytree), `meta` what the host knows (JSON)."""
+    import orbax.checkpoint as ocp
+
+    with _manager(directory) as manager:
+        if epoch in manager.all_steps():  # left by a run that got further than its population
+            manager.delete(epoch)
+        manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_leaves(tree)), meta=ocp.args.JsonSave(meta)))
+
+
+def latest_epoch(directory: Optional[str]) -> Optional[int]:
+    if directory is None or not Path(directory).is_dir():
+        return None
+    with _manager(directory) as manager:
+        return manager.latest_step()
+
+
+def all_epochs(directory: str) -> list[int]:
+    with _manager(directory) as manager:
+        return list(manager.all_steps())
+
+
+def restore(directory: str, epoch: int, like: Any) -> tuple[Any, dict]:
+    """One member's (tree, meta) saved at `epoch`; `like`, a tree of the same structure."""
+    import orbax.checkpoint as ocp
+
+    template, treedef = jax.tree.flatten(like)
+    target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), _leaves(like))
+    with _manager(directory) as manager:
+        restored = manager.restore(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    leaves = [jax.random.wrap_key_data(restored["state"][f"{i:04d}"],
+                                       impl=jax.random.key_impl(t))
+              if jnp.issubdtype(t.dtype, jax.dtypes.prng_key)
+              else jnp.asarray(restored["state"][f"{i:04d}"]) for i, t in enumerate(template)]
+    return jax.tree.unflatten(treedef, leaves), restored["meta"]
+
+
+def clear(directory: str) -> None:
+    """Removes a member's checkpoints: its training starts anew."""
+    if Path(directory).is_dir():
+        shutil.rmtree(directory)
+
+
+def common_epoch(directories: list[str]) -> Optional[int]:
+    """The latest epoch every member saved, or None when one of them has none."""
+    saved = [set(all_epochs(d)) if Path(d).is_dir() else set() for d in directories]
+    common = set.intersection(*saved) if saved else set()
+    return max(common) if common else None

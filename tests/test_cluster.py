@@ -1,0 +1,187 @@
+"""Sweeps on a real one-node SLURM cluster and on a PostgreSQL study shared by several workers.
+
+`scripts/local_cluster.sh` starts both (CI runs it before the tests). Without them these tests
+are skipped on a developer's machine, and fail under CI.
+"""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from conftest import run_cli
+
+PG_URL = "postgresql://hpjax:hpjax@localhost:5432/hpjax"
+
+
+def _slurm_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
+
+
+def _postgres_up() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_URL, connect_timeout=5).close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _require(up: bool, what: str) -> None:
+    if not up:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is not running: .ci/run starts it with scripts/local_cluster.sh")
+        pytest.skip(f"{what} is not running: start it with scripts/local_cluster.sh")
+
+
+@pytest.fixture
+def slurm():
+    _require(_slurm_up(), "the SLURM cluster")
+
+
+@pytest.fixture
+def postgres():
+    _require(_postgres_up(), "PostgreSQL")
+
+
+def objectives(sweep: Path) -> dict:
+    """{overrides of a trial: its objective} from summary.csv."""
+    with open(sweep / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    keys = [k for k in rows[0] if k.startswith(("optimizer.", "train.seed"))]
+    return {tuple(r[k] for k in keys): float(r["objective"]) for r in rows}
+
+
+GRID = ["optimizer.lr=0.003,0.01", "train.seed=0,1", "activation=relu", "train.epochs=3",
+        "train.early_stopping.patience=null"]
+
+
+def test_a_sweep_through_slurm_gives_the_local_results(slurm, tmp_path):
+    runs = {"basic": ["hydra/launcher=basic"], "vmap": ["hydra/launcher=vmap"],
+            "slurm_population": ["hydra/launcher=hpjax_slurm"],
+            "slurm_per_trial": ["hydra/launcher=hpjax_slurm", "hydra.launcher.vectorize=false"],
+            "submitit_slurm": ["hydra/launcher=submitit_slurm"]}
+    found = {}
+    for name, launcher in runs.items():
+        out = run_cli(["-m", *launcher, *GRID, f"hydra.sweep.dir={name}"], tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        found[name] = objectives(tmp_path / name)
+        assert len(found[name]) == 4
+    # one SLURM job per trial runs what the basic launcher runs: bit for bit the same numbers
+    assert found["slurm_per_trial"] == found["basic"] == found["submitit_slurm"]
+    # one SLURM job per population runs what the vmap launcher runs, bit for bit
+    assert found["slurm_population"] == found["vmap"]
+    def slurm_jobs(name: str) -> int:
+        return len(list((tmp_path / name / ".submitit").rglob("*_result.pkl")))
+
+    assert slurm_jobs("slurm_population") == 1  # the 4 trials trained as one SLURM job
+    assert slurm_jobs("slurm_per_trial") == slurm_jobs("submitit_slurm") == 4
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_path):
+    args = ["-m", "hydra/launcher=hpjax_slurm", "optimizer.lr=0.003", "train.epochs=150",
+            "train.checkpoint_every=10", "train.early_stopping.patience=null",
+            "hydra.sweep.dir=sweep"]
+    driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    checkpoints = tmp_path / "sweep" / "0" / "checkpoints"
+
+    def saved() -> list:
+        return [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()] \
+            if checkpoints.is_dir() else []
+
+    _wait_for(lambda: max(saved(), default=0) >= 30, 120, "the checkpoint of epoch 30")
+    job_id = next((tmp_path / "sweep" / ".submitit").rglob("*_submitted.pkl")).parent.name
+    subprocess.run(["scancel", job_id], check=True)
+    out, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, out[-3000:]
+    assert f"submitit job {job_id} (trials [0]) ended without a result (SLURM state CANCELLED" \
+           in out and "retry 1 of 2" in out
+    result = json.loads((tmp_path / "sweep" / "0" / "result.json").read_text())
+    assert result["status"] == "ok" and result["epochs_run"] == 150
+    assert result["launcher"] == "hpjax_slurm (population)"
+    assert result["resumed_from_epoch"] >= 30  # the epochs before it were not trained again
+    rows = [json.loads(r) for r in (tmp_path / "sweep" / "0" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 151))  # continuous across the restart
+
+
+def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path):
+    args = ["-m", "hydra/sweeper=hpjax", "hydra/launcher=hpjax_slurm",
+            "hydra.sweeper.algorithm=random", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.batch_size=2", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+            "train.epochs=60", "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
+    sweep = tmp_path / "sweep"
+    driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def study():
+        return optuna.load_study(study_name="hpjax", storage=f"sqlite:///{sweep / 'study.db'}")
+
+    _wait_for(lambda: (sweep / "2" / ".hydra").is_dir(), 180, "the second batch to start")
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    before = study().get_trials()
+    assert len(before) == 4 and sum(t.state.name == "COMPLETE" for t in before) == 2
+    out = run_cli(args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = study().get_trials()
+    complete = [t for t in after if t.state.name == "COMPLETE"]
+    assert len(complete) == 4
+    # the killed batch's SLURM jobs either finished on their own (their results are taken) or
+    # run again with the same parameters: never more trials than the missing ones
+    assert len(after) - len(before) <= 2
+    assert len({t.params["optimizer.lr"] for t in complete}) == 4
+
+
+def test_three_workers_on_postgres_run_exactly_n_trials(postgres, tmp_path):
+    study_name = f"workers-{os.getpid()}-{time.time_ns()}"
+    args = ["-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
+            "hydra.sweeper.n_trials=9", f"hydra.sweeper.storage={PG_URL}",
+            f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.heartbeat_interval=1",
+            "hydra.sweeper.poll_s=0.5", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+            "train.epochs=20", "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
+    exe = str(Path(sys.executable).parent / "hpjax")
+    workers = [subprocess.Popen([exe, *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    study = lambda: optuna.load_study(study_name=study_name, storage=PG_URL)  # noqa: E731
+    # kill one worker while it trains: its trial stops reporting, another worker runs it again
+    _wait_for(lambda: len(study().get_trials()) >= 4, 180, "four trials")
+    workers[0].send_signal(signal.SIGKILL)
+    outputs = [w.communicate(timeout=300)[0] for w in workers[1:]]
+    assert all(w.returncode == 0 for w in workers[1:]), outputs
+    trials = study().get_trials()
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 9 and len({t.number for t in complete}) == 9
+    for t in complete:  # each trial ran once, in its own directory
+        assert (tmp_path / "sweep" / str(t.number) / "result.json").exists()
+    for t in trials:
+        if t.state.name == "FAIL":  # the killed worker's trial, run again by another
+            assert any(c.user_attrs.get("retry_of") == t.number for c in complete)
+    # the password is in no file of the sweep and in no worker's output
+    everything = "".join(outputs)
+    for path in (tmp_path / "sweep").rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".csv", ".json", ".log", ".jsonl"):
+            everything += path.read_text()
+    assert ":hpjax@" not in everything
+    assert "postgresql://hpjax:***@localhost:5432/hpjax" in outputs[0] + outputs[1]
