@@ -7,6 +7,7 @@ are skipped on a developer's machine, and fail under CI.
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -98,9 +99,10 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 
 
 def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_path):
-    args = ["-m", "hydra/launcher=hpjax_slurm", "optimizer.lr=0.003", "train.epochs=150",
-            "train.checkpoint_every=10", "train.early_stopping.patience=null",
-            "hydra.sweep.dir=sweep"]
+    # wide enough that an epoch takes about 0.1 s: the cancel lands mid-training
+    args = ["-m", "hydra/launcher=hpjax_slurm", "optimizer.lr=0.003", "activation=relu",
+            "model.width=512", "train.epochs=100", "train.checkpoint_every=5",
+            "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
     driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
@@ -110,20 +112,20 @@ def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_pa
         return [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()] \
             if checkpoints.is_dir() else []
 
-    _wait_for(lambda: max(saved(), default=0) >= 30, 120, "the checkpoint of epoch 30")
+    _wait_for(lambda: max(saved(), default=0) >= 20, 120, "the checkpoint of epoch 20")
     job_id = next((tmp_path / "sweep" / ".submitit").rglob("*_submitted.pkl")).parent.name
     subprocess.run(["scancel", job_id], check=True)
     out, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, out[-3000:]
-    assert f"submitit job {job_id} (trials [0]) ended without a result (SLURM state CANCELLED" \
-           in out and "retry 1 of 2" in out
+    assert re.search(rf"submitit job {job_id}\S* \(trials \[0\]\) ended without a result "
+                     r"\(SLURM state CANCELLED\S*\): submitting it again, retry 1 of 2", out), out
     result = json.loads((tmp_path / "sweep" / "0" / "result.json").read_text())
-    assert result["status"] == "ok" and result["epochs_run"] == 150
+    assert result["status"] == "ok" and result["epochs_run"] == 100
     assert result["launcher"] == "hpjax_slurm (population)"
-    assert result["resumed_from_epoch"] >= 30  # the epochs before it were not trained again
+    assert 20 <= result["resumed_from_epoch"] < 100  # the epochs before: not trained again
     rows = [json.loads(r) for r in (tmp_path / "sweep" / "0" / "metrics.jsonl").read_text()
             .splitlines()]
-    assert [r["epoch"] for r in rows] == list(range(1, 151))  # continuous across the restart
+    assert [r["epoch"] for r in rows] == list(range(1, 101))  # continuous across the restart
 
 
 def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path):
@@ -160,24 +162,42 @@ def test_three_workers_on_postgres_run_exactly_n_trials(postgres, tmp_path):
             "hydra.sweeper.n_trials=9", f"hydra.sweeper.storage={PG_URL}",
             f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.heartbeat_interval=1",
             "hydra.sweeper.poll_s=0.5", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
-            "train.epochs=20", "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
+            "model.width=256", "train.epochs=60", "train.early_stopping.patience=null",
+            "hydra.sweep.dir=sweep"]
     exe = str(Path(sys.executable).parent / "hpjax")
-    workers = [subprocess.Popen([exe, *args], cwd=tmp_path, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for _ in range(3)]
+    logs = [tmp_path / f"worker{i}.log" for i in range(3)]
+    workers = [subprocess.Popen([exe, *args], cwd=tmp_path, stdout=open(log, "w"),
+                                stderr=subprocess.STDOUT) for log in logs]
     study = lambda: optuna.load_study(study_name=study_name, storage=PG_URL)  # noqa: E731
-    # kill one worker while it trains: its trial stops reporting, another worker runs it again
-    _wait_for(lambda: len(study().get_trials()) >= 4, 180, "four trials")
+
+    def running_in_worker0() -> list:
+        launched = re.findall(r"epoch +\d+/\d+ .*\(trial (\d+)\)", logs[0].read_text())
+        try:
+            trials = study().get_trials()
+        except KeyError:  # the study is not created yet
+            return []
+        return [t.number for t in trials
+                if t.state.name == "RUNNING" and str(t.number) in launched[-1:]]
+
+    # kill a worker while it trains: its trial stops reporting, another worker runs it again
+    _wait_for(running_in_worker0, 180, "a trial of worker 0")
+    killed = running_in_worker0()
     workers[0].send_signal(signal.SIGKILL)
-    outputs = [w.communicate(timeout=300)[0] for w in workers[1:]]
+    for w in workers[1:]:
+        w.wait(timeout=300)
+    outputs = [log.read_text() for log in logs[1:]]
     assert all(w.returncode == 0 for w in workers[1:]), outputs
     trials = study().get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 9 and len({t.number for t in complete}) == 9
     for t in complete:  # each trial ran once, in its own directory
         assert (tmp_path / "sweep" / str(t.number) / "result.json").exists()
-    for t in trials:
-        if t.state.name == "FAIL":  # the killed worker's trial, run again by another
-            assert any(c.user_attrs.get("retry_of") == t.number for c in complete)
+    failed = [t.number for t in trials if t.state.name == "FAIL"]
+    assert killed and failed == killed  # the killed worker's trial, run again by another:
+    retry = next(c for c in complete if c.user_attrs.get("retry_of") == killed[0])
+    assert retry.params == next(t.params for t in trials if t.number == killed[0])
+    assert "stopped reporting: marked failed, its parameters run again (retry 1 of 2)" in \
+        "".join(outputs)
     # the password is in no file of the sweep and in no worker's output
     everything = "".join(outputs)
     for path in (tmp_path / "sweep").rglob("*"):

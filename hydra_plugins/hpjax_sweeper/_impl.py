@@ -7,6 +7,7 @@ import re
 import shutil
 import threading
 import time
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -234,6 +235,12 @@ class HpjaxSweeperImpl(Sweeper):
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Heartbeats are "experimental" in Optuna and "meant for Study.optimize": this sweeper
+        # records them itself (`_heartbeat`), as optimize does.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning,
+                                module="optuna")
+        warnings.filterwarnings("ignore", ".*heartbeat.*", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with")
         space = search.parse([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
