@@ -5,6 +5,7 @@ import logging
 
 import numpy as np
 import pytest
+from hydra import initialize_config_dir
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
@@ -240,3 +241,38 @@ def test_progress_reports_each_epoch_live_or_as_log_lines(caplog):
             plain.population("population 1/1", 4, ["trial 7", "trial 8", "t9"])(r)
     assert caplog.messages[-1] == (f"epoch   4/4  2/3 members running  best val/accuracy "
                                    f"{reports[-1].best:.4f} (trial {7 + best})")
+
+
+@pytest.mark.parametrize("overrides", [
+    ["optimizer.lr=0.01", "activation=relu"],
+    ["optimizer=momentum", "optimizer.lr=0.02", "optimizer.momentum=0.5", "activation=tanh"],
+    ["optimizer.lr=0.03", "optimizer=sgd", "data=iris", "model.width=[16,32]"],
+    ["+train.note=x", "objective.metric='val/loss'", "train.seed=3", "search=tpe"],
+    ["model.dropout=0.25", "train.early_stopping.patience=null", "schedule=step"],
+])
+def test_fast_sweep_configs_equal_hydras_own(overrides, tmp_path):
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from hpjax.cli import CONF_DIR
+    from hydra_plugins.hpjax_launcher._compose import FastSweepConfigs
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", [f"hydra.sweep.dir={tmp_path}"],
+                                           run_mode=RunMode.MULTIRUN)
+        fast = FastSweepConfigs(loader, loader.load_sweep_config)
+        fast(master, [*overrides, "train.epochs=2"])  # the template comes from another job
+        for ov in (overrides, overrides[::-1]):
+            want = OmegaConf.to_container(loader.load_sweep_config(master, ov), resolve=False)
+            got = OmegaConf.to_container(fast(master, ov), resolve=False)
+            assert got == want
+        assert len(fast._templates) <= 2
+        with pytest.raises(ConfigCompositionException) as slow_error:
+            loader.load_sweep_config(master, [*overrides, "optimizer.lrr=1"])
+        with pytest.raises(ConfigCompositionException) as fast_error:
+            fast(master, [*overrides, "optimizer.lrr=1"])
+        assert str(fast_error.value) == str(slow_error.value)

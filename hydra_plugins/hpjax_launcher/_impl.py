@@ -20,6 +20,8 @@ from hpjax.config import Config, ConfigError, to_config
 from hpjax.hparams import hparams, signature
 from hpjax.progress import SweepProgress
 
+from ._compose import install as install_fast_sweep_configs
+
 log = logging.getLogger(__name__)
 
 
@@ -78,6 +80,8 @@ class VmapLauncherImpl:
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        if task_function is train_task:  # compose jobs once per set of group choices
+            install_fast_sweep_configs(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
