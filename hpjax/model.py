@@ -1,5 +1,6 @@
 """Flax models whose activation and dropout rate are traced inputs, not part of the program."""
 
+import math
 from collections.abc import Callable, Mapping
 
 import flax.linen as nn
@@ -27,10 +28,21 @@ def activate(x: jax.Array, index: jax.Array | int, negative_slope: jax.Array) ->
 
 
 def dropout(x: jax.Array, rate: jax.Array, *, key: jax.Array) -> jax.Array:
-    """Inverted dropout with a traced rate (flax.linen.Dropout needs a Python float)."""
-    keep = 1.0 - rate
-    mask = jax.random.bernoulli(key, keep, x.shape)
-    return jnp.where(mask, x / keep, 0.0)
+    """Inverted dropout with a traced rate (flax.linen.Dropout needs a Python float).
+
+    The mask compares one random byte per unit with the keep probability rounded to a multiple
+    of 1/256 (rate 0.1 drops 26/256 = 10.16% of units; 0, 0.25, 0.5 are exact), and the kept
+    units are scaled by that realised probability, so the expected output is the input. Four
+    units share one 32-bit draw of the PRNG: drawing one float per unit
+    (`jax.random.bernoulli`) made dropout 40% of a training step on CPU, this 15%.
+    """
+    threshold = jnp.round((1.0 - rate) * 256.0)  # units kept: byte < threshold
+    n = math.prod(x.shape)
+    words = jax.random.bits(key, (-(-n // 4),), jnp.uint32)
+    shifts = jnp.array([[0, 8, 16, 24]], jnp.uint32)
+    byte = ((words[:, None] >> shifts) & jnp.uint32(0xFF)).reshape(-1)[:n].reshape(x.shape)
+    return jnp.where(byte.astype(jnp.float32) < threshold,
+                     x * (256.0 / jnp.maximum(threshold, 1.0)), 0.0)
 
 
 def _norm(kind: str) -> Callable:

@@ -205,3 +205,20 @@ def test_three_workers_on_postgres_run_exactly_n_trials(postgres, tmp_path):
             everything += path.read_text()
     assert ":hpjax@" not in everything
     assert "postgresql://hpjax:***@localhost:5432/hpjax" in outputs[0] + outputs[1]
+
+
+def test_submitit_local_launchers_give_the_local_results(tmp_path):
+    """Hydra's `submitit_local` and hpjax's `hpjax_submitit_local` (no SLURM needed)."""
+    grid = ["optimizer.lr=0.003,0.01", "activation=relu", "train.epochs=3",
+            "train.early_stopping.patience=null"]
+    found = {}
+    for name, launcher in {"basic": ["hydra/launcher=basic"], "vmap": ["hydra/launcher=vmap"],
+                           "submitit_local": ["hydra/launcher=submitit_local"],
+                           "hpjax_local": ["hydra/launcher=hpjax_submitit_local"]}.items():
+        out = run_cli(["-m", *launcher, *grid, f"hydra.sweep.dir={name}"], tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        found[name] = objectives(tmp_path / name)
+    assert found["submitit_local"] == found["basic"] and len(found["basic"]) == 2
+    assert found["hpjax_local"] == found["vmap"]
+    result = json.loads((tmp_path / "hpjax_local" / "0" / "result.json").read_text())
+    assert result["launcher"] == "hpjax_submitit_local (population)"

@@ -113,3 +113,22 @@ def test_cnn_and_normalised_mlp_train(tmp_path):
     layer = run(["model.norm=layer", "model.width=[64,32]"])
     assert layer.status == "ok" and layer.best["val/accuracy"] > 0.6
     assert layer.num_params == (64 * 64 + 64 + 128) + (64 * 32 + 32 + 64) + (32 * 10 + 10)
+
+
+@pytest.mark.parametrize("rate,dropped", [(0.0, 0.0), (0.1, 26 / 256), (0.25, 0.25), (0.5, 0.5),
+                                          (0.9, 230 / 256)])
+def test_dropout_drops_the_rounded_rate_and_keeps_the_mean(rate, dropped):
+    import jax
+    import jax.numpy as jnp
+
+    from hpjax.model import dropout
+
+    x = jnp.ones((257, 129))  # not a multiple of 4 units: the last draw is cut
+    out = np.asarray(jax.jit(dropout)(x, jnp.float32(rate), key=jax.random.key(0)))
+    zero = (out == 0).mean()
+    n = x.size
+    assert abs(zero - dropped) < 4 * np.sqrt(dropped * (1 - dropped) / n) + 1e-9  # 4 sigma
+    assert np.allclose(out[out != 0], 1 / (1 - dropped))  # kept units scaled by 1/keep
+    assert abs(out.mean() - 1) < 4 * np.sqrt(dropped / (1 - dropped) / n) + 1e-9
+    other = np.asarray(dropout(x, jnp.float32(rate), key=jax.random.key(1)))
+    assert rate == 0 or not np.array_equal(out, other)  # a new key, a new mask
