@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite
@@ -41,7 +42,10 @@ def read_summary(sweep):
 
 
 def trials_in(sweep, state=None):
-    study = optuna.load_study(study_name="hpjax", storage=f"sqlite:///{sweep / 'study.db'}")
+    # Only the sweep creates the tables: a reader that did too would race it at its start.
+    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep / 'study.db'}",
+                                         skip_table_creation=True)
+    study = optuna.load_study(study_name="hpjax", storage=storage)
     return [t for t in study.get_trials() if state is None or t.state == state]
 
 
@@ -71,8 +75,14 @@ def test_random_sweep_writes_jobs_summary_and_a_reproducible_best(cli, tmp_path)
     rerun = cli("--config-dir", str(sweep), "--config-name", "best", "hydra.run.dir=rerun")
     assert rerun.returncode == 0, rerun.stderr
     again = json.loads((tmp_path / "rerun" / "result.json").read_text())
-    assert again["objective"] == float(best["objective"])
-    assert again["test"] == json.loads((sweep / best["trial"] / "result.json").read_text())["test"]
+    # The sweep trained the best trial in a population (vmap), the rerun alone: batched and
+    # single matrix products round differently (measured: test/loss 2.7e-7 apart, accuracies
+    # equal), so equal up to one validation or test sample.
+    assert again["objective"] == pytest.approx(float(best["objective"]), abs=1 / 270 + 1e-7)
+    saved = json.loads((sweep / best["trial"] / "result.json").read_text())["test"]
+    assert again["test"]["test/loss"] == pytest.approx(saved["test/loss"], abs=1e-5)
+    assert again["test"]["test/accuracy"] == pytest.approx(saved["test/accuracy"],
+                                                           abs=1 / 270 + 1e-7)
 
 
 def test_diverged_trial_is_listed_and_never_best(cli, tmp_path):
@@ -133,7 +143,7 @@ def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
             if (sweep / "study.db").exists() and len(
                     trials_in(sweep, optuna.trial.TrialState.COMPLETE)) >= 2:
                 break
-        except KeyError:  # the study is not created yet
+        except (KeyError, sqlalchemy.exc.OperationalError):  # no study or no tables yet
             pass
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
