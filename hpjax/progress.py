@@ -64,19 +64,21 @@ class SweepProgress:
             TextColumn("epoch {task.completed:>3.0f}/{task.total:.0f}"),
             TextColumn("{task.fields[running]}"), TextColumn("{task.fields[best]}"),
             TimeElapsedColumn(), console=self.console)
-        with self._progress:
-            # Log lines go above the display: rich now stands in for stdout and stderr.
-            handlers = [h for h in logging.root.handlers + log.handlers
-                        if type(h) is logging.StreamHandler]
-            streams = [h.setStream({id(self._stdout): sys.stdout,
-                                    id(self._stderr): sys.stderr}.get(id(h.stream), h.stream))
-                       for h in handlers]
-            try:
-                yield self
-            finally:
-                for h, stream in zip(handlers, streams, strict=True):
-                    h.setStream(stream)
-        self._progress = None
+        try:
+            with self._progress:
+                # Log lines go above the display: rich now stands in for stdout and stderr.
+                handlers = [h for h in logging.root.handlers + log.handlers
+                            if type(h) is logging.StreamHandler]
+                streams = [h.setStream({id(self._stdout): sys.stdout, id(self._stderr):
+                                        sys.stderr}.get(id(h.stream), h.stream))
+                           for h in handlers]
+                try:
+                    yield self
+                finally:
+                    for h, stream in zip(handlers, streams, strict=True):
+                        h.setStream(stream)
+        finally:
+            self._progress = None
 
     def population(self, label: str, epochs: int,
                    names: Optional[list] = None) -> Callable[[EpochReport], None]:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -178,3 +179,28 @@ def test_every_preset_composes_and_its_space_parses(preset):
         make_sampler(sweeper.algorithm, seed=0, n_objectives=len(sweeper.objectives or [1]))
     first = (CONF_DIR / "search" / f"{preset}.yaml").read_text().splitlines()[1:3]
     assert first[1].strip() == f"#   hpjax -m search={preset}"
+
+
+def test_two_workers_on_a_journal_file_run_exactly_n_trials(tmp_path):
+    journal = tmp_path / "journal.log"
+    args = ["-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
+            "hydra.sweeper.n_trials=6", f"hydra.sweeper.storage={journal}",
+            "hydra.sweeper.poll_s=0.2", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+            # no heartbeats in a journal file: a worker must not fail the other's running trials
+            "hydra.sweeper.fail_stale_trials=false", "train.epochs=2", "hydra.sweep.dir=sweep"]
+    exe = str(Path(sys.executable).parent / "hpjax")
+    workers = [subprocess.Popen([exe, *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="hpjax", storage=optuna.storages.JournalStorage(
+        JournalFileBackend(str(journal))))
+    trials = study.get_trials()
+    assert len(trials) == 6 and {t.state.name for t in trials} == {"COMPLETE"}
+    assert sorted(int(p.name) for p in (tmp_path / "sweep").iterdir() if p.name.isdigit()) == \
+        list(range(6))
+    # each worker ran some of them (job lines "#N :"), none ran one twice
+    ran = [int(n) for out in outputs for n in re.findall(r"#(\d+) : ", out)]
+    assert sorted(ran) == list(range(6))

@@ -139,7 +139,7 @@ class HpjaxSweeperImpl(Sweeper):
             return
         path = url.split(":///", 1)[1] if url.startswith("sqlite:///") else (
             url if "://" not in url else str(sweep_dir / "study"))
-        with open(f"{path}.lock", "w") as f:
+        with open(f"{path}.hpjax-lock", "w") as f:  # not .lock: the journal backend has that
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
@@ -282,7 +282,13 @@ class HpjaxSweeperImpl(Sweeper):
             with self._heartbeat(study, trials):
                 results = self._launch(batch, [t.number for t in trials])
             for trial, ret in zip(trials, results, strict=True):
-                self._tell(study, trial, ret, names)
+                try:
+                    self._tell(study, trial, ret, names)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    log.warning("trial %d was marked failed by another worker while it ran (two "
+                                "workers on one study need heartbeat_interval, or "
+                                "fail_stale_trials=false): its result is not told",
+                                trial.number)
             returns.append(results)
             log.info("[study] %d/%d trials finished, %s, %.1f s",
                      len(self._finished(study)), total,
