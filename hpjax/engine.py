@@ -100,6 +100,23 @@ def population(cfg: Config, ds: data_lib.Dataset,
 FIXED_ACTIVATION_FROM = 8
 
 
+def _shardings(size: int) -> tuple:
+    """(members, everywhere): how a population of `size` spreads over several devices (the CPU
+    cores under `hpjax`, see `hpjax.app.use_cpu_cores`, or GPUs): each device trains a slice of
+    the members, and holds all of the data. (None, None) on one device."""
+    devices = jax.devices()
+    if len(devices) < 2 or size % len(devices):
+        return None, None
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(devices), ("members",))
+    return NamedSharding(mesh, PartitionSpec("members")), NamedSharding(mesh, PartitionSpec())
+
+
+def _put(array: Any, sharding: Any) -> jax.Array:
+    return jnp.asarray(array) if sharding is None else jax.device_put(array, sharding)
+
+
 def padded_size(n: int) -> int:
     """Populations are padded to a power of two, so a smaller last batch reuses the program."""
     return 1 << (n - 1).bit_length()
@@ -238,6 +255,11 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     folds = list(folds) if folds is not None else [0] * n
     fold = jnp.asarray(folds + folds[-1:] * (size - n), jnp.int32)
     x_tr, y_tr, x_va, y_va = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
+    members, everywhere = _shardings(size)
+    if members is not None:  # the members split over the devices, the data on each
+        log.info("population of %d split over %d devices", size, len(jax.devices()))
+        hp, fold = jax.device_put((hp, fold), members)
+        x_tr, y_tr, x_va, y_va = jax.device_put((x_tr, y_tr, x_va, y_va), everywhere)
     samples_per_epoch = pop.steps_per_epoch * cfg0.train.batch_size
 
     states = pop.init(hp)
@@ -265,7 +287,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                     on_epoch(i, row)
     for epoch in range(start, cfg0.train.epochs + 1):
         c0, t0 = CompileStats.seconds, time.perf_counter()
-        states, m = pop.epoch(states, hp, jnp.asarray(active), fold, x_tr, y_tr)
+        states, m = pop.epoch(states, hp, _put(active, members), fold, x_tr, y_tr)
         jax.block_until_ready(states)
         t1 = time.perf_counter()
         val = pop.evaluate(states.params, hp, fold, x_va, y_va)
@@ -291,7 +313,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                 out.result.stopped_early, active[i] = True, False
             improved[i] = tracker.epoch == epoch
         if improved.any():
-            best_params = pop.keep(jnp.asarray(improved), states.params, best_params)
+            best_params = pop.keep(_put(improved, members), states.params, best_params)
         if on_progress or n > 1:
             (on_progress or log_report)(_epoch_report(epoch, cfg0, outcomes, trackers,
                                                       int(active[:n].sum())))
@@ -303,8 +325,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                                 _member_meta(cfgs[i], outcomes[i], trackers[i], bool(active[i]),
                                              train_s[i]))
 
-    test = jax.device_get(pop.evaluate(best_params, hp, fold, jnp.asarray(ds.x_test),
-                                       jnp.asarray(ds.y_test)))
+    test = jax.device_get(pop.evaluate(best_params, hp, fold, _put(ds.x_test, everywhere),
+                                       _put(ds.y_test, everywhere)))
     num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(states.params))
     compile_s = (CompileStats.seconds - compile_s0) / n
     for i, (cfg, out, tracker) in enumerate(zip(cfgs, outcomes, trackers, strict=True)):

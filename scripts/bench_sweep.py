@@ -21,8 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
+from hpjax.app import use_cpu_cores
+
+use_cpu_cores()  # as the `hpjax` command does: HPJAX_CPU_DEVICES=auto, one JAX device per core
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SWEEP = ["optimizer.lr=1e-4,3e-4,1e-3,3e-3", "model.dropout=0,0.1,0.3,0.5", "train.seed=0,1",
@@ -30,14 +34,19 @@ SWEEP = ["optimizer.lr=1e-4,3e-4,1e-3,3e-3", "model.dropout=0,0.1,0.3,0.5", "tra
 LAYERS = ((64, 128), (128, 128), (128, 10))  # digits' 64 features, 2 hidden layers, 10 classes
 
 
-def matmul_gflops(shape_a, shape_b, repeats=20) -> float:
-    a, b = jnp.ones(shape_a, jnp.float32), jnp.ones(shape_b, jnp.float32)
-    f = jax.jit(jnp.matmul)
+def matmul_gflops(shape_a, shape_b, repeats=20, sharded=False) -> float:
+    """float32 matmul rate, `repeats` products chained inside one program (no dispatch per
+    product), on one device or with the batch split over every device."""
+    a, b = jnp.ones(shape_a, jnp.float32), jnp.full(shape_b, 1e-3, jnp.float32)
+    if sharded:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        split = NamedSharding(Mesh(jax.devices(), ("m",)), PartitionSpec("m"))
+        a, b = jax.device_put((a, b), split)
+    f = jax.jit(lambda a, b: jax.lax.fori_loop(0, repeats, lambda i, x: jnp.matmul(x, b), a))
     f(a, b).block_until_ready()
     t0 = time.perf_counter()
-    for _ in range(repeats):
-        out = f(a, b)
-    out.block_until_ready()
+    f(a, b).block_until_ready()
     flops = 2 * a.size // a.shape[-1] * a.shape[-1] * b.shape[-1]
     return flops * repeats / (time.perf_counter() - t0) / 1e9
 
@@ -66,10 +75,14 @@ def main() -> None:
     print(f"device: {jax.devices()[0]}   sweep: 32 trials x {args.epochs} epochs, "
           f"{gflop:.1f} GFLOP of training matmuls")
 
-    big = matmul_gflops((2048, 2048), (2048, 2048))
+    big = matmul_gflops((2048, 2048), (2048, 2048), repeats=10)
     layer = matmul_gflops((32, 64, 128), (32, 128, 128), repeats=2000)
     print(f"ceiling  float32 matmul 2048x2048 {big:7.1f} GFLOP/s, "
-          f"layer shape 32x(64x128 @ 128x128) {layer:7.1f} GFLOP/s")
+          f"layer shape 32x(64x128 @ 128x128) {layer:7.1f} GFLOP/s on one device")
+    if len(jax.devices()) > 1:
+        layer = matmul_gflops((32, 64, 128), (32, 128, 128), repeats=2000, sharded=True)
+        print(f"         layer shape split over {len(jax.devices())} devices (one per core) "
+              f"{layer:7.1f} GFLOP/s: the ceiling below")
 
     with tempfile.TemporaryDirectory() as tmp:
         cold = {**os.environ, "HPJAX_COMPILATION_CACHE": "off"}

@@ -288,3 +288,37 @@ def test_fast_sweep_configs_equal_hydras_own(overrides, tmp_path):
         with pytest.raises(ConfigCompositionException) as fast_error:
             fast(master, [*overrides, "optimizer.lrr=1"])
         assert str(fast_error.value) == str(slow_error.value)
+
+
+def test_use_cpu_cores_sets_one_jax_device_per_core_when_asked():
+    from hpjax.app import use_cpu_cores
+
+    env = {"XLA_FLAGS": "--xla_cpu_foo=1", "HPJAX_CPU_DEVICES": "3"}
+    assert use_cpu_cores(env) == 3
+    assert env["XLA_FLAGS"] == "--xla_cpu_foo=1 --xla_force_host_platform_device_count=3"
+    assert use_cpu_cores(env) == 0  # already set: left alone
+    for off in ({}, {"HPJAX_CPU_DEVICES": "1"}):  # off unless asked for
+        assert use_cpu_cores(off) == 0 and "XLA_FLAGS" not in off
+    import os
+
+    auto = {"HPJAX_CPU_DEVICES": "auto"}
+    cores = len(os.sched_getaffinity(0))
+    assert use_cpu_cores(auto) == (cores if cores > 1 else 0)
+
+
+def test_a_population_split_over_two_devices_gives_the_same_trials(cli, tmp_path):
+    grid = ["-m", "optimizer.lr=0.001,0.003", "model.dropout=0,0.3", "activation=relu",
+            "train.epochs=3", "train.early_stopping.patience=null"]
+    one = cli(*grid, "hydra.sweep.dir=one", env={"HPJAX_CPU_DEVICES": "1"})
+    two = cli(*grid, "hydra.sweep.dir=two", env={"HPJAX_CPU_DEVICES": "2"})
+    assert one.returncode == two.returncode == 0, two.stderr
+    assert "population of 4 split over 2 devices" in two.stdout + two.stderr
+    assert "split over" not in one.stdout + one.stderr
+    for i in range(4):
+        a, b = (json.loads((tmp_path / d / str(i) / "result.json").read_text())
+                for d in ("one", "two"))
+        # Measured on a 32-trial sweep: equal objectives, best val/loss within 6.2e-5 (the
+        # split program fuses differently, and training carries the rounding on).
+        assert a["status"] == b["status"] == "ok"
+        assert a["objective"] == pytest.approx(b["objective"], abs=1 / 270 + 1e-7)
+        assert a["best"]["val/loss"] == pytest.approx(b["best"]["val/loss"], abs=1e-3)
