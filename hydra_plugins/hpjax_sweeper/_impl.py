@@ -44,6 +44,14 @@ def safe_url(url: str) -> str:
         return url.split("://")[0] + "://***" if "://" in url else url
 
 
+def _fresh_trials(study: optuna.Study, states: tuple) -> list:
+    """The study's trials as the database has them now: Optuna's cache in front of an RDB
+    storage may lag behind what other workers wrote (a worker then counted one trial too few
+    and ran a tenth trial of nine)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+
+
 PASSWORD_ENV = "HPJAX_STORAGE_PASSWORD"
 
 
@@ -213,7 +221,7 @@ class HpjaxSweeperImpl(Sweeper):
     @staticmethod
     def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-        return [t for t in study.get_trials(deepcopy=False, states=states)
+        return [t for t in _fresh_trials(study, states)
                 if t.state == optuna.trial.TrialState.COMPLETE
                 or t.user_attrs.get("status") in _FINAL_FAIL]
 
@@ -307,8 +315,7 @@ class HpjaxSweeperImpl(Sweeper):
                 if self.algorithm == "grid":
                     self._enqueue_grid(study, space)
             finished = len(self._finished(study))
-            running = len(study.get_trials(deepcopy=False,
-                                           states=(optuna.trial.TrialState.RUNNING,)))
+            running = len(_fresh_trials(study, (optuna.trial.TrialState.RUNNING,)))
             room = min(self.batch_size, total - finished - running)
             trials = [study.ask(distributions) for _ in range(max(room, 0))]
             job_dir = self._job_dir(sweep_dir)
