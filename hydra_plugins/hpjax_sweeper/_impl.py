@@ -48,7 +48,10 @@ def _fresh_trials(study: optuna.Study, states: tuple) -> list:
     """The study's trials as the database has them now: Optuna's cache in front of an RDB
     storage may lag behind what other workers wrote (a worker then counted one trial too few
     and ran a tenth trial of nine)."""
-    storage = getattr(study._storage, "_backend", study._storage)
+    storage = study._storage
+    backend = getattr(storage, "_backend", None)  # an RDB storage behind Optuna's cache
+    if isinstance(backend, optuna.storages.BaseStorage):
+        storage = backend
     return storage.get_all_trials(study._study_id, deepcopy=False, states=states)
 
 
