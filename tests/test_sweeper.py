@@ -144,7 +144,8 @@ def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
             if (sweep / "study.db").exists() and len(
                     trials_in(sweep, optuna.trial.TrialState.COMPLETE)) >= 2:
                 break
-        except (KeyError, sqlalchemy.exc.OperationalError):  # no study or no tables yet
+        except (KeyError, sqlalchemy.exc.OperationalError,
+                optuna.exceptions.StorageInternalError):  # no study or no tables yet
             pass
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
