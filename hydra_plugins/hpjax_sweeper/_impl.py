@@ -194,7 +194,7 @@ class HpjaxSweeperImpl(Sweeper):
             optuna.storages.fail_stale_trials(study)  # calls self._stale for each
             return
         names, _ = self._directions()
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        for t in _fresh_trials(study, (optuna.trial.TrialState.RUNNING,)):
             result = Path(t.user_attrs.get("job_dir") or "/nonexistent") / "result.json"
             if result.exists():  # it ran to the end (a cluster job outlives its driver)
                 self._tell_result(study, t._trial_id, json.loads(result.read_text()), names)
@@ -233,10 +233,10 @@ class HpjaxSweeperImpl(Sweeper):
         total = len(points) if self.n_trials is None else min(self.n_trials, len(points))
         key = lambda params: tuple(sorted(params.items()))
         taken = {key(t.params) for t in self._finished(study)}
-        taken |= {key(t.params) for t in study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
-        taken |= {key(t.system_attrs.get("fixed_params", {})) for t in study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+        taken |= {key(t.params) for t in _fresh_trials(
+            study, (optuna.trial.TrialState.RUNNING,))}
+        taken |= {key(t.system_attrs.get("fixed_params", {})) for t in _fresh_trials(
+            study, (optuna.trial.TrialState.WAITING,))}
         for point in points[:total]:
             if key(point) not in taken:
                 study.enqueue_trial(point)
