@@ -26,7 +26,7 @@ from hpjax import data as data_lib
 from hpjax.config import Config, ConfigError, EarlyStoppingConfig, worst_objective
 from hpjax.hparams import hparams, signature
 from hpjax.progress import EpochReport, log_report
-from hpjax.train import CompileStats, build_fns
+from hpjax.train import CompileStats, build_fns, member_keys
 
 log = logging.getLogger("hpjax")
 
@@ -37,7 +37,8 @@ log = logging.getLogger("hpjax")
 @dataclass(frozen=True)
 class Population:
     init: Callable  # (hp_P) -> state_P
-    epoch: Callable  # (state_P, hp_P, active_P, fold_P, x, y) -> (state_P, metrics_P)
+    # (state_P, hp_P, active_P, fold_P, x, y, seeds_U, owner_P) -> (state_P, metrics_P)
+    epoch: Callable
     evaluate: Callable  # (params_P, hp_P, fold_P, x, y) -> {"loss": [P], "accuracy": [P]}
     keep: Callable  # (mask_P, new_P, old_P) -> where(mask, new, old) per member
     steps_per_epoch: int
@@ -56,7 +57,7 @@ def build_population(cfg: Config, ds: data_lib.Dataset,
                     n_train=ds.n_train, activation=activation)
     # Cross-validation: the data has a fold axis, and each member reads its own fold's arrays.
     axis = 0 if ds.folds else None
-    train_epoch = jax.vmap(fns.train_epoch, in_axes=(0, 0, axis, axis))
+    train_step = jax.vmap(fns.train_step, in_axes=(0, axis, axis, 0, 0, 0))
     vmap_evaluate = jax.vmap(fns.evaluate, in_axes=(0, 0, axis, axis))
 
     def member_data(fold, x, y):
@@ -65,8 +66,24 @@ def build_population(cfg: Config, ds: data_lib.Dataset,
     def evaluate(params, hp, fold, x, y):
         return vmap_evaluate(params, hp, *member_data(fold, x, y))
 
-    def epoch(states, hp, active, fold, x, y):
-        new, metrics = train_epoch(states, hp, *member_data(fold, x, y))
+    def epoch(states, hp, active, fold, x, y, seeds, owner):
+        """`vmap(fns.train_epoch)`, except that each step's dropout noise is drawn once per
+        distinct seed (`seeds`, of which member i has `seeds[owner[i]]`) and shared by the
+        members with that seed: the same numbers, and on a CPU the random-number generator
+        was a quarter of a 32-member epoch. Active members are all at the same step."""
+        x, y = member_data(fold, x, y)
+        order = jax.vmap(fns.batches, in_axes=(0, None))(states, ds.n_train)
+        dropout_keys = jax.vmap(lambda s: member_keys(s)[1])(seeds)
+        step0 = jnp.max(jnp.where(active, states.step, 0))
+
+        def step(s, t_idx):
+            t, idx = t_idx
+            noise = jax.vmap(fns.noise, in_axes=(0, None))(dropout_keys, step0 + t)
+            return train_step(hp, x, y, s, idx, jax.tree.map(lambda w: w[owner], noise))
+
+        steps = jnp.arange(fns.steps_per_epoch)
+        new, (loss, acc) = jax.lax.scan(step, states, (steps, jnp.swapaxes(order, 0, 1)))
+        metrics = jax.vmap(fns.epoch_metrics)(new, hp, loss.T, acc.T)
         # A frozen member keeps its state: keys never change, so only these fields are picked.
         frozen = new.replace(step=_where(active, new.step, states.step),
                              params=_where(active, new.params, states.params),
@@ -79,6 +96,15 @@ def build_population(cfg: Config, ds: data_lib.Dataset,
         evaluate=jax.jit(evaluate),
         keep=jax.jit(_where),
         steps_per_epoch=fns.steps_per_epoch)
+
+
+def distinct_seeds(seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct seeds, padded to a power of two so that their count rarely recompiles; for each
+    member the index of its seed in them)."""
+    distinct = list(dict.fromkeys(seeds))
+    owner = np.array([distinct.index(s) for s in seeds], np.int32)
+    distinct += distinct[-1:] * (padded_size(len(distinct)) - len(distinct))
+    return np.array(distinct, np.int32), owner
 
 
 _POPULATIONS: dict[tuple, Population] = {}
@@ -254,12 +280,14 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     hp = jax.tree.map(lambda *xs: jnp.stack(xs), *hp_list, *[hp_list[-1]] * (size - n))
     folds = list(folds) if folds is not None else [0] * n
     fold = jnp.asarray(folds + folds[-1:] * (size - n), jnp.int32)
+    seeds, owner = distinct_seeds([int(s) for s in np.asarray(hp["seed"])])
     x_tr, y_tr, x_va, y_va = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
     members, everywhere = _shardings(size)
     if members is not None:  # the members split over the devices, the data on each
         log.info("population of %d split over %d devices", size, len(jax.devices()))
         hp, fold = jax.device_put((hp, fold), members)
         x_tr, y_tr, x_va, y_va = jax.device_put((x_tr, y_tr, x_va, y_va), everywhere)
+    seeds, owner = _put(seeds, everywhere), _put(owner, members)
     samples_per_epoch = pop.steps_per_epoch * cfg0.train.batch_size
 
     states = pop.init(hp)
@@ -287,7 +315,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                     on_epoch(i, row)
     for epoch in range(start, cfg0.train.epochs + 1):
         c0, t0 = CompileStats.seconds, time.perf_counter()
-        states, m = pop.epoch(states, hp, _put(active, members), fold, x_tr, y_tr)
+        states, m = pop.epoch(states, hp, _put(active, members), fold, x_tr, y_tr, seeds, owner)
         jax.block_until_ready(states)
         t1 = time.perf_counter()
         val = pop.evaluate(states.params, hp, fold, x_va, y_va)

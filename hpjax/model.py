@@ -1,7 +1,8 @@
 """Flax models whose activation and dropout rate are traced inputs, not part of the program."""
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -27,22 +28,35 @@ def activate(x: jax.Array, index: jax.Array | int, negative_slope: jax.Array) ->
     return jax.lax.switch(index, _activation_fns(negative_slope), x)
 
 
-def dropout(x: jax.Array, rate: jax.Array, *, key: jax.Array) -> jax.Array:
+def dropout(x: jax.Array, rate: jax.Array, words: jax.Array) -> jax.Array:
     """Inverted dropout with a traced rate (flax.linen.Dropout needs a Python float).
 
-    The mask compares one random byte per unit with the keep probability rounded to a multiple
-    of 1/256 (rate 0.1 drops 26/256 = 10.16% of units; 0, 0.25, 0.5 are exact), and the kept
-    units are scaled by that realised probability, so the expected output is the input. Four
-    units share one 32-bit draw of the PRNG: drawing one float per unit
-    (`jax.random.bernoulli`) made dropout 40% of a training step on CPU, this 15%.
+    `words` are `noise_words(x.shape)` random 32-bit words (see `dropout_noise`): each gives four
+    units one random byte, and a unit is kept when its byte is below the keep probability rounded
+    to a multiple of 1/256 (rate 0.1 drops 26/256 = 10.16% of units; 0, 0.25, 0.5 are exact).
+    Kept units are scaled by that realised probability, so the expected output is the input.
+    Drawing one float per unit (`jax.random.bernoulli`) made dropout 40% of a training step on
+    CPU; bytes cut it to 15%, and the noise is an input so that a population's members with the
+    same seed draw it once (`hpjax.engine`).
     """
     threshold = jnp.round((1.0 - rate) * 256.0)  # units kept: byte < threshold
     n = math.prod(x.shape)
-    words = jax.random.bits(key, (-(-n // 4),), jnp.uint32)
     shifts = jnp.array([[0, 8, 16, 24]], jnp.uint32)
     byte = ((words[:, None] >> shifts) & jnp.uint32(0xFF)).reshape(-1)[:n].reshape(x.shape)
     return jnp.where(byte.astype(jnp.float32) < threshold,
                      x * (256.0 / jnp.maximum(threshold, 1.0)), 0.0)
+
+
+def noise_words(shape: Sequence[int]) -> int:
+    """How many 32-bit words the dropout of an activation of `shape` reads (one per 4 units)."""
+    return -(-math.prod(shape) // 4)
+
+
+def dropout_noise(key: jax.Array, shapes: Sequence[tuple]) -> tuple:
+    """The random words of one training step's dropout layers, whose activations have `shapes`."""
+    keys = jax.random.split(key, len(shapes))
+    return tuple(jax.random.bits(k, (noise_words(s),), jnp.uint32)
+                 for k, s in zip(keys, shapes, strict=True))
 
 
 def _norm(kind: str) -> Callable:
@@ -58,14 +72,19 @@ class MLP(nn.Module):
     num_classes: int
     norm: str = "none"
 
+    def dropout_shapes(self, batch: int) -> list[tuple]:
+        return [(batch, width) for width in self.widths]
+
     @nn.compact
-    def __call__(self, x: jax.Array, hp: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, hp: Mapping[str, jax.Array],
+                 noise: Optional[Sequence[jax.Array]] = None) -> jax.Array:
+        """`noise`: `dropout_noise` for `dropout_shapes(batch)` when training; None evaluates."""
         x = x.reshape(x.shape[0], -1)
-        for width in self.widths:
+        for i, width in enumerate(self.widths):
             x = _norm(self.norm)(nn.Dense(width)(x))
             x = activate(x, hp["activation"], hp["negative_slope"])
-            if train:
-                x = dropout(x, hp["dropout"], key=self.make_rng("dropout"))
+            if noise is not None:
+                x = dropout(x, hp["dropout"], noise[i])
         return nn.Dense(self.num_classes)(x)
 
 
@@ -79,8 +98,12 @@ class CNN(nn.Module):
     num_classes: int
     norm: str = "none"
 
+    def dropout_shapes(self, batch: int) -> list[tuple]:
+        return [(batch, self.width)]
+
     @nn.compact
-    def __call__(self, x: jax.Array, hp: Mapping[str, jax.Array], *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, hp: Mapping[str, jax.Array],
+                 noise: Optional[Sequence[jax.Array]] = None) -> jax.Array:
         k = self.kernel_size
         for c in self.channels:
             x = _norm(self.norm)(nn.Conv(c, (k, k), padding="SAME")(x))
@@ -89,8 +112,8 @@ class CNN(nn.Module):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
         x = activate(nn.Dense(self.width)(x), hp["activation"], hp["negative_slope"])
-        if train:
-            x = dropout(x, hp["dropout"], key=self.make_rng("dropout"))
+        if noise is not None:
+            x = dropout(x, hp["dropout"], noise[0])
         return nn.Dense(self.num_classes)(x)
 
 

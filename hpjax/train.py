@@ -4,7 +4,8 @@ How a config becomes compiled code: `hparams(cfg)` gathers the traced numbers of
 pytree `hp`; `signature(cfg)` is everything else. `build_fns(...)` returns, for one signature,
 `init(hp)`, `train_epoch(state, hp, x, y)` (shuffle with a PRNG key, then `lax.scan` over every
 batch) and `evaluate(params, hp, x, y)` (`lax.scan` over fixed-size batches). All take `hp` as an
-argument; `hpjax.engine` vmaps them over a population of trials and jits them once per signature.
+argument; `hpjax.engine` vmaps them over a population of trials and jits them once per signature
+(its epoch is `train_epoch` with the steps' dropout noise drawn once per distinct seed).
 """
 
 import os
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from hpjax.config import Config
-from hpjax.model import make_model
+from hpjax.model import dropout_noise, make_model
 from hpjax.optim import make_optimizer, make_schedule
 
 Hparams = dict[str, jax.Array]
@@ -90,10 +91,20 @@ class Fns:
     """Pure, unjitted functions of one trial."""
 
     init: Callable  # (hp) -> TrainState
-    train_step: Callable  # (hp, x, y, state, batch_indices) -> (state, (loss, accuracy))
+    # (hp, x, y, state, batch_indices, noise) -> (state, (loss, accuracy))
+    train_step: Callable
     train_epoch: Callable  # (state, hp, x, y) -> (state, metrics)
     evaluate: Callable  # (params, hp, x, y) -> {"loss", "accuracy"}
+    batches: Callable  # (state, n) -> [steps_per_epoch, batch_size] sample indices of the epoch
+    noise: Callable  # (dropout_key, step) -> the dropout layers' random words of that step
+    epoch_metrics: Callable  # (state, hp, losses, accuracies) -> an epoch's metrics
     steps_per_epoch: int
+
+
+def member_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A trial's (init, dropout, data-order) PRNG keys: all its randomness comes from its seed."""
+    init_key, dropout_key, data_key = jax.random.split(jax.random.key(seed), 3)
+    return init_key, dropout_key, data_key
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | float = 0.0):
@@ -123,20 +134,23 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
         return make_optimizer(cfg.optimizer, hp, schedule), schedule
 
     def init(hp: Hparams) -> TrainState:
-        init_key, dropout_key, data_key = jax.random.split(jax.random.key(hp["seed"]), 3)
+        init_key, dropout_key, data_key = member_keys(hp["seed"])
         dummy = jnp.zeros((1, *input_shape), jnp.float32)
-        params = model.init(init_key, dummy, model_hp(hp), train=False)["params"]
+        params = model.init(init_key, dummy, model_hp(hp))["params"]
         tx, _ = make_tx(hp)
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), dropout_key, data_key)
 
-    def train_step(hp, x, y, state: TrainState, idx: jax.Array):
+    shapes = model.dropout_shapes(bs)
+
+    def noise(dropout_key: jax.Array, step: jax.Array) -> tuple:
+        return dropout_noise(jax.random.fold_in(dropout_key, step), shapes)
+
+    def train_step(hp, x, y, state: TrainState, idx: jax.Array, noise: tuple):
         tx, _ = make_tx(hp)
         xb, yb = x[idx], y[idx]
-        key = jax.random.fold_in(state.dropout_key, state.step)
 
         def loss_fn(params):
-            logits = model.apply({"params": params}, xb, model_hp(hp), train=True,
-                                 rngs={"dropout": key})
+            logits = model.apply({"params": params}, xb, model_hp(hp), noise)
             return cross_entropy(logits, yb, hp["label_smoothing"]).mean(), logits
 
         (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -145,16 +159,22 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
         state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return state, (loss, jnp.mean(jnp.argmax(logits, -1) == yb))
 
-    def train_epoch(state: TrainState, hp: Hparams, x: jax.Array, y: jax.Array):
+    def batches(state: TrainState, n: int) -> jax.Array:
         epoch = state.step // steps_per_epoch
-        order = jax.random.permutation(jax.random.fold_in(state.data_key, epoch), x.shape[0])
-        batches = order[: steps_per_epoch * bs].reshape(steps_per_epoch, bs)
-        step = lambda s, idx: train_step(hp, x, y, s, idx)
-        state, (loss, acc) = jax.lax.scan(step, state, batches)
+        order = jax.random.permutation(jax.random.fold_in(state.data_key, epoch), n)
+        return order[: steps_per_epoch * bs].reshape(steps_per_epoch, bs)
+
+    def epoch_metrics(state: TrainState, hp: Hparams, loss: jax.Array, acc: jax.Array) -> dict:
         _, schedule = make_tx(hp)
-        metrics = {"train/loss": loss.mean(), "train/accuracy": acc.mean(),
-                   "lr": schedule(state.step - 1), "finite": jnp.all(jnp.isfinite(loss))}
-        return state, metrics
+        return {"train/loss": loss.mean(), "train/accuracy": acc.mean(),
+                "lr": schedule(state.step - 1), "finite": jnp.all(jnp.isfinite(loss))}
+
+    def train_epoch(state: TrainState, hp: Hparams, x: jax.Array, y: jax.Array):
+        def step(s: TrainState, idx: jax.Array):
+            return train_step(hp, x, y, s, idx, noise(s.dropout_key, s.step))
+
+        state, (loss, acc) = jax.lax.scan(step, state, batches(state, x.shape[0]))
+        return state, epoch_metrics(state, hp, loss, acc)
 
     def evaluate(params, hp: Hparams, x: jax.Array, y: jax.Array):
         n = x.shape[0]
@@ -167,7 +187,7 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
 
         def batch(totals, xyw):
             xb, yb, wb = xyw
-            logits = model.apply({"params": params}, xb, model_hp(hp), train=False)
+            logits = model.apply({"params": params}, xb, model_hp(hp))
             loss = jnp.sum(cross_entropy(logits, yb) * wb)
             correct = jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
             return (totals[0] + loss, totals[1] + correct), None
@@ -175,4 +195,5 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
         (loss, correct), _ = jax.lax.scan(batch, (jnp.float32(0), jnp.float32(0)), (xs, ys, ws))
         return {"loss": loss / n, "accuracy": correct / n}
 
-    return Fns(init, train_step, train_epoch, evaluate, steps_per_epoch)
+    return Fns(init, train_step, train_epoch, evaluate, batches, noise, epoch_metrics,
+               steps_per_epoch)

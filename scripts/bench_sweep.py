@@ -7,12 +7,14 @@
   floor;
 - `hpjax -m` through `hydra/launcher=basic` and `hydra/launcher=vmap`, as processes, with a cold
   compilation cache (and the vmap launcher again with a warm one);
-- how the engine's time grows with the population size (8, 32, 128, 512 members, in process).
+- how the engine's time grows with the population size (8, 32, 128, 512 members of the sweep's
+  learning rates x dropout rates, seeds 0, 1, ..., in process).
 
     python scripts/bench_sweep.py [--epochs 20] [--sizes 8,32,128,512]
 """
 
 import argparse
+import dataclasses
 import os
 import re
 import subprocess
@@ -52,9 +54,12 @@ def matmul_gflops(shape_a, shape_b, repeats=20, sharded=False) -> float:
 
 
 def training_gflop(members: int, epochs: int, n_train: int = 1257, batch: int = 64) -> float:
-    """Forward and backward matmul FLOPs (3 x 2 x batch x weights per step) of the sweep."""
+    """The sweep's matmul FLOPs: per step and layer 2 x batch x weights forward, as many for the
+    weights' gradient and for the input's gradient, except the first layer's (the data's
+    gradient is not computed)."""
     steps = n_train // batch * epochs
-    return 6 * batch * sum(i * o for i, o in LAYERS) * steps * members / 1e9
+    weights = [i * o for i, o in LAYERS]
+    return 2 * batch * (3 * sum(weights) - weights[0]) * steps * members / 1e9
 
 
 def timed(cmd, env) -> tuple[float, str]:
@@ -115,11 +120,24 @@ def main() -> None:
         base = to_config(compose("config", overrides=[
             "activation=relu", f"train.epochs={args.epochs}",
             "train.early_stopping.patience=null"]))
+
+    def grid(size: int) -> list:
+        """The sweep's 16 learning rates x dropout rates, once per seed 0, 1, ...: 32 members
+        are the sweep itself, 512 have 32 seeds."""
+        cfgs = []
+        for i in range(size):
+            lr, dropout = (1e-4, 3e-4, 1e-3, 3e-3)[i % 4], (0, 0.1, 0.3, 0.5)[i // 4 % 4]
+            cfgs.append(dataclasses.replace(
+                base, optimizer=dataclasses.replace(base.optimizer, lr=lr),
+                model=dataclasses.replace(base.model, dropout=dropout),
+                train=dataclasses.replace(base.train, seed=i // 16)))
+        return cfgs
+
     # first: the first call (tracing, compiling, allocating); run: a second call of the same
     # program, the whole host loop included (per-epoch validation, early-stopping bookkeeping)
     print("population size   first s   compile s   run s   run s per member   GFLOP/s   of ceiling")
     for size in (int(s) for s in args.sizes.split(",")):
-        cfgs = [base] * size
+        cfgs = grid(size)
         c0, t0 = train.CompileStats.seconds, time.perf_counter()
         engine.train_population(cfgs, launcher="vmap")
         first, compile_s = time.perf_counter() - t0, train.CompileStats.seconds - c0

@@ -121,14 +121,50 @@ def test_dropout_drops_the_rounded_rate_and_keeps_the_mean(rate, dropped):
     import jax
     import jax.numpy as jnp
 
-    from hpjax.model import dropout
+    from hpjax.model import dropout, dropout_noise
 
     x = jnp.ones((257, 129))  # not a multiple of 4 units: the last draw is cut
-    out = np.asarray(jax.jit(dropout)(x, jnp.float32(rate), key=jax.random.key(0)))
+    (words,) = dropout_noise(jax.random.key(0), [x.shape])
+    assert words.shape == (-(-257 * 129 // 4),)
+    out = np.asarray(jax.jit(dropout)(x, jnp.float32(rate), words))
     zero = (out == 0).mean()
     n = x.size
     assert abs(zero - dropped) < 4 * np.sqrt(dropped * (1 - dropped) / n) + 1e-9  # 4 sigma
     assert np.allclose(out[out != 0], 1 / (1 - dropped))  # kept units scaled by 1/keep
     assert abs(out.mean() - 1) < 4 * np.sqrt(dropped / (1 - dropped) / n) + 1e-9
-    other = np.asarray(dropout(x, jnp.float32(rate), key=jax.random.key(1)))
+    (words,) = dropout_noise(jax.random.key(1), [x.shape])
+    other = np.asarray(dropout(x, jnp.float32(rate), words))
     assert rate == 0 or not np.array_equal(out, other)  # a new key, a new mask
+
+
+def test_population_draws_dropout_noise_once_per_seed_with_the_same_numbers():
+    import jax
+    import jax.numpy as jnp
+
+    from hpjax import data as data_lib
+    from hpjax.hparams import hparams
+
+    seeds, owner = engine.distinct_seeds([0, 1, 0, 1, 7])
+    assert seeds.tolist() == [0, 1, 7, 7] and owner.tolist() == [0, 1, 0, 1, 2]
+    cfgs = [compose_config([*FAST, f"train.seed={s}", f"model.dropout={d}"])
+            for s, d in ((0, 0.1), (1, 0.3), (0, 0.5), (1, 0.2))]
+    ds = data_lib.load(cfgs[0].data)
+    pop = engine.build_population(cfgs[0], ds)
+    fns = train.build_fns(cfgs[0], num_classes=ds.num_classes, input_shape=ds.input_shape,
+                          n_train=ds.n_train)
+    hp = jax.tree.map(lambda *xs: jnp.stack(xs), *[hparams(c) for c in cfgs])
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    seeds, owner = map(jnp.asarray, engine.distinct_seeds([0, 1, 0, 1]))
+    shared, per_member = pop.init(hp), pop.init(hp)  # the population's epoch donates its state
+    per_member_epoch = jax.jit(jax.vmap(fns.train_epoch, in_axes=(0, 0, None, None)))
+    for _ in range(2):
+        shared, m = pop.epoch(shared, hp, jnp.ones(4, bool), jnp.zeros(4, jnp.int32), x, y,
+                              seeds, owner)
+        per_member, m_ref = per_member_epoch(per_member, hp, x, y)
+    # The same masks, batches and products: equal bit for bit.
+    for a, b in zip(jax.tree.leaves(shared.params), jax.tree.leaves(per_member.params),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(m["train/loss"], m_ref["train/loss"])
+    # Members of one seed share masks, not results: other dropout rates, other numbers.
+    assert not np.allclose(m["train/loss"][0], m["train/loss"][2])
