@@ -129,6 +129,9 @@ def test_dropout_drops_the_rounded_rate_and_keeps_the_mean(rate, dropped):
     out = np.asarray(jax.jit(dropout)(x, jnp.float32(rate), words))
     zero = (out == 0).mean()
     n = x.size
+    # Unit i keeps when byte i of the words (in memory order) is below the rounded keep rate.
+    byte = np.asarray(words).view(np.uint8)[:n].reshape(x.shape)
+    np.testing.assert_array_equal(out != 0, byte < round((1 - rate) * 256))
     assert abs(zero - dropped) < 4 * np.sqrt(dropped * (1 - dropped) / n) + 1e-9  # 4 sigma
     assert np.allclose(out[out != 0], 1 / (1 - dropped))  # kept units scaled by 1/keep
     assert abs(out.mean() - 1) < 4 * np.sqrt(dropped / (1 - dropped) / n) + 1e-9
