@@ -11,6 +11,8 @@
   learning rates x dropout rates, seeds 0, 1, ..., in process).
 
     python scripts/bench_sweep.py [--epochs 20] [--sizes 8,32,128,512]
+
+On a GPU, `--sizes 1,256` adds how population 256's run time compares with population 1's.
 """
 
 import argparse
@@ -143,7 +145,9 @@ def main() -> None:
     # first: the first call (tracing, compiling, allocating); run: the faster of two more calls
     # of the same program (a shared machine's neighbours come and go), the whole host loop
     # included (per-epoch validation, early-stopping bookkeeping, the final test)
-    print("population size   first s   compile s   run s   run s per member   GFLOP/s   of ceiling")
+    print("population size   first s   compile s   run s   run s per member   GFLOP/s   of ceiling"
+          "   run s / population 1's")
+    single = None
     for size in (int(s) for s in args.sizes.split(",")):
         cfgs = grid(size)
         c0, t0 = train.CompileStats.seconds, time.perf_counter()
@@ -156,8 +160,9 @@ def main() -> None:
             runs.append(time.perf_counter() - t0)
         run = min(runs)
         rate = (training_gflop(size, args.epochs) + evaluation_gflop(size, args.epochs)) / run
+        single = run if size == 1 else single
         print(f"{size:15d} {first:9.2f} {compile_s:11.2f} {run:7.2f} {run / size:18.4f} "
-              f"{rate:9.1f} {rate / layer:12.0%}")
+              f"{rate:9.1f} {rate / layer:12.0%}" + (f" {run / single:15.2f}" if single else ""))
 
 
 if __name__ == "__main__":
