@@ -28,7 +28,7 @@ program instead (about 20% faster on CPU); mixed activations share the switched 
 import dataclasses
 from typing import Any
 
-import jax.numpy as jnp
+import numpy as np
 
 from hpjax.config import Config
 
@@ -47,8 +47,9 @@ _INT_KEYS = {"activation", "seed"}
 _HOST_ONLY = {"train": ("early_stopping", "repeats", "checkpoint_every")}
 
 
-def hparams(cfg: Config) -> dict[str, jnp.ndarray]:
-    """The traced values of one trial: a flat dict of scalar arrays, the same keys per program."""
+def hparams(cfg: Config) -> dict[str, np.ndarray]:
+    """The traced values of one trial: a flat dict of scalar arrays, the same keys per program
+    (NumPy's: a population stacks them on the host and sends each key once)."""
     hp = {}
     for group, keys in TRACED.items():
         node = getattr(cfg, group)
@@ -61,7 +62,7 @@ def hparams(cfg: Config) -> dict[str, jnp.ndarray]:
                 value = node.index
             if value is None:  # clip_norm off: structure, recorded in the signature
                 continue
-            hp[name] = jnp.asarray(value, jnp.int32 if name in _INT_KEYS else jnp.float32)
+            hp[name] = np.asarray(value, np.int32 if name in _INT_KEYS else np.float32)
     return hp
 
 

@@ -90,7 +90,8 @@ class TrainState:
 class Fns:
     """Pure, unjitted functions of one trial."""
 
-    init: Callable  # (hp) -> TrainState
+    init: Callable  # (hp, params=init_params(hp["seed"])) -> TrainState
+    init_params: Callable  # (seed) -> params
     # (hp, x, y, state, batch_indices, noise) -> (state, (loss, accuracy))
     train_step: Callable
     train_epoch: Callable  # (state, hp, x, y) -> (state, metrics)
@@ -133,10 +134,16 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
                                  total_steps=total_steps)
         return make_optimizer(cfg.optimizer, hp, schedule), schedule
 
-    def init(hp: Hparams) -> TrainState:
-        init_key, dropout_key, data_key = member_keys(hp["seed"])
+    def init_params(seed: jax.Array) -> Any:
+        """A trial's initial parameters: they depend on its seed alone (the activation of the
+        forward pass that shapes them does not matter)."""
         dummy = jnp.zeros((1, *input_shape), jnp.float32)
-        params = model.init(init_key, dummy, model_hp(hp))["params"]
+        structure = {"activation": 0, "negative_slope": jnp.float32(0.01)}
+        return model.init(member_keys(seed)[0], dummy, structure)["params"]
+
+    def init(hp: Hparams, params: Any = None) -> TrainState:
+        _, dropout_key, data_key = member_keys(hp["seed"])
+        params = init_params(hp["seed"]) if params is None else params
         tx, _ = make_tx(hp)
         return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), dropout_key, data_key)
 
@@ -195,5 +202,5 @@ def build_fns(cfg: Config, *, num_classes: int, input_shape: tuple, n_train: int
         (loss, correct), _ = jax.lax.scan(batch, (jnp.float32(0), jnp.float32(0)), (xs, ys, ws))
         return {"loss": loss / n, "accuracy": correct / n}
 
-    return Fns(init, train_step, train_epoch, evaluate, batches, noise, epoch_metrics,
-               steps_per_epoch)
+    return Fns(init, init_params, train_step, train_epoch, evaluate, batches, noise,
+               epoch_metrics, steps_per_epoch)

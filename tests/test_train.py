@@ -140,7 +140,7 @@ def test_dropout_drops_the_rounded_rate_and_keeps_the_mean(rate, dropped):
     assert rate == 0 or not np.array_equal(out, other)  # a new key, a new mask
 
 
-def test_population_draws_dropout_noise_once_per_seed_with_the_same_numbers():
+def test_population_draws_init_and_dropout_noise_once_per_seed_with_the_same_numbers():
     import jax
     import jax.numpy as jnp
 
@@ -158,16 +158,19 @@ def test_population_draws_dropout_noise_once_per_seed_with_the_same_numbers():
     hp = jax.tree.map(lambda *xs: jnp.stack(xs), *[hparams(c) for c in cfgs])
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     seeds, owner = map(jnp.asarray, engine.distinct_seeds([0, 1, 0, 1]))
-    shared, per_member = pop.init(hp), pop.init(hp)  # the population's epoch donates its state
+    # Parameters drawn once per seed and shared, against each member drawing its own.
+    shared, per_member = pop.init(hp, seeds, owner), jax.jit(jax.vmap(fns.init))(hp)
     per_member_epoch = jax.jit(jax.vmap(fns.train_epoch, in_axes=(0, 0, None, None)))
-    for _ in range(2):
+    for epoch in range(3):
+        # The same parameters, masks, batches and products: equal bit for bit.
+        for a, b in zip(jax.tree.leaves(shared.params), jax.tree.leaves(per_member.params),
+                        strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        if epoch == 2:
+            break
         shared, m = pop.epoch(shared, hp, jnp.ones(4, bool), jnp.zeros(4, jnp.int32), x, y,
                               seeds, owner)
         per_member, m_ref = per_member_epoch(per_member, hp, x, y)
-    # The same masks, batches and products: equal bit for bit.
-    for a, b in zip(jax.tree.leaves(shared.params), jax.tree.leaves(per_member.params),
-                    strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    np.testing.assert_array_equal(m["train/loss"], m_ref["train/loss"])
+        np.testing.assert_array_equal(m["train/loss"], m_ref["train/loss"])
     # Members of one seed share masks, not results: other dropout rates, other numbers.
     assert not np.allclose(m["train/loss"][0], m["train/loss"][2])

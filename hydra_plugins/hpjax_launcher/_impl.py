@@ -155,8 +155,9 @@ class VmapLauncherImpl:
             except ConfigError:
                 return size  # train_population reports the error for every job
             pop = engine.population(cfg, ds)
+            one = jax.ShapeDtypeStruct((1,), np.int32)
             shapes = jax.eval_shape(pop.init, jax.tree.map(
-                lambda v: jax.ShapeDtypeStruct((1,), v.dtype), hparams(cfg)))
+                lambda v: jax.ShapeDtypeStruct((1,), v.dtype), hparams(cfg)), one, one)
             num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(shapes.params))
             per_member = member_bytes(cfg, num_params, int(np.prod(ds.input_shape)),
                                       ds.n_train + ds.n_val)
