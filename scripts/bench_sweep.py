@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hpjax.app import use_cpu_cores
 
-use_cpu_cores()  # as the `hpjax` command does: HPJAX_CPU_DEVICES=auto, one JAX device per core
+use_cpu_cores()  # as the `hpjax` command does: one JAX device per core (HPJAX_CPU_DEVICES=1: one)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -6,8 +6,8 @@ from pathlib import Path
 # Tests count compilations: JAX's persistent cache (hpjax turns it on) would hide them. This also
 # reaches every `hpjax` the tests start; tests of the cache itself set their own folder.
 os.environ["HPJAX_COMPILATION_CACHE"] = "off"
-# One JAX device (the default; a user may ask for one per core): tests compare numbers across
-# runs; the population split over devices has a test of its own.
+# One JAX device (a user gets one per core by default): tests compare numbers across runs;
+# the population split over devices has a test of its own.
 os.environ["HPJAX_CPU_DEVICES"] = "1"
 
 import jax  # noqa: E402

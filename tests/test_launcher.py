@@ -2,6 +2,8 @@
 
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -290,20 +292,23 @@ def test_fast_sweep_configs_equal_hydras_own(overrides, tmp_path):
         assert str(fast_error.value) == str(slow_error.value)
 
 
-def test_use_cpu_cores_sets_one_jax_device_per_core_when_asked():
-    from hpjax.app import use_cpu_cores
-
-    env = {"XLA_FLAGS": "--xla_cpu_foo=1", "HPJAX_CPU_DEVICES": "3"}
-    assert use_cpu_cores(env) == 3
-    assert env["XLA_FLAGS"] == "--xla_cpu_foo=1 --xla_force_host_platform_device_count=3"
-    assert use_cpu_cores(env) == 0  # already set: left alone
-    for off in ({}, {"HPJAX_CPU_DEVICES": "1"}):  # off unless asked for
-        assert use_cpu_cores(off) == 0 and "XLA_FLAGS" not in off
+def test_use_cpu_cores_gives_jax_one_device_per_core_unless_told_otherwise():
     import os
 
-    auto = {"HPJAX_CPU_DEVICES": "auto"}
     cores = len(os.sched_getaffinity(0))
-    assert use_cpu_cores(auto) == (cores if cores > 1 else 0)
+    probe = ("import os, hpjax.app, jax; "
+             "print(len(jax.devices()), 'xla_force' in os.environ.get('XLA_FLAGS', ''))")
+    for env, devices, flag in (({}, cores, False), ({"HPJAX_CPU_DEVICES": "auto"}, cores, False),
+                               ({"HPJAX_CPU_DEVICES": "1"}, 1, False),
+                               ({"HPJAX_CPU_DEVICES": "3"}, 3, False),
+                               ({"HPJAX_CPU_DEVICES": "3", "XLA_FLAGS":
+                                 "--xla_force_host_platform_device_count=2"}, 2, True)):
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("HPJAX_CPU_DEVICES", "XLA_FLAGS")}
+        out = subprocess.run([sys.executable, "-c", probe], env={**base, **env},
+                             capture_output=True, text=True, check=True)
+        # Child processes are not told: the device count is JAX's config, not XLA_FLAGS.
+        assert out.stdout.split() == [str(devices), str(flag)], (env, out.stderr)
 
 
 def test_a_population_split_over_two_devices_gives_the_same_trials(cli, tmp_path):
