@@ -132,12 +132,19 @@ def population(cfg: Config, ds: data_lib.Dataset,
 FIXED_ACTIVATION_FROM = 8
 
 
+def split_devices(size: int, devices: int) -> int:
+    """Over how many devices a population of `size` members splits: the most that take equal
+    slices (32 members on 12 cores: 8 devices of 4 members)."""
+    return max(d for d in range(1, min(size, devices) + 1) if size % d == 0)
+
+
 def _shardings(size: int) -> tuple:
     """(members, everywhere): how a population of `size` spreads over several devices (the CPU
     cores under `hpjax`, see `hpjax.app.use_cpu_cores`, or GPUs): each device trains a slice of
     the members, and holds all of the data. (None, None) on one device."""
     devices = jax.devices()
-    if len(devices) < 2 or size % len(devices):
+    devices = devices[:split_devices(size, len(devices))]
+    if len(devices) < 2:
         return None, None
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -291,7 +298,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     x_tr, y_tr, x_va, y_va = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
     members, everywhere = _shardings(size)
     if members is not None:  # the members split over the devices, the data on each
-        log.info("population of %d split over %d devices", size, len(jax.devices()))
+        log.info("population of %d split over %d devices", size, members.mesh.size)
         hp, fold = jax.device_put((hp, fold), members)
         x_tr, y_tr, x_va, y_va = jax.device_put((x_tr, y_tr, x_va, y_va), everywhere)
     seeds, owner = _put(seeds, everywhere), _put(owner, members)

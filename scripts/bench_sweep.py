@@ -2,7 +2,8 @@
 20 epochs: learning rate x dropout x seed), all measured in this run:
 
 - the machine's float32 matmul rate, for 2048x2048 and for the model's layer shape (64x128 @ 128x128
-  batched over 32 members): the ceiling;
+  batched over 32 members), on one JAX device (which XLA runs on one core) and split over every
+  device: the ceilings;
 - a bare `jit(vmap(train))` script of the same work as a process (scripts/_bare_sweep.py): the
   floor;
 - `hpjax -m` through `hydra/launcher=basic` and `hydra/launcher=vmap`, as processes, with a cold
@@ -91,11 +92,12 @@ def main() -> None:
     big = matmul_gflops((2048, 2048), (2048, 2048), repeats=10)
     layer = matmul_gflops((32, 64, 128), (32, 128, 128), repeats=2000)
     print(f"ceiling  float32 matmul 2048x2048 {big:7.1f} GFLOP/s, "
-          f"layer shape 32x(64x128 @ 128x128) {layer:7.1f} GFLOP/s on one device")
+          f"layer shape 32x(64x128 @ 128x128) {layer:7.1f} GFLOP/s on one device (XLA: one core)")
+    every = layer  # the layer shape over every device, one per core
     if len(jax.devices()) > 1:
-        layer = matmul_gflops((32, 64, 128), (32, 128, 128), repeats=2000, sharded=True)
+        every = matmul_gflops((32, 64, 128), (32, 128, 128), repeats=2000, sharded=True)
         print(f"         layer shape split over {len(jax.devices())} devices (one per core) "
-              f"{layer:7.1f} GFLOP/s: the ceiling below")
+              f"{every:7.1f} GFLOP/s")
 
     with tempfile.TemporaryDirectory() as tmp:
         cold = {**os.environ, "HPJAX_COMPILATION_CACHE": "off"}
@@ -105,7 +107,7 @@ def main() -> None:
         bare_gflop = training_gflop(32, args.epochs) + evaluation_gflop(32, args.epochs, n_test=0)
         print(f"bare jit(vmap(train)) script   {bare_s:6.2f} s process "
               f"(compile {compile_s:.2f} s, run {run_s:.2f} s: {bare_gflop / run_s:.1f} GFLOP/s, "
-              f"{bare_gflop / run_s / layer:.0%} of the layer-shape ceiling)")
+              f"{bare_gflop / run_s / layer:.0%} of one device's layer-shape ceiling)")
         results = {}
         for name, launcher, env in (("basic", "basic", cold), ("vmap", "vmap", cold),
                                     ("vmap, cache filled", "vmap", warm),
@@ -145,8 +147,8 @@ def main() -> None:
     # first: the first call (tracing, compiling, allocating); run: the faster of two more calls
     # of the same program (a shared machine's neighbours come and go), the whole host loop
     # included (per-epoch validation, early-stopping bookkeeping, the final test)
-    print("population size   first s   compile s   run s   run s per member   GFLOP/s   of ceiling"
-          "   run s / population 1's")
+    print(f"population size   first s   compile s   run s   run s per member   GFLOP/s   "
+          f"of one device's ceiling   of {len(jax.devices())} devices'   run s / population 1's")
     single = None
     for size in (int(s) for s in args.sizes.split(",")):
         cfgs = grid(size)
@@ -162,7 +164,8 @@ def main() -> None:
         rate = (training_gflop(size, args.epochs) + evaluation_gflop(size, args.epochs)) / run
         single = run if size == 1 else single
         print(f"{size:15d} {first:9.2f} {compile_s:11.2f} {run:7.2f} {run / size:18.4f} "
-              f"{rate:9.1f} {rate / layer:12.0%}" + (f" {run / single:15.2f}" if single else ""))
+              f"{rate:9.1f} {rate / layer:25.0%} {rate / every:14.0%}"
+              + (f" {run / single:24.2f}" if single else ""))
 
 
 if __name__ == "__main__":

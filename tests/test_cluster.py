@@ -100,9 +100,10 @@ def _wait_for(condition, timeout: float, what: str) -> None:
 
 
 def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_path):
-    # wide enough that an epoch takes about 0.1 s: the cancel lands mid-training
+    # An epoch takes about 0.08 s: the 180 epochs after the cancel outlast SLURM's KillWait
+    # (5 s), in which the job ignores the SIGTERM (submitit's handler) before SIGKILL ends it.
     args = ["-m", "hydra/launcher=hpjax_slurm", "optimizer.lr=0.003", "activation=relu",
-            "model.width=512", "train.epochs=100", "train.checkpoint_every=5",
+            "model.width=512", "train.epochs=200", "train.checkpoint_every=5",
             "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
     driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -121,12 +122,12 @@ def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_pa
     assert re.search(rf"submitit job {job_id}\S* \(trials \[0\]\) ended without a result "
                      r"\(SLURM state CANCELLED\S*\): submitting it again, retry 1 of 2", out), out
     result = json.loads((tmp_path / "sweep" / "0" / "result.json").read_text())
-    assert result["status"] == "ok" and result["epochs_run"] == 100
+    assert result["status"] == "ok" and result["epochs_run"] == 200
     assert result["launcher"] == "hpjax_slurm (population)"
-    assert 20 <= result["resumed_from_epoch"] < 100  # the epochs before: not trained again
+    assert 20 <= result["resumed_from_epoch"] < 200  # the epochs before: not trained again
     rows = [json.loads(r) for r in (tmp_path / "sweep" / "0" / "metrics.jsonl").read_text()
             .splitlines()]
-    assert [r["epoch"] for r in rows] == list(range(1, 101))  # continuous across the restart
+    assert [r["epoch"] for r in rows] == list(range(1, 201))  # continuous across the restart
 
 
 def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path):

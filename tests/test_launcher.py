@@ -311,6 +311,11 @@ def test_use_cpu_cores_gives_jax_one_device_per_core_unless_told_otherwise():
         assert out.stdout.split() == [str(devices), str(flag)], (env, out.stderr)
 
 
+def test_a_population_splits_over_the_most_devices_that_take_equal_slices():
+    assert [engine.split_devices(size, devices) for size, devices in
+            ((32, 12), (32, 2), (4, 16), (1, 2), (6, 4), (7, 2))] == [8, 2, 4, 1, 3, 1]
+
+
 def test_a_population_split_over_two_devices_gives_the_same_trials(cli, tmp_path):
     grid = ["-m", "optimizer.lr=0.001,0.003", "model.dropout=0,0.3", "activation=relu",
             "train.epochs=3", "train.early_stopping.patience=null"]

@@ -205,3 +205,6 @@ def test_two_workers_on_a_journal_file_run_exactly_n_trials(tmp_path):
     # each worker ran some of them (job lines "#N :"), none ran one twice
     ran = [int(n) for out in outputs for n in re.findall(r"#(\d+) : ", out)]
     assert sorted(ran) == list(range(6))
+    # the second worker to join samples from seed + 1: no point proposed twice
+    assert len({t.params["optimizer.lr"] for t in trials}) == 6
+    assert sum("worker 1 of study 'hpjax': sampler seed 1" in out for out in outputs) == 1

@@ -172,9 +172,11 @@ class HpjaxSweeperImpl(Sweeper):
                                       n_objectives=len(directions), batch_size=self.batch_size)
         try:
             with self._lock(sweep_dir):  # workers starting together create the study once
-                study = optuna.create_study(storage=self._storage(url),
-                                            study_name=self.study_name, sampler=sampler,
-                                            directions=directions, load_if_exists=True)
+                storage = self._storage(url)
+                study = optuna.create_study(storage=storage, study_name=self.study_name,
+                                            sampler=sampler, directions=directions,
+                                            load_if_exists=True)
+                worker = self._count_worker(storage)
         except ModuleNotFoundError as e:
             raise ValueError(f"hydra.sweeper.storage={safe_url(url)}: the database driver "
                              f"{e.name!r} is not installed (PostgreSQL: pip install "
@@ -183,9 +185,25 @@ class HpjaxSweeperImpl(Sweeper):
             raise ValueError(f"study {self.study_name!r} in {safe_url(url)} optimises "
                              f"{[d.name.lower() for d in study.directions]}, this sweep "
                              f"{directions}: use another hydra.sweeper.study_name")
+        if worker and self.seed is not None:
+            # Workers of one study with one seed would propose the same points: each worker
+            # after the first draws from seed + its number (a sweep on its own is worker 0).
+            study.sampler = search.make_sampler(self.algorithm, seed=self.seed + worker,
+                                                n_objectives=len(directions),
+                                                batch_size=self.batch_size)
+            log.info("worker %d of study %r: sampler seed %d", worker, self.study_name,
+                     self.seed + worker)
         log.info("study %r in %s (%s, %s)", self.study_name, safe_url(url), self.algorithm,
                  ", ".join(directions))
         return study
+
+    def _count_worker(self, storage: Any) -> int:
+        """This sweep's number among the sweeps that joined the study (0 for the first), kept
+        in the study's system attributes; called under the study lock."""
+        study_id = storage.get_study_id_from_name(self.study_name)
+        worker = storage.get_study_system_attrs(study_id).get("hpjax:workers", 0)
+        storage.set_study_system_attr(study_id, "hpjax:workers", worker + 1)
+        return worker
 
     def _fail_stale(self, study: optuna.Study) -> None:
         """Trials left RUNNING by a killed sweep: with heartbeats, those whose worker stopped
