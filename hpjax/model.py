@@ -36,8 +36,8 @@ def dropout(x: jax.Array, rate: jax.Array, words: jax.Array) -> jax.Array:
     to a multiple of 1/256 (rate 0.1 drops 26/256 = 10.16% of units; 0, 0.25, 0.5 are exact).
     Kept units are scaled by that realised probability, so the expected output is the input.
     Drawing one float per unit (`jax.random.bernoulli`) made dropout 40% of a training step on
-    CPU; bytes cut it to 15%, and the noise is an input so that a population's members with the
-    same seed draw it once (`hpjax.engine`).
+    CPU. The noise is an input, not a key, so that a population's members with the same seed
+    draw it once (`hpjax.engine`).
     """
     threshold = jnp.round((1.0 - rate) * 256.0)  # units kept: byte < threshold
     # Reinterpreting the words as bytes (no shifts and masks per unit) lets XLA fuse the mask
