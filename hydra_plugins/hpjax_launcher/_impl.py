@@ -108,6 +108,16 @@ class VmapLauncherImpl:
                 groups.setdefault(signature(job.cfg), Group()).jobs.append(job)
         return jobs, groups
 
+    def units(self, indexed: list[tuple[int, list]]) -> list[list[tuple[int, list]]]:
+        """The jobs (job number, overrides) in the units they train in: one per population chunk;
+        a job whose config is bad is a unit of its own."""
+        self.start()
+        jobs, groups = self.plan(indexed)
+        units = [[(job.index, job.overrides)] for job in jobs if job.cfg is None]
+        for group in groups.values():
+            units += [[(job.index, job.overrides) for job in chunk] for chunk in self.chunks(group)]
+        return sorted(units)
+
     def run_jobs(self, indexed: list[tuple[int, list]]) -> list[JobReturn]:
         """Runs jobs given as (job number, overrides): trains them, then replays each under
         Hydra's `run_job` (job directory, .hydra files, callbacks)."""

@@ -1,0 +1,198 @@
+"""A trial's outcome: the typed `Result`, its one reader and writer, the objective policy, and the
+aggregation of a trial's members (seeds, folds).
+
+`result.json` in a job directory is `Result` as JSON; everything that reads one (the report, the
+sweeper, resume) goes through `Result.read`, so a missing or unreadable file is one case, handled
+once.
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+log = logging.getLogger("hpjax")
+
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.jsonl"
+MODES = ("min", "max")
+
+
+def worst_objective(mode: str) -> float:
+    """The objective a failed or diverged trial hands back: no sweeper can prefer it."""
+    return -math.inf if mode == "max" else math.inf
+
+
+def better(a: float, b: float, mode: str) -> bool:
+    """Whether objective `a` beats `b` under `mode` ("min" or "max")."""
+    return a > b if mode == "max" else a < b
+
+
+def parse_objectives(objectives: Sequence[str]) -> dict[str, str]:
+    """`["val/accuracy:max", "num_params:min"]` -> {"val/accuracy": "max", "num_params": "min"}."""
+    parsed = {}
+    for item in objectives:
+        metric, _, mode = str(item).rpartition(":")
+        if not metric or mode not in MODES:
+            raise ValueError(f"hydra.sweeper.objectives: {item!r} must be metric:min or "
+                             f"metric:max, e.g. [val/accuracy:max, num_params:min]")
+        parsed[metric] = mode
+    return parsed
+
+
+def json_safe(metrics: dict) -> dict:
+    """NaN and infinities as null: JSON has no such numbers."""
+    return {k: (v if math.isfinite(v) else None) if isinstance(v, float) else v
+            for k, v in metrics.items()}
+
+
+@dataclass
+class Result:
+    """What one trial produced, as written to its `result.json`."""
+
+    status: str  # "ok", "diverged", or "failed" (a config error, in a sweep)
+    objective: Optional[float]  # null unless ok; the task function then returns the worst
+    objective_metric: str
+    objective_mode: str
+    best_epoch: Optional[int] = None
+    best: dict = field(default_factory=dict)  # the best epoch's metrics ("val/accuracy", ...)
+    test: dict = field(default_factory=dict)  # the best epoch's parameters on the test split
+    epochs_run: int = 0
+    stopped_early: bool = False
+    diverged_epoch: Optional[int] = None
+    compile_time_s: float = 0.0  # a population's time is shared equally by its members
+    train_time_s: float = 0.0
+    samples_per_s: float = 0.0
+    num_params: int = 0
+    seed: int = 0
+    launcher: str = "basic"
+    error: Optional[str] = None
+    # A trial of several members (train.repeats > 1, data.cv_folds > 1): the values above are
+    # means over members; `members` holds each member's seed, fold, status, objective, best epoch
+    # and test metrics; `objective_std` is the standard deviation of their objectives.
+    objective_std: Optional[float] = None
+    members: Optional[dict] = None
+    fold: Optional[int] = None  # the fold of a single member, in cross-validation
+    resumed_from_epoch: Optional[int] = None  # continued from the checkpoint of this epoch
+
+    @classmethod
+    def failed(cls, error: Any, metric: str, mode: str) -> "Result":
+        """The result of a trial that could not run (a bad value in a sweep)."""
+        return cls("failed", None, metric, mode, error=str(error))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.objective is not None
+
+    def sweeper_value(self) -> float:
+        """What the task function returns: the objective, or the worst value when there is none."""
+        return self.objective if self.objective is not None else worst_objective(
+            self.objective_mode)
+
+    def metric(self, name: str) -> Optional[float]:
+        """A metric by name: `val/accuracy` (best epoch), `test/accuracy`, or a top-level number
+        such as `num_params`, `train_time_s`, `objective`."""
+        for where in (self.best, self.test, asdict(self)):
+            value = where.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return None
+
+    def write(self, output_dir: str | Path) -> None:
+        """Writes `result.json` whole or not at all (a kill mid-write leaves the old file)."""
+        path = Path(output_dir) / RESULT_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(json_safe(asdict(self)) | {"best": json_safe(self.best)},
+                                  indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, job_dir: str | Path) -> Optional["Result"]:
+        """The job's `result.json`, or None when it has none (or one that does not parse)."""
+        path = Path(job_dir) / RESULT_FILE
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.warning("%s is unreadable (%s): the trial counts as incomplete", path, e)
+            return None
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def write_metrics(rows: list, output_dir: str | Path) -> None:
+    with open(Path(output_dir) / METRICS_FILE, "w") as f:
+        f.writelines(json.dumps(json_safe(row)) + "\n" for row in rows)
+
+
+@dataclass
+class Outcome:
+    """What one trial produced: its result and its metrics.jsonl rows."""
+
+    result: Result
+    rows: list = field(default_factory=list)
+
+
+def _mean(dicts: list[dict]) -> dict:
+    return {k: float(np.mean([d[k] for d in dicts])) for k in dicts[0]} if dicts else {}
+
+
+def aggregate(members: list[Outcome]) -> Outcome:
+    """One trial's outcome from the outcomes of its members (seeds, folds): means, and each
+    member's values, as scikit-learn's `cv_results_` report folds."""
+    if len(members) == 1:
+        return members[0]
+    results = [o.result for o in members]
+    r = dataclasses.replace(results[0], fold=None)
+    bad = [x.status for x in results if x.status != "ok"]
+    r.status = bad[0] if bad else "ok"
+    objectives = [x.objective for x in results]
+    r.objective = float(np.mean(objectives)) if not bad else None
+    r.objective_std = float(np.std(objectives)) if not bad else None
+    finished = [x for x in results if x.best_epoch is not None]
+    r.best = _mean([x.best for x in finished])
+    r.test = _mean([x.test for x in finished])
+    r.best_epoch = int(np.median([x.best_epoch for x in finished])) if finished else None
+    r.epochs_run = max(x.epochs_run for x in results)
+    r.stopped_early = all(x.stopped_early for x in results)
+    diverged = [x.diverged_epoch for x in results if x.diverged_epoch is not None]
+    r.diverged_epoch = min(diverged) if diverged else None
+    for key in ("compile_time_s", "train_time_s", "samples_per_s"):
+        setattr(r, key, round(sum(getattr(x, key) for x in results), 4))
+    r.members = {"seed": [x.seed for x in results],
+                 **({"fold": [x.fold for x in results]} if results[0].fold is not None else {}),
+                 "status": [x.status for x in results], "objective": objectives,
+                 "best_epoch": [x.best_epoch for x in results],
+                 **{k: [x.test.get(k) for x in results] for k in r.test}}
+    rows = []
+    for e in range(max(len(o.rows) for o in members)):
+        ran = [o.rows[e] for o in members if len(o.rows) > e]
+        rows.append({**_mean(ran), "epoch": e + 1, "members": len(ran)})
+    return Outcome(r, rows)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def log_result(result: Result, compilations: Optional[int] = None, cache_hits: int = 0) -> None:
+    """The lines a finished trial logs."""
+    if result.status == "diverged":
+        log.warning("loss became NaN or infinite in epoch %d: trial stopped as diverged",
+                    result.diverged_epoch)
+    elif result.stopped_early:
+        log.info("early stopping after epoch %d (best epoch %d)", result.epochs_run,
+                 result.best_epoch)
+    log.info("%s: %s=%s at best epoch %s, test/accuracy=%s%s", result.status,
+             result.objective_metric, _fmt(result.objective), result.best_epoch,
+             _fmt(result.test.get("test/accuracy")),
+             f", {compilations} new compilations ({result.compile_time_s:.2f} s, "
+             f"{cache_hits} from the persistent cache)" if compilations is not None else "")
