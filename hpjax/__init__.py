@@ -1,8 +1,17 @@
 """hpjax: config-driven hyperparameter tuning of JAX/Flax/Optax models with Hydra.
 
-The public API, for users and for hpjax's Hydra plugins (which import nothing else from hpjax).
-Names load on first use: `import hpjax` imports neither JAX nor Hydra's plugins and changes no
-global state (JAX's device count and Hydra's ConfigStore are set by `main()` or `register()`).
+The public API, for users and for hpjax's Hydra plugins (which import nothing else from hpjax):
+
+- configs: `compose` (overrides -> validated `Config`), `validate` (a composed DictConfig ->
+  `Config`), `register` (hpjax's schemas into Hydra's ConfigStore), `ConfigError`;
+- training: `run` (one config into a job directory), `plan` (a batch into populations and
+  chunks, with the memory estimate), `train_jobs` (a batch of `Job`s; each ends as a `JobEnd`,
+  the job's task function under Hydra), `is_task` (whether a task function is hpjax's);
+- results: `Result`, `read_result(job_dir)`, `parse_objectives`, `worst_objective`;
+- the process: `use_cpu_cores`, `enable_compilation_cache`.
+
+Names load on first use: `import hpjax` imports neither JAX nor Flax and changes no global state
+(JAX's device count and Hydra's ConfigStore are set by `hpjax.app.main()` or by explicit calls).
 """
 
 import importlib
@@ -13,25 +22,37 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Config": "hpjax.config",
     "ConfigError": "hpjax.config",
+    "validate": ("hpjax.config", "to_config"),
+    "register": ("hpjax.cli", "register"),
+    "compose": "hpjax.api",
+    "is_task": "hpjax.api",
+    "run": "hpjax.jobs",
+    "JobEnd": "hpjax.jobs",
+    "Job": "hpjax.batch",
+    "plan": "hpjax.batch",
+    "train_jobs": "hpjax.batch",
     "Result": "hpjax.results",
     "Outcome": "hpjax.results",
     "parse_objectives": "hpjax.results",
-    "read_result": "hpjax.results",
+    "read_result": ("hpjax.results", "Result.read"),
     "worst_objective": "hpjax.results",
+    "use_cpu_cores": "hpjax.compile",
+    "enable_compilation_cache": "hpjax.compile",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "read_result":
-        from hpjax.results import Result
-
-        return Result.read
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'hpjax' has no attribute {name!r}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hpjax' has no attribute {name!r}")
+    module, attr = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name],
+                                                                             name)
+    value: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return [*__all__, "__version__"]

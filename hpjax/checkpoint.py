@@ -46,13 +46,6 @@ def save(directory: str, epoch: int, tree: Any, meta: dict) -> None:
             state=ocp.args.StandardSave(_leaves(tree)), meta=ocp.args.JsonSave(meta)))
 
 
-def latest_epoch(directory: Optional[str]) -> Optional[int]:
-    if directory is None or not Path(directory).is_dir():
-        return None
-    with _manager(directory) as manager:
-        return manager.latest_step()
-
-
 def all_epochs(directory: str) -> list[int]:
     with _manager(directory) as manager:
         return list(manager.all_steps())

@@ -6,14 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpjax.config import (
-    ConfigError,
-    CsvDataConfig,
-    DataConfig,
-    NpzDataConfig,
-    SklearnDataConfig,
-    SyntheticDataConfig,
-)
+from hpjax.config import ConfigError, CsvDataConfig, DataConfig, NpzDataConfig
 
 
 @dataclass(frozen=True)
@@ -68,7 +61,7 @@ def load(cfg: DataConfig) -> Dataset:
 
 
 def _load(cfg: DataConfig) -> Dataset:
-    x, y = _load_arrays(cfg)
+    x, y = cfg.arrays()
     labels, y = np.unique(y, return_inverse=True)
     if len(labels) < 2:
         raise ConfigError("data", cfg.name, f"needs at least 2 classes, found {len(labels)}")
@@ -111,27 +104,7 @@ def _folds(splits: tuple, cfg: DataConfig) -> list[tuple]:
     return [(x[tr], y[tr], x[va], y[va], x_te, y_te) for tr, va in splitter.split(x, y)]
 
 
-def _load_arrays(cfg: DataConfig) -> tuple:
-    if isinstance(cfg, SklearnDataConfig):
-        import sklearn.datasets
-
-        bunch = getattr(sklearn.datasets, f"load_{cfg.name}")()
-        return bunch.data, bunch.target
-    if isinstance(cfg, SyntheticDataConfig):
-        from sklearn.datasets import make_classification
-
-        return make_classification(
-            n_samples=cfg.n_samples, n_features=cfg.n_features, n_informative=cfg.n_informative,
-            n_redundant=cfg.n_redundant, n_classes=cfg.n_classes, class_sep=cfg.class_sep,
-            flip_y=cfg.flip_y, random_state=cfg.seed)
-    if isinstance(cfg, NpzDataConfig):
-        return _load_npz(cfg)
-    if isinstance(cfg, CsvDataConfig):
-        return _load_csv(cfg)
-    raise ConfigError("data.name", cfg.name, "must be one of the choices listed by `hpjax --help`")
-
-
-def _load_npz(cfg: NpzDataConfig) -> tuple:
+def load_npz(cfg: NpzDataConfig) -> tuple:
     try:
         with np.load(cfg.path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
@@ -153,7 +126,7 @@ def _load_npz(cfg: NpzDataConfig) -> tuple:
     return x, y
 
 
-def _load_csv(cfg: CsvDataConfig) -> tuple:
+def load_csv(cfg: CsvDataConfig) -> tuple:
     try:
         with open(cfg.path, newline="") as f:
             rows = list(csv.reader(f, delimiter=cfg.delimiter))

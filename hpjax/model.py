@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hpjax.config import ACTIVATIONS, CNNConfig, MLPConfig, ModelConfig
+from hpjax.config import ACTIVATIONS
 
 
 def _activation_fns(negative_slope: jax.Array) -> list[Callable]:
@@ -35,13 +35,13 @@ def dropout(x: jax.Array, rate: jax.Array, words: jax.Array) -> jax.Array:
     units one random byte, and a unit is kept when its byte is below the keep probability rounded
     to a multiple of 1/256 (rate 0.1 drops 26/256 = 10.16% of units; 0, 0.25, 0.5 are exact).
     Kept units are scaled by that realised probability, so the expected output is the input.
-    Drawing one float per unit (`jax.random.bernoulli`) made dropout 40% of a training step on
-    CPU. The noise is an input, not a key, so that a population's members with the same seed
-    draw it once (`hpjax.engine`).
+    One byte per unit costs far less than one float per unit (`jax.random.bernoulli`). The
+    noise is an input, not a key, so that a population's members with the same seed
+    draw it once (`hpjax.population`).
     """
     threshold = jnp.round((1.0 - rate) * 256.0)  # units kept: byte < threshold
     # Reinterpreting the words as bytes (no shifts and masks per unit) lets XLA fuse the mask
-    # into the activation's loop: a 32-member epoch 74 -> 66 ms on CPU, as fast as no dropout.
+    # into the activation's loop.
     n = math.prod(x.shape)
     byte = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n].reshape(x.shape)
     return jnp.where(byte.astype(jnp.float32) < threshold,
@@ -118,9 +118,3 @@ class CNN(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
-def make_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    if isinstance(cfg, MLPConfig):
-        return MLP(cfg.widths, num_classes, cfg.norm)
-    if isinstance(cfg, CNNConfig):
-        return CNN(tuple(cfg.channels), cfg.kernel_size, cfg.pool, cfg.width, num_classes, cfg.norm)
-    raise TypeError(f"no model for {type(cfg).__name__}")

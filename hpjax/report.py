@@ -17,20 +17,11 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hpjax.search import parse_objectives
+from hpjax.results import Result, parse_objectives
 
 log = logging.getLogger("hpjax")
 
 METRIC_COLUMNS = ("val/loss", "val/accuracy", "test/loss", "test/accuracy")
-
-
-def result_metric(result: dict, name: str) -> Optional[float]:
-    """A metric of `result.json` by name: `val/accuracy` (best epoch), `test/accuracy`,
-    or a top-level number such as `num_params`, `train_time_s`, `objective`."""
-    for where in (result.get("best", {}), result.get("test", {}), result):
-        if isinstance(where.get(name), (int, float)) and not isinstance(where.get(name), bool):
-            return float(where[name])
-    return None
 
 
 @dataclass
@@ -38,18 +29,26 @@ class Trial:
     job: int
     job_dir: Path
     overrides: list
-    result: dict
+    result: Optional[Result]  # None: no (readable) result.json
 
     @property
     def status(self) -> str:
-        return self.result.get("status", "incomplete")
+        return self.result.status if self.result else "incomplete"
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok" and self.result.get("objective") is not None
+        return self.result is not None and self.result.ok
 
     def metric(self, name: str) -> Optional[float]:
-        return result_metric(self.result, name)
+        return self.result.metric(name) if self.result else None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """A field of the result, `default` when there is none."""
+        return getattr(self.result, name, default) if self.result else default
+
+    @property
+    def seconds(self) -> Optional[float]:
+        return self.result.compile_time_s + self.result.train_time_s if self.result else None
 
 
 def read_trials(sweep_dir: Path) -> list[Trial]:
@@ -59,9 +58,7 @@ def read_trials(sweep_dir: Path) -> list[Trial]:
                           key=lambda p: int(p.name)):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
-        result_file = job_dir / "result.json"
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
-        trials.append(Trial(int(job_dir.name), job_dir, overrides, result))
+        trials.append(Trial(int(job_dir.name), job_dir, overrides, Result.read(job_dir)))
     return trials
 
 
@@ -70,8 +67,8 @@ def objectives_of(trials: list[Trial], sweeper_objectives: Optional[dict] = None
     if sweeper_objectives:
         return dict(sweeper_objectives)
     for t in trials:
-        if "objective_metric" in t.result:
-            return {t.result["objective_metric"]: t.result["objective_mode"]}
+        if t.result is not None:
+            return {t.result.objective_metric: t.result.objective_mode}
     return {"objective": "min"}
 
 
@@ -118,14 +115,13 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
                     "epochs_run", "num_params", "time_s", "pareto", "error"])
         for t in trials:
             values = dict(o.split("=", 1) for o in t.overrides)
-            r = t.result
-            seconds = r.get("compile_time_s", 0.0) + r.get("train_time_s", 0.0)
             w.writerow([t.job, position.get(t.job, ""), *(values.get(k, "") for k in keys),
-                        t.status, _cell(r.get("objective")), _cell(r.get("objective_std")),
+                        t.status, _cell(t.get("objective")), _cell(t.get("objective_std")),
                         *(_cell(t.metric(m)) for m in metrics),
-                        _cell(r.get("best_epoch")), _cell(r.get("epochs_run")),
-                        _cell(r.get("num_params")), f"{seconds:.3f}" if r else "",
-                        t.job in front, r.get("error", "")])
+                        _cell(t.get("best_epoch")), _cell(t.get("epochs_run")),
+                        _cell(t.get("num_params")),
+                        f"{t.seconds:.3f}" if t.result else "", t.job in front,
+                        t.get("error") or ""])
 
 
 def _cell(v: Any) -> str:
@@ -167,15 +163,13 @@ def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
     # Overrides shared by every trial (train.epochs=5, search=tpe) say nothing about the ranking.
     common = set.intersection(*(set(t.overrides) for t in trials)) if len(trials) > 1 else set()
     for i, t in enumerate(shown):
-        r = t.result
         overrides = " ".join(o for o in t.overrides if o not in common)
         cells = [str(i + 1) if t.ok else "-", str(t.job), overrides, t.status]
         # A trial of several seeds or folds shows its objective as mean ± std.
-        std = r.get("objective_std")
+        std = t.get("objective_std")
         cells += [_fmt(t.metric(m)) + (f" ± {std:.4f}" if std is not None and m ==
-                                       r.get("objective_metric") else "") for m in metrics]
-        cells += [str(r.get("epochs_run", "-")),
-                  f"{r.get('compile_time_s', 0) + r.get('train_time_s', 0):.2f}" if r else "-"]
+                                       t.get("objective_metric") else "") for m in metrics]
+        cells += [str(t.get("epochs_run", "-")), f"{t.seconds:.2f}" if t.result else "-"]
         if several:
             cells.append("*" if t.job in front else "")
         table.add_row(*cells)
@@ -205,8 +199,8 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
     console = console or Console(width=max(120, Console().width))
     console.print(format_table(trials, objectives))
     for t in trials:
-        if t.result.get("error"):
-            console.print(f"trial {t.job} failed: {t.result['error']}")
+        if t.get("error"):
+            console.print(f"trial {t.job} failed: {t.get('error')}")
     return best
 
 

@@ -84,24 +84,16 @@ class HpjaxSubmititLauncher(BaseSubmititLauncher):
         return returns
 
     def _is_hpjax(self) -> bool:
-        from hpjax.app import train_task
-
-        return self.task_function is train_task
+        return bool(getattr(self.task_function, "hpjax_task", False))
 
     # -- in the driver -------------------------------------------------------------------------
     def _units(self, indexed: list[tuple[int, list]]) -> list[list[tuple[int, list]]]:
         if not (self.vectorize and self._is_hpjax()):
             return [[job] for job in indexed]
-        impl = self._impl()
-        impl.start()
-        jobs, groups = impl.plan(indexed)
-        units = [[(job.index, job.overrides)] for job in jobs if job.cfg is None]
-        for group in groups.values():
-            units += [[(job.index, job.overrides) for job in chunk]
-                      for chunk in impl.chunks(group)]
-        log.info("%d jobs as %d submitit job%s (%d populations, vectorize=true)", len(jobs),
-                 len(units), "" if len(units) == 1 else "s", len(groups))
-        return sorted(units)
+        units = self._impl().units(indexed)
+        log.info("%d jobs as %d submitit job%s (vectorize=true)", len(indexed), len(units),
+                 "" if len(units) == 1 else "s")
+        return units
 
     def _executor(self) -> Any:
         import submitit

@@ -23,8 +23,12 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from hpjax import search
-from hpjax.report import result_metric
-from hpjax.search import parse_objectives
+from hpjax.results import Result, parse_objectives
+
+
+def result_metric(result: dict, name: str):
+    names = set(Result.__dataclass_fields__)
+    return Result(**{k: v for k, v in result.items() if k in names}).metric(name)
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,164 @@
+"""A launcher's batch of jobs: planned into populations and chunks, trained, each job ended.
+
+Jobs of one static signature train as one population; a population larger than
+`max_population` members, or than a memory budget allows (an estimate from the program's
+parameter and activation shapes), trains in chunks. A chunk that runs out of device memory is
+split in two and trained again; one that fails otherwise fails its jobs, not the sweep.
+"""
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from hpjax import data as data_lib
+from hpjax import population, trainer
+from hpjax.config import Config, ConfigError
+from hpjax.hparams import signature
+from hpjax.jobs import JobEnd, members_per_trial, train_trials
+from hpjax.progress import SweepProgress
+
+log = logging.getLogger("hpjax")
+
+
+@dataclass
+class Job:
+    """One job of a batch: its validated config (None when `error`) and its job directory."""
+
+    cfg: Optional[Config]
+    output_dir: str
+    name: str = ""  # how progress names it ("trial 7")
+    error: Optional[ConfigError] = None
+
+
+def member_bytes(cfg: Config, ds: data_lib.Dataset) -> int:
+    """An upper estimate of one member's memory: parameters, gradients and two optimizer
+    moments (8 copies), the activations of a training batch kept for the backward pass (8
+    copies of every module output), a copy of its fold's data in cross-validation, and a fixed
+    overhead measured on CPU."""
+    import jax
+    import jax.numpy as jnp
+
+    spec = population.get(cfg, ds).spec
+    params = jax.eval_shape(functools.partial(trainer.init_params, spec),
+                            jax.ShapeDtypeStruct((), jnp.int32))
+    x = jax.ShapeDtypeStruct((spec.batch_size, *ds.input_shape), jnp.float32)
+    hp = {"activation": 0, "negative_slope": 0.01, "dropout": 0.0}
+    _, captured = jax.eval_shape(lambda p, x: spec.model.apply(
+        {"params": p}, x, hp, capture_intermediates=True, mutable=["intermediates"]), params, x)
+    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    activations = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(captured)) + int(
+        np.prod(x.shape))
+    fold_data = (ds.n_train + ds.n_val) * (int(np.prod(ds.input_shape)) + 1) if ds.folds else 0
+    return 4 * (8 * num_params + 8 * activations + fold_data) + (6 << 20)
+
+
+def _chunk_size(cfgs: list[Config], max_population: int,
+                memory_budget_mb: Optional[int]) -> int:
+    """Trials per chunk of one signature's group (a trial brings repeats x folds members)."""
+    members = max_population
+    if memory_budget_mb is not None:
+        try:
+            ds = data_lib.load(cfgs[0].data)
+        except ConfigError:
+            ds = None  # training reports the error for every job
+        if ds is not None:
+            members = max(1, min(members, (memory_budget_mb << 20) // member_bytes(cfgs[0], ds)))
+    return max(1, members // max(members_per_trial(c) for c in cfgs))
+
+
+def plan(cfgs: list[Optional[Config]], *, max_population: int = 64,
+         memory_budget_mb: Optional[int] = 4096) -> list[list[list[int]]]:
+    """The indices of `cfgs` by population (one per signature, in order of first appearance),
+    each in chunks that fit `max_population` members and `memory_budget_mb` MiB; None configs
+    (jobs that failed validation) are in no population."""
+    if max_population < 1:
+        raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")
+    groups: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        if cfg is not None:
+            groups.setdefault(signature(cfg), []).append(i)
+    planned = []
+    for members in groups.values():
+        size = _chunk_size([cfgs[i] for i in members], max_population, memory_budget_mb)
+        planned.append([members[i:i + size] for i in range(0, len(members), size)])
+    return planned
+
+
+def describe(cfg: Config) -> str:
+    width = getattr(cfg.model, "width", "")
+    return (f"{cfg.data.name}, {cfg.model.name} {width}".rstrip() + f", {cfg.optimizer.name}, "
+            f"{cfg.schedule.name}, batch {cfg.train.batch_size}, {cfg.train.epochs} epochs")
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
+
+
+def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
+                progress: SweepProgress, label: str, train: Callable = train_trials,
+                ids: Optional[list[int]] = None) -> None:
+    """Trains one chunk as one population and sets `ends[id]` for each of its jobs."""
+    ids = list(range(len(jobs))) if ids is None else ids
+    on_progress = progress.population(f"{label}: {len(jobs)} trials", jobs[0].cfg.train.epochs,
+                                      [job.name for job in jobs])
+    try:
+        outcomes = train([job.cfg for job in jobs], launcher=launcher, on_progress=on_progress,
+                         output_dirs=[job.output_dir for job in jobs])
+    except ConfigError as e:
+        ends.update({i: JobEnd(error=e) for i in ids})
+        return
+    except Exception as e:  # noqa: BLE001  (any failure fails the chunk's jobs, not the sweep)
+        if not _is_out_of_memory(e) or len(jobs) == 1:
+            log.error("population of %d failed: %r", len(jobs), e)
+            ends.update({i: JobEnd(crash=e) for i in ids})
+            return
+        half = len(jobs) // 2
+        log.warning("population of %d ran out of memory: retrying as %d + %d", len(jobs), half,
+                    len(jobs) - half)
+        for part in (slice(None, half), slice(half, None)):
+            train_chunk(jobs[part], ends, launcher=launcher, progress=progress, label=label,
+                        train=train, ids=ids[part])
+        return
+    ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})
+
+
+def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int = 64,
+               memory_budget_mb: Optional[int] = 4096,
+               progress: Optional[SweepProgress] = None,
+               train: Callable = train_trials) -> list[JobEnd]:
+    """Trains a batch of jobs as populations; returns each job's `JobEnd`, in order.
+
+    Args:
+      jobs: the batch; a job with an `error` is not trained and fails when it ends.
+      launcher: recorded in each result.
+      max_population, memory_budget_mb: the largest chunk, in members and in MiB.
+      progress: where populations report each epoch (default: a `SweepProgress`).
+      train: trains one chunk (`train_trials`'s signature).
+    """
+    progress = progress or SweepProgress()
+    ends = {i: JobEnd(error=job.error) for i, job in enumerate(jobs) if job.cfg is None}
+    planned = plan([job.cfg for job in jobs], max_population=max_population,
+                   memory_budget_mb=memory_budget_mb)
+    log.info("Launching %d jobs as %d population%s (hydra/launcher=%s)", len(jobs), len(planned),
+             "" if len(planned) == 1 else "s", launcher)
+    with progress.running():
+        for g, chunks in enumerate(planned, start=1):
+            first = jobs[chunks[0][0]].cfg
+            log.info("population %d/%d: %d trials (%s)", g, len(planned),
+                     sum(map(len, chunks)), describe(first))
+            if len(chunks) > 1:
+                log.info("  in %d chunks of at most %d (hydra.launcher.max_population, "
+                         "memory_budget_mb)", len(chunks), len(chunks[0]))
+            for c, chunk in enumerate(chunks, start=1):
+                label = f"population {g}/{len(planned)}" + (
+                    f" chunk {c}/{len(chunks)}" if len(chunks) > 1 else "")
+                train_chunk([jobs[i] for i in chunk], ends, launcher=launcher,
+                            progress=progress, label=label, train=train, ids=chunk)
+    return [ends[i] for i in range(len(jobs))]
+
+
+__all__ = ["Job", "JobEnd", "describe", "member_bytes", "plan", "train_chunk", "train_jobs"]

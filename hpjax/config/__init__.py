@@ -1,0 +1,75 @@
+"""Config schemas: one dataclass per choice of each config group, stored as `base_*`.
+
+Every YAML file under `conf/<group>/` extends one of these schemas (`defaults: [base_adam]`), so
+Hydra rejects unknown keys and wrong types on merge. Value checks live in `__post_init__` and run
+once, when `to_config` turns the composed DictConfig into these objects. Each field is traced,
+per member, or static (see `hpjax.config._schema` and `hpjax.hparams`).
+"""
+
+from hpjax.config._schema import (
+    ConfigError,
+    Schema,
+    choices,
+    groups,
+    is_per_member,
+    is_traced,
+    per_member,
+    traced,
+)
+from hpjax.config.data import (
+    SKLEARN_DATASETS,
+    CsvDataConfig,
+    DataConfig,
+    NpzDataConfig,
+    SklearnDataConfig,
+    SyntheticDataConfig,
+)
+from hpjax.config.model import (
+    ACTIVATION_ALIASES,
+    ACTIVATIONS,
+    NORMS,
+    ActivationConfig,
+    CNNConfig,
+    MLPConfig,
+    ModelConfig,
+)
+from hpjax.config.optim import (
+    AdagradConfig,
+    AdamConfig,
+    AdamWConfig,
+    ConstantScheduleConfig,
+    CosineScheduleConfig,
+    ExponentialScheduleConfig,
+    LambConfig,
+    LionConfig,
+    MomentumConfig,
+    OneCycleScheduleConfig,
+    OptimizerConfig,
+    RMSPropConfig,
+    ScheduleConfig,
+    SGDConfig,
+    StepScheduleConfig,
+    WarmupCosineScheduleConfig,
+)
+from hpjax.config.run import (
+    METRICS,
+    MODES,
+    Config,
+    EarlyStoppingConfig,
+    ObjectiveConfig,
+    TrainConfig,
+    register_configs,
+    to_config,
+)
+
+__all__ = [
+    "ACTIVATIONS", "ACTIVATION_ALIASES", "METRICS", "MODES", "NORMS", "SKLEARN_DATASETS",
+    "ActivationConfig", "AdagradConfig", "AdamConfig", "AdamWConfig", "CNNConfig", "Config",
+    "ConfigError", "ConstantScheduleConfig", "CosineScheduleConfig", "CsvDataConfig",
+    "DataConfig", "EarlyStoppingConfig", "ExponentialScheduleConfig", "LambConfig", "LionConfig",
+    "MLPConfig", "ModelConfig", "MomentumConfig", "NpzDataConfig", "ObjectiveConfig",
+    "OneCycleScheduleConfig", "OptimizerConfig", "RMSPropConfig", "SGDConfig", "Schema",
+    "ScheduleConfig", "SklearnDataConfig", "StepScheduleConfig", "SyntheticDataConfig",
+    "TrainConfig", "WarmupCosineScheduleConfig", "choices", "groups", "is_per_member",
+    "is_traced", "per_member", "register_configs", "to_config", "traced",
+]

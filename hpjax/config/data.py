@@ -1,0 +1,149 @@
+"""Schemas of the `data` group: which samples, how they are split, and cross-validation."""
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+from omegaconf import MISSING
+
+from hpjax.config._schema import Schema
+
+SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+
+
+@dataclass
+class DataConfig(Schema):
+    group = "data"
+    # Which loader: a scikit-learn set, `synthetic`, `npz` or `csv`
+    name: str = MISSING
+    # Share of all samples held out for validation (early stopping, the sweep objective)
+    val_fraction: float = 0.15
+    # Share of all samples held out for the final test metrics
+    test_fraction: float = 0.15
+    # Seed of the stratified train/validation/test split (fixed, independent of train.seed)
+    split_seed: int = 0
+    # Standardise every feature with the mean and std of the training split only
+    standardize: bool = True
+    # Shape of one sample as an image (height, width, channels), needed by model=cnn
+    image_shape: Optional[list[int]] = None
+    # k >= 2: k-fold cross-validation (stratified) over the training and validation samples, the
+    # folds trained side by side; the objective is the mean over folds. 1: one validation split
+    cv_folds: int = 1
+
+    def __post_init__(self) -> None:
+        self._check_fraction("val_fraction", low_open=True)
+        self._check_fraction("test_fraction", low_open=True)
+        self._check("test_fraction", self.val_fraction + self.test_fraction < 0.9,
+                    "val_fraction + test_fraction must be < 0.9 "
+                    f"(val_fraction={self.val_fraction})")
+        self._check("cv_folds", self.cv_folds >= 1,
+                    "must be an integer >= 1 (1: one validation split, no cross-validation)")
+        if self.image_shape is not None:
+            self._check("image_shape", len(self.image_shape) == 3 and min(self.image_shape) >= 1,
+                        "must be [height, width, channels] of positive integers, or null")
+
+    def arrays(self) -> tuple:
+        """(features, labels) of every sample, before the split."""
+        raise NotImplementedError
+
+
+@dataclass
+class SklearnDataConfig(DataConfig, choice="sklearn"):
+    name: str = "digits"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_choice("name", SKLEARN_DATASETS)
+
+    def arrays(self) -> tuple:
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, f"load_{self.name}")()
+        return bunch.data, bunch.target
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig, choice="synthetic"):
+    """`sklearn.datasets.make_classification`, for benchmarks and tests at any scale."""
+
+    name: str = "synthetic"
+    # Number of samples before the split
+    n_samples: int = 2000
+    # Number of features, of which n_informative carry the signal
+    n_features: int = 20
+    n_informative: int = 10
+    # Linear combinations of the informative features
+    n_redundant: int = 0
+    n_classes: int = 3
+    # Larger values make the classes easier to separate
+    class_sep: float = 1.0
+    # Share of labels flipped at random (label noise)
+    flip_y: float = 0.01
+    # Seed of the generator (the data itself, not the split)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_name()
+        self._check("n_classes", self.n_classes >= 2, "must be an integer >= 2")
+        self._check("n_samples", self.n_samples >= 10 * self.n_classes,
+                    f"must be at least 10 * n_classes = {10 * self.n_classes}")
+        self._check("n_informative", 1 <= self.n_informative <= self.n_features,
+                    f"must be between 1 and n_features={self.n_features}")
+        self._check("n_redundant", 0 <= self.n_redundant <= self.n_features - self.n_informative,
+                    "must be between 0 and n_features - n_informative")
+        self._check("n_classes", self.n_classes <= 2**self.n_informative,
+                    f"must be <= 2**n_informative = {2**self.n_informative}")
+        self._check_positive("class_sep")
+        self._check_fraction("flip_y")
+
+    def arrays(self) -> tuple:
+        from sklearn.datasets import make_classification
+
+        return make_classification(
+            n_samples=self.n_samples, n_features=self.n_features,
+            n_informative=self.n_informative, n_redundant=self.n_redundant,
+            n_classes=self.n_classes, class_sep=self.class_sep, flip_y=self.flip_y,
+            random_state=self.seed)
+
+
+@dataclass
+class _FileDataConfig(DataConfig):
+    # Path of the file (relative paths are relative to the directory hpjax was started in)
+    path: str = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_name()
+        self._check("path", os.path.isfile(self.path), "file not found")
+
+
+@dataclass
+class NpzDataConfig(_FileDataConfig, choice="npz"):
+    """A NumPy `.npz` file holding a feature array and a label array."""
+
+    name: str = "npz"
+    # Array of features, shape (samples, ...)
+    x_key: str = "x"
+    # Array of labels, shape (samples,)
+    y_key: str = "y"
+
+    def arrays(self) -> tuple:
+        from hpjax.data import load_npz
+
+        return load_npz(self)
+
+
+@dataclass
+class CsvDataConfig(_FileDataConfig, choice="csv"):
+    """A CSV file with a header row: one label column, every other column a numeric feature."""
+
+    name: str = "csv"
+    # Header name of the column that holds the class labels (numbers or strings)
+    label_column: str = "label"
+    delimiter: str = ","
+
+    def arrays(self) -> tuple:
+        from hpjax.data import load_csv
+
+        return load_csv(self)

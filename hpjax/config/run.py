@@ -1,0 +1,140 @@
+"""Schemas of the `train` and `objective` keys, the root config, and its validation."""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from hpjax.config._schema import ConfigError, Schema, choices, groups, per_member, traced
+from hpjax.config.data import DataConfig
+from hpjax.config.model import ActivationConfig, ModelConfig
+from hpjax.config.optim import OptimizerConfig, ScheduleConfig
+
+METRICS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
+MODES = ("min", "max")
+
+
+@dataclass
+class EarlyStoppingConfig(Schema):
+    group = "train.early_stopping"
+    # Stop after this many epochs without improvement of the monitored metric; null turns it off
+    patience: Optional[int] = 10
+    # Smallest change of the monitored metric that counts as an improvement
+    min_delta: float = 0.0
+    # Metric watched for early stopping and for choosing the best epoch
+    monitor: str = "val/loss"
+    # Whether the monitored metric improves when it goes down (min) or up (max)
+    mode: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.patience is not None:
+            self._check("patience", self.patience >= 1, "must be an integer >= 1, or null for off")
+        self._check_non_negative("min_delta")
+        self._check_choice("monitor", METRICS)
+        self._check_choice("mode", MODES)
+
+
+@dataclass
+class TrainConfig(Schema):
+    group = "train"
+    # Passes over the training split
+    epochs: int = 30
+    # Samples per optimizer step; the last partial batch of each epoch is dropped
+    batch_size: int = 64
+    # Root seed: parameter init, dropout masks and the data order per epoch
+    seed: int = traced(0, dtype="int32")
+    # Label smoothing of the cross-entropy loss
+    label_smoothing: float = traced(0.0)
+    # Samples per evaluation step (memory only: results do not depend on it)
+    eval_batch_size: int = 1024
+    # Seeds per trial (seed, seed+1, ...) trained side by side; the objective is their mean
+    repeats: int = per_member(1)
+    # Save each trial's state (Orbax) every this many epochs, into checkpoints/ in its job
+    # directory; a trial run again into the same directory continues from there. 0: off
+    checkpoint_every: int = per_member(0)
+    early_stopping: EarlyStoppingConfig = per_member(default_factory=EarlyStoppingConfig)
+
+    def __post_init__(self) -> None:
+        self._check("epochs", self.epochs >= 1, "must be an integer >= 1")
+        self._check("batch_size", self.batch_size >= 1,
+                    "must be an integer between 1 and the training-set size")
+        self._check("seed", self.seed >= 0, "must be an integer >= 0")
+        self._check_fraction("label_smoothing")
+        self._check("eval_batch_size", self.eval_batch_size >= 1, "must be an integer >= 1")
+        self._check("repeats", self.repeats >= 1, "must be an integer >= 1")
+        self._check("checkpoint_every", self.checkpoint_every >= 0,
+                    "must be an integer >= 0 (0: no checkpoints)")
+
+
+@dataclass
+class ObjectiveConfig(Schema):
+    group = "objective"
+    # Metric the task function returns to the sweeper, taken at the best epoch
+    metric: str = per_member("val/accuracy")
+    # Whether the sweep should maximise or minimise it
+    mode: str = per_member("max")
+
+    def __post_init__(self) -> None:
+        self._check_choice("metric", METRICS)
+        self._check_choice("mode", MODES)
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    activation: ActivationConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    schedule: ScheduleConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+
+
+def register_configs() -> None:
+    """Stores the root schema as `base_config` and each registered choice as
+    `<group>/base_<choice>` in Hydra's ConfigStore."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for group in groups():
+        for name, node in choices(group).items():
+            cs.store(group=group, name=f"base_{name}", node=node)
+
+
+def _unknown_keys(node: DictConfig, obj: Any, prefix: str = "") -> list[str]:
+    # `+key=value` on a typed node is accepted by OmegaConf and dropped by to_object: find it.
+    unknown = []
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if key not in names:
+            unknown.append(path)
+        elif dataclasses.is_dataclass(getattr(obj, key)):
+            unknown += _unknown_keys(node[key], getattr(obj, key), path + ".")
+    return unknown
+
+
+def to_config(cfg: DictConfig) -> Config:
+    """Validates a composed config once and returns it as typed, checked dataclasses.
+
+    Raises:
+      ConfigError: a value is missing, unknown or out of range; the message names the key.
+    """
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(missing[0], MISSING,
+                          f"must be set, e.g. on the command line: {missing[0]}=...")
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except Exception as e:  # OmegaConf wraps errors raised in __post_init__
+        cause = e
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        raise (cause or e) from None
+    unknown = _unknown_keys(cfg, obj)
+    if unknown:
+        raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]),
+                          "unknown key (added with '+'?): `hpjax --cfg job` lists the keys")
+    return obj

@@ -1,0 +1,145 @@
+"""Jobs: what a launcher hands hpjax (configs and their job directories) and how each ends.
+
+A trial of `train.repeats` seeds and `data.cv_folds` folds trains as that many members, and
+reports their mean (`train_trials`). A batch of jobs is planned into populations by signature
+and into chunks that fit `max_population` and a memory budget (`plan`), trained
+(`train_jobs`), and each job ends under Hydra through its `JobEnd`: the one place that writes a
+job's `metrics.jsonl` and `result.json`, logs its result and returns the sweeper's value.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from hpjax.compile import CompileStats
+from hpjax.config import Config, ConfigError
+from hpjax.loop import train_population
+from hpjax.progress import EpochReport
+from hpjax.results import METRICS_FILE, Outcome, Result, aggregate, json_safe, log_result
+
+log = logging.getLogger("hpjax")
+
+
+def members_per_trial(cfg: Config) -> int:
+    return cfg.train.repeats * cfg.data.cv_folds
+
+
+def checkpoint_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
+    """Where a trial's member keeps its checkpoints: `checkpoints/` in the job directory."""
+    path = os.path.join(output_dir, "checkpoints")
+    return path if members == 1 else os.path.join(path, f"member_{member}")
+
+
+def train_trials(cfgs: list[Config], *, launcher: str = "basic",
+                 on_progress: Optional[Callable[[EpochReport], None]] = None,
+                 output_dirs: Optional[list[str]] = None,
+                 on_epoch: Optional[Callable[[int, dict], None]] = None) -> list[Outcome]:
+    """Trains trials of one signature as one population, each trial's seeds and folds as
+    members of their own; a trial of several members reports their mean. `output_dirs`: the
+    trials' job directories, where their checkpoints go. `on_epoch` sees (member, row)."""
+    members, folds, owners, dirs = [], [], [], []
+    for i, cfg in enumerate(cfgs):
+        for r in range(cfg.train.repeats):
+            seeded = cfg if r == 0 else dataclasses.replace(
+                cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + r))
+            for f in range(cfg.data.cv_folds):
+                members.append(seeded)
+                folds.append(f)
+                owners.append(i)
+                if output_dirs:
+                    dirs.append(checkpoint_dir(output_dirs[i], r * cfg.data.cv_folds + f,
+                                               members_per_trial(cfg)))
+    report = on_progress and (lambda r: on_progress(dataclasses.replace(
+        r, best_member=None if r.best_member is None else owners[r.best_member])))
+    outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
+                                on_epoch=on_epoch, checkpoint_dirs=dirs or None)
+    return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
+            for i in range(len(cfgs))]
+
+
+@dataclass
+class JobEnd:
+    """How one job ends under Hydra: called as the job's task function (`hydra.core.utils.
+    run_job` gives it the job's config and directory), it writes the job's files and returns
+    the sweeper's value. Exactly one of `outcome`, `error`, `crash` is set."""
+
+    outcome: Optional[Outcome] = None
+    error: Optional[ConfigError] = None  # a bad value: the trial fails, the sweep goes on
+    crash: Optional[BaseException] = None  # raised again in the job, as the basic launcher would
+    metrics_written: bool = False  # metrics.jsonl was written epoch by epoch already
+    compilations: Optional[tuple] = None  # (new compilations, cache hits), logged if known
+
+    def __call__(self, dict_cfg: Any) -> float:
+        from hydra.core.hydra_config import HydraConfig
+
+        return self.finish(HydraConfig.get().runtime.output_dir, dict_cfg.objective.metric,
+                           dict_cfg.objective.mode)
+
+    def finish(self, output_dir: Optional[str], metric: str = "", mode: str = "max") -> float:
+        if self.crash is not None:
+            raise self.crash
+        if self.error is not None:
+            log.error("hpjax: error: %s", self.error)
+            result = Result.failed(self.error, metric, mode)
+        else:
+            result = self.outcome.result
+            if output_dir and not self.metrics_written:
+                write_metrics(self.outcome.rows, output_dir)
+            log_result(result, *(self.compilations or ()))
+        if output_dir:
+            result.write(output_dir)
+        return result.sweeper_value()
+
+
+def write_metrics(rows: list, output_dir: str) -> None:
+    with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
+        f.writelines(json.dumps(json_safe(row)) + "\n" for row in rows)
+
+
+def train_one(cfg: Config, output_dir: Optional[str] = None,
+              launcher: str = "basic") -> JobEnd:
+    """Trains one configuration, streaming `metrics.jsonl` into `output_dir` epoch by epoch."""
+    compile_count, hits = CompileStats.count, CompileStats.cache_hits
+    files: list = []  # opened at the first epoch: a config error writes nothing
+
+    def on_epoch(member: int, row: dict) -> None:
+        if output_dir:
+            if not files:
+                files.append(open(os.path.join(output_dir, METRICS_FILE), "w"))
+            files[0].write(json.dumps(json_safe(row)) + "\n")
+            files[0].flush()
+        log.info("epoch %3d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f"
+                 "  lr %.3g", row["epoch"], cfg.train.epochs, row["train/loss"],
+                 row["train/accuracy"], row["val/loss"], row["val/accuracy"], row["lr"])
+
+    try:
+        one = members_per_trial(cfg) == 1  # several: metrics.jsonl holds their mean per epoch
+        outcome = train_trials([cfg], launcher=launcher, on_epoch=on_epoch if one else None,
+                               output_dirs=[output_dir] if output_dir else None)[0]
+    finally:
+        for f in files:
+            f.close()
+    return JobEnd(outcome, metrics_written=bool(files),
+                  compilations=(CompileStats.count - compile_count,
+                                CompileStats.cache_hits - hits))
+
+
+def run(cfg: Config, output_dir: Optional[str] = None, launcher: str = "basic") -> Result:
+    """Trains one configuration and, given `output_dir`, writes `metrics.jsonl` and `result.json`.
+
+    Args:
+      cfg: a validated config (`hpjax.compose`).
+      output_dir: the job's directory; None writes nothing.
+      launcher: recorded in the result.
+    Returns:
+      The trial's `Result`; `Result.objective` is None when training diverged.
+    Raises:
+      ConfigError: the data cannot be loaded or does not fit the config (before any compile).
+    """
+    end = train_one(cfg, output_dir, launcher)
+    end.finish(output_dir)
+    return end.outcome.result

@@ -1,0 +1,298 @@
+"""The host loop: trains a population epoch by epoch and reads each member's metrics.
+
+After every epoch (one compiled call for all members) the host checks each member: a member
+that diverged (NaN/inf loss) or stopped early is frozen (its state stops updating, its best
+epoch's parameters are kept, and nothing it does reaches another member). Every per-member key
+(`train.early_stopping`, `train.checkpoint_every`, `objective`) is read from the member's own
+config. With checkpoints, a population continues from the latest epoch all its members saved.
+"""
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hpjax import checkpoint, population
+from hpjax import data as data_lib
+from hpjax.compile import CompileStats, use_cpu_cores
+from hpjax.config import Config, ConfigError, EarlyStoppingConfig
+from hpjax.hparams import signature
+from hpjax.progress import EpochReport, log_report
+from hpjax.results import Outcome, Result, better
+
+log = logging.getLogger("hpjax")
+
+
+@dataclass
+class BestEpoch:
+    """Tracks the best epoch by the monitored metric and counts the patience of early stopping,
+    as Keras' `EarlyStopping(restore_best_weights=True)` does."""
+
+    cfg: EarlyStoppingConfig
+    epoch: Optional[int] = None
+    row: dict = field(default_factory=dict)
+
+    def update(self, epoch: int, row: dict) -> bool:
+        """Records `epoch` if it improved on the best; returns True when training should stop."""
+        c = self.cfg
+        value = row[c.monitor]
+        delta = c.min_delta if c.mode == "max" else -c.min_delta
+        if self.epoch is None or better(value, self.row[c.monitor] + delta, c.mode):
+            self.epoch, self.row = epoch, row
+            return False
+        return c.patience is not None and epoch - self.epoch >= c.patience
+
+
+@dataclass
+class Member:
+    """What the host knows of one member while it trains."""
+
+    cfg: Config
+    outcome: Outcome
+    tracker: BestEpoch
+    checkpoint_dir: Optional[str] = None
+    active: bool = True
+    train_s: float = 0.0  # its share of the population's time in the epoch program
+
+    @property
+    def result(self) -> Result:
+        return self.outcome.result
+
+    def meta(self) -> dict:
+        """What the host loop knows of the member, to continue it from a checkpoint."""
+        r = self.result
+        return {"config": repr(self.cfg), "rows": self.outcome.rows, "active": self.active,
+                "train_s": self.train_s, "status": r.status, "diverged_epoch": r.diverged_epoch,
+                "stopped_early": r.stopped_early, "best_epoch": self.tracker.epoch,
+                "best_row": self.tracker.row}
+
+    def restore(self, meta: dict, epoch: int) -> None:
+        r = self.result
+        self.outcome.rows = meta["rows"]
+        r.status, r.diverged_epoch, r.stopped_early = (meta["status"], meta["diverged_epoch"],
+                                                       meta["stopped_early"])
+        r.epochs_run, r.resumed_from_epoch = len(self.outcome.rows), epoch
+        self.tracker.epoch, self.tracker.row = meta["best_epoch"], meta["best_row"]
+        self.active, self.train_s = meta["active"], meta["train_s"]
+
+    def record(self, epoch: int, row: dict, finite: bool) -> bool:
+        """Takes one epoch's metrics; returns whether this epoch is the member's best so far."""
+        self.outcome.rows.append(row)
+        self.result.epochs_run = epoch
+        if not (finite and math.isfinite(row["val/loss"])):
+            self.result.status, self.result.diverged_epoch = "diverged", epoch
+            self.active = False
+            return False
+        if self.tracker.update(epoch, row):
+            self.result.stopped_early, self.active = True, False
+        return self.tracker.epoch == epoch
+
+    def saves_at(self, epoch: int) -> bool:
+        every = self.cfg.train.checkpoint_every
+        return bool(self.checkpoint_dir and every and epoch % every == 0
+                    and epoch < self.cfg.train.epochs)
+
+
+def check_fits(cfg: Config, ds: data_lib.Dataset) -> None:
+    """The checks that need the data: run before anything compiles."""
+    n = ds.n_train
+    if cfg.train.batch_size > n:
+        raise ConfigError("train.batch_size", cfg.train.batch_size,
+                          f"must be an integer between 1 and the training-set size {n}")
+    rank = type(cfg.model).input_rank
+    if rank is not None and len(ds.input_shape) != rank:
+        raise ConfigError("model", cfg.model.name, f"needs samples of rank {rank}: set "
+                          "data.image_shape=[height,width,channels] (the digits set has it)")
+
+
+def _fixed_activation(cfgs: list[Config]) -> Optional[int]:
+    """The activation a large population's members all share, fixed in its program; small
+    populations keep it traced, so one program serves them all."""
+    shared = {c.activation.index for c in cfgs}
+    return shared.pop() if len(cfgs) >= population.FIXED_ACTIVATION_FROM and len(
+        shared) == 1 else None
+
+
+def _epoch_report(epoch: int, members: list[Member]) -> EpochReport:
+    """Progress by the first member's objective, among the members that share it."""
+    objective = members[0].cfg.objective
+    scores = [(m.tracker.row[objective.metric], i) for i, m in enumerate(members)
+              if m.cfg.objective == objective and m.tracker.epoch is not None
+              and m.result.status == "ok"]
+    best = (max if objective.mode == "max" else min)(scores) if scores else (None, None)
+    return EpochReport(epoch, members[0].cfg.train.epochs, sum(m.active for m in members),
+                       len(members), objective.metric, *best)
+
+
+class _Run:
+    """One population's training: the compiled functions, the device state and the members."""
+
+    def __init__(self, cfgs: list[Config], folds: list[int], launcher: str,
+                 checkpoint_dirs: Optional[list[str]]) -> None:
+        cfg0 = cfgs[0]
+        self.ds = ds = data_lib.load(cfg0.data)
+        check_fits(cfg0, ds)
+        self.pop = population.get(cfg0, ds, _fixed_activation(cfgs))
+        self.place = population.Placement.of(population.padded_size(len(cfgs)))
+        if self.place.devices > 1:
+            log.info("population of %d split over %d devices",
+                     population.padded_size(len(cfgs)), self.place.devices)
+        self.inputs = population.stack(cfgs, folds, self.place)
+        self.train_data = self.place.shared((ds.x_train, ds.y_train))
+        self.val_data = self.place.shared((ds.x_val, ds.y_val))
+        dirs = checkpoint_dirs or [None] * len(cfgs)
+        self.members = [Member(c, Outcome(Result(
+            "ok", None, c.objective.metric, c.objective.mode, seed=c.train.seed,
+            launcher=launcher, fold=f if ds.folds else None)), BestEpoch(c.train.early_stopping),
+            d if c.train.checkpoint_every else None)
+            for c, f, d in zip(cfgs, folds, dirs, strict=True)]
+        i = self.inputs
+        # Placed as the epoch returns it, so that the epoch program compiles once.
+        self.states = self.place.per_member(self.pop.init(i.hp, i.seeds, i.owner))
+        self.best_params = jax.tree.map(jnp.copy, self.states.params)
+
+    def active_mask(self) -> np.ndarray:
+        return np.array([m.active for m in self.members]
+                        + [False] * (self.inputs.size - len(self.members)))
+
+    def resume(self) -> int:
+        """The first epoch to train: after the members' latest common checkpoint, else 1 (and
+        the members' old checkpoints are cleared)."""
+        dirs = [m.checkpoint_dir for m in self.members]
+        if not any(dirs):
+            return 1
+        resumed = _restore(self, dirs) if all(dirs) else None
+        if resumed is None:
+            for d in filter(None, dirs):
+                checkpoint.clear(d)
+            return 1
+        return resumed + 1
+
+    def epoch(self, epoch: int, on_epoch: Optional[Callable]) -> None:
+        """Trains every active member one epoch and records its metrics."""
+        i, active = self.inputs, self.active_mask()
+        c0, t0 = CompileStats.seconds, time.perf_counter()
+        self.states, m = self.pop.epoch(self.states, i.hp, self.place.per_member(active),
+                                        i.fold, *self.train_data, i.seeds, i.owner)
+        jax.block_until_ready(self.states)
+        t1 = time.perf_counter()
+        val = self.pop.evaluate(self.states.params, i.hp, i.fold, *self.val_data)
+        m = jax.device_get(m) | {f"val/{k}": v for k, v in jax.device_get(val).items()}
+        compiling = CompileStats.seconds - c0
+        running = int(active.sum())
+        epoch_s = max(time.perf_counter() - t0 - compiling, 0.0) / running
+        improved = np.zeros(i.size, bool)
+        for k in np.flatnonzero(active):
+            member = self.members[k]
+            member.train_s += max(t1 - t0 - compiling, 0.0) / running
+            row = {"epoch": epoch, **{n: float(v[k]) for n, v in m.items() if n != "finite"},
+                   "epoch_time_s": round(epoch_s, 6)}
+            improved[k] = member.record(epoch, row, bool(m["finite"][k]))
+            if on_epoch:
+                on_epoch(k, row)
+        if improved.any():
+            self.best_params = self.pop.keep(self.place.per_member(improved),
+                                             self.states.params, self.best_params)
+
+    def save(self, epoch: int) -> None:
+        for k, member in enumerate(self.members):
+            if member.saves_at(epoch):
+                checkpoint.save(member.checkpoint_dir, epoch,
+                                _member((self.states, self.best_params), k), member.meta())
+
+    def finish(self, compile_s: float) -> list[Outcome]:
+        """Test metrics at each member's best epoch, and the results' numbers."""
+        i = self.inputs
+        test = jax.device_get(self.pop.evaluate(self.best_params, i.hp, i.fold,
+                                                *self.place.shared((self.ds.x_test,
+                                                                    self.ds.y_test))))
+        num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(self.states.params))
+        samples_per_epoch = self.pop.spec.steps_per_epoch * self.pop.spec.batch_size
+        for k, member in enumerate(self.members):
+            r, tracker = member.result, member.tracker
+            if tracker.epoch is not None:
+                r.test = {f"test/{n}": float(v[k]) for n, v in test.items()}
+                r.best_epoch = tracker.epoch
+                r.best = {n: v for n, v in tracker.row.items() if n != "epoch"}
+            if r.status == "ok":
+                r.objective = float(tracker.row[member.cfg.objective.metric])
+            r.compile_time_s = round(compile_s / len(self.members), 4)
+            r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
+            r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
+                if member.train_s > 0 else 0.0
+            r.num_params = num_params
+        return [m.outcome for m in self.members]
+
+
+def _member(tree: Any, k: int) -> Any:
+    return jax.tree.map(lambda a: a[k], tree)
+
+
+def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
+    """Restores every member from their latest common checkpoint; returns its epoch, or None
+    when a member has none, or one was saved by another config (the run then starts anew)."""
+    epoch = checkpoint.common_epoch(dirs)
+    if epoch is None:
+        return None
+    like = _member((run.states, run.best_params), 0)
+    trees, metas = [], []
+    for d, member in zip(dirs, run.members, strict=True):
+        tree, meta = checkpoint.restore(d, epoch, like)
+        if meta["config"] != repr(member.cfg):
+            log.warning("checkpoint in %s is of another config: training from the start", d)
+            return None
+        trees.append(tree)
+        metas.append(meta)
+    trees += trees[-1:] * (run.inputs.size - len(trees))  # the padding members
+    run.states, run.best_params = run.place.per_member(
+        jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
+    for member, meta in zip(run.members, metas, strict=True):
+        member.restore(meta, epoch)
+    log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
+             "" if len(dirs) == 1 else "s", epoch)
+    return epoch
+
+
+def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
+                     launcher: str = "basic",
+                     on_epoch: Optional[Callable[[int, dict], None]] = None,
+                     on_progress: Optional[Callable[[EpochReport], None]] = None,
+                     checkpoint_dirs: Optional[list[str]] = None) -> list[Outcome]:
+    """Trains configs of one signature together; returns one `Outcome` per config, in order.
+
+    Args:
+      cfgs: validated configs whose `hpjax.hparams.signature` is the same.
+      folds: with `data.cv_folds` > 1, the fold each config trains on (default: fold 0).
+      launcher: recorded in each result.
+      on_epoch: called with (member index, metrics row) after every epoch of a running member.
+      on_progress: called with the population's `EpochReport` after every epoch; by default a
+        population of several members logs it.
+      checkpoint_dirs: one folder per member, where a member with `train.checkpoint_every` > 0
+        saves its state; a population whose members all saved an epoch continues from there.
+    Raises:
+      ConfigError: the data cannot be loaded or does not fit the config (before any compile).
+    """
+    assert all(signature(c) == signature(cfgs[0]) for c in cfgs), "one signature per population"
+    use_cpu_cores()
+    CompileStats.install()
+    compile_s0 = CompileStats.seconds
+    run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
+               checkpoint_dirs)
+    start = run.resume()
+    for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
+        for row in member.outcome.rows:
+            on_epoch(k, row)
+    for epoch in range(start, cfgs[0].train.epochs + 1):
+        run.epoch(epoch, on_epoch)
+        if on_progress or len(cfgs) > 1:
+            (on_progress or log_report)(_epoch_report(epoch, run.members))
+        if not any(m.active for m in run.members):
+            break
+        run.save(epoch)
+    return run.finish(CompileStats.seconds - compile_s0)

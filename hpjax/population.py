@@ -1,0 +1,193 @@
+"""Populations: the trainer's functions vmapped over members and jitted once per signature.
+
+A population's members share a static signature (`hpjax.hparams.signature`); their traced
+numbers are stacked along a leading member axis (`stack`), padded to a power of two so that a
+smaller batch reuses the program, and split over the devices where there are several.
+"""
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hpjax import trainer
+from hpjax.config import Config
+from hpjax.data import Dataset
+from hpjax.hparams import hparams, signature, static
+
+# Populations at least this large fix an activation all their members share in the program:
+# under vmap a traced activation computes every branch of its `lax.switch`.
+FIXED_ACTIVATION_FROM = 8
+
+
+@dataclass(frozen=True)
+class Population:
+    """The compiled functions of one signature, each over a leading member axis `_P`."""
+
+    init: Callable  # (hp_P, seeds_U, owner_P) -> state_P
+    # (state_P, hp_P, active_P, fold_P, x, y, seeds_U, owner_P) -> (state_P, metrics_P)
+    epoch: Callable
+    evaluate: Callable  # (params_P, hp_P, fold_P, x, y) -> {"loss": [P], "accuracy": [P]}
+    keep: Callable  # (mask_P, new_P, old_P) -> where(mask, new, old) per member
+    spec: trainer.Spec
+
+
+def where(mask: jax.Array, new: Any, old: Any) -> Any:
+    """Per member: `new` where `mask`, else `old`, for every leaf with a leading member axis."""
+    def pick(a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
+    return jax.tree.map(pick, new, old)
+
+
+def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Array,
+           fold: jax.Array, x: jax.Array, y: jax.Array, seeds: jax.Array,
+           owner: jax.Array) -> tuple:
+    """One epoch of every member. Each step's dropout noise is drawn once per distinct seed
+    (`seeds`; member i has `seeds[owner[i]]`) and shared by the members with that seed: the
+    same numbers as drawing per member, for a fraction of the random-number work. A frozen
+    member (`active` false) keeps its state. Active members are all at the same step."""
+    if folds:  # cross-validation: each member reads its own fold's arrays
+        x, y = x[fold], y[fold]
+    data_axis = 0 if folds else None
+    step_fn = jax.vmap(functools.partial(trainer.train_step, spec),
+                       in_axes=(0, data_axis, data_axis, 0, 0, 0))
+    order = jax.vmap(functools.partial(trainer.batches, spec), in_axes=(0, None))(
+        states, spec.n_train)
+    dropout_keys = jax.vmap(lambda s: trainer.member_keys(s)[1])(seeds)
+    step0 = jnp.max(jnp.where(active, states.step, 0))
+
+    def step(s: Any, t_idx: tuple) -> tuple:
+        t, idx = t_idx
+        noise = jax.vmap(functools.partial(trainer.noise, spec), in_axes=(0, None))(
+            dropout_keys, step0 + t)
+        return step_fn(hp, x, y, s, idx, jax.tree.map(lambda w: w[owner], noise))
+
+    steps = jnp.arange(spec.steps_per_epoch)
+    new, (loss, acc) = jax.lax.scan(step, states, (steps, jnp.swapaxes(order, 0, 1)))
+    metrics = jax.vmap(functools.partial(trainer.epoch_metrics, spec))(new, loss.T, acc.T)
+    # Keys never change, so only these fields are picked.
+    kept = new.replace(step=where(active, new.step, states.step),
+                       params=where(active, new.params, states.params),
+                       opt_state=where(active, new.opt_state, states.opt_state))
+    return kept, metrics
+
+
+def _init(spec: trainer.Spec, hp: Any, seeds: jax.Array, owner: jax.Array) -> Any:
+    """Every member's state; the parameters are drawn once per distinct seed, in a loop (a
+    vmapped threefry draw compiles about twice as long)."""
+    params = jax.lax.map(functools.partial(trainer.init_params, spec), seeds)
+    return jax.vmap(functools.partial(trainer.init_state, spec))(
+        hp, jax.tree.map(lambda p: p[owner], params))
+
+
+def _evaluate(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.Array,
+              x: jax.Array, y: jax.Array) -> dict:
+    if folds:
+        x, y = x[fold], y[fold]
+    data_axis = 0 if folds else None
+    return jax.vmap(functools.partial(trainer.evaluate, spec),
+                    in_axes=(0, 0, data_axis, data_axis))(params, hp, x, y)
+
+
+def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
+    """The jitted population functions of `cfg`'s signature (its traced values unused)."""
+    spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
+                        ds.n_train, activation)
+    folds = bool(ds.folds)
+    return Population(
+        init=jax.jit(functools.partial(_init, spec)),
+        epoch=jax.jit(functools.partial(_epoch, spec, folds), donate_argnums=0),
+        evaluate=jax.jit(functools.partial(_evaluate, spec, folds)),
+        keep=jax.jit(where),
+        spec=spec)
+
+
+_CACHE: dict[tuple, Population] = {}
+
+
+def get(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
+    """`build` cached by signature and data shape: every population of a process shares it."""
+    key = (signature(cfg), ds.input_shape, ds.num_classes, ds.n_train, ds.folds, activation)
+    if key not in _CACHE:
+        _CACHE[key] = build(cfg, ds, activation)
+    return _CACHE[key]
+
+
+def padded_size(n: int) -> int:
+    """Populations are padded to a power of two, so a smaller last batch reuses the program."""
+    return 1 << (n - 1).bit_length()
+
+
+def distinct_seeds(seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct seeds, padded to a power of two so that their count rarely recompiles; for each
+    member the index of its seed in them)."""
+    distinct = list(dict.fromkeys(seeds))
+    owner = np.array([distinct.index(s) for s in seeds], np.int32)
+    distinct += distinct[-1:] * (padded_size(len(distinct)) - len(distinct))
+    return np.array(distinct, np.int32), owner
+
+
+def split_devices(size: int, devices: int) -> int:
+    """Over how many devices a population of `size` members splits: the most that take equal
+    slices (32 members on 12 cores: 8 devices of 4 members)."""
+    return max(d for d in range(1, min(size, devices) + 1) if size % d == 0)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a population's arrays live: `members` splits the member axis over the devices,
+    `everywhere` copies an array to each; both None on one device."""
+
+    members: Any = None
+    everywhere: Any = None
+
+    @classmethod
+    def of(cls, size: int) -> "Placement":
+        devices = jax.devices()
+        devices = devices[:split_devices(size, len(devices))]
+        if len(devices) < 2:
+            return cls()
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        mesh = Mesh(np.array(devices), ("members",))
+        return cls(NamedSharding(mesh, PartitionSpec("members")),
+                   NamedSharding(mesh, PartitionSpec()))
+
+    @property
+    def devices(self) -> int:
+        return 1 if self.members is None else self.members.mesh.size
+
+    def per_member(self, tree: Any) -> Any:
+        return jax.tree.map(jnp.asarray, tree) if self.members is None else jax.device_put(
+            tree, self.members)
+
+    def shared(self, tree: Any) -> Any:
+        return jax.tree.map(jnp.asarray, tree) if self.everywhere is None else jax.device_put(
+            tree, self.everywhere)
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """A population's per-member inputs, padded and placed: traced numbers, folds, seeds."""
+
+    hp: Any
+    fold: jax.Array
+    seeds: jax.Array
+    owner: jax.Array
+    size: int
+
+
+def stack(cfgs: list[Config], folds: list[int], place: Placement) -> Stacked:
+    """The members' `hparams` stacked along the member axis, padded by repeating the last."""
+    size = padded_size(len(cfgs))
+    hp_list = [hparams(c) for c in cfgs]
+    hp_list += hp_list[-1:] * (size - len(cfgs))
+    hp = jax.tree.map(lambda *xs: np.stack(xs), *hp_list)
+    seeds, owner = distinct_seeds(hp["train"]["seed"].tolist())
+    fold = np.asarray(folds + folds[-1:] * (size - len(cfgs)), np.int32)
+    return Stacked(place.per_member(hp), place.per_member(fold), place.shared(seeds),
+                   place.per_member(owner), size)

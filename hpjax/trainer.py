@@ -1,0 +1,173 @@
+"""The numeric core: pure functions of one member, `(spec, hp, state, batch...)`.
+
+`spec` (a `Spec`) is everything static about a program: the model, the step counts, and the
+static view of the config (`hpjax.hparams.static`). `hp` is the member's traced numbers by group
+(`hpjax.hparams.hparams`). The optimizer's numbers (`hp["optimizer"]`, `hp["schedule"]`) go into
+its state at `init_state` through `optax.inject_hyperparams`: each step reads them from there, so
+the logged learning rate is the state's, and a later step may change them without compiling.
+`hpjax.population` vmaps and jits these functions; a single run is a population of one.
+"""
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from hpjax.config import Config
+from hpjax.model import dropout_noise
+
+Hparams = Mapping[str, Mapping[str, jax.Array]]
+_SCHEDULE = "schedule_"  # prefix of the schedule's numbers among the optimizer's hyperparams
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The static part of one program."""
+
+    cfg: Config  # the static view: traced and per-member keys unreadable
+    model: Any  # the Flax module
+    input_shape: tuple
+    n_train: int
+    activation: Optional[int] = None  # an index that fixes the activation; None: traced
+
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.train.batch_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_train // self.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.train.epochs
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any  # optax.InjectStatefulHyperparamsState: the optimizer's numbers live here
+    dropout_key: jax.Array
+    data_key: jax.Array
+
+
+def member_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A member's (init, dropout, data-order) PRNG keys: all its randomness comes from its seed."""
+    init_key, dropout_key, data_key = jax.random.split(jax.random.key(seed), 3)
+    return init_key, dropout_key, data_key
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | float = 0.0):
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
+def _schedule(spec: Spec, numbers: Mapping[str, Any]) -> optax.Schedule:
+    own = {k[len(_SCHEDULE):]: v for k, v in numbers.items() if k.startswith(_SCHEDULE)}
+    return spec.cfg.schedule.schedule(numbers["lr"], own, steps_per_epoch=spec.steps_per_epoch,
+                                      total_steps=spec.total_steps)
+
+
+def optimizer(spec: Spec, hp: Hparams) -> optax.GradientTransformation:
+    """The schedule and optimizer of `spec`, their numbers held in the optimizer state.
+
+    `hp` gives the numbers `init` stores; `update` reads them from the state it is given.
+    """
+    numbers = {**hp["optimizer"], **{_SCHEDULE + k: v for k, v in hp.get("schedule", {}).items()}}
+
+    def factory(**n: Any) -> optax.GradientTransformation:
+        own = {k: v for k, v in n.items() if not k.startswith(_SCHEDULE)}
+        return spec.cfg.optimizer.optimizer(_schedule(spec, n), own)
+
+    factory.__signature__ = inspect.Signature(
+        [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in numbers])
+    return optax.inject_hyperparams(factory, hyperparam_dtype=jnp.float32)(**numbers)
+
+
+def learning_rate(spec: Spec, opt_state: Any) -> jax.Array:
+    """The learning rate of the last step, read from the optimizer state."""
+    return _schedule(spec, opt_state.hyperparams)(opt_state.count - 1)
+
+
+def _model_hp(spec: Spec, hp: Hparams) -> dict:
+    act = hp["activation"]
+    return {"activation": act["name"] if spec.activation is None else spec.activation,
+            "negative_slope": act["negative_slope"], "dropout": hp["model"]["dropout"]}
+
+
+def init_params(spec: Spec, seed: jax.Array) -> Any:
+    """A member's initial parameters: they depend on its seed alone (the activation of the
+    forward pass that shapes them does not matter)."""
+    dummy = jnp.zeros((1, *spec.input_shape), jnp.float32)
+    structure = {"activation": 0, "negative_slope": jnp.float32(0.01), "dropout": 0.0}
+    return spec.model.init(member_keys(seed)[0], dummy, structure)["params"]
+
+
+def init_state(spec: Spec, hp: Hparams, params: Any) -> TrainState:
+    _, dropout_key, data_key = member_keys(hp["train"]["seed"])
+    opt_state = optimizer(spec, hp).init(params)
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, dropout_key, data_key)
+
+
+def noise(spec: Spec, dropout_key: jax.Array, step: jax.Array) -> tuple:
+    """The random words of the dropout layers at optimizer step `step`."""
+    return dropout_noise(jax.random.fold_in(dropout_key, step),
+                         spec.model.dropout_shapes(spec.batch_size))
+
+
+def batches(spec: Spec, state: TrainState, n: int) -> jax.Array:
+    """The sample indices of the state's epoch: [steps_per_epoch, batch_size], shuffled."""
+    epoch = state.step // spec.steps_per_epoch
+    order = jax.random.permutation(jax.random.fold_in(state.data_key, epoch), n)
+    return order[: spec.steps_per_epoch * spec.batch_size].reshape(spec.steps_per_epoch,
+                                                                   spec.batch_size)
+
+
+def train_step(spec: Spec, hp: Hparams, x: jax.Array, y: jax.Array, state: TrainState,
+               idx: jax.Array, step_noise: tuple) -> tuple[TrainState, tuple]:
+    """One optimizer step on the samples `idx`; returns the state and (loss, accuracy)."""
+    xb, yb = x[idx], y[idx]
+
+    def loss_fn(params: Any) -> tuple:
+        logits = spec.model.apply({"params": params}, xb, _model_hp(spec, hp), step_noise)
+        return cross_entropy(logits, yb, hp["train"]["label_smoothing"]).mean(), logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = optimizer(spec, hp).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return state, (loss, jnp.mean(jnp.argmax(logits, -1) == yb))
+
+
+def epoch_metrics(spec: Spec, state: TrainState, loss: jax.Array, acc: jax.Array) -> dict:
+    """An epoch's metrics from its steps' losses and accuracies."""
+    return {"train/loss": loss.mean(), "train/accuracy": acc.mean(),
+            "lr": learning_rate(spec, state.opt_state), "finite": jnp.all(jnp.isfinite(loss))}
+
+
+def evaluate(spec: Spec, params: Any, hp: Hparams, x: jax.Array, y: jax.Array) -> dict:
+    """Mean loss and accuracy over `x`, in fixed-size batches (`train.eval_batch_size`)."""
+    n = x.shape[0]
+    ebs = min(spec.cfg.train.eval_batch_size, n)
+    nb = -(-n // ebs)
+    pad = nb * ebs - n
+    xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(nb, ebs, *x.shape[1:])
+    ys = jnp.pad(y, (0, pad)).reshape(nb, ebs)
+    ws = (jnp.arange(nb * ebs) < n).reshape(nb, ebs)
+    model_hp = _model_hp(spec, hp)
+
+    def batch(totals: tuple, xyw: tuple) -> tuple:
+        xb, yb, wb = xyw
+        logits = spec.model.apply({"params": params}, xb, model_hp)
+        loss = jnp.sum(cross_entropy(logits, yb) * wb)
+        correct = jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
+        return (totals[0] + loss, totals[1] + correct), None
+
+    (loss, correct), _ = jax.lax.scan(batch, (jnp.float32(0), jnp.float32(0)), (xs, ys, ws))
+    return {"loss": loss / n, "accuracy": correct / n}
