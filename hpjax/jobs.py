@@ -50,7 +50,7 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                 members.append(seeded)
                 folds.append(f)
                 owners.append(i)
-                if output_dirs:
+                if output_dirs and all(output_dirs):
                     dirs.append(checkpoint_dir(output_dirs[i], r * cfg.data.cv_folds + f,
                                                members_per_trial(cfg)))
     report = on_progress and (lambda r: on_progress(dataclasses.replace(

@@ -1,4 +1,5 @@
-"""Schedule values at chosen steps and the optimizer table, all with traced hyperparameters."""
+"""The optimizer and schedule schemas' Optax code: schedule values at chosen steps, every
+optimizer on a parabola, all with traced numbers."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +8,10 @@ import optax
 import pytest
 
 from conftest import compose_config
-from hpjax.config import OPTIMIZERS
-from hpjax.hparams import hparams
-from hpjax.optim import make_optimizer, make_schedule
+from hpjax.cli import CONF_DIR
+from hpjax.hparams import hparams, static
+
+OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))
 
 STEPS_PER_EPOCH, TOTAL = 10, 100
 
@@ -19,7 +21,8 @@ def schedule_values(overrides, steps):
 
     @jax.jit
     def values(hp):
-        s = make_schedule(cfg.schedule, hp, steps_per_epoch=STEPS_PER_EPOCH, total_steps=TOTAL)
+        s = static(cfg).schedule.schedule(hp["optimizer"]["lr"], hp.get("schedule", {}),
+                                          steps_per_epoch=STEPS_PER_EPOCH, total_steps=TOTAL)
         return jnp.stack([s(t) for t in steps])
 
     return np.asarray(values(hparams(cfg)))
@@ -58,7 +61,8 @@ def test_every_optimizer_descends_a_quadratic(name):
 
     @jax.jit
     def fit(hp):
-        tx = make_optimizer(cfg.optimizer, hp, optax.constant_schedule(hp["lr"]))
+        n = hp["optimizer"]
+        tx = static(cfg).optimizer.optimizer(optax.constant_schedule(n["lr"]), n)
         params = {"w": jnp.zeros((2, 2))}
         loss = lambda p: jnp.sum((p["w"] - target) ** 2)
 
@@ -76,8 +80,8 @@ def test_every_optimizer_descends_a_quadratic(name):
 def test_weight_decay_spares_biases_and_clipping_caps_the_update():
     cfg = compose_config(["optimizer=sgd", "optimizer.lr=1.0", "optimizer.weight_decay=0.5",
                           "optimizer.clip_norm=1.0"])
-    hp = hparams(cfg)
-    tx = make_optimizer(cfg.optimizer, hp, optax.constant_schedule(hp["lr"]))
+    n = hparams(cfg)["optimizer"]
+    tx = static(cfg).optimizer.optimizer(optax.constant_schedule(n["lr"]), n)
     params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
     zero_grads = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero_grads, tx.init(params), params)

@@ -1,17 +1,26 @@
-"""Training one configuration: accuracy reached, determinism, compile reuse, divergence."""
+"""Training one configuration: accuracy reached, determinism, compile reuse, divergence, the
+optimizer's numbers in its state."""
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import FAST, compose_config
-from hpjax import engine, train
-from hpjax.config import ACTIVATIONS, OPTIMIZERS
+from hpjax import data as data_lib
+from hpjax import jobs, population, trainer
+from hpjax.cli import CONF_DIR
+from hpjax.compile import CompileStats
+from hpjax.config import ACTIVATIONS
+from hpjax.hparams import hparams
+
+OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))
 
 
 def run(overrides=(), output_dir=None):
-    return engine.run(compose_config(FAST + list(overrides)), output_dir)
+    return jobs.run(compose_config(FAST + list(overrides)), output_dir)
 
 
 def read_metrics(path):
@@ -19,7 +28,7 @@ def read_metrics(path):
 
 
 def test_default_config_reaches_95_percent_test_accuracy(tmp_path):
-    result = engine.run(compose_config(), str(tmp_path))
+    result = jobs.run(compose_config(), str(tmp_path))
     assert result.status == "ok"
     assert result.test["test/accuracy"] >= 0.95
     assert result.objective == result.best["val/accuracy"] >= 0.95
@@ -62,13 +71,13 @@ def test_same_seed_gives_identical_metrics_and_other_seeds_differ(tmp_path):
 
 def test_new_numeric_values_compile_nothing():
     run(["optimizer.lr=1e-3", "model.dropout=0.1"])
-    before = train.CompileStats.count
+    before = CompileStats.count
     result = run(["optimizer.lr=3e-3", "model.dropout=0.3", "activation=tanh",
                   "train.seed=7", "optimizer.b1=0.8", "train.label_smoothing=0.1"])
-    assert train.CompileStats.count == before
+    assert CompileStats.count == before
     assert result.status == "ok"
     run(["model.width=64"])  # a new shape does compile
-    assert train.CompileStats.count > before
+    assert CompileStats.count > before
 
 
 def test_diverging_learning_rate_is_reported_not_raised(tmp_path):
@@ -140,37 +149,36 @@ def test_dropout_drops_the_rounded_rate_and_keeps_the_mean(rate, dropped):
     assert rate == 0 or not np.array_equal(out, other)  # a new key, a new mask
 
 
-def test_population_draws_init_and_dropout_noise_once_per_seed_with_the_same_numbers():
-    import jax
-    import jax.numpy as jnp
-
-    from hpjax import data as data_lib
-    from hpjax.hparams import hparams
-
-    seeds, owner = engine.distinct_seeds([0, 1, 0, 1, 7])
-    assert seeds.tolist() == [0, 1, 7, 7] and owner.tolist() == [0, 1, 0, 1, 2]
-    cfgs = [compose_config([*FAST, f"train.seed={s}", f"model.dropout={d}"])
-            for s, d in ((0, 0.1), (1, 0.3), (0, 0.5), (1, 0.2))]
-    ds = data_lib.load(cfgs[0].data)
-    pop = engine.build_population(cfgs[0], ds)
-    fns = train.build_fns(cfgs[0], num_classes=ds.num_classes, input_shape=ds.input_shape,
-                          n_train=ds.n_train)
-    hp = jax.tree.map(lambda *xs: jnp.stack(xs), *[hparams(c) for c in cfgs])
-    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-    seeds, owner = map(jnp.asarray, engine.distinct_seeds([0, 1, 0, 1]))
-    # Parameters drawn once per seed and shared, against each member drawing its own.
-    shared, per_member = pop.init(hp, seeds, owner), jax.jit(jax.vmap(fns.init))(hp)
-    per_member_epoch = jax.jit(jax.vmap(fns.train_epoch, in_axes=(0, 0, None, None)))
-    for epoch in range(3):
-        # The same parameters, masks, batches and products: equal bit for bit.
-        for a, b in zip(jax.tree.leaves(shared.params), jax.tree.leaves(per_member.params),
-                        strict=True):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        if epoch == 2:
-            break
-        shared, m = pop.epoch(shared, hp, jnp.ones(4, bool), jnp.zeros(4, jnp.int32), x, y,
-                              seeds, owner)
-        per_member, m_ref = per_member_epoch(per_member, hp, x, y)
-        np.testing.assert_array_equal(m["train/loss"], m_ref["train/loss"])
-    # Members of one seed share masks, not results: other dropout rates, other numbers.
-    assert not np.allclose(m["train/loss"][0], m["train/loss"][2])
+def test_optimizer_numbers_live_in_its_state_and_a_new_lr_compiles_nothing():
+    """The logged learning rate is read from the optimizer state, and changing the state's
+    numbers changes the next update through the same compiled step."""
+    cfg = compose_config(FAST + ["optimizer=sgd", "optimizer.lr=0.1", "schedule=constant"])
+    ds = data_lib.load(cfg.data)
+    pop = population.get(cfg, ds)
+    hp = jax.tree.map(lambda v: jnp.asarray(v)[None], hparams(cfg))
+    seeds, owner = jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32)
+    state = pop.init(hp, seeds, owner)
+    assert float(state.opt_state.hyperparams["lr"][0]) == pytest.approx(0.1)
+    args = (jnp.ones(1, bool), jnp.zeros(1, jnp.int32), jnp.asarray(ds.x_train),
+            jnp.asarray(ds.y_train), seeds, owner)
+    copy = lambda s: jax.tree.map(jnp.copy, s)
+    same, m = pop.epoch(copy(state), hp, *args)
+    assert float(m["lr"][0]) == pytest.approx(0.1)
+    halved = copy(state)
+    halved = halved.replace(opt_state=halved.opt_state._replace(hyperparams={
+        **halved.opt_state.hyperparams, "lr": halved.opt_state.hyperparams["lr"] / 2}))
+    half_opt_state = jax.tree.map(lambda v: v[0], halved.opt_state)  # before it is donated
+    before = CompileStats.count
+    other, m2 = pop.epoch(halved, hp, *args)
+    assert CompileStats.count == before  # same program, new numbers from the state
+    assert float(m2["lr"][0]) == pytest.approx(0.05)
+    # One SGD step from the same parameters moves half as far at half the rate.
+    step = lambda s: trainer.train_step(pop.spec, jax.tree.map(lambda v: v[0], hp),
+                                        jnp.asarray(ds.x_train), jnp.asarray(ds.y_train), s,
+                                        jnp.arange(64), trainer.noise(pop.spec, s.dropout_key, 0))
+    first = jax.tree.map(lambda v: v[0], state)
+    full = step(first)[0].params
+    half = step(first.replace(opt_state=half_opt_state))[0].params
+    delta = lambda p: jax.tree.map(lambda a, b: a - b, p, first.params)
+    for a, b in zip(jax.tree.leaves(delta(full)), jax.tree.leaves(delta(half)), strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a) / 2, rtol=1e-4, atol=1e-7)
