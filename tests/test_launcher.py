@@ -4,6 +4,7 @@ import json
 import logging
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,51 @@ def test_a_population_split_over_two_devices_gives_the_same_trials(cli, tmp_path
         assert a["status"] == b["status"] == "ok"
         assert a["objective"] == pytest.approx(b["objective"], abs=1 / 270 + 1e-7)
         assert a["best"]["val/loss"] == pytest.approx(b["best"]["val/loss"], abs=1e-3)
+
+
+def multirun(overrides, sweep_dir):
+    """`hpjax -m <overrides>` in this process: Hydra's own multirun with hpjax's task."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hpjax.app import train_task
+    from hpjax.cli import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    hydra_ = Hydra.create_main_hydra2(task_name="hpjax", config_search_path=(
+        create_config_search_path(str(CONF_DIR))))
+    try:
+        return hydra_.multirun(config_name="config", task_function=train_task,
+                               overrides=[*overrides, f"hydra.sweep.dir={sweep_dir}"],
+                               with_log_configuration=False)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_the_vmap_path_with_hpjaxs_task_keeps_hydras_launcher_contract(tmp_path):
+    """What Hydra's LauncherTestSuite checks of a launcher, for the population path: one
+    JobReturn per job in order, with its overrides, config, job number and id, its job
+    directory with the .hydra files, and the task's return value."""
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+
+    grid = ["optimizer.lr=0.01,0.02,0.03", "activation=relu", "train.epochs=2"]
+    [returns] = multirun(grid, tmp_path / "sweep")
+    assert len(returns) == 3
+    for i, (ret, lr) in enumerate(zip(returns, ("0.01", "0.02", "0.03"), strict=True)):
+        assert ret.overrides == [f"optimizer.lr={lr}", "activation=relu", "train.epochs=2"]
+        assert ret.cfg.optimizer.lr == float(lr) and "hydra" not in ret.cfg
+        assert ret.hydra_cfg.hydra.job.num == i and ret.hydra_cfg.hydra.job.id is not None
+        job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        assert job_dir == tmp_path / "sweep" / str(i)
+        assert OmegaConf.load(job_dir / ".hydra" / "overrides.yaml") == ret.overrides
+        assert OmegaConf.load(job_dir / ".hydra" / "config.yaml") == ret.cfg
+        assert (job_dir / ".hydra" / "hydra.yaml").exists()
+        result = json.loads((tmp_path / "sweep" / str(i) / "result.json").read_text())
+        assert result["launcher"] == "vmap" and ret.return_value == result["objective"]
+    # one population: its compile time is shared equally by its members
+    assert len({json.loads((tmp_path / "sweep" / str(i) / "result.json").read_text())[
+        "compile_time_s"] for i in range(3)}) == 1
+    with pytest.raises(ConfigCompositionException):
+        multirun(["optimizer.lrr=1,2"], tmp_path / "bad")

@@ -115,10 +115,12 @@ def test_logged_learning_rate_follows_the_schedule(tmp_path):
 
 
 def test_cnn_and_normalised_mlp_train(tmp_path):
-    cnn = run(["model=cnn"], str(tmp_path))
+    # A small CNN: convolutions are slow to run without XLA's optimizations (conftest).
+    cnn = run(["model=cnn", "model.channels=[8,16]", "model.width=32", "optimizer.lr=1e-2"],
+              str(tmp_path))
     assert cnn.status == "ok" and cnn.best["val/accuracy"] > 0.8
-    # conv 3*3*1*32+32, conv 3*3*32*64+64, pool 8->4->2, dense 2*2*64*128+128, head 128*10+10
-    assert cnn.num_params == 320 + 18_496 + 32_896 + 1_290
+    # conv 3*3*1*8+8, conv 3*3*8*16+16, pool 8->4->2, dense 2*2*16*32+32, head 32*10+10
+    assert cnn.num_params == 80 + 1_168 + 2_080 + 330
     layer = run(["model.norm=layer", "model.width=[64,32]"])
     assert layer.status == "ok" and layer.best["val/accuracy"] > 0.6
     assert layer.num_params == (64 * 64 + 64 + 128) + (64 * 32 + 32 + 64) + (32 * 10 + 10)
