@@ -10,10 +10,10 @@ import jax.numpy as jnp
 from hydra import compose, initialize_config_dir
 
 from hpjax import data as data_lib
+from hpjax import trainer
 from hpjax.cli import CONF_DIR, register
 from hpjax.config import ACTIVATIONS, to_config
-from hpjax.hparams import hparams
-from hpjax.train import build_fns
+from hpjax.hparams import hparams, static
 
 EPOCHS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 
@@ -25,18 +25,24 @@ with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         (1e-4, 3e-4, 1e-3, 3e-3), (0, 0.1, 0.3, 0.5), (0, 1))]
 ds = data_lib.load(cfgs[0].data)
 # Every trial uses relu: a hand-written script compiles just that one activation.
-fns = build_fns(cfgs[0], num_classes=ds.num_classes, input_shape=ds.input_shape,
-                n_train=len(ds.x_train), activation=ACTIVATIONS.index("relu"))
+spec = trainer.Spec(static(cfgs[0]), cfgs[0].model.module(ds.num_classes), ds.input_shape,
+                    ds.n_train, activation=ACTIVATIONS.index("relu"))
 hp = jax.tree.map(lambda *xs: jnp.stack(xs), *[hparams(c) for c in cfgs])
 x, y, xv, yv = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))
 
 
 def train(hp):
-    def epoch(state, _):
-        state, m = fns.train_epoch(state, hp, x, y)
-        return state, (m["train/loss"], fns.evaluate(state.params, hp, xv, yv)["accuracy"])
+    state = trainer.init_state(spec, hp, trainer.init_params(spec, hp["train"]["seed"]))
 
-    return jax.lax.scan(epoch, fns.init(hp), None, length=EPOCHS)[1]
+    def epoch(state, _):
+        def step(s, idx):
+            return trainer.train_step(spec, hp, x, y, s, idx,
+                                      trainer.noise(spec, s.dropout_key, s.step))
+
+        state, (loss, _) = jax.lax.scan(step, state, trainer.batches(spec, state, x.shape[0]))
+        return state, (loss.mean(), trainer.evaluate(spec, state.params, hp, xv, yv)["accuracy"])
+
+    return jax.lax.scan(epoch, state, None, length=EPOCHS)[1]
 
 
 t0 = time.perf_counter()

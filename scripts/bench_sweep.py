@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpjax.app import use_cpu_cores
+from hpjax.compile import use_cpu_cores
 
 use_cpu_cores()  # as the `hpjax` command does: one JAX device per core (HPJAX_CPU_DEVICES=1: one)
 
@@ -122,9 +122,10 @@ def main() -> None:
 
     from hydra import compose, initialize_config_dir
 
-    from hpjax import engine, train
     from hpjax.cli import CONF_DIR, register
+    from hpjax.compile import CompileStats
     from hpjax.config import to_config
+    from hpjax.loop import train_population
 
     register()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
@@ -152,13 +153,13 @@ def main() -> None:
     single = None
     for size in (int(s) for s in args.sizes.split(",")):
         cfgs = grid(size)
-        c0, t0 = train.CompileStats.seconds, time.perf_counter()
-        engine.train_population(cfgs, launcher="vmap")
-        first, compile_s = time.perf_counter() - t0, train.CompileStats.seconds - c0
+        c0, t0 = CompileStats.seconds, time.perf_counter()
+        train_population(cfgs, launcher="vmap")
+        first, compile_s = time.perf_counter() - t0, CompileStats.seconds - c0
         runs = []
         for _ in range(2):
             t0 = time.perf_counter()
-            engine.train_population(cfgs, launcher="vmap")
+            train_population(cfgs, launcher="vmap")
             runs.append(time.perf_counter() - t0)
         run = min(runs)
         rate = (training_gflop(size, args.epochs) + evaluation_gflop(size, args.epochs)) / run

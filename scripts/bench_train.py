@@ -16,10 +16,11 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from hpjax import data as data_lib
-from hpjax import train
+from hpjax import trainer
 from hpjax.cli import CONF_DIR, register
+from hpjax.compile import CompileStats
 from hpjax.config import to_config
-from hpjax.hparams import hparams
+from hpjax.hparams import hparams, static
 
 
 def best_of(fn, repeats):
@@ -36,21 +37,35 @@ def main(overrides):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = to_config(compose("config", overrides=overrides))
     ds = data_lib.load(cfg.data)
-    fns = train.build_fns(cfg, num_classes=ds.num_classes, input_shape=ds.input_shape,
-                          n_train=len(ds.x_train))
-    init, train_epoch = jax.jit(fns.init), jax.jit(fns.train_epoch)
+    spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
+                        ds.n_train)
+
+    @jax.jit
+    def init(hp):
+        return trainer.init_state(spec, hp, trainer.init_params(spec, hp["train"]["seed"]))
+
+    @jax.jit
+    def train_epoch(state, hp, x, y):
+        def step(s, idx):
+            return trainer.train_step(spec, hp, x, y, s, idx,
+                                      trainer.noise(spec, s.dropout_key, s.step))
+
+        return jax.lax.scan(step, state, trainer.batches(spec, state, x.shape[0]))
+
     hp = hparams(cfg)
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
-    steps, bs = fns.steps_per_epoch, cfg.train.batch_size
+    steps, bs = spec.steps_per_epoch, cfg.train.batch_size
 
-    c0 = train.CompileStats.seconds
+    CompileStats.install()
+    c0 = CompileStats.seconds
     state = init(hp)
     jax.block_until_ready(train_epoch(state, hp, x, y))
-    compile_s = train.CompileStats.seconds - c0
+    compile_s = CompileStats.seconds - c0
     epoch_s = best_of(lambda: train_epoch(state, hp, x, y), repeats=20)
 
     # The naive loop: host-side shuffle and slicing, one jitted step call per batch.
-    step = jax.jit(lambda s, hp, xb, yb: fns.train_step(hp, xb, yb, s, jnp.arange(bs)))
+    step = jax.jit(lambda s, hp, xb, yb: trainer.train_step(
+        spec, hp, xb, yb, s, jnp.arange(bs), trainer.noise(spec, s.dropout_key, s.step)))
     xh, yh = ds.x_train, ds.y_train
     rng = np.random.default_rng(0)
 
