@@ -1,7 +1,7 @@
 """The public entry points that are not a module's own: composing a config in Python."""
 
-from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from hpjax.config import Config, to_config
 

@@ -86,24 +86,24 @@ def test_the_static_view_refuses_traced_and_per_member_keys_by_name():
     assert (view.optimizer.name, view.train.epochs, view.model.widths) == ("adamw", 30,
                                                                           (128, 128))
     with pytest.raises(StaticConfigError) as e:
-        view.optimizer.lr
+        _ = view.optimizer.lr
     assert str(e.value) == (
         "optimizer.lr is traced: the members of one program may differ in it, so the static "
         "config that builds the program does not hold it; read it from the traced "
         "hp['optimizer']['lr']")
     with pytest.raises(StaticConfigError, match=r"^model\.dropout is traced"):
-        view.model.dropout
+        _ = view.model.dropout
     with pytest.raises(StaticConfigError, match=r"^train\.checkpoint_every is per member: .* "
                                                 r"read it from each member's own config"):
-        view.train.checkpoint_every
+        _ = view.train.checkpoint_every
     with pytest.raises(StaticConfigError, match=r"^objective\.metric is per member"):
-        view.objective.metric
+        _ = view.objective.metric
     with pytest.raises(StaticConfigError, match=r"^train\.early_stopping is per member"):
-        view.train.early_stopping
+        _ = view.train.early_stopping
     # an unset Optional traced key is structure: readable as None; a set one is not
     assert static(compose_config(["optimizer.clip_norm=null"])).optimizer.clip_norm is None
     with pytest.raises(StaticConfigError, match=r"^optimizer\.clip_norm is traced"):
-        view.optimizer.clip_norm
+        _ = view.optimizer.clip_norm
 
 
 def test_every_choice_comes_from_one_registry_and_every_yaml_extends_it():

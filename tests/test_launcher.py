@@ -1,20 +1,13 @@
 """The vmap launcher: one program per static signature, each trial as if run alone."""
 
 import json
-import logging
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
-
-from conftest import compose_config
-from hpjax.loop import train_population
 
 
 def test_discovery():

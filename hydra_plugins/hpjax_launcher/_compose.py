@@ -1,29 +1,37 @@
 """Composing a sweep's job configs once per set of config-group choices instead of once per job.
 
 Hydra composes every job of a sweep from scratch (`ConfigLoader.load_sweep_config`): it reads the
-config files again, builds the defaults list and merges it, about 0.1 s a job on a small CPU,
-and a sweeper composes each job once more to check its batch. Over a 32-trial population that is
-most of the time outside training. Jobs of a batch mostly differ in values only
+config files again, builds the defaults list and merges it, and a sweeper composes each job once
+more to check its batch: most of a population's time outside training. Jobs of a batch mostly
+differ in values only
 (`optimizer.lr=3e-4`), so `FastSweepConfigs` composes one config per distinct list of config-group
 overrides with Hydra itself and gives each job a copy with its value overrides applied by the
 function Hydra applies them with (`ConfigLoaderImpl._apply_overrides_to_config`); it then sets the
 job's `hydra.overrides.task` and `hydra.job.override_dirname` as Hydra does. Anything else (a
 `hydra.*` override, a sweep left in a job's overrides) goes to Hydra's own composition. The
 result equals Hydra's for every kind of override (tests/test_launcher.py compares them).
+
+It relies on two of Hydra's internals (`ConfigLoaderImpl._apply_overrides_to_config`,
+`get_overrides_dirname`); where they are missing, `install` leaves Hydra's composition alone.
 """
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+try:  # Hydra's internals: without them, Hydra composes every job itself
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
+except ImportError:  # pragma: no cover
+    ConfigLoaderImpl = None
 
 
 class FastSweepConfigs:
     """A drop-in `load_sweep_config(master_config, sweep_overrides)` for one config loader."""
 
-    def __init__(self, loader: ConfigLoaderImpl, compose: Callable) -> None:
+    def __init__(self, loader: Any, compose: Callable) -> None:
         self.loader, self.compose = loader, compose  # compose: Hydra's own load_sweep_config
         self.parser = OverridesParser.create()
         self._templates: dict[tuple, DictConfig] = {}
@@ -54,9 +62,10 @@ class FastSweepConfigs:
         return cfg
 
 
-def install(config_loader: ConfigLoaderImpl) -> None:
+def install(config_loader: Any) -> None:
     """Makes `config_loader.load_sweep_config` (the sweeper's and the launcher's) compose fast."""
-    if isinstance(config_loader, ConfigLoaderImpl) and not isinstance(
-            config_loader.__dict__.get("load_sweep_config"), FastSweepConfigs):
+    if ConfigLoaderImpl is None or not isinstance(config_loader, ConfigLoaderImpl):
+        return
+    if not isinstance(config_loader.__dict__.get("load_sweep_config"), FastSweepConfigs):
         config_loader.load_sweep_config = FastSweepConfigs(config_loader,
                                                            config_loader.load_sweep_config)
