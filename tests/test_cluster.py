@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+from omegaconf import OmegaConf
 
 from conftest import run_cli
 
@@ -90,6 +91,9 @@ def test_a_sweep_through_slurm_gives_the_local_results(slurm, tmp_path):
 
     assert slurm_jobs("slurm_population") == 1  # the 4 trials trained as one SLURM job
     assert slurm_jobs("slurm_per_trial") == slurm_jobs("submitit_slurm") == 4
+    hydra_yaml = OmegaConf.load(tmp_path / "slurm_population" / "0" / ".hydra" / "hydra.yaml")
+    assert hydra_yaml.hydra.launcher._target_ == \
+        "hydra_plugins.hpjax_submitit.launcher.HpjaxSlurmLauncher"
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
