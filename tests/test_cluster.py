@@ -201,6 +201,10 @@ def test_three_workers_on_postgres_run_exactly_n_trials(postgres, tmp_path):
         return [t.number for t in trials
                 if t.state.name == "RUNNING" and str(t.number) in launched[-1:]]
 
+    # Opening a storage stamps Optuna's schema version into a database that has none yet (even
+    # with skip_table_creation): the first reader waits until every worker has opened the study.
+    _wait_for(lambda: all(f"study {study_name!r} in" in log.read_text() for log in logs), 180,
+              "the workers to open the study")
     # kill a worker while it trains: its trial stops reporting, another worker runs it again
     _wait_for(running_in_worker0, 180, "a trial of worker 0")
     killed = running_in_worker0()
