@@ -17,7 +17,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hpjax.search import parse_objectives
+from hpjax.results import parse_objectives
 
 log = logging.getLogger("hpjax")
 

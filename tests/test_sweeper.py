@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from conftest import compose_config, run_cli
 from hpjax.cli import CONF_DIR
-from hpjax.search import make_sampler, parse
+from hydra_plugins.hpjax_sweeper._search import make_sampler, parse
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -35,6 +35,35 @@ def test_discovery():
               "hydra.sweeper.batch_size=2"])])
 class TestHpjaxSweeperBatches(BatchedSweeperTestSuite):
     """Hydra's own suite: a 6-point grid in 3 batches of 2, in the basic sweeper's order."""
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons", "unset_version_base")
+@pytest.mark.parametrize("direction, best", [("max", 300), ("min", 100)])
+def test_direction_min_or_max_sets_the_study_direction(hydra_sweep_runner, tmp_path, direction,
+                                                       best):
+    sweep = hydra_sweep_runner(
+        calling_file=None, calling_module="hydra.test_utils.a_module",
+        task_function=lambda cfg: cfg.bar, config_path="configs", config_name="compose.yaml",
+        overrides=["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=grid",
+                   "hydra.sweeper.n_trials=null", f"hydra.sweeper.direction={direction}",
+                   "bar=100,200,300"], temp_dir=tmp_path)
+    with sweep:
+        study = optuna.load_study(study_name="hpjax", storage=f"sqlite:///{tmp_path}/study.db")
+        assert [d.name for d in study.directions] == [f"{direction.upper()}IMIZE"]
+        assert study.best_value == best
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons", "unset_version_base")
+def test_a_bad_direction_names_the_key_and_the_values(hydra_sweep_runner, tmp_path):
+    sweep = hydra_sweep_runner(
+        calling_file=None, calling_module="hydra.test_utils.a_module",
+        task_function=lambda cfg: cfg.bar, config_path="configs", config_name="compose.yaml",
+        overrides=["hydra/sweeper=hpjax", "hydra.sweeper.direction=maximize", "bar=1,2"],
+        temp_dir=tmp_path)
+    with pytest.raises(Exception, match=re.escape(
+            "hydra.sweeper.direction='maximize': must be min or max")):
+        with sweep:
+            pass
 
 
 def read_summary(sweep):
