@@ -5,7 +5,6 @@ be rebuilt at any time: `python -m hpjax.report <sweep_dir>`.
 """
 
 import csv
-import json
 import logging
 import math
 import sys
@@ -17,7 +16,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hpjax.results import Result, parse_objectives
+from hpjax.results import Result, better, parse_objectives
 
 log = logging.getLogger("hpjax")
 
@@ -205,21 +204,24 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
 
 
 class SweepReport(Callback):
-    """Logs progress as jobs end and writes the sweep's report when the multirun ends."""
+    """Logs progress as jobs end and writes the sweep's report when the multirun ends.
+
+    Under hpjax's sweeper, which logs one progress line per batch from its study, the jobs log
+    none: one line per batch, one place that knows the best trial."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        self._per_job = not sweeper.startswith("hydra_plugins.hpjax_sweeper.")
         self._start, self._done, self._best = time.perf_counter(), 0, None
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if not hasattr(self, "_start"):  # a single run: nothing to report
+        if not getattr(self, "_per_job", False):  # a single run, or hpjax's sweeper
             return
         self._done += 1
-        result_file = Path(config.hydra.runtime.output_dir) / "result.json"
-        result = json.loads(result_file.read_text()) if result_file.exists() else {}
-        value, mode = result.get("objective"), result.get("objective_mode", "min")
-        if value is not None and (self._best is None or (
-                value > self._best[0] if mode == "max" else value < self._best[0])):
-            self._best = (value, config.hydra.job.num, result.get("objective_metric"))
+        result = Result.read(config.hydra.runtime.output_dir)
+        if result is not None and result.ok and (self._best is None or better(
+                result.objective, self._best[0], result.objective_mode)):
+            self._best = (result.objective, config.hydra.job.num, result.objective_metric)
         best = (f"best {self._best[2]} {self._best[0]:.4f} (trial {self._best[1]})"
                 if self._best else "no finished trial yet")
         log.info("[sweep] %d trials done, %s, %.1f s elapsed", self._done, best,

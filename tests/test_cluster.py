@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+from omegaconf import OmegaConf
 
 from conftest import run_cli
 
@@ -90,6 +91,9 @@ def test_a_sweep_through_slurm_gives_the_local_results(slurm, tmp_path):
 
     assert slurm_jobs("slurm_population") == 1  # the 4 trials trained as one SLURM job
     assert slurm_jobs("slurm_per_trial") == slurm_jobs("submitit_slurm") == 4
+    hydra_yaml = OmegaConf.load(tmp_path / "slurm_population" / "0" / ".hydra" / "hydra.yaml")
+    assert hydra_yaml.hydra.launcher._target_ == \
+        "hydra_plugins.hpjax_submitit.launcher.HpjaxSlurmLauncher"
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:
@@ -197,6 +201,10 @@ def test_three_workers_on_postgres_run_exactly_n_trials(postgres, tmp_path):
         return [t.number for t in trials
                 if t.state.name == "RUNNING" and str(t.number) in launched[-1:]]
 
+    # Opening a storage stamps Optuna's schema version into a database that has none yet (even
+    # with skip_table_creation): the first reader waits until every worker has opened the study.
+    _wait_for(lambda: all(f"study {study_name!r} in" in log.read_text() for log in logs), 180,
+              "the workers to open the study")
     # kill a worker while it trains: its trial stops reporting, another worker runs it again
     _wait_for(running_in_worker0, 180, "a trial of worker 0")
     killed = running_in_worker0()

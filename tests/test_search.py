@@ -6,7 +6,7 @@ import numpy as np
 import optuna
 import pytest
 
-from hpjax.search import SearchSpaceError, make_sampler, parse
+from hydra_plugins.hpjax_sweeper._search import SearchSpaceError, make_sampler, parse
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

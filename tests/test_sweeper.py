@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -17,9 +18,11 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite
 from omegaconf import OmegaConf
 
+import hpjax
 from conftest import compose_config, run_cli
 from hpjax.cli import CONF_DIR
-from hpjax.search import make_sampler, parse
+from hpjax.report import SweepReport
+from hydra_plugins.hpjax_sweeper._search import make_sampler, parse
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -35,6 +38,59 @@ def test_discovery():
               "hydra.sweeper.batch_size=2"])])
 class TestHpjaxSweeperBatches(BatchedSweeperTestSuite):
     """Hydra's own suite: a 6-point grid in 3 batches of 2, in the basic sweeper's order."""
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons", "unset_version_base")
+@pytest.mark.parametrize("direction, best", [("max", 300), ("min", 100)])
+def test_direction_min_or_max_sets_the_study_direction(hydra_sweep_runner, tmp_path, direction,
+                                                       best):
+    sweep = hydra_sweep_runner(
+        calling_file=None, calling_module="hydra.test_utils.a_module",
+        task_function=lambda cfg: cfg.bar, config_path="configs", config_name="compose.yaml",
+        overrides=["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=grid",
+                   "hydra.sweeper.n_trials=null", f"hydra.sweeper.direction={direction}",
+                   "bar=100,200,300"], temp_dir=tmp_path)
+    with sweep:
+        study = optuna.load_study(study_name="hpjax", storage=f"sqlite:///{tmp_path}/study.db")
+        assert [d.name for d in study.directions] == [f"{direction.upper()}IMIZE"]
+        assert study.best_value == best
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons", "unset_version_base")
+def test_a_bad_direction_names_the_key_and_the_values(hydra_sweep_runner, tmp_path):
+    sweep = hydra_sweep_runner(
+        calling_file=None, calling_module="hydra.test_utils.a_module",
+        task_function=lambda cfg: cfg.bar, config_path="configs", config_name="compose.yaml",
+        overrides=["hydra/sweeper=hpjax", "hydra.sweeper.direction=maximize", "bar=1,2"],
+        temp_dir=tmp_path)
+    with pytest.raises(Exception, match=re.escape(
+            "hydra.sweeper.direction='maximize': must be min or max")):
+        with sweep:
+            pass
+
+
+@pytest.mark.parametrize("sweeper, lines", [
+    ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper", 3),
+    ("hydra_plugins.hpjax_sweeper.sweeper.HpjaxSweeper", 0)])
+def test_sweep_report_logs_per_job_only_where_the_sweeper_does_not(tmp_path, caplog, sweeper,
+                                                                     lines):
+    """Under Hydra's basic sweeper each job logs the sweep's progress; hpjax's sweeper logs it
+    once per batch itself."""
+    report = SweepReport()
+    report.on_multirun_start(OmegaConf.create({"hydra": {"sweeper": {"_target_": sweeper}}}))
+    with caplog.at_level(logging.INFO, logger="hpjax"):
+        for num, accuracy in enumerate([0.5, 0.9, None]):
+            (tmp_path / str(num)).mkdir()
+            if accuracy is not None:  # the last job left no result.json
+                hpjax.Result(status="ok", objective=accuracy, objective_metric="val/accuracy",
+                             objective_mode="max").write(tmp_path / str(num))
+            report.on_job_end(OmegaConf.create({"hydra": {
+                "runtime": {"output_dir": str(tmp_path / str(num))}, "job": {"num": num}}}),
+                job_return=None)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[sweep]")]
+    assert len(progress) == lines
+    if lines:
+        assert progress[-1].startswith("[sweep] 3 trials done, best val/accuracy 0.9000 (trial 1)")
 
 
 def read_summary(sweep):
@@ -70,7 +126,10 @@ def test_random_sweep_writes_jobs_summary_and_a_reproducible_best(cli, tmp_path)
     assert len(trials_in(sweep, optuna.trial.TrialState.COMPLETE)) == 8
     best = min(rows, key=lambda r: int(r["rank"]))
     assert float(best["objective"]) == max(float(r["objective"]) for r in rows)
-    assert "[study] 8/8 trials finished, best val/accuracy" in out.stderr + out.stdout
+    log = out.stderr + out.stdout
+    assert "[study] 8/8 trials finished, best val/accuracy" in log
+    # one progress line per batch of 4, from the study; none per job
+    assert log.count("[study] ") == 2 and "[sweep] " not in log
     assert "8 trials, ranked by val/accuracy" in out.stdout
 
     rerun = cli("--config-dir", str(sweep), "--config-name", "best", "hydra.run.dir=rerun")

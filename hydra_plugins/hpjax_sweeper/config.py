@@ -25,7 +25,8 @@ class HpjaxSweeperConf:
     # Several objectives as metric:min or metric:max (e.g. [val/accuracy:max, num_params:min]),
     # read from each trial's result.json; empty: the task's return value, in objective.mode
     objectives: list[str] = field(default_factory=list)
-    # Direction of a single objective when the app has no objective.mode: minimize or maximize
+    # Direction of a single objective, min or max (as objective.mode); null: the app's
+    # objective.mode (min when it has none)
     direction: Optional[str] = None
     # Mark trials left running by a killed sweep as failed when it resumes (one driver per study)
     fail_stale_trials: bool = True

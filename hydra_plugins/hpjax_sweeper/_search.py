@@ -12,7 +12,6 @@
 
 import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -130,18 +129,6 @@ def parse(overrides: list[str]) -> SearchSpace:
     return SearchSpace(tuple(items.values()))
 
 
-def parse_objectives(objectives: Sequence[str]) -> dict[str, str]:
-    """`["val/accuracy:max", "num_params:min"]` -> {"val/accuracy": "max", "num_params": "min"}."""
-    parsed = {}
-    for item in objectives:
-        metric, _, mode = str(item).rpartition(":")
-        if not metric or mode not in ("min", "max"):
-            raise ValueError(f"hydra.sweeper.objectives: {item!r} must be metric:min or "
-                             f"metric:max, e.g. [val/accuracy:max, num_params:min]")
-        parsed[metric] = mode
-    return parsed
-
-
 def make_sampler(algorithm: str, *, seed: int, n_objectives: int = 1, batch_size: int = 1):
     """The Optuna sampler behind each algorithm (grid enqueues its points over a random sampler).
 
@@ -176,5 +163,4 @@ def make_sampler(algorithm: str, *, seed: int, n_objectives: int = 1, batch_size
                            f"{', '.join(ALGORITHMS)}")
 
 
-__all__ = ["ALGORITHMS", "Param", "SearchSpace", "SearchSpaceError", "make_sampler", "parse",
-           "parse_objectives"]
+__all__ = ["ALGORITHMS", "Param", "SearchSpace", "SearchSpaceError", "make_sampler", "parse"]

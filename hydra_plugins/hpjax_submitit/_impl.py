@@ -1,0 +1,255 @@
+"""`hydra/launcher=hpjax_slurm` and `hpjax_submitit_local`: Hydra's submitit launchers, with
+populations and retries.
+
+With `vectorize=true` (the default) and hpjax's task, a batch is split by static signature and
+size, as the vmap launcher splits it, and each chunk is one submitit job that trains its trials as
+one population; otherwise each trial is one job, run by upstream's `BaseSubmititLauncher.__call__`.
+Either way every trial gets its own job directory. A job that ends without a result (cancelled,
+killed, its node lost) is submitted again, up to `max_retries` times, into the same job
+directories: with `train.checkpoint_every` its trials continue from their last checkpoint. A trial
+that still has none fails under Hydra, and the sweep goes on.
+
+The driver asks SLURM about all its pending jobs in one `squeue` call per poll. A query that fails
+says nothing: its jobs count as running, since submitting a job again while the first may still run
+would train its trials twice into the same directories.
+"""
+
+import logging
+import os
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import OmegaConf
+
+log = logging.getLogger(__name__)
+
+Unit = list[tuple[int, list]]  # the (job number, overrides) that one submitit job runs
+# A job's outcome: its JobReturns, or why it has none
+Outcome = Union[list[JobReturn], str]
+
+# SLURM states of a job that will not write a result any more
+_ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
+          "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
+_QUERY_TIMEOUT_S = 60
+
+
+class SlurmQueryError(RuntimeError):
+    """SLURM could not be asked, or its answer did not parse: nothing is known about the jobs."""
+
+
+def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
+    """{job id: state} of the jobs SLURM knows, from one `squeue` call for all of them (no
+    accounting database needed, unlike `sacct`); a job missing from the answer is one SLURM no
+    longer knows (it keeps an ended job for `MinJobAge` seconds)."""
+    cmd = ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T",
+           f"--jobs={','.join(job_ids)}"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=_QUERY_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise SlurmQueryError(repr(e)) from None
+    if out.returncode != 0:
+        if "Invalid job id specified" in out.stderr:  # squeue's answer for one unknown id
+            return {}
+        raise SlurmQueryError(f"squeue exited with {out.returncode}: {out.stderr.strip()[:300]}")
+    states = {}
+    for line in filter(str.strip, out.stdout.splitlines()):
+        job_id, _, state = line.strip().partition("|")
+        if not re.fullmatch(r"[\w.\[\]-]+", job_id) or not re.fullmatch(r"[A-Z_]+", state):
+            raise SlurmQueryError(f"squeue printed {line!r}, not 'job id|STATE'")
+        states[job_id] = state
+    return states
+
+
+class JobWatch:
+    """Tells which submitted jobs ended, with their results or without (and why).
+
+    A SLURM job without a result ends only when SLURM says so (an ended state, or an id it no
+    longer knows) and the result pickle is still missing `grace_s` later (it may be on its way to
+    the disk); a failed query ends nothing.
+    """
+
+    def __init__(self, slurm: bool, grace_s: float) -> None:
+        self.slurm, self.grace_s = slurm, grace_s
+        self.ended_at: dict[str, float] = {}  # job id -> when SLURM first said it ended
+        self.failures = 0  # failed SLURM queries in a row
+
+    def poll(self, pending: dict[int, Any]) -> dict[int, Outcome]:
+        """The outcomes of the jobs in `pending` (key -> submitit job) that ended."""
+        outcomes, waiting = {}, {}
+        for key, job in pending.items():
+            if job.paths.result_pickle.exists() or (not self.slurm and job.done()):
+                outcomes[key] = _results(job)
+            else:
+                waiting[key] = job
+        if not (self.slurm and waiting):
+            return outcomes
+        states = self._query([job.job_id for job in waiting.values()])
+        if states is None:
+            return outcomes
+        now = time.monotonic()
+        for key, job in waiting.items():
+            state = states.get(job.job_id)  # None: SLURM no longer knows the job
+            if state is not None and state not in _ENDED:
+                continue
+            ended_at = self.ended_at.setdefault(job.job_id, now)
+            if now - ended_at >= self.grace_s and not job.paths.result_pickle.exists():
+                outcomes[key] = f"SLURM state {state or 'unknown: the job is gone'}"
+        return outcomes
+
+    def _query(self, job_ids: list[str]) -> Any:
+        try:
+            states = slurm_states(job_ids)
+        except SlurmQueryError as e:
+            self.failures += 1
+            if self.failures == 1 or self.failures % 30 == 0:
+                log.warning("SLURM query failed (%d in a row): %s; its %d jobs count as still "
+                            "running", self.failures, e, len(job_ids))
+            return None
+        self.failures = 0
+        return states
+
+
+def _results(job: Any) -> Outcome:
+    try:
+        return job.results()[0]
+    except Exception as e:  # noqa: BLE001  (killed, cancelled: no result written)
+        return repr(e).splitlines()[0][:300]
+
+
+def _failed(overrides: list, why: str) -> JobReturn:
+    ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
+    ret._return_value = RuntimeError(f"the job ended without a result: {why}")
+    return ret
+
+
+class HpjaxSubmititImpl(BaseSubmititLauncher):
+    """Upstream's launcher, submitting units (populations) and watching them for retries."""
+
+    def __init__(self, vectorize: bool = True, max_population: int = 64,
+                 memory_budget_mb: Any = 4096, max_retries: int = 2, poll_s: float = 1.0,
+                 **params: Any) -> None:
+        super().__init__(**params)
+        self.vectorize, self.max_retries, self.poll_s = vectorize, max_retries, poll_s
+        self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
+
+    def _populations(self) -> bool:
+        """Whether jobs train as populations: hpjax's task (known by its marker), vectorized."""
+        return bool(self.vectorize and getattr(self.task_function, "hpjax_task", False))
+
+    def _vmap(self) -> Any:
+        """The vmap launcher's implementation, which composes, plans and trains populations."""
+        from hydra_plugins.hpjax_launcher._impl import VmapLauncherImpl
+
+        assert self.config is not None
+        impl = VmapLauncherImpl(self.max_population, self.memory_budget_mb)
+        impl.setup(hydra_context=self.hydra_context, task_function=self.task_function,
+                   config=self.config)
+        choice = self.config.hydra.runtime.choices.get("hydra/launcher") or self._EXECUTOR
+        impl.name = f"{choice} (population)"  # result.json's launcher
+        return impl
+
+    # -- in the submitted job ------------------------------------------------------------------
+    def __call__(self, unit: Unit, singleton_state: dict) -> list[JobReturn]:
+        """Runs one unit: a population through the vmap launcher, or its jobs one by one as
+        upstream runs each."""
+        if self._populations():
+            Singleton.set_state(singleton_state)
+            setup_globals()
+            return self._vmap().run_jobs(unit)
+        returns = []
+        for num, overrides in unit:
+            returns.append(super().__call__(overrides, "hydra.sweep.dir", num,
+                                            f"job_id_for_{num}", singleton_state))
+        return returns
+
+    # -- in the driver -------------------------------------------------------------------------
+    def _units(self, indexed: Unit) -> list[Unit]:
+        if not self._populations():
+            return [[job] for job in indexed]
+        units = self._vmap().units(indexed)
+        log.info("%d jobs as %d submitit job%s (vectorize=true)", len(indexed), len(units),
+                 "" if len(units) == 1 else "s")
+        return units
+
+    def _executor(self) -> Any:
+        """The executor as upstream's `launch` builds it (inline there): `max_num_timeout` and
+        keys outside `BaseQueueConf` get the executor's prefix."""
+        import submitit
+
+        params = dict(self.params)
+        init = {"folder": params.pop("submitit_folder")}
+        if "max_num_timeout" in params:
+            init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
+                                      for k, v in params.items()})
+        return executor
+
+    def launch(self, job_overrides: Sequence[Sequence[str]],
+               initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None and len(job_overrides) > 0
+        log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, self.config.hydra.sweep.dir)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        indexed = [(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+        for num, overrides in indexed:
+            log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
+        units = self._units(indexed)
+        executor = self._executor()
+        state = Singleton.get_state()
+        with executor.batch():
+            jobs = [executor.submit(self, unit, state) for unit in units]
+        returns = self.wait(executor, units, jobs, state)
+        return [returns[num] for num, _ in indexed]
+
+    def wait(self, executor: Any, units: list[Unit], jobs: list,
+             state: dict) -> dict[int, JobReturn]:
+        """Every unit's JobReturns by job number, once its job ended; a job that ended without a
+        result is submitted again (`max_retries`), then its trials fail."""
+        returns: dict[int, JobReturn] = {}
+        tries = [0] * len(units)
+        pending = dict(enumerate(jobs))
+        watch = JobWatch(self._EXECUTOR == "slurm", grace_s=2 * self.poll_s)
+        while pending:
+            for u, outcome in watch.poll(pending).items():
+                job = pending.pop(u)
+                if isinstance(outcome, list):
+                    returns.update({num: ret for (num, _), ret in zip(units[u], outcome,
+                                                                      strict=True)})
+                    continue
+                nums = [num for num, _ in units[u]]
+                if tries[u] < self.max_retries:
+                    tries[u] += 1
+                    log.warning("submitit job %s (trials %s) ended without a result (%s): "
+                                "submitting it again, retry %d of %d", job.job_id, nums,
+                                outcome, tries[u], self.max_retries)
+                    pending[u] = executor.submit(self, units[u], state)
+                else:
+                    log.error("submitit job %s (trials %s) ended without a result (%s) after "
+                              "%d retries: its trials fail", job.job_id, nums, outcome, tries[u])
+                    returns.update({num: _failed(o, outcome) for num, o in units[u]})
+            if pending:
+                time.sleep(self.poll_s)
+        return returns
+
+
+class HpjaxSlurmImpl(HpjaxSubmititImpl):
+    _EXECUTOR = "slurm"
+
+
+class HpjaxLocalImpl(HpjaxSubmititImpl):
+    _EXECUTOR = "local"
+
+
+IMPLS = {"slurm": HpjaxSlurmImpl, "local": HpjaxLocalImpl}

@@ -1,0 +1,83 @@
+"""Trials whose worker stopped: heartbeats while a batch runs, stale trials marked failed, and
+their parameters run again (with their checkpoints).
+
+With heartbeats (RDB storage) this is Optuna's own mechanism: the storage records them, and
+`optuna.storages.fail_stale_trials` fails the trials whose heartbeat is older than the grace
+period and calls the storage's stale-trial callback, `retry`. Without heartbeats, one driver per
+study: every trial still RUNNING when a sweep starts was left by a killed sweep.
+"""
+
+import logging
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import optuna
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import FrozenTrial, TrialState
+
+import hpjax
+
+from ._storage import fresh_trials
+
+log = logging.getLogger(__name__)
+
+# Tells a trial's result to the study: (study, trial id, result)
+Tell = Callable[[optuna.Study, int, "hpjax.Result"], None]
+
+
+def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> None:
+    """A trial marked failed because its worker stopped (a FAIL without a `status` of its own,
+    which does not count as finished): its parameters run again, up to `max_retries` times."""
+    retries = trial.user_attrs.get("retries", 0)
+    if retries >= max_retries or not trial.params:
+        log.warning("trial %d stopped reporting: marked failed (%d retries, no more)",
+                    trial.number, retries)
+        return
+    study.enqueue_trial(trial.params, user_attrs={"retries": retries + 1,
+                                                  "retry_of": trial.number,
+                                                  "retry_of_dir": trial.user_attrs.get("job_dir")})
+    log.warning("trial %d stopped reporting: marked failed, its parameters run again "
+                "(retry %d of %d)", trial.number, retries + 1, max_retries)
+
+
+def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: int) -> None:
+    """Marks failed the trials whose worker stopped, and runs their parameters again: with
+    heartbeats, those that stopped reporting; without, every running one. A running trial whose
+    job wrote its result after all (a cluster job outlives its driver) is told instead."""
+    if heartbeats:
+        optuna.storages.fail_stale_trials(study)  # calls the storage's callback, `retry`
+        return
+    for t in fresh_trials(study, (TrialState.RUNNING,)):
+        job_dir = t.user_attrs.get("job_dir")
+        result = hpjax.read_result(job_dir) if job_dir else None
+        if result is not None:
+            tell(study, t._trial_id, result)
+            log.info("trial %d finished after its sweep was killed: result taken from %s",
+                     t.number, job_dir)
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, "status", "killed")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        retry(study, t, max_retries)
+
+
+@contextmanager
+def heartbeats(study: optuna.Study, trials: list) -> Iterator[None]:
+    """Records the batch's heartbeats while it runs, as `Study.optimize` does for its trial, so
+    that other workers know it is alive; nothing without heartbeats."""
+    with ExitStack() as stack:
+        for t in trials:
+            stack.enter_context(get_heartbeat_thread(t._trial_id, study._storage))
+        yield
+
+
+def carry_checkpoints(trials: list) -> None:
+    """A retried trial continues from the checkpoints of the run that stopped."""
+    for t in trials:
+        old, new = t.user_attrs.get("retry_of_dir"), t.user_attrs.get("job_dir")
+        if old and new and (Path(old) / "checkpoints").is_dir():
+            shutil.copytree(Path(old) / "checkpoints", Path(new) / "checkpoints",
+                            dirs_exist_ok=True)
+            log.info("trial %d continues trial %d from its checkpoints", t.number,
+                     t.user_attrs["retry_of"])
