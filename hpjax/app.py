@@ -47,10 +47,9 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR),
 
 
 def main() -> None:
-    """The `hpjax` command: JAX's devices and Hydra's ConfigStore are set up here, not on import."""
-    from hpjax.compile import use_cpu_cores
-
-    use_cpu_cores()  # before JAX starts
+    """The `hpjax` command. Hydra's ConfigStore is filled here, not on import; JAX's CPU devices
+    are set when training first needs JAX (`hpjax.use_cpu_cores`), so `--help` and `--cfg` stay
+    quick."""
     # JAX reports at INFO that it found no TPU; Hydra's logging would print that on every run.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     register()

@@ -20,7 +20,7 @@ import numpy as np
 
 from hpjax import checkpoint, population
 from hpjax import data as data_lib
-from hpjax.compile import CompileStats, use_cpu_cores
+from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError, EarlyStoppingConfig
 from hpjax.hparams import signature
 from hpjax.progress import EpochReport, log_report
@@ -279,7 +279,6 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
     assert all(signature(c) == signature(cfgs[0]) for c in cfgs), "one signature per population"
-    use_cpu_cores()
     CompileStats.install()
     compile_s0 = CompileStats.seconds
     run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hpjax import trainer
+from hpjax.compile import use_cpu_cores
 from hpjax.config import Config
 from hpjax.data import Dataset
 from hpjax.hparams import hparams, signature, static
@@ -111,6 +112,7 @@ _CACHE: dict[tuple, Population] = {}
 
 def get(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
     """`build` cached by signature and data shape: every population of a process shares it."""
+    use_cpu_cores()  # before the first program starts JAX's backend
     key = (signature(cfg), ds.input_shape, ds.num_classes, ds.n_train, ds.folds, activation)
     if key not in _CACHE:
         _CACHE[key] = build(cfg, ds, activation)

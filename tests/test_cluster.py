@@ -54,6 +54,11 @@ def slurm():
     _require(_slurm_up(), "the SLURM cluster")
 
 
+# The one-node cluster's two CPUs take one test's jobs at a time: its tests run one after another
+# on one pytest worker.
+one_at_a_time = pytest.mark.xdist_group("slurm")
+
+
 @pytest.fixture
 def postgres():
     _require(_postgres_up(), "PostgreSQL")
@@ -71,6 +76,7 @@ GRID = ["optimizer.lr=0.003,0.01", "train.seed=0,1", "activation=relu", "train.e
         "train.early_stopping.patience=null"]
 
 
+@one_at_a_time
 def test_a_sweep_through_slurm_gives_the_local_results(slurm, tmp_path):
     runs = {"basic": ["hydra/launcher=basic"], "vmap": ["hydra/launcher=vmap"],
             "slurm_population": ["hydra/launcher=hpjax_slurm"],
@@ -103,6 +109,7 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+@one_at_a_time
 def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_path):
     # An epoch takes about 0.08 s: the 180 epochs after the cancel outlast SLURM's KillWait
     # (5 s), in which the job ignores the SIGTERM (submitit's handler) before SIGKILL ends it.
@@ -134,14 +141,16 @@ def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_pa
     assert [r["epoch"] for r in rows] == list(range(1, 201))  # continuous across the restart
 
 
+@one_at_a_time
 def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path):
     args = ["-m", "hydra/sweeper=hpjax", "hydra/launcher=hpjax_slurm",
             "hydra.sweeper.algorithm=random", "hydra.sweeper.n_trials=4",
             "hydra.sweeper.batch_size=2", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
             "train.epochs=60", "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
     sweep = tmp_path / "sweep"
+    log = tmp_path / "driver.log"
     driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              cwd=tmp_path, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
     def study():
         storage = optuna.storages.RDBStorage(f"sqlite:///{sweep / 'study.db'}",
@@ -149,7 +158,9 @@ def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path):
         return optuna.load_study(study_name="hpjax", storage=storage)
 
     def second_batch_submitted() -> bool:
-        if not (sweep / "study.db").exists():
+        # A reader opening the database before the driver made the study could race it
+        # (Optuna writes its schema version on opening): read once the driver says it is there.
+        if "study 'hpjax' in" not in log.read_text():
             return False
         try:
             states = [t.state.name for t in study().get_trials()]

@@ -22,6 +22,22 @@ def members(values, extra=()):
                             "train.early_stopping.patience=null", *extra]) for lr in values]
 
 
+def test_new_numeric_values_with_the_same_signature_compile_nothing():
+    # batch_size=48: a signature of this test's own (the process may have compiled others)
+    own = ["train.batch_size=48"]
+    train_population(members([0.1, 0.05, 0.02, 0.01], own), launcher="vmap")
+    before = CompileStats.count
+    outcomes = train_population(
+        members([0.3, 0.2], [*own, "model.dropout=0.2", "train.seed=5", "activation=tanh"]),
+        launcher="vmap")
+    # 2 members pad to 2, not 4: one new program; a second batch of 2 then compiles nothing
+    first = CompileStats.count
+    train_population(members([0.03, 0.04], [*own, "model.dropout=0.4", "activation=tanh"]),
+                     launcher="vmap")
+    assert CompileStats.count == first > before
+    assert all(o.result.status == "ok" for o in outcomes)
+
+
 def test_a_diverging_member_does_not_touch_the_others():
     with_nan = train_population(members([0.1, 0.05, 1e6]), launcher="vmap")
     without = train_population(members([0.1, 0.05, 0.02]), launcher="vmap")
@@ -32,20 +48,6 @@ def test_a_diverging_member_does_not_touch_the_others():
                                     for r, a in zip(without[i].rows, with_nan[i].rows,
                                                     strict=True)]
         assert with_nan[i].result.test == without[i].result.test
-
-
-def test_new_numeric_values_with_the_same_signature_compile_nothing():
-    train_population(members([0.1, 0.05, 0.02, 0.01]), launcher="vmap")
-    before = CompileStats.count
-    outcomes = train_population(
-        members([0.3, 0.2], extra=["model.dropout=0.2", "train.seed=5", "activation=tanh"]),
-        launcher="vmap")
-    # 2 members pad to 2, not 4: one new program; a second batch of 2 then compiles nothing
-    first = CompileStats.count
-    train_population(members([0.03, 0.04], extra=["model.dropout=0.4", "activation=tanh"]),
-                     launcher="vmap")
-    assert CompileStats.count == first > before
-    assert all(o.result.status == "ok" for o in outcomes)
 
 
 def test_mixed_activations_share_one_program_and_a_shared_one_is_fixed_in_it():

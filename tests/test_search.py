@@ -41,11 +41,12 @@ def toy_objective(params):
 
 class SearchStrategyContract:
     algorithm: str
+    n_trials = 16
 
-    def propose(self, seed=0, n_trials=16):
+    def propose(self, seed=0):
         space = parse(SPACE)
         objective = lambda p: toy_objective(p) if "lr" in p else 0.0
-        return run_study(self.algorithm, space, objective, n_trials=n_trials, seed=seed)[1]
+        return run_study(self.algorithm, space, objective, n_trials=self.n_trials, seed=seed)[1]
 
     def test_proposes_only_values_inside_the_space(self):
         for overrides in self.propose():
@@ -94,10 +95,15 @@ class TestQMC(SearchStrategyContract):
 
 class TestGP(SearchStrategyContract):
     algorithm = "gp"
+    n_trials = 12  # 10 random startup trials, then 2 from the Gaussian process (each a fit)
 
     @pytest.fixture(autouse=True)
     def _needs_torch(self):
-        pytest.importorskip("torch", reason="algorithm=gp needs the 'gp' extra (PyTorch)")
+        torch = pytest.importorskip("torch", reason="algorithm=gp needs the 'gp' extra (PyTorch)")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tests run two at a time: threads would only contend
+        yield
+        torch.set_num_threads(threads)
 
 
 class TestGrid:

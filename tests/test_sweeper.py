@@ -195,12 +195,15 @@ def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
             "hydra.sweeper.n_trials=6", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
             "train.epochs=25", "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
     sweep = tmp_path / "sweep"
+    log = tmp_path / "driver.log"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         try:
-            if (sweep / "study.db").exists() and len(
+            # read once the driver made the study: a reader opening the database first could
+            # race it (Optuna writes its schema version on opening)
+            if "study 'hpjax' in" in log.read_text() and len(
                     trials_in(sweep, optuna.trial.TrialState.COMPLETE)) >= 2:
                 break
         except (KeyError, sqlalchemy.exc.OperationalError,
