@@ -29,6 +29,12 @@ register()
 FAST = ["train.epochs=5", "train.early_stopping.patience=null"]
 
 
+def sgd_configs(lrs, extra=()):
+    """Configs of a small population: SGD at each learning rate, 4 epochs, no early stopping."""
+    return [compose_config(["optimizer=sgd", f"optimizer.lr={lr}", "train.epochs=4",
+                            "train.early_stopping.patience=null", *extra]) for lr in lrs]
+
+
 def compose_config(overrides=(), validate=True, return_hydra_config=False):
     """The config `hpjax <overrides>` would run, composed in-process."""
     GlobalHydra.instance().clear()

@@ -2,14 +2,9 @@
 
 import pytest
 
-from conftest import compose_config
+from conftest import compose_config, sgd_configs
 from hpjax import batch, jobs
 from hpjax.progress import SweepProgress
-
-
-def trials(values, extra=()):
-    return [compose_config(["optimizer=sgd", f"optimizer.lr={lr}", "train.epochs=4",
-                            "train.early_stopping.patience=null", *extra]) for lr in values]
 
 
 def job_list(cfgs):
@@ -25,7 +20,8 @@ def test_out_of_memory_splits_the_chunk_and_loses_nothing():
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
         return jobs.train_trials(cfgs, **kw)
 
-    ends = batch.train_jobs(job_list(trials([0.1, 0.05, 0.02, 0.01, 0.3])), max_population=8,
+    ends = batch.train_jobs(job_list(sgd_configs([0.1, 0.05, 0.02, 0.01, 0.3])),
+                            max_population=8,
                             memory_budget_mb=None, train=tight_memory)
     assert sizes == [5, 2, 3, 1, 2]
     assert all(e.outcome.result.status == "ok" for e in ends)
@@ -36,7 +32,7 @@ def test_a_crashing_population_fails_its_jobs_not_the_sweep():
     def crash(cfgs, **kw):
         raise ValueError("boom")
 
-    ends = batch.train_jobs(job_list(trials([0.1, 0.05])), train=crash,
+    ends = batch.train_jobs(job_list(sgd_configs([0.1, 0.05])), train=crash,
                             progress=SweepProgress(live=False))
     assert [repr(e.crash) for e in ends] == ["ValueError('boom')"] * 2
     assert all(e.outcome is None for e in ends)

@@ -5,19 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from conftest import compose_config, sgd_configs
 from hpjax import jobs
 from hpjax.config import ConfigError
 from hpjax.loop import train_population
 
 
-def trials(values, extra=()):
-    return [compose_config(["optimizer=sgd", f"optimizer.lr={lr}", "train.epochs=4",
-                            "train.early_stopping.patience=null", *extra]) for lr in values]
-
-
 def test_repeats_train_seeds_side_by_side_and_report_their_mean(tmp_path):
-    cfgs = trials([0.1, 0.03], extra=["train.repeats=3", "train.seed=4"])
+    cfgs = sgd_configs([0.1, 0.03], extra=["train.repeats=3", "train.seed=4"])
     outcomes = jobs.train_trials(cfgs, launcher="vmap")
     for trial in outcomes:
         r = trial.result
@@ -37,7 +32,7 @@ def test_repeats_train_seeds_side_by_side_and_report_their_mean(tmp_path):
 
 
 def test_cv_folds_train_side_by_side_and_report_their_mean(tmp_path):
-    cfgs = trials([0.1, 0.03], extra=["data.cv_folds=3", "train.repeats=2"])
+    cfgs = sgd_configs([0.1, 0.03], extra=["data.cv_folds=3", "train.repeats=2"])
     outcomes = jobs.train_trials(cfgs, launcher="vmap")
     for trial in outcomes:
         m = trial.result.members

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import FAST, compose_config
+from conftest import FAST, compose_config, sgd_configs
 from hpjax import data as data_lib
 from hpjax import population, trainer
 from hpjax.compile import CompileStats
@@ -17,30 +17,25 @@ from hpjax.hparams import hparams
 from hpjax.loop import train_population
 
 
-def members(values, extra=()):
-    return [compose_config(["optimizer=sgd", f"optimizer.lr={lr}", "train.epochs=4",
-                            "train.early_stopping.patience=null", *extra]) for lr in values]
-
-
 def test_new_numeric_values_with_the_same_signature_compile_nothing():
     # batch_size=48: a signature of this test's own (the process may have compiled others)
     own = ["train.batch_size=48"]
-    train_population(members([0.1, 0.05, 0.02, 0.01], own), launcher="vmap")
+    train_population(sgd_configs([0.1, 0.05, 0.02, 0.01], own), launcher="vmap")
     before = CompileStats.count
     outcomes = train_population(
-        members([0.3, 0.2], [*own, "model.dropout=0.2", "train.seed=5", "activation=tanh"]),
+        sgd_configs([0.3, 0.2], [*own, "model.dropout=0.2", "train.seed=5", "activation=tanh"]),
         launcher="vmap")
     # 2 members pad to 2, not 4: one new program; a second batch of 2 then compiles nothing
     first = CompileStats.count
-    train_population(members([0.03, 0.04], [*own, "model.dropout=0.4", "activation=tanh"]),
+    train_population(sgd_configs([0.03, 0.04], [*own, "model.dropout=0.4", "activation=tanh"]),
                      launcher="vmap")
     assert CompileStats.count == first > before
     assert all(o.result.status == "ok" for o in outcomes)
 
 
 def test_a_diverging_member_does_not_touch_the_others():
-    with_nan = train_population(members([0.1, 0.05, 1e6]), launcher="vmap")
-    without = train_population(members([0.1, 0.05, 0.02]), launcher="vmap")
+    with_nan = train_population(sgd_configs([0.1, 0.05, 1e6]), launcher="vmap")
+    without = train_population(sgd_configs([0.1, 0.05, 0.02]), launcher="vmap")
     assert [o.result.status for o in with_nan] == ["ok", "ok", "diverged"]
     assert with_nan[2].result.diverged_epoch == 1 and len(with_nan[2].rows) == 1
     for i in (0, 1):  # same program (population padded to 4), so bit for bit equal
@@ -51,7 +46,7 @@ def test_a_diverging_member_does_not_touch_the_others():
 
 
 def test_mixed_activations_share_one_program_and_a_shared_one_is_fixed_in_it():
-    mixed = members([0.1, 0.1], extra=["train.epochs=2"])
+    mixed = sgd_configs([0.1, 0.1], extra=["train.epochs=2"])
     mixed[1] = compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=2",
                                "train.early_stopping.patience=null", "activation=tanh"])
     both = train_population(mixed, launcher="vmap")

@@ -2,13 +2,8 @@
 
 import logging
 
-from conftest import compose_config
+from conftest import sgd_configs
 from hpjax.loop import train_population
-
-
-def members(values):
-    return [compose_config(["optimizer=sgd", f"optimizer.lr={lr}", "train.epochs=4",
-                            "train.early_stopping.patience=null"]) for lr in values]
 
 
 def test_progress_reports_each_epoch_live_or_as_log_lines(caplog):
@@ -23,7 +18,7 @@ def test_progress_reports_each_epoch_live_or_as_log_lines(caplog):
     reports = []
     with progress.running():
         update = progress.population("population 1/1: 3 trials", 4, ["trial 7", "trial 8", "t9"])
-        outcomes = train_population(members([0.1, 0.05, 1e6]), launcher="vmap",
+        outcomes = train_population(sgd_configs([0.1, 0.05, 1e6]), launcher="vmap",
                                     on_progress=lambda r: (reports.append(r), update(r)))
     assert [(r.epoch, r.running, r.members) for r in reports] == [(e, 2, 3) for e in range(1, 5)]
     best = max((0, 1), key=lambda i: outcomes[i].result.objective)  # the diverged one never
