@@ -5,6 +5,7 @@ This file is intentionally kept short: the work happens in `hpjax.jobs`.
 
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,31 +14,43 @@ from omegaconf import DictConfig
 
 from hpjax.cli import CONF_DIR, register
 
+if TYPE_CHECKING:
+    from hpjax.config import Config
+    from hpjax.jobs import JobEnd
+
 log = logging.getLogger("hpjax")
 
 
 def train_task(dict_cfg: DictConfig) -> float:
     """Trains one configuration and returns its objective for the sweeper."""
-    from hpjax.compile import enable_compilation_cache  # imports JAX: after --help and --cfg
     from hpjax.config import ConfigError, to_config
-    from hpjax.jobs import JobEnd, train_one
 
-    enable_compilation_cache()
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     # the launcher that ran this job (basic, submitit_slurm, ...); a single run: "basic"
     launcher = (hydra_cfg.runtime.choices.get("hydra/launcher") or "basic") if multirun \
         else "basic"
     try:
-        end = train_one(to_config(dict_cfg), hydra_cfg.runtime.output_dir, launcher)
+        end = _train(to_config(dict_cfg), hydra_cfg.runtime.output_dir, launcher)
     except ConfigError as e:
         if not multirun:
             print(f"hpjax: error: {e}", file=sys.stderr)
             sys.exit(2)
+        from hpjax.jobs import JobEnd
+
         end = JobEnd(error=e)  # in a sweep the trial fails and the others go on
     value = end(dict_cfg)
     log.info("results in %s", hydra_cfg.runtime.output_dir)
     return value
+
+
+def _train(cfg: "Config", output_dir: str, launcher: str) -> "JobEnd":
+    """Trains a validated config; JAX is imported here, so a bad value fails without it."""
+    from hpjax.compile import enable_compilation_cache
+    from hpjax.jobs import train_one
+
+    enable_compilation_cache()
+    return train_one(cfg, output_dir, launcher)
 
 
 train_task.hpjax_task = True  # how hpjax's launchers recognise it (not by identity)
