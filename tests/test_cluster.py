@@ -72,6 +72,18 @@ def objectives(sweep: Path) -> dict:
     return {tuple(r[k] for k in keys): float(r["objective"]) for r in rows}
 
 
+def side_by_side(runs: dict, grid: list, cwd: Path) -> dict:
+    """Runs `hpjax -m <launcher> <grid>` for each named launcher at once (most of a cluster
+    sweep's time is waiting for its jobs); returns each one's sweep directory."""
+    exe = str(Path(sys.executable).parent / "hpjax")
+    procs = {name: subprocess.Popen([exe, "-m", *launcher, *grid, f"hydra.sweep.dir={name}"],
+                                    cwd=cwd, stdout=open(cwd / f"{name}.log", "w"),
+                                    stderr=subprocess.STDOUT) for name, launcher in runs.items()}
+    for name, proc in procs.items():
+        assert proc.wait(timeout=300) == 0, (cwd / f"{name}.log").read_text()[-3000:]
+    return {name: cwd / name for name in runs}
+
+
 GRID = ["optimizer.lr=0.003,0.01", "train.seed=0,1", "activation=relu", "train.epochs=3",
         "train.early_stopping.patience=null"]
 
@@ -82,17 +94,8 @@ def test_a_sweep_through_slurm_gives_the_local_results(slurm, tmp_path):
             "slurm_population": ["hydra/launcher=hpjax_slurm"],
             "slurm_per_trial": ["hydra/launcher=hpjax_slurm", "hydra.launcher.vectorize=false"],
             "submitit_slurm": ["hydra/launcher=submitit_slurm"]}
-    # The five sweeps run side by side: most of a SLURM sweep's time is waiting for its jobs.
-    exe = str(Path(sys.executable).parent / "hpjax")
-    sweeps = {name: subprocess.Popen([exe, "-m", *launcher, *GRID, f"hydra.sweep.dir={name}"],
-                                     cwd=tmp_path, stdout=open(tmp_path / f"{name}.log", "w"),
-                                     stderr=subprocess.STDOUT)
-              for name, launcher in runs.items()}
-    found = {}
-    for name, proc in sweeps.items():
-        assert proc.wait(timeout=300) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
-        found[name] = objectives(tmp_path / name)
-        assert len(found[name]) == 4
+    found = {name: objectives(sweep) for name, sweep in side_by_side(runs, GRID, tmp_path).items()}
+    assert all(len(objectives_) == 4 for objectives_ in found.values())
     # one SLURM job per trial runs what the basic launcher runs: bit for bit the same numbers
     assert found["slurm_per_trial"] == found["basic"] == found["submitit_slurm"]
     # one SLURM job per population runs what the vmap launcher runs, bit for bit
@@ -253,13 +256,10 @@ def test_submitit_local_launchers_give_the_local_results(tmp_path):
     """Hydra's `submitit_local` and hpjax's `hpjax_submitit_local` (no SLURM needed)."""
     grid = ["optimizer.lr=0.003,0.01", "activation=relu", "train.epochs=3",
             "train.early_stopping.patience=null"]
-    found = {}
-    for name, launcher in {"basic": ["hydra/launcher=basic"], "vmap": ["hydra/launcher=vmap"],
-                           "submitit_local": ["hydra/launcher=submitit_local"],
-                           "hpjax_local": ["hydra/launcher=hpjax_submitit_local"]}.items():
-        out = run_cli(["-m", *launcher, *grid, f"hydra.sweep.dir={name}"], tmp_path)
-        assert out.returncode == 0, out.stderr[-3000:]
-        found[name] = objectives(tmp_path / name)
+    runs = {"basic": ["hydra/launcher=basic"], "vmap": ["hydra/launcher=vmap"],
+            "submitit_local": ["hydra/launcher=submitit_local"],
+            "hpjax_local": ["hydra/launcher=hpjax_submitit_local"]}
+    found = {name: objectives(sweep) for name, sweep in side_by_side(runs, grid, tmp_path).items()}
     assert found["submitit_local"] == found["basic"] and len(found["basic"]) == 2
     assert found["hpjax_local"] == found["vmap"]
     result = json.loads((tmp_path / "hpjax_local" / "0" / "result.json").read_text())
