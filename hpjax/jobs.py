@@ -19,7 +19,15 @@ from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError
 from hpjax.loop import train_population
 from hpjax.progress import EpochReport
-from hpjax.results import METRICS_FILE, Outcome, Result, aggregate, json_safe, log_result
+from hpjax.results import (
+    METRICS_FILE,
+    Outcome,
+    Result,
+    aggregate,
+    json_safe,
+    log_result,
+    write_metrics,
+)
 
 log = logging.getLogger("hpjax")
 
@@ -93,11 +101,6 @@ class JobEnd:
         if output_dir:
             result.write(output_dir)
         return result.sweeper_value()
-
-
-def write_metrics(rows: list, output_dir: str) -> None:
-    with open(os.path.join(output_dir, METRICS_FILE), "w") as f:
-        f.writelines(json.dumps(json_safe(row)) + "\n" for row in rows)
 
 
 def train_one(cfg: Config, output_dir: Optional[str] = None,
