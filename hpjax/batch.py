@@ -46,9 +46,9 @@ def member_bytes(cfg: Config, ds: data_lib.Dataset) -> int:
     params = jax.eval_shape(functools.partial(trainer.init_params, spec),
                             jax.ShapeDtypeStruct((), jnp.int32))
     x = jax.ShapeDtypeStruct((spec.batch_size, *ds.input_shape), jnp.float32)
-    hp = {"activation": 0, "negative_slope": 0.01, "dropout": 0.0}
     _, captured = jax.eval_shape(lambda p, x: spec.model.apply(
-        {"params": p}, x, hp, capture_intermediates=True, mutable=["intermediates"]), params, x)
+        {"params": p}, x, trainer.SHAPING_HP, capture_intermediates=True,
+        mutable=["intermediates"]), params, x)
     num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
     activations = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(captured)) + int(
         np.prod(x.shape))

@@ -1,14 +1,12 @@
-"""Jobs: what a launcher hands hpjax (configs and their job directories) and how each ends.
+"""Trials and how each job ends.
 
 A trial of `train.repeats` seeds and `data.cv_folds` folds trains as that many members, and
-reports their mean (`train_trials`). A batch of jobs is planned into populations by signature
-and into chunks that fit `max_population` and a memory budget (`plan`), trained
-(`train_jobs`), and each job ends under Hydra through its `JobEnd`: the one place that writes a
-job's `metrics.jsonl` and `result.json`, logs its result and returns the sweeper's value.
+reports their mean (`train_trials`). Each job ends under Hydra through its `JobEnd`: the one
+place that writes a job's `metrics.jsonl` and `result.json`, logs its result and returns the
+sweeper's value. A single run is `train_one` (or `run`); a launcher's batch is `hpjax.batch`.
 """
 
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -24,8 +22,8 @@ from hpjax.results import (
     Outcome,
     Result,
     aggregate,
-    json_safe,
     log_result,
+    metrics_line,
     write_metrics,
 )
 
@@ -113,7 +111,7 @@ def train_one(cfg: Config, output_dir: Optional[str] = None,
         if output_dir:
             if not files:
                 files.append(open(os.path.join(output_dir, METRICS_FILE), "w"))
-            files[0].write(json.dumps(json_safe(row)) + "\n")
+            files[0].write(metrics_line(row))
             files[0].flush()
         log.info("epoch %3d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f"
                  "  lr %.3g", row["epoch"], cfg.train.epochs, row["train/loss"],

@@ -128,9 +128,14 @@ class Result:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def metrics_line(row: dict) -> str:
+    """One epoch's row as a line of `metrics.jsonl`."""
+    return json.dumps(json_safe(row)) + "\n"
+
+
 def write_metrics(rows: list, output_dir: str | Path) -> None:
     with open(Path(output_dir) / METRICS_FILE, "w") as f:
-        f.writelines(json.dumps(json_safe(row)) + "\n" for row in rows)
+        f.writelines(map(metrics_line, rows))
 
 
 @dataclass

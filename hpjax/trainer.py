@@ -101,12 +101,15 @@ def _model_hp(spec: Spec, hp: Hparams) -> dict:
             "negative_slope": act["negative_slope"], "dropout": hp["model"]["dropout"]}
 
 
+# The model's numbers for a forward pass that only shapes things (init, memory estimates): the
+# parameters do not depend on them.
+SHAPING_HP = {"activation": 0, "negative_slope": 0.01, "dropout": 0.0}
+
+
 def init_params(spec: Spec, seed: jax.Array) -> Any:
-    """A member's initial parameters: they depend on its seed alone (the activation of the
-    forward pass that shapes them does not matter)."""
+    """A member's initial parameters: they depend on its seed alone."""
     dummy = jnp.zeros((1, *spec.input_shape), jnp.float32)
-    structure = {"activation": 0, "negative_slope": jnp.float32(0.01), "dropout": 0.0}
-    return spec.model.init(member_keys(seed)[0], dummy, structure)["params"]
+    return spec.model.init(member_keys(seed)[0], dummy, SHAPING_HP)["params"]
 
 
 def init_state(spec: Spec, hp: Hparams, params: Any) -> TrainState:
