@@ -2,6 +2,9 @@
 
 The public API, for users and for hpjax's Hydra plugins (which import nothing else from hpjax):
 
+- the Python API: `train` (overrides -> `Result`, files as the command line's), `sweep`
+  (overrides -> `Sweep`: table, study, best), `load` (a job directory -> `Trained`: config,
+  best variables, `predict`);
 - configs: `compose` (overrides -> validated `Config`), `validate` (a composed DictConfig ->
   `Config`), `register` (hpjax's schemas into Hydra's ConfigStore), `ConfigError`;
 - training: `run` (one config into a job directory), `plan` (a batch into populations and
@@ -25,6 +28,11 @@ _EXPORTS = {
     "validate": ("hpjax.config", "to_config"),
     "register": ("hpjax.cli", "register"),
     "compose": "hpjax.api",
+    "train": "hpjax.api",
+    "sweep": "hpjax.api",
+    "load": "hpjax.api",
+    "Trained": "hpjax.api",
+    "Sweep": "hpjax.api",
     "is_task": "hpjax.api",
     "run": "hpjax.jobs",
     "JobEnd": "hpjax.jobs",

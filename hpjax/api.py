@@ -1,9 +1,21 @@
-"""The public entry points that are not a module's own: composing a config in Python."""
+"""The Python API: compose a config, train it, sweep, and load a trained trial back.
+
+Examples:
+  >>> import hpjax
+  >>> cfg = hpjax.compose(["data=iris", "train.epochs=2"])
+  >>> cfg.data.name, cfg.train.epochs
+  ('iris', 2)
+"""
 
 from collections.abc import Callable, Sequence
-from typing import Any, Optional
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 from hpjax.config import Config, to_config
+
+if TYPE_CHECKING:
+    from hpjax.results import Result
 
 
 def compose(overrides: Sequence[str] = (), config_dir: Optional[str] = None,
@@ -39,3 +51,231 @@ def is_task(task_function: Callable[..., Any]) -> bool:
     """Whether a Hydra task function is hpjax's own (`hpjax.app.train_task`): its jobs can train
     as populations."""
     return bool(getattr(task_function, "hpjax_task", False))
+
+
+def _hydra(config_dir: Optional[str]) -> Any:
+    """A Hydra instance over `config_dir` (default hpjax's `conf/`), as the `hpjax` command's."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hpjax.cli import CONF_DIR, register
+
+    register()
+    GlobalHydra.instance().clear()
+    return Hydra.create_main_hydra2(task_name="hpjax", config_search_path=(
+        create_config_search_path(str(Path(config_dir or CONF_DIR).resolve()))))
+
+
+def train(overrides: Sequence[str] = (), output_dir: Optional[str] = None, *,
+          config_dir: Optional[str] = None, config_name: str = "config") -> "Result":
+    """Trains one configuration, as `hpjax <overrides>` does.
+
+    Args:
+      overrides: command-line overrides, e.g. `["model=cnn", "optimizer.lr=3e-3"]`.
+      output_dir: the job directory: given, it gets the same files as the command line's
+        (`.hydra/`, `metrics.jsonl`, `result.json`, `params/`); None writes nothing.
+      config_dir, config_name: the primary config, as for `compose`.
+    Returns:
+      The trial's `Result`.
+    Raises:
+      ConfigError: a bad value or data that does not fit (before anything trains).
+    """
+    from hpjax.jobs import run
+    from hpjax.results import Result
+
+    cfg = compose(overrides, config_dir, config_name)
+    if output_dir is None:
+        from hpjax.compile import enable_compilation_cache
+
+        enable_compilation_cache()
+        return run(cfg)
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra_ = _hydra(config_dir)
+    try:
+        hydra_.run(config_name=config_name, task_function=_train_task,
+                   overrides=[*overrides, f"hydra.run.dir={Path(output_dir).resolve()}"],
+                   with_log_configuration=False)
+    finally:
+        GlobalHydra.instance().clear()
+    return Result.read(output_dir)
+
+
+def _train_task(dict_cfg: Any) -> float:
+    """`hpjax.app.train_task` for one run that raises a ConfigError instead of exiting."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from hpjax.app import _train
+
+    return _train(to_config(dict_cfg), HydraConfig.get().runtime.output_dir, "basic")(dict_cfg)
+
+
+@dataclass
+class Sweep:
+    """What `sweep` leaves: the sweep directory, one row per trial (`summary.csv`), the Optuna
+    study (hpjax's sweeper; None for Hydra's basic sweeper) and the best trial's `Result`."""
+
+    dir: Path
+    table: list[dict]
+    study: Any
+    best: Optional["Result"]
+    best_dir: Optional[Path]
+
+
+def sweep(overrides: Sequence[str] = (), sweep_dir: Optional[str] = None, *,
+          config_dir: Optional[str] = None, config_name: str = "config") -> Sweep:
+    """Runs a sweep, as `hpjax -m <overrides>` does, in this process.
+
+    Args:
+      overrides: e.g. `["search=tpe", "hydra.sweeper.n_trials=20", "optimizer.lr=tag(log,
+        interval(1e-4,1e-1))"]`.
+      sweep_dir: the sweep directory (default: Hydra's `outputs/multirun/<time>`).
+    Returns:
+      A `Sweep`: its table, study and best trial.
+    """
+    import csv
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from hpjax.app import train_task
+    from hpjax.results import Result
+
+    hydra_ = _hydra(config_dir)
+    extra = [f"hydra.sweep.dir={Path(sweep_dir).resolve()}"] if sweep_dir else []
+    try:
+        cfg = hydra_.compose_config(config_name, [*overrides, *extra], run_mode=_multirun())
+        directory = Path(str(cfg.hydra.sweep.dir)).resolve()
+        hydra_.multirun(config_name=config_name, task_function=train_task,
+                        overrides=[*overrides, f"hydra.sweep.dir={directory}"],
+                        with_log_configuration=False)
+    finally:
+        GlobalHydra.instance().clear()
+    summary = directory / "summary.csv"
+    table = list(csv.DictReader(summary.open())) if summary.exists() else []
+    study = None
+    if (directory / "study.db").exists():
+        import optuna
+
+        storage = f"sqlite:///{directory / 'study.db'}"
+        names = optuna.get_all_study_names(storage)
+        study = optuna.load_study(study_name=names[0], storage=storage) if names else None
+    ranked = sorted((r for r in table if r.get("rank")), key=lambda r: int(r["rank"]))
+    best_dir = directory / ranked[0]["trial"] if ranked else None
+    return Sweep(directory, table, study, Result.read(best_dir) if best_dir else None, best_dir)
+
+
+def _multirun() -> Any:
+    from hydra.types import RunMode
+
+    return RunMode.MULTIRUN
+
+
+def job_config(job_dir: str) -> Config:
+    """The validated config a job directory's trial ran, composed again from its `.hydra/`
+    files: the same primary config, search path and overrides."""
+    from omegaconf import OmegaConf
+
+    h = OmegaConf.load(Path(job_dir) / ".hydra" / "hydra.yaml").hydra
+    cwd = Path(str(h.runtime.cwd))
+    main, extra = None, []
+    for source in h.runtime.config_sources:
+        if source.schema != "file":
+            continue
+        if source.provider == "main":
+            main = cwd / str(source.path)
+        elif source.provider not in ("hydra", "schema"):
+            extra.append(f"file://{cwd / str(source.path)}")
+    overrides = [o for o in h.overrides.task if not o.startswith("hydra.searchpath")]
+    if extra:
+        overrides.append(f"hydra.searchpath=[{','.join(extra)}]")
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    return compose(overrides, str(main) if main else None, str(h.job.config_name))
+
+
+@dataclass
+class Trained:
+    """A trial's trained model, read back from its job directory (`load`).
+
+    `variables` are Flax's (`{"params": ..., "batch_stats": ...}`) of the best epoch; `module`
+    is the Flax module with the trial's numbers built in; `data` the trial's data set (splits
+    as trained, the standardisation they used).
+    """
+
+    config: Config
+    variables: dict
+    module: Any
+    data: Any
+    result: Optional["Result"]
+    spec: Any
+    hp: dict
+
+    @property
+    def params(self) -> Any:
+        return self.variables["params"]
+
+    def apply(self, x: Any) -> Any:
+        """The model's outputs (logits) for inputs prepared as the splits are."""
+        from hpjax import trainer
+
+        return trainer.forward(self.spec, self.hp, self.variables, x)[0]
+
+    def predict(self, x: Any) -> Any:
+        """The predicted labels of raw samples (features as the data function returns them)."""
+        import numpy as np
+
+        logits = np.asarray(self.apply(self.data.prepare(x)))
+        return self.data.classes[np.argmax(logits, -1)]
+
+    def evaluate(self, split: str = "test") -> dict:
+        """`{"<split>/loss", "<split>/accuracy"}` of the model on a split, computed by the same
+        compiled program as a trial trained alone: a single run's `result.json` test metrics
+        exactly (a trial trained in a population: up to float rounding)."""
+        import jax
+
+        from hpjax import population
+
+        pop = population.get(self.config, self.data)
+        place = population.Placement.of(1)
+        inputs = population.stack([self.config], [0], place)
+        x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
+        out = pop.evaluate(jax.tree.map(lambda a: a[None], self.variables), inputs.hp,
+                           inputs.fold, x, y)
+        return {f"{split}/{k}": float(v[0]) for k, v in out.items()}
+
+
+def load(job_dir: str, member: int = 0) -> Trained:
+    """A trial's model back from its job directory: config, best variables and `predict`.
+
+    Args:
+      job_dir: a job directory with `.hydra/` and `params/` (kept by `train.save_params=best`).
+      member: with several seeds or folds per trial, which member's variables.
+    Raises:
+      FileNotFoundError: the job kept no parameters.
+    """
+    from hpjax import checkpoint, trainer
+    from hpjax import data as data_lib
+    from hpjax.hparams import hparams, static
+    from hpjax.jobs import members_per_trial, params_dir
+    from hpjax.results import Result
+
+    cfg = job_config(job_dir)
+    path = Path(params_dir(str(job_dir), member, members_per_trial(cfg)))
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no saved parameters (train.save_params=best keeps "
+                                "them)")
+    variables = checkpoint.load_params(str(path))
+    ds = data_lib.load(cfg.data)
+    if ds.folds:
+        import dataclasses
+
+        fold = member % cfg.data.cv_folds
+        ds = dataclasses.replace(ds, folds=0, **{f: getattr(ds, f)[fold] for f in (
+            "x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
+    spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
+                        ds.n_train)
+    hp = hparams(cfg)
+    module = spec.model.build(trainer._model_hp(spec, hp)) if spec.target else spec.model
+    return Trained(cfg, variables, module, ds, Result.read(job_dir), spec, hp)

@@ -46,10 +46,8 @@ def member_bytes(cfg: Config, ds: data_lib.Dataset) -> int:
     params = jax.eval_shape(functools.partial(trainer.init_params, spec),
                             jax.ShapeDtypeStruct((), jnp.int32))
     x = jax.ShapeDtypeStruct((spec.batch_size, *ds.input_shape), jnp.float32)
-    _, captured = jax.eval_shape(lambda p, x: spec.model.apply(
-        {"params": p}, x, trainer.SHAPING_HP, capture_intermediates=True,
-        mutable=["intermediates"]), params, x)
-    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    _, captured = jax.eval_shape(lambda p, x: trainer.intermediates(spec, p, x), params, x)
+    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params["params"]))
     activations = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(captured)) + int(
         np.prod(x.shape))
     fold_data = (ds.n_train + ds.n_val) * (int(np.prod(ds.input_shape)) + 1) if ds.folds else 0

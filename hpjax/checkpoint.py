@@ -78,3 +78,28 @@ def common_epoch(directories: list[str]) -> Optional[int]:
     saved = [set(all_epochs(d)) if Path(d).is_dir() else set() for d in directories]
     common = set.intersection(*saved) if saved else set()
     return max(common) if common else None
+
+
+PARAMS_DIR = "params"  # in a job directory: the best epoch's variables (`train.save_params`)
+
+
+def save_params(items: list[tuple[str, Any]]) -> None:
+    """Saves each `(directory, variables)` as an Orbax checkpoint whose keys are the model's own
+    names (`{"params": {"Dense_0": {"kernel": ...}}, "batch_stats": ...}`), readable by Orbax
+    without hpjax: `orbax.checkpoint.StandardCheckpointer().restore(directory)`."""
+    import orbax.checkpoint as ocp
+
+    if not items:
+        return
+    with ocp.StandardCheckpointer() as checkpointer:
+        for directory, variables in items:
+            checkpointer.save(Path(directory).resolve(), variables, force=True)
+        checkpointer.wait_until_finished()
+
+
+def load_params(directory: str) -> dict:
+    """The variables `save_params` saved, as NumPy arrays."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(Path(directory).resolve())

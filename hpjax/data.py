@@ -4,7 +4,7 @@ import csv
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -28,6 +28,18 @@ class Dataset:
     y_test: np.ndarray
     num_classes: int
     folds: int = 0  # 0: no fold axis
+    # The label of each class index, as the data gave it; the training split's feature mean and
+    # std the splits were standardised with (None: not standardised, or folds)
+    classes: Optional[np.ndarray] = None
+    mean: Optional[np.ndarray] = None
+    std: Optional[np.ndarray] = None
+
+    def prepare(self, x: Any) -> np.ndarray:
+        """Raw features, as the data gave them, shaped and standardised as the splits are."""
+        x = _flat(np.asarray(x))
+        if self.mean is not None:
+            x = ((x - self.mean) / self.std).astype(np.float32)
+        return x.reshape(len(x), *self.input_shape)
 
     @property
     def input_shape(self) -> tuple:
@@ -67,7 +79,7 @@ def _load(cfg: DataConfig) -> Dataset:
     if isinstance(arrays, Mapping):
         x_tr, y_tr, x_va, y_va, x_te, y_te = _ready_splits(arrays, cfg)
         sample_shape = x_tr.shape[1:]
-        y_all, num_classes = _labels([y_tr, y_va, y_te], cfg)
+        y_all, num_classes, classes = _labels([y_tr, y_va, y_te], cfg)
         y_tr, y_va, y_te = np.split(y_all, np.cumsum([len(y_tr), len(y_va)]))
         splits = (_flat(x_tr), y_tr, _flat(x_va), y_va, _flat(x_te), y_te)
         if len(x_va) == 0:  # no validation split given: hold out val_fraction of the training
@@ -75,7 +87,7 @@ def _load(cfg: DataConfig) -> Dataset:
     else:
         x, y = _pair(arrays, cfg)
         sample_shape = ()  # flattened, as (features,), unless data.image_shape is set
-        y, num_classes = _labels([y], cfg)
+        y, num_classes, classes = _labels([y], cfg)
         splits = _split(_flat(x), y, cfg)
     n_features = splits[0].shape[1]
     shape = tuple(sample_shape) if len(sample_shape) > 1 else (n_features,)
@@ -90,8 +102,9 @@ def _load(cfg: DataConfig) -> Dataset:
     arrays = [[a.reshape(len(a), *shape) if a.ndim == 2 else a for a in s] for s in folds]
     if cfg.cv_folds > 1:
         return Dataset(*map(np.stack, zip(*arrays, strict=True)), num_classes=num_classes,
-                       folds=cfg.cv_folds)
-    return Dataset(*arrays[0], num_classes=num_classes)
+                       folds=cfg.cv_folds, classes=classes)
+    mean, std = _stats(splits[0]) if cfg.standardize else (None, None)
+    return Dataset(*arrays[0], num_classes=num_classes, classes=classes, mean=mean, std=std)
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -142,7 +155,8 @@ def _ready_splits(arrays: Mapping, cfg: DataConfig) -> tuple:
 
 
 def _labels(ys: list, cfg: DataConfig) -> tuple:
-    """The labels of every split as int32 class indices, and the number of classes.
+    """The labels of every split as int32 class indices, the number of classes, and the label
+    of each class index.
 
     With `data.num_classes` set, integer labels must lie in [0, num_classes) (other labels are
     mapped to indices when there are exactly that many distinct values); unset, the distinct
@@ -157,7 +171,7 @@ def _labels(ys: list, cfg: DataConfig) -> tuple:
             raise ConfigError("data.num_classes", k,
                               f"labels must be integers in [0, {k}); {_where(cfg)} returned "
                               f"{', '.join(map(str, outside[:5]))}")
-        return y.astype(np.int32), k
+        return y.astype(np.int32), k, np.arange(k)
     if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(y, 1) == 0):
         raise ConfigError(*_where(cfg).split("=", 1),
                           "returned non-integer class labels (regression needs task=regression)")
@@ -166,7 +180,7 @@ def _labels(ys: list, cfg: DataConfig) -> tuple:
                           "labels")
     if len(labels) < 2:
         raise ConfigError("data", cfg.name, f"needs at least 2 classes, found {len(labels)}")
-    return index.astype(np.int32), len(labels)
+    return index.astype(np.int32), len(labels), labels
 
 
 def _split_val(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray,
@@ -298,10 +312,15 @@ def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig) -> tuple:
     return x_tr, y_tr, x_va, y_va, x_te, y_te
 
 
-def _standardize(x_tr, y_tr, x_va, y_va, x_te, y_te) -> tuple:
-    mean = x_tr.mean(axis=0)
+def _stats(x_tr: np.ndarray) -> tuple:
+    """(mean, std) of each feature; a constant feature (a blank pixel) gets std 1 and stays 0."""
     std = x_tr.std(axis=0)
-    std = np.where(std > 1e-8, std, 1.0).astype(np.float32)  # constant pixels stay at 0
+    return x_tr.mean(axis=0), np.where(std > 1e-8, std, 1.0).astype(np.float32)
+
+
+def _standardize(x_tr, y_tr, x_va, y_va, x_te, y_te) -> tuple:
+    mean, std = _stats(x_tr)
+
     def scale(a):
         return ((a - mean) / std).astype(np.float32)
 

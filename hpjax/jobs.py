@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from hpjax.checkpoint import PARAMS_DIR
 from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError
 from hpjax.loop import train_population
@@ -40,6 +41,13 @@ def checkpoint_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
     return path if members == 1 else os.path.join(path, f"member_{member}")
 
 
+def params_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
+    """Where a trial's member keeps its best variables: `params/` in the job directory
+    (`params/member_<k>/` for each of several seeds or folds)."""
+    path = os.path.join(output_dir, PARAMS_DIR)
+    return path if members == 1 else os.path.join(path, f"member_{member}")
+
+
 def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                  on_progress: Optional[Callable[[EpochReport], None]] = None,
                  output_dirs: Optional[list[str]] = None,
@@ -47,7 +55,7 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
     """Trains trials of one signature as one population, each trial's seeds and folds as
     members of their own; a trial of several members reports their mean. `output_dirs`: the
     trials' job directories, where their checkpoints go. `on_epoch` sees (member, row)."""
-    members, folds, owners, dirs = [], [], [], []
+    members, folds, owners, dirs, params = [], [], [], [], []
     for i, cfg in enumerate(cfgs):
         for r in range(cfg.train.repeats):
             seeded = cfg if r == 0 else dataclasses.replace(
@@ -57,12 +65,15 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                 folds.append(f)
                 owners.append(i)
                 if output_dirs and all(output_dirs):
-                    dirs.append(checkpoint_dir(output_dirs[i], r * cfg.data.cv_folds + f,
-                                               members_per_trial(cfg)))
+                    k, n = r * cfg.data.cv_folds + f, members_per_trial(cfg)
+                    dirs.append(checkpoint_dir(output_dirs[i], k, n))
+                    params.append(params_dir(output_dirs[i], k, n)
+                                  if cfg.train.save_params == "best" else None)
     report = on_progress and (lambda r: on_progress(dataclasses.replace(
         r, best_member=None if r.best_member is None else owners[r.best_member])))
     outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
-                                on_epoch=on_epoch, checkpoint_dirs=dirs or None)
+                                on_epoch=on_epoch, checkpoint_dirs=dirs or None,
+                                params_dirs=params or None)
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
             for i in range(len(cfgs))]
 

@@ -57,6 +57,7 @@ class Member:
     outcome: Outcome
     tracker: BestEpoch
     checkpoint_dir: Optional[str] = None
+    params_dir: Optional[str] = None  # where its best epoch's variables go (train.save_params)
     active: bool = True
     train_s: float = 0.0  # its share of the population's time in the epoch program
 
@@ -134,7 +135,8 @@ class _Run:
     """One population's training: the compiled functions, the device state and the members."""
 
     def __init__(self, cfgs: list[Config], folds: list[int], launcher: str,
-                 checkpoint_dirs: Optional[list[str]]) -> None:
+                 checkpoint_dirs: Optional[list[str]],
+                 params_dirs: Optional[list[Optional[str]]] = None) -> None:
         cfg0 = cfgs[0]
         self.ds = ds = data_lib.load(cfg0.data)
         check_fits(cfg0, ds)
@@ -150,8 +152,9 @@ class _Run:
         self.members = [Member(c, Outcome(Result(
             "ok", None, c.objective.metric, c.objective.mode, seed=c.train.seed,
             launcher=launcher, fold=f if ds.folds else None)), BestEpoch(c.train.early_stopping),
-            d if c.train.checkpoint_every else None)
-            for c, f, d in zip(cfgs, folds, dirs, strict=True)]
+            d if c.train.checkpoint_every else None, p)
+            for c, f, d, p in zip(cfgs, folds, dirs, params_dirs or [None] * len(cfgs),
+                                  strict=True)]
         i = self.inputs
         # Placed as the epoch returns it, so that the epoch program compiles once.
         self.states = self.place.per_member(self.pop.init(i.hp, i.seeds, i.owner))
@@ -212,7 +215,11 @@ class _Run:
         test = jax.device_get(self.pop.evaluate(self.best_params, i.hp, i.fold,
                                                 *self.place.shared((self.ds.x_test,
                                                                     self.ds.y_test))))
-        num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(self.states.params))
+        checkpoint.save_params([(m.params_dir, jax.device_get(_member(self.best_params, k)))
+                                for k, m in enumerate(self.members)
+                                if m.params_dir and m.tracker.epoch is not None])
+        num_params = sum(int(np.prod(p.shape[1:]))
+                         for p in jax.tree.leaves(self.states.params["params"]))
         samples_per_epoch = self.pop.spec.steps_per_epoch * self.pop.spec.batch_size
         for k, member in enumerate(self.members):
             r, tracker = member.result, member.tracker
@@ -263,7 +270,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      launcher: str = "basic",
                      on_epoch: Optional[Callable[[int, dict], None]] = None,
                      on_progress: Optional[Callable[[EpochReport], None]] = None,
-                     checkpoint_dirs: Optional[list[str]] = None) -> list[Outcome]:
+                     checkpoint_dirs: Optional[list[str]] = None,
+                     params_dirs: Optional[list[Optional[str]]] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
@@ -275,6 +283,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         population of several members logs it.
       checkpoint_dirs: one folder per member, where a member with `train.checkpoint_every` > 0
         saves its state; a population whose members all saved an epoch continues from there.
+      params_dirs: one folder (or None) per member, where its best epoch's variables are saved
+        at the end (`hpjax.checkpoint.save_params`).
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -282,7 +292,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     CompileStats.install()
     compile_s0 = CompileStats.seconds
     run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
-               checkpoint_dirs)
+               checkpoint_dirs, params_dirs)
     start = run.resume()
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
         for row in member.outcome.rows:

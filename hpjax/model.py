@@ -118,3 +118,20 @@ class CNN(nn.Module):
         return nn.Dense(self.num_classes)(x)
 
 
+
+
+class TargetModel:
+    """A user's flax.linen Module class (`model._target_`), built inside the program for each
+    member: the static constructor arguments are fixed, the traced ones (`model._traced_`) and
+    the activation fields hpjax fills (`fill`) come from the member's numbers."""
+
+    def __init__(self, cls: type, static: Mapping, traced: tuple, fill: tuple,
+                 target: str) -> None:
+        self.cls, self.static, self.traced, self.fill, self.target = (cls, dict(static), traced,
+                                                                      fill, target)
+
+    def build(self, model_hp: Mapping[str, jax.Array]) -> nn.Module:
+        return self.cls(**self.static, **{k: model_hp[k] for k in (*self.traced, *self.fill)})
+
+    def __repr__(self) -> str:
+        return f"TargetModel({self.target}, static={self.static}, traced={self.traced})"

@@ -79,7 +79,11 @@ def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Ar
 
 def _init(spec: trainer.Spec, hp: Any, seeds: jax.Array, owner: jax.Array) -> Any:
     """Every member's state; the parameters are drawn once per distinct seed, in a loop (a
-    vmapped threefry draw compiles about twice as long)."""
+    vmapped threefry draw compiles about twice as long). A `_target_` module's may depend on
+    its traced numbers: drawn once per member."""
+    if spec.target:
+        params = jax.lax.map(lambda a: trainer.init_params(spec, *a), (seeds[owner], hp))
+        return jax.vmap(functools.partial(trainer.init_state, spec))(hp, params)
     params = jax.lax.map(functools.partial(trainer.init_params, spec), seeds)
     return jax.vmap(functools.partial(trainer.init_state, spec))(
         hp, jax.tree.map(lambda p: p[owner], params))
@@ -98,6 +102,12 @@ def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Populat
     """The jitted population functions of `cfg`'s signature (its traced values unused)."""
     spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
                         ds.n_train, activation)
+    if spec.target:
+        trainer.check_model(spec, ds.num_classes, {
+            **{k: getattr(cfg.model, k) for k in spec.model.traced},
+            **({"activation": cfg.activation.index} if "activation" in spec.model.fill else {}),
+            **({"negative_slope": cfg.activation.negative_slope}
+               if "negative_slope" in spec.model.fill else {})})
     folds = bool(ds.folds)
     return Population(
         init=jax.jit(functools.partial(_init, spec)),

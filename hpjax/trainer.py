@@ -16,10 +16,11 @@ from typing import Any, Optional
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from hpjax.config import Config
-from hpjax.model import dropout_noise
+from hpjax.config import Config, ConfigError
+from hpjax.model import TargetModel, dropout_noise
 
 Hparams = Mapping[str, Mapping[str, jax.Array]]
 _SCHEDULE = "schedule_"  # prefix of the schedule's numbers among the optimizer's hyperparams
@@ -30,7 +31,7 @@ class Spec:
     """The static part of one program."""
 
     cfg: Config  # the static view: traced and per-member keys unreadable
-    model: Any  # the Flax module
+    model: Any  # the Flax module (built-in), or a `hpjax.model.TargetModel` (`model._target_`)
     input_shape: tuple
     n_train: int
     activation: Optional[int] = None  # an index that fixes the activation; None: traced
@@ -48,9 +49,16 @@ class Spec:
         return self.steps_per_epoch * self.cfg.train.epochs
 
 
+    @property
+    def target(self) -> bool:
+        return isinstance(self.model, TargetModel)
+
+
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array
+    # The model's variables: {"params": trainable parameters, and any other collection such as
+    # "batch_stats"}; the optimizer updates "params", the model's train pass the others
     params: Any
     opt_state: Any  # optax.InjectStatefulHyperparamsState: the optimizer's numbers live here
     dropout_key: jax.Array
@@ -97,8 +105,11 @@ def learning_rate(spec: Spec, opt_state: Any) -> jax.Array:
 
 def _model_hp(spec: Spec, hp: Hparams) -> dict:
     act = hp["activation"]
-    return {"activation": act["name"] if spec.activation is None else spec.activation,
-            "negative_slope": act["negative_slope"], "dropout": hp["model"]["dropout"]}
+    out = {"activation": act["name"] if spec.activation is None else spec.activation,
+           "negative_slope": act["negative_slope"]}
+    if spec.target:
+        return {**out, **hp.get("model", {})}
+    return {**out, "dropout": hp["model"]["dropout"]}
 
 
 # The model's numbers for a forward pass that only shapes things (init, memory estimates): the
@@ -106,22 +117,116 @@ def _model_hp(spec: Spec, hp: Hparams) -> dict:
 SHAPING_HP = {"activation": 0, "negative_slope": 0.01, "dropout": 0.0}
 
 
-def init_params(spec: Spec, seed: jax.Array) -> Any:
-    """A member's initial parameters: they depend on its seed alone."""
+def shaping_hp(spec: Spec) -> dict:
+    """Numbers of the right structure for a pass that only shapes things."""
+    model = {k: np.float32(0.0) for k in spec.model.traced} if spec.target else {}
+    return {"activation": {"name": np.int32(0), "negative_slope": np.float32(0.01)},
+            "model": model}
+
+
+def init_params(spec: Spec, seed: jax.Array, hp: Optional[Hparams] = None) -> Any:
+    """A member's initial variables (`TrainState.params`). A built-in model's depend on its seed
+    alone; a `_target_` module is built with the member's traced numbers (`hp`; None: zeros)."""
     dummy = jnp.zeros((1, *spec.input_shape), jnp.float32)
-    return spec.model.init(member_keys(seed)[0], dummy, SHAPING_HP)["params"]
+    key = member_keys(seed)[0]
+    if spec.target:
+        module = spec.model.build(_model_hp(spec, hp if hp is not None else shaping_hp(spec)))
+        variables = module.init({"params": key, "dropout": key}, dummy, train=False)
+        return {k: v for k, v in variables.items() if k != "intermediates"}
+    return {"params": spec.model.init(key, dummy, SHAPING_HP)["params"]}
+
+
+def forward(spec: Spec, hp: Hparams, variables: Any, x: jax.Array,
+            step_noise: Any = None) -> tuple[jax.Array, dict]:
+    """(the model's outputs, its updated collections other than params); `step_noise`: a
+    training step's randomness (`noise`), None evaluates."""
+    if not spec.target:
+        return spec.model.apply({"params": variables["params"]}, x, _model_hp(spec, hp),
+                                step_noise), {}
+    module = spec.model.build(_model_hp(spec, hp))
+    if step_noise is None:
+        return module.apply(variables, x, train=False), {}
+    mutable = [k for k in variables if k != "params"]
+    if mutable:
+        return module.apply(variables, x, train=True, rngs={"dropout": step_noise},
+                            mutable=mutable)
+    return module.apply(variables, x, train=True, rngs={"dropout": step_noise}), {}
+
+
+def intermediates(spec: Spec, variables: Any, x: jax.Array) -> tuple:
+    """(outputs, every module's output) of an evaluation pass with shaping numbers."""
+    if spec.target:
+        module = spec.model.build(_model_hp(spec, shaping_hp(spec)))
+        return module.apply(variables, x, train=False, capture_intermediates=True,
+                            mutable=["intermediates"])
+    return spec.model.apply({"params": variables["params"]}, x, SHAPING_HP,
+                            capture_intermediates=True, mutable=["intermediates"])
 
 
 def init_state(spec: Spec, hp: Hparams, params: Any) -> TrainState:
     _, dropout_key, data_key = member_keys(hp["train"]["seed"])
-    opt_state = optimizer(spec, hp).init(params)
+    opt_state = optimizer(spec, hp).init(params["params"])
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, dropout_key, data_key)
 
 
-def noise(spec: Spec, dropout_key: jax.Array, step: jax.Array) -> tuple:
-    """The random words of the dropout layers at optimizer step `step`."""
-    return dropout_noise(jax.random.fold_in(dropout_key, step),
-                         spec.model.dropout_shapes(spec.batch_size))
+def noise(spec: Spec, dropout_key: jax.Array, step: jax.Array) -> Any:
+    """The randomness of the dropout layers at optimizer step `step`: random words for a
+    built-in model, a key (`rngs={"dropout": key}`) for a `_target_` module."""
+    key = jax.random.fold_in(dropout_key, step)
+    if spec.target:
+        return key
+    return dropout_noise(key, spec.model.dropout_shapes(spec.batch_size))
+
+
+def check_model(spec: Spec, num_classes: int, values: Optional[dict] = None) -> None:
+    """A `_target_` module's checks, by abstract evaluation (nothing compiles): no traced value
+    steers Python control flow, and the outputs have one logit per class. `values`: a member's
+    traced constructor arguments as Python numbers (default zeros).
+
+    Raises:
+      ConfigError: naming the key to leave out of `model._traced_`, or the output's shape.
+    """
+    if not spec.target:
+        return
+    model = spec.model
+    x = jax.ShapeDtypeStruct((spec.batch_size, *spec.input_shape), jnp.float32)
+    hp = shaping_hp(spec)
+    hp["activation"]["name"] = 0 if spec.activation is None else spec.activation
+    model_hp = {**_model_hp(spec, hp), **(values or {})}
+
+    def run(numbers: dict) -> jax.Array:
+        module = model.build({**model_hp, **numbers})
+        key = jax.random.key(0)
+        variables = module.init({"params": key, "dropout": key}, jnp.zeros(x.shape), train=False)
+        mutable = [k for k in variables if k not in ("params", "intermediates")]
+        out = module.apply(variables, jnp.zeros(x.shape), train=True, rngs={"dropout": key},
+                           mutable=mutable or False)
+        return out[0] if mutable else out
+
+    traced = {k: jax.ShapeDtypeStruct((), jnp.int32 if k == "activation" else jnp.float32)
+              for k in (*model.traced, *model.fill)}
+    try:
+        out = jax.eval_shape(run, traced)
+    except Exception:
+        jax.eval_shape(run, {})  # fails with every number concrete too: the module's own error
+        for key in traced:  # else the traced number that the module cannot take
+            try:
+                jax.eval_shape(run, {key: traced[key]})
+            except Exception:
+                if key in model.traced:
+                    raise ConfigError("model._traced_", key, f"{model.target} uses it in Python "
+                                      "control flow (if, range, a shape), which a traced value "
+                                      "cannot steer: leave it out of model._traced_") from None
+                raise ConfigError(f"model.{key}", None, f"{model.target} uses it in Python "
+                                  "control flow, which hpjax's traced activation cannot steer: "
+                                  f"set model.{key} in the config (static)") from None
+        raise
+    if out.shape != (spec.batch_size, num_classes):
+        raise ConfigError("model._target_", model.target,
+                          f"returns outputs of shape {tuple(out.shape)} for a batch of "
+                          f"{spec.batch_size}; needs ({spec.batch_size}, {num_classes}), one "
+                          f"logit per class: set its output size, e.g. "
+                          "num_classes: ${data.num_classes}")
 
 
 def batches(spec: Spec, state: TrainState, n: int) -> jax.Array:
@@ -138,13 +243,16 @@ def train_step(spec: Spec, hp: Hparams, x: jax.Array, y: jax.Array, state: Train
     xb, yb = x[idx], y[idx]
 
     def loss_fn(params: Any) -> tuple:
-        logits = spec.model.apply({"params": params}, xb, _model_hp(spec, hp), step_noise)
-        return cross_entropy(logits, yb, hp["train"]["label_smoothing"]).mean(), logits
+        logits, collections = forward(spec, hp, {**state.params, "params": params}, xb,
+                                      step_noise)
+        loss = cross_entropy(logits, yb, hp["train"]["label_smoothing"]).mean()
+        return loss, (logits, collections)
 
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = optimizer(spec, hp).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    trainable = state.params["params"]
+    (loss, (logits, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    updates, opt_state = optimizer(spec, hp).update(grads, state.opt_state, trainable)
+    variables = {**state.params, **collections, "params": optax.apply_updates(trainable, updates)}
+    state = state.replace(step=state.step + 1, params=variables, opt_state=opt_state)
     return state, (loss, jnp.mean(jnp.argmax(logits, -1) == yb))
 
 
@@ -163,11 +271,9 @@ def evaluate(spec: Spec, params: Any, hp: Hparams, x: jax.Array, y: jax.Array) -
     xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(nb, ebs, *x.shape[1:])
     ys = jnp.pad(y, (0, pad)).reshape(nb, ebs)
     ws = (jnp.arange(nb * ebs) < n).reshape(nb, ebs)
-    model_hp = _model_hp(spec, hp)
-
     def batch(totals: tuple, xyw: tuple) -> tuple:
         xb, yb, wb = xyw
-        logits = spec.model.apply({"params": params}, xb, model_hp)
+        logits = forward(spec, hp, params, xb)[0]
         loss = jnp.sum(cross_entropy(logits, yb) * wb)
         correct = jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
         return (totals[0] + loss, totals[1] + correct), None

@@ -7,12 +7,13 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from hpjax.config._schema import ConfigError, Schema, choices, groups, per_member, traced
-from hpjax.config.data import DataConfig
-from hpjax.config.model import ActivationConfig, ModelConfig
+from hpjax.config.model import ActivationConfig
 from hpjax.config.optim import OptimizerConfig, ScheduleConfig
+from hpjax.config.target import TARGET, target_config
 
 METRICS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
 MODES = ("min", "max")
+SAVE_PARAMS = ("best", "none")
 
 
 @dataclass
@@ -54,6 +55,9 @@ class TrainConfig(Schema):
     # directory; a trial run again into the same directory continues from there. 0: off
     checkpoint_every: int = per_member(0)
     early_stopping: EarlyStoppingConfig = per_member(default_factory=EarlyStoppingConfig)
+    # Keep the best epoch's variables (parameters, batch statistics) as an Orbax checkpoint in
+    # params/ of the job directory, for `hpjax.load`: best, or none
+    save_params: str = per_member("best")
 
     def __post_init__(self) -> None:
         self._check("epochs", self.epochs >= 1, "must be an integer >= 1")
@@ -65,6 +69,7 @@ class TrainConfig(Schema):
         self._check("repeats", self.repeats >= 1, "must be an integer >= 1")
         self._check("checkpoint_every", self.checkpoint_every >= 0,
                     "must be an integer >= 0 (0: no checkpoints)")
+        self._check_choice("save_params", SAVE_PARAMS)
 
 
 @dataclass
@@ -82,8 +87,8 @@ class ObjectiveConfig(Schema):
 
 @dataclass
 class Config:
-    data: DataConfig = MISSING
-    model: ModelConfig = MISSING
+    data: Any = MISSING  # a DataConfig, or a `_target_` node (a TargetDataConfig once validated)
+    model: Any = MISSING  # a ModelConfig, or a `_target_` node (a TargetModelConfig once validated)
     activation: ActivationConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     schedule: ScheduleConfig = MISSING
@@ -133,6 +138,14 @@ def to_config(cfg: DictConfig) -> Config:
         while cause is not None and not isinstance(cause, ConfigError):
             cause = cause.__cause__ or cause.__context__
         raise (cause or e) from None
+    for group in ("model", "data"):
+        node = getattr(obj, group)
+        if isinstance(node, dict):
+            if TARGET not in node:
+                raise ConfigError(group, None, f"a {group} config needs a schema (defaults: "
+                                  f"[base_<choice>]) or `{TARGET}`: your own "
+                                  f"{'Flax module class' if group == 'model' else 'function'}")
+            setattr(obj, group, target_config(group, node))
     unknown = _unknown_keys(cfg, obj)
     if unknown:
         raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]),
