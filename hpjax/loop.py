@@ -196,7 +196,8 @@ class _Run:
         self.slots = [self.slots[s] for s in keep]
         for s, k in enumerate(self.slots):
             self.members[k].slot = s
-        log.info("population compacted to %d slots: %d members train on", size, len(keep))
+        log.info("population gathered into %d slots: %d member%s train on", size, len(keep),
+                 "" if len(keep) == 1 else "s")
 
     def test_metrics(self) -> dict:
         """Every slot's test metrics at its best epoch's parameters."""

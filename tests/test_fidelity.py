@@ -1,8 +1,8 @@
 """Hyperband's brackets, successive halving inside a population, and the sweeper's use of them."""
 
 import pytest
-from conftest import compose_config
 
+from conftest import compose_config
 from hpjax import fidelity
 from hpjax.compile import CompileStats
 from hpjax.jobs import train_trials
@@ -90,3 +90,65 @@ def test_survivors_continue_from_their_state(bracket_run):
     # each population size (16, 4, 1) compiles its epoch and evaluation programs once
     print("COMPILES", compiles)
     assert compiles <= 3 * 4
+
+
+TINY = ["data=iris", "model.width=16", "train.batch_size=16", "train.early_stopping.patience=null",
+        "hydra/sweeper=hpjax", "optimizer.lr=tag(log, interval(1e-3, 0.3))",
+        "model.dropout=interval(0, 0.3)"]
+
+
+def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
+    """R = 3, eta = 3: brackets 3x1 1x3 and 2x3, five trials from the sampler. Stopped trials
+    are PRUNED in the study with their learning curves, `pruned` in result.json and the table;
+    the others COMPLETE."""
+    import json
+
+    from optuna.trial import TrialState
+    from test_launcher import multirun
+    from test_sweeper import read_summary, trials_in
+
+    sweep = tmp_path / "hb"
+    multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
+              "train.epochs=3"], sweep)
+    trials = sorted(trials_in(sweep), key=lambda t: t.number)
+    assert [t.user_attrs["bracket"] for t in trials] == [0, 0, 0, 1, 1]
+    states = [t.state for t in trials]
+    assert states.count(TrialState.PRUNED) == 2 and states.count(TrialState.COMPLETE) == 3
+    epochs = 0
+    for t in trials:
+        result = json.loads((sweep / str(t.number) / "result.json").read_text())
+        rows = (sweep / str(t.number) / "metrics.jsonl").read_text().splitlines()
+        epochs += len(rows)
+        assert sorted(t.intermediate_values) == list(range(1, result["epochs_run"] + 1))
+        assert t.intermediate_values[1] == pytest.approx(json.loads(rows[0])["val/accuracy"])
+        if t.state == TrialState.PRUNED:
+            assert result["status"] == "pruned" and result["epochs_run"] == 1
+            assert t.value == t.intermediate_values[1]  # Optuna's: the last reported
+            assert t.user_attrs["status"] == "pruned"
+        else:
+            assert result["status"] == "ok" and result["epochs_run"] == 3
+            assert t.value == pytest.approx(result["objective"])
+    assert epochs == 2 * 1 + 1 * 3 + 2 * 3
+    summary = read_summary(sweep)
+    assert sorted(r["status"] for r in summary) == ["ok"] * 3 + ["pruned"] * 2
+    best = min(summary, key=lambda r: int(r["rank"] or 99))
+    assert best["status"] == "ok"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["hydra.sweeper.algorithm=sha", "hydra.sweeper.eta=1"], "eta=1: must be an integer >= 2"),
+    (["hydra.sweeper.algorithm=hyperband", "hydra.sweeper.min_epochs=5", "train.epochs=3"],
+     "min_epochs=5 is more than train.epochs=3"),
+    (["hydra.sweeper.algorithm=grid", "hydra.sweeper.pruner=median", "activation=relu,tanh"],
+     "a grid runs every point to the end"),
+    (["hydra.sweeper.algorithm=sha", "hydra/launcher=basic"], "needs hydra/launcher=vmap"),
+    (["hydra.sweeper.algorithm=random", "hydra.sweeper.pruner=bogus"],
+     "pruner='bogus': must be one of none, asha"),
+    (["hydra.sweeper.algorithm=sha", "train.epochs=3,9"], "train.epochs is the maximum resource")])
+def test_bad_multi_fidelity_input_fails_before_anything_trains(tmp_path, overrides, match):
+    from test_launcher import multirun
+
+    with pytest.raises(Exception) as info:
+        multirun([*TINY, "train.epochs=3", *overrides], tmp_path / "bad")
+    assert match in str(info.value) + str(info.value.__cause__)
+    assert not list((tmp_path / "bad").glob("*/result.json"))
