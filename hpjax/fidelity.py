@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
-from hpjax.results import better
-
 
 @dataclass(frozen=True)
 class Rung:
@@ -115,14 +113,5 @@ def _rank_key(score: Optional[float], mode: str) -> tuple:
     return (0, -score if mode == "max" else score)
 
 
-def best_of(scores: list[Optional[float]], mode: str) -> Optional[int]:
-    """The index of the best score, None when there is none."""
-    best = None
-    for i, s in enumerate(scores):
-        if s is not None and (best is None or better(s, scores[best], mode)):
-            best = i
-    return best
-
-
-__all__ = ["Rung", "Stopper", "SuccessiveHalving", "best_of", "bracket", "check", "hyperband",
+__all__ = ["Rung", "Stopper", "SuccessiveHalving", "bracket", "check", "hyperband",
            "s_max", "successive_halving", "table"]

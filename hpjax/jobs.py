@@ -85,7 +85,8 @@ def _by_trial(stopper: Stopper, owners: list[int], n: int) -> Callable:
             last = [m.outcome.rows[-1] for m in own if m.outcome.rows
                     and m.outcome.rows[-1]["epoch"] == epoch]
             values.append(sum(r[metric] for r in last) / len(last) if ok and last else None)
-            running.append(any(m.active for m in own))
+            # after the last epoch nothing runs on: a pruner has nothing left to stop
+            running.append(any(m.active for m in own) and epoch < own[0].cfg.train.epochs)
         pruned = stopper(epoch, scores, values, running)
         return {k for k, o in enumerate(owners) if o in pruned}
     return members_stopper

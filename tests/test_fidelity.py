@@ -152,3 +152,36 @@ def test_bad_multi_fidelity_input_fails_before_anything_trains(tmp_path, overrid
         multirun([*TINY, "train.epochs=3", *overrides], tmp_path / "bad")
     assert match in str(info.value) + str(info.value.__cause__)
     assert not list((tmp_path / "bad").glob("*/result.json"))
+
+
+def test_asha_pruner_freezes_members_as_optunas_rule_says(tmp_path):
+    """`pruner=asha` with a random sampler: every member reports val/loss each epoch, and
+    Optuna's SuccessiveHalvingPruner (min_resource 1, eta 3) decides at epoch 1 in trial order
+    (asynchronous: a trial competes with those that reached the rung before it)."""
+    from optuna.trial import TrialState
+    from test_launcher import multirun
+    from test_sweeper import trials_in
+
+    sweep = tmp_path / "asha"
+    multirun([*TINY, "hydra.sweeper.algorithm=random", "hydra.sweeper.pruner=asha",
+              "hydra.sweeper.n_trials=8", "hydra.sweeper.batch_size=8", "train.epochs=3",
+              "objective.metric=val/loss", "objective.mode=min"], sweep)
+    trials = sorted(trials_in(sweep), key=lambda t: t.number)
+    seen, expected = [], []
+    for t in trials:
+        seen.append(t.intermediate_values[1])
+        keep = max(len(seen) // 3, 1)
+        expected.append(t.intermediate_values[1] <= sorted(seen)[keep - 1])
+    assert [t.state == TrialState.COMPLETE for t in trials] == expected
+    assert expected.count(False) >= 4
+    for t in trials:
+        assert len(t.intermediate_values) == (3 if t.state == TrialState.COMPLETE else 1)
+        status = "ok" if t.state == TrialState.COMPLETE else "pruned"
+        assert hpjax_status(sweep / str(t.number)) == (status, len(t.intermediate_values))
+
+
+def hpjax_status(job_dir):
+    import json
+
+    result = json.loads((job_dir / "result.json").read_text())
+    return result["status"], result["epochs_run"]

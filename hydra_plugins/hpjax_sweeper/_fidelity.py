@@ -15,7 +15,7 @@ from typing import Any, Optional
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
-from hpjax import fidelity
+import hpjax
 
 from . import _search
 
@@ -44,7 +44,7 @@ def max_epochs(sweeper: Any, space: _search.SearchSpace) -> int:
     fixed = [item for item in space.items if isinstance(item, str)]
     cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, fixed)
     top = int(OmegaConf.select(cfg, "train.epochs"))
-    fidelity.check(sweeper.eta, sweeper.min_epochs, top)
+    hpjax.check_fidelity(sweeper.eta, sweeper.min_epochs, top)
     return top
 
 
@@ -91,11 +91,11 @@ class Stoppers:
                  mode: str = "max", prune: bool = False, label: str = "") -> None:
         self.trials, self.rungs, self.eta, self.mode = trials, rungs, eta, mode
         self.prune, self.label = prune, label
-        self.rules: list[fidelity.SuccessiveHalving] = []
+        self.rules: list[hpjax.SuccessiveHalving] = []
 
-    def __call__(self, ids: list[int]) -> fidelity.Stopper:
+    def __call__(self, ids: list[int]) -> Any:
         trials = [self.trials[i] for i in ids]
-        rule = fidelity.SuccessiveHalving(self.rungs, self.eta, self.mode) if self.rungs \
+        rule = hpjax.SuccessiveHalving(self.rungs, self.eta, self.mode) if self.rungs \
             else None
         if rule is not None:
             self.rules.append(rule)
@@ -126,20 +126,20 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     impl = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
     top = max_epochs(sweeper, space)
     if sweeper.algorithm == "sha":
-        brackets = [fidelity.successive_halving(top, sweeper.eta, sweeper.min_epochs,
+        brackets = [hpjax.successive_halving(top, sweeper.eta, sweeper.min_epochs,
                                                 sweeper.n_trials)]
     else:
-        brackets = fidelity.hyperband(top, sweeper.eta, sweeper.min_epochs)
+        brackets = hpjax.hyperband(top, sweeper.eta, sweeper.min_epochs)
     total = sweeper.n_trials or sum(b[0].n for b in brackets)
     log.info("%s: R = %d epochs, eta = %d: brackets %s", sweeper.algorithm, top, sweeper.eta,
-             "; ".join(fidelity.table(brackets)))
+             "; ".join(hpjax.bracket_table(brackets)))
     returns, started = [], 0
     k = 0
     while started < total:
         rungs = brackets[k % len(brackets)]
         n = min(rungs[0].n, total - started)
         if n < rungs[0].n:  # the last bracket, cut to n_trials
-            rungs = fidelity.bracket(n, len(rungs) - 1, top, sweeper.eta)
+            rungs = hpjax.bracket(n, len(rungs) - 1, top, sweeper.eta)
         done = [t for t in sweeper._finished(study) if t.user_attrs.get("bracket") == k]
         if len(done) < n:
             with sweeper._lock(sweep_dir):
@@ -149,7 +149,7 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
                     t.set_user_attr("bracket", k)
                     if job_dir is not None:
                         t.set_user_attr("job_dir", str(job_dir(t.number)))
-            label = f"[bracket {k + 1}: {fidelity.table([rungs])[0]}]"
+            label = f"[bracket {k + 1}: {hpjax.bracket_table([rungs])[0]}]"
             log.info("%s %d trials from %d epochs", label, n, rungs[0].epochs)
             impl.stoppers = Stoppers(trials, [r.epochs for r in rungs], sweeper.eta, mode,
                                      label=label)
