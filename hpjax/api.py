@@ -223,14 +223,19 @@ class Trained:
         return trainer.forward(self.spec, self.hp, self.variables, x)[0]
 
     def predict(self, x: Any) -> Any:
-        """The predicted labels of raw samples (features as the data function returns them)."""
+        """The predictions for raw samples (features as the data function returns them): class
+        labels, or regression targets in their own units."""
         import numpy as np
 
-        logits = np.asarray(self.apply(self.data.prepare(x)))
-        return self.data.classes[np.argmax(logits, -1)]
+        out = np.asarray(self.apply(self.data.prepare(x)))
+        if self.data.y_std is not None:
+            out = out * self.data.y_std + self.data.y_mean
+            return out[:, 0] if self.data.y_std.ndim == 0 else out
+        return self.data.classes[np.argmax(out, -1)]
 
     def evaluate(self, split: str = "test") -> dict:
-        """`{"<split>/loss", "<split>/accuracy"}` of the model on a split, computed by the same
+        """`{"<split>/loss", "<split>/accuracy"}` (regression: loss, mse, mae, r2) of the model on
+        a split, computed by the same
         compiled program as a trial trained alone: a single run's `result.json` test metrics
         exactly (a trial trained in a population: up to float rounding)."""
         import jax
@@ -267,7 +272,7 @@ def load(job_dir: str, member: int = 0) -> Trained:
         raise FileNotFoundError(f"{path}: no saved parameters (train.save_params=best keeps "
                                 "them)")
     variables = checkpoint.load_params(str(path))
-    ds = data_lib.load(cfg.data)
+    ds = data_lib.load(cfg.data, cfg.task.name == "regression")
     if ds.folds:
         import dataclasses
 
@@ -275,7 +280,7 @@ def load(job_dir: str, member: int = 0) -> Trained:
         ds = dataclasses.replace(ds, folds=0, **{f: getattr(ds, f)[fold] for f in (
             "x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
     spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
-                        ds.n_train)
+                        ds.n_train, None, ds.y_scale, ds.num_classes)
     hp = hparams(cfg)
     module = spec.model.build(trainer._model_hp(spec, hp)) if spec.target else spec.model
     return Trained(cfg, variables, module, ds, Result.read(job_dir), spec, hp)

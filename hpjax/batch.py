@@ -61,7 +61,7 @@ def _chunk_size(cfgs: list[Config], max_population: int,
     members = max_population
     if memory_budget_mb is not None:
         try:
-            ds = data_lib.load(cfgs[0].data)
+            ds = data_lib.load(cfgs[0].data, cfgs[0].task.name == "regression")
         except ConfigError:
             ds = None  # training reports the error for every job
         if ds is not None:

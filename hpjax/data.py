@@ -33,6 +33,15 @@ class Dataset:
     classes: Optional[np.ndarray] = None
     mean: Optional[np.ndarray] = None
     std: Optional[np.ndarray] = None
+    # Regression: the training split's target mean and std the targets were standardised with
+    y_mean: Optional[np.ndarray] = None
+    y_std: Optional[np.ndarray] = None
+
+    @property
+    def y_scale(self) -> float:
+        """One scale for the reported errors (mse, mae): the targets' std (their mean over
+        several targets)."""
+        return 1.0 if self.y_std is None else float(np.mean(self.y_std))
 
     def prepare(self, x: Any) -> np.ndarray:
         """Raw features, as the data gave them, shaped and standardised as the splits are."""
@@ -57,8 +66,9 @@ class Dataset:
 _CACHE: dict[tuple, Dataset] = {}
 
 
-def load(cfg: DataConfig) -> Dataset:
-    """Loads the configured data set, splits it and standardises it.
+def load(cfg: DataConfig, regression: bool = False) -> Dataset:
+    """Loads the configured data set, splits it and standardises it; `regression`: the labels
+    are float targets (standardised too), else class labels.
 
     The trials of a sweep in one process share one load (a file is read again once it changes).
 
@@ -66,29 +76,37 @@ def load(cfg: DataConfig) -> Dataset:
       ConfigError: the file does not parse, a key or column is missing, or the data is too small.
     """
     path = getattr(cfg, "path", None)
-    key = (repr(cfg), os.stat(path).st_mtime_ns if path and os.path.isfile(path) else None)
+    key = (repr(cfg), os.stat(path).st_mtime_ns if path and os.path.isfile(path) else None,
+           regression)
     if key not in _CACHE:
         if len(_CACHE) >= 8:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _load(cfg)
+        _CACHE[key] = _load(cfg, regression)
     return _CACHE[key]
 
 
-def _load(cfg: DataConfig) -> Dataset:
+def _load(cfg: DataConfig, regression: bool) -> Dataset:
     arrays = cfg.arrays()
+    labels = _targets if regression else _labels
     if isinstance(arrays, Mapping):
-        x_tr, y_tr, x_va, y_va, x_te, y_te = _ready_splits(arrays, cfg)
+        x_tr, y_tr, x_va, y_va, x_te, y_te = _ready_splits(arrays, cfg, regression)
         sample_shape = x_tr.shape[1:]
-        y_all, num_classes, classes = _labels([y_tr, y_va, y_te], cfg)
+        y_all, num_classes, classes = labels([y_tr, y_va, y_te], cfg)
         y_tr, y_va, y_te = np.split(y_all, np.cumsum([len(y_tr), len(y_va)]))
         splits = (_flat(x_tr), y_tr, _flat(x_va), y_va, _flat(x_te), y_te)
         if len(x_va) == 0:  # no validation split given: hold out val_fraction of the training
             splits = _split_val(*splits[:2], *splits[4:], cfg)
     else:
-        x, y = _pair(arrays, cfg)
+        x, y = _pair(arrays, cfg, regression)
         sample_shape = ()  # flattened, as (features,), unless data.image_shape is set
-        y, num_classes, classes = _labels([y], cfg)
+        y, num_classes, classes = labels([y], cfg)
         splits = _split(_flat(x), y, cfg)
+    y_mean = y_std = None
+    if regression:  # targets standardised with the training split's (the CV pool's) statistics
+        pool = np.concatenate([splits[1], splits[3]]) if cfg.cv_folds > 1 else splits[1]
+        y_mean, y_std = pool.mean(0), np.maximum(pool.std(0), 1e-8).astype(np.float32)
+        splits = tuple(((a - y_mean) / y_std).astype(np.float32) if i % 2 else a
+                       for i, a in enumerate(splits))
     n_features = splits[0].shape[1]
     shape = tuple(sample_shape) if len(sample_shape) > 1 else (n_features,)
     if cfg.image_shape is not None:
@@ -102,9 +120,10 @@ def _load(cfg: DataConfig) -> Dataset:
     arrays = [[a.reshape(len(a), *shape) if a.ndim == 2 else a for a in s] for s in folds]
     if cfg.cv_folds > 1:
         return Dataset(*map(np.stack, zip(*arrays, strict=True)), num_classes=num_classes,
-                       folds=cfg.cv_folds, classes=classes)
+                       folds=cfg.cv_folds, classes=classes, y_mean=y_mean, y_std=y_std)
     mean, std = _stats(splits[0]) if cfg.standardize else (None, None)
-    return Dataset(*arrays[0], num_classes=num_classes, classes=classes, mean=mean, std=std)
+    return Dataset(*arrays[0], num_classes=num_classes, classes=classes, mean=mean, std=std,
+                   y_mean=y_mean, y_std=y_std)
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -116,13 +135,14 @@ def _where(cfg: DataConfig) -> str:
     return f"data._target_={target}" if target else f"data={cfg.name}"
 
 
-def _pair(arrays: Any, cfg: DataConfig) -> tuple:
-    """(x, y) as arrays, checked: numeric features, 1-D labels, one label per sample."""
+def _pair(arrays: Any, cfg: DataConfig, regression: bool = False) -> tuple:
+    """(x, y) as arrays, checked: numeric features, 1-D labels (regression: targets of shape
+    (samples,) or (samples, outputs)), one label per sample."""
     if not (isinstance(arrays, (tuple, list)) and len(arrays) == 2):
         raise ConfigError(*_where(cfg).split("=", 1), "must return (x, y) or a dict of splits "
                           f"(x_train, y_train, x_test, y_test), got {type(arrays).__name__}")
     x, y = np.asarray(arrays[0]), np.asarray(arrays[1])
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+    if x.ndim < 2 or y.ndim not in ((1, 2) if regression else (1,)) or len(x) != len(y):
         raise ConfigError(*_where(cfg).split("=", 1),
                           f"must return features x of shape (samples, ...) and labels y of shape "
                           f"(samples,); got x {x.shape}, y {y.shape}")
@@ -134,7 +154,7 @@ def _pair(arrays: Any, cfg: DataConfig) -> tuple:
     return x, y
 
 
-def _ready_splits(arrays: Mapping, cfg: DataConfig) -> tuple:
+def _ready_splits(arrays: Mapping, cfg: DataConfig, regression: bool = False) -> tuple:
     need = ("x_train", "y_train", "x_test", "y_test")
     missing = [k for k in need if k not in arrays]
     if missing or ("x_val" in arrays) != ("y_val" in arrays):
@@ -144,9 +164,10 @@ def _ready_splits(arrays: Mapping, cfg: DataConfig) -> tuple:
     out = []
     for split in ("train", "val", "test"):
         if f"x_{split}" in arrays:
-            out += _pair((arrays[f"x_{split}"], arrays[f"y_{split}"]), cfg)
+            out += _pair((arrays[f"x_{split}"], arrays[f"y_{split}"]), cfg, regression)
         else:
-            out += [np.zeros((0, *out[0].shape[1:]), np.float32), np.zeros((0,), out[1].dtype)]
+            out += [np.zeros((0, *out[0].shape[1:]), np.float32),
+                    np.zeros((0, *out[1].shape[1:]), out[1].dtype)]
     shapes = {a.shape[1:] for a in out[0::2] if len(a)}
     if len(shapes) > 1:
         raise ConfigError(*_where(cfg).split("=", 1), "returned splits whose samples differ in "
@@ -183,12 +204,34 @@ def _labels(ys: list, cfg: DataConfig) -> tuple:
     return index.astype(np.int32), len(labels), labels
 
 
+def _targets(ys: list, cfg: DataConfig) -> tuple:
+    """Regression targets of every split as float32, the number of outputs, no classes."""
+    y = np.concatenate(ys)
+    if not np.issubdtype(y.dtype, np.number):
+        raise ConfigError(*_where(cfg).split("=", 1), f"returned targets of type {y.dtype}; "
+                          "task=regression needs numbers")
+    y = y.astype(np.float32)
+    bad = int((~np.isfinite(y)).sum())
+    if bad:
+        raise ConfigError(*_where(cfg).split("=", 1), f"returned {bad} regression target"
+                          f"{'' if bad == 1 else 's'} that are NaN or inf: drop or fill them")
+    return y, 1 if y.ndim == 1 else y.shape[1], None
+
+
+def _stratify(y: np.ndarray, least: int) -> Optional[np.ndarray]:
+    """Class labels to stratify a split by, where every class has `least` samples; float
+    targets (regression) and tiny classes: none."""
+    if not np.issubdtype(y.dtype, np.integer) or np.bincount(y).min() < least:
+        return None
+    return y
+
+
 def _split_val(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray,
                cfg: DataConfig) -> tuple:
     """Holds out `val_fraction` of a given training split for validation (stratified)."""
     from sklearn.model_selection import train_test_split
 
-    stratify = y_tr if np.bincount(y_tr).min() >= 2 else None
+    stratify = _stratify(y_tr, 2)
     try:
         x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=cfg.val_fraction,
                                                   random_state=cfg.split_seed, stratify=stratify)
@@ -234,7 +277,7 @@ def _folds(splits: tuple, cfg: DataConfig) -> list[tuple]:
         raise ConfigError("data.cv_folds", k, f"needs at least 2 samples per fold, the "
                           f"training and validation splits hold {len(x_tr) + len(x_va)}")
     # Stratified where every class can appear in every fold (as GridSearchCV(cv=k) does).
-    splitter = (StratifiedKFold if np.bincount(y).min() >= k else KFold)(
+    splitter = (StratifiedKFold if _stratify(y, k) is not None else KFold)(
         k, shuffle=True, random_state=cfg.split_seed)
     return [(x[tr], y[tr], x[va], y[va], x_te, y_te) for tr, va in splitter.split(x, y)]
 
@@ -298,12 +341,11 @@ def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig) -> tuple:
 
     held_out = cfg.val_fraction + cfg.test_fraction
     # Stratify where every class can appear in every split; tiny classes fall back to random.
-    counts = np.bincount(y)
-    stratify = y if counts.min() >= 3 else None
+    stratify = _stratify(y, 3)
     try:
         x_tr, x_rest, y_tr, y_rest = train_test_split(
             x, y, test_size=held_out, random_state=cfg.split_seed, stratify=stratify)
-        rest_strat = y_rest if stratify is not None and np.bincount(y_rest).min() >= 2 else None
+        rest_strat = _stratify(y_rest, 2) if stratify is not None else None
         x_va, x_te, y_va, y_te = train_test_split(
             x_rest, y_rest, test_size=cfg.test_fraction / held_out, random_state=cfg.split_seed,
             stratify=rest_strat)

@@ -149,9 +149,9 @@ def train_one(cfg: Config, output_dir: Optional[str] = None,
                 files.append(open(os.path.join(output_dir, METRICS_FILE), "w"))
             files[0].write(metrics_line(row))
             files[0].flush()
-        log.info("epoch %3d/%d  train/loss %.4f  train/acc %.4f  val/loss %.4f  val/acc %.4f"
-                 "  lr %.3g", row["epoch"], cfg.train.epochs, row["train/loss"],
-                 row["train/accuracy"], row["val/loss"], row["val/accuracy"], row["lr"])
+        shown = "  ".join(f"{k.replace('accuracy', 'acc')} {v:.4f}" for k, v in row.items()
+                          if k.startswith(("train/", "val/")))
+        log.info("epoch %3d/%d  %s  lr %.3g", row["epoch"], cfg.train.epochs, shown, row["lr"])
 
     try:
         one = members_per_trial(cfg) == 1  # several: metrics.jsonl holds their mean per epoch

@@ -116,8 +116,10 @@ def check_fits(cfg: Config, ds: data_lib.Dataset) -> None:
                           f"must be an integer between 1 and the training-set size {n}")
     rank = type(cfg.model).input_rank
     if rank is not None and len(ds.input_shape) != rank:
+        shape = "[height,width,channels]" if rank == 3 else "[length,channels]"
         raise ConfigError("model", cfg.model.name, f"needs samples of rank {rank}: set "
-                          "data.image_shape=[height,width,channels] (the digits set has it)")
+                          f"data.image_shape={shape} (the digits set has an image shape, "
+                          "mnist1d a signal's)")
 
 
 def _fixed_activation(cfgs: list[Config]) -> Optional[int]:
@@ -146,7 +148,7 @@ class _Run:
                  checkpoint_dirs: Optional[list[str]],
                  params_dirs: Optional[list[Optional[str]]] = None) -> None:
         cfg0 = cfgs[0]
-        self.ds = ds = data_lib.load(cfg0.data)
+        self.ds = ds = data_lib.load(cfg0.data, cfg0.task.name == "regression")
         check_fits(cfg0, ds)
         self.pop = population.get(cfg0, ds, _fixed_activation(cfgs))
         self.place = population.Placement.of(population.padded_size(len(cfgs)))

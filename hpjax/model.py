@@ -90,7 +90,8 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """Conv blocks (conv, norm, activation, 2x2 max pool), then one dense hidden layer."""
+    """Conv blocks (conv, norm, activation, 2x2 max pool; on 1-D signals 1-D convs and pools of
+    2), then one dense hidden layer."""
 
     channels: tuple
     kernel_size: int
@@ -105,12 +106,13 @@ class CNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, hp: Mapping[str, jax.Array],
                  noise: Optional[Sequence[jax.Array]] = None) -> jax.Array:
-        k = self.kernel_size
+        dims = x.ndim - 2  # 2: images (height, width, channels); 1: signals (length, channels)
+        k = (self.kernel_size,) * dims
         for c in self.channels:
-            x = _norm(self.norm)(nn.Conv(c, (k, k), padding="SAME")(x))
+            x = _norm(self.norm)(nn.Conv(c, k, padding="SAME")(x))
             x = activate(x, hp["activation"], hp["negative_slope"])
-            if self.pool and min(x.shape[1:3]) >= 2:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            if self.pool and min(x.shape[1:-1]) >= 2:
+                x = nn.max_pool(x, (2,) * dims, strides=(2,) * dims)
         x = x.reshape(x.shape[0], -1)
         x = activate(nn.Dense(self.width)(x), hp["activation"], hp["negative_slope"])
         if noise is not None:

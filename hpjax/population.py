@@ -107,7 +107,7 @@ def _evaluate(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.A
 def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
     """The jitted population functions of `cfg`'s signature (its traced values unused)."""
     spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
-                        ds.n_train, activation)
+                        ds.n_train, activation, ds.y_scale, ds.num_classes)
     if spec.target:
         trainer.check_model(spec, ds.num_classes, {
             **{k: getattr(cfg.model, k) for k in spec.model.traced},

@@ -21,6 +21,8 @@ from hpjax.results import Result, better, parse_objectives
 log = logging.getLogger("hpjax")
 
 METRIC_COLUMNS = ("val/loss", "val/accuracy", "test/loss", "test/accuracy")
+REGRESSION_COLUMNS = ("val/loss", "val/r2", "val/mse", "val/mae", "test/loss", "test/r2",
+                      "test/mse", "test/mae")
 
 
 @dataclass
@@ -115,7 +117,9 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
     keys = swept_keys(trials)
     ranked, front = rank(trials, objectives)
     position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
-    metrics = list(dict.fromkeys([*objectives, *METRIC_COLUMNS]))
+    regression = trials and not any(t.metric("val/accuracy") is not None for t in trials)
+    metrics = list(dict.fromkeys([*objectives, *(REGRESSION_COLUMNS if regression
+                                                  else METRIC_COLUMNS)]))
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["trial", "rank", *keys, "status", "objective", "objective_std", *metrics,
@@ -161,7 +165,10 @@ def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
     title = (f"{len(trials)} trials, " + (f"Pareto front of {', '.join(objectives)} first"
                                            if several else f"ranked by {next(iter(objectives))}"))
     table = Table(title=title)
-    metrics = [*objectives] + [c for c in ("val/accuracy", "test/accuracy") if c not in objectives]
+    shown = ("val/accuracy", "test/accuracy")
+    if not any(t.metric("val/accuracy") is not None for t in trials):  # regression
+        shown = tuple(f"test/{m.split('/')[-1]}" for m in objectives if m.startswith("val/"))
+    metrics = [*objectives] + [c for c in shown if c not in objectives]
     columns = ["rank", "trial", "overrides", "status", *metrics, "epochs", "time s"]
     columns += ["pareto"] if several else []
     for name in columns:
@@ -212,6 +219,27 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
     return best
 
 
+def keep_params(sweep_dir: Path, keep: int, sweeper_objectives: Optional[dict] = None) -> int:
+    """Removes the saved parameters (`params/`) of every trial but the best `keep` (in the
+    table's order); returns how many were removed."""
+    import shutil
+
+    from hpjax.checkpoint import PARAMS_DIR
+
+    trials = read_trials(sweep_dir)
+    ranked, _ = rank(trials, objectives_of(trials, sweeper_objectives)) if trials else ([], 0)
+    kept = {t.job for t in ranked[:max(keep, 0)] if t.ok}
+    removed = 0
+    for t in trials:
+        path = t.job_dir / PARAMS_DIR
+        if t.job not in kept and path.is_dir():
+            shutil.rmtree(path)
+            removed += 1
+    if removed:
+        log.info("kept the parameters of the best %d trials (hydra.sweeper.keep_params)", keep)
+    return removed
+
+
 class SweepReport(Callback):
     """Logs progress as jobs end and writes the sweep's report when the multirun ends.
 
@@ -242,6 +270,9 @@ class SweepReport(Callback):
             return
         objectives = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
         best = report(sweep_dir, parse_objectives(objectives) if objectives else None)
+        keep = OmegaConf.select(config, "hydra.sweeper.keep_params", default=None)
+        if keep is not None:
+            keep_params(sweep_dir, int(keep), parse_objectives(objectives) if objectives else None)
         log.info("sweep results in %s: summary.csv%s, one directory per trial",
                  sweep_dir.resolve(), ", best.yaml" if best else "")
 

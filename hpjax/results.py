@@ -199,8 +199,10 @@ def log_result(result: Result, compilations: Optional[int] = None, cache_hits: i
     elif result.stopped_early:
         log.info("early stopping after epoch %d (best epoch %d)", result.epochs_run,
                  result.best_epoch)
-    log.info("%s: %s=%s at best epoch %s, test/accuracy=%s%s", result.status,
-             result.objective_metric, _fmt(result.objective), result.best_epoch,
-             _fmt(result.test.get("test/accuracy")),
+    test = "test/accuracy" if "test/accuracy" in result.test or not result.test else (
+        "test/" + result.objective_metric.split("/")[-1])  # regression: test/r2, ...
+    log.info("%s: %s=%s at best epoch %s, %s=%s%s", result.status,
+             result.objective_metric, _fmt(result.objective), result.best_epoch, test,
+             _fmt(result.test.get(test)),
              f", {compilations} new compilations ({result.compile_time_s:.2f} s, "
              f"{cache_hits} from the persistent cache)" if compilations is not None else "")

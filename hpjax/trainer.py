@@ -35,6 +35,12 @@ class Spec:
     input_shape: tuple
     n_train: int
     activation: Optional[int] = None  # an index that fixes the activation; None: traced
+    y_scale: float = 1.0  # regression: the std the targets were standardised with
+    model_outputs: int = 1  # outputs per sample (classes, or regression targets)
+
+    @property
+    def regression(self) -> bool:
+        return self.cfg.task.name == "regression"
 
     @property
     def batch_size(self) -> int:
@@ -74,6 +80,20 @@ def member_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | float = 0.0):
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
     return optax.softmax_cross_entropy(logits, targets)
+
+
+def task_loss(spec: Spec, hp: Hparams, out: jax.Array, y: jax.Array,
+              smoothing: jax.Array | float = 0.0) -> tuple[jax.Array, jax.Array]:
+    """Per sample: the task's loss and its second training metric (correct, or the mean
+    absolute error in standardised units)."""
+    if spec.regression:
+        y = y.reshape(out.shape)
+        if spec.cfg.task.loss == "huber":
+            loss = optax.huber_loss(out, y, delta=hp["task"]["huber_delta"]).mean(-1)
+        else:
+            loss = optax.squared_error(out, y).mean(-1)
+        return loss, jnp.abs(out - y).mean(-1)
+    return cross_entropy(out, y, smoothing), (jnp.argmax(out, -1) == y).astype(jnp.float32)
 
 
 def _schedule(spec: Spec, numbers: Mapping[str, Any]) -> optax.Schedule:
@@ -239,44 +259,61 @@ def batches(spec: Spec, state: TrainState, n: int) -> jax.Array:
 
 def train_step(spec: Spec, hp: Hparams, x: jax.Array, y: jax.Array, state: TrainState,
                idx: jax.Array, step_noise: tuple) -> tuple[TrainState, tuple]:
-    """One optimizer step on the samples `idx`; returns the state and (loss, accuracy)."""
+    """One optimizer step on the samples `idx`; returns the state and (loss, accuracy or mean
+    absolute error)."""
     xb, yb = x[idx], y[idx]
 
     def loss_fn(params: Any) -> tuple:
-        logits, collections = forward(spec, hp, {**state.params, "params": params}, xb,
-                                      step_noise)
-        loss = cross_entropy(logits, yb, hp["train"]["label_smoothing"]).mean()
-        return loss, (logits, collections)
+        out, collections = forward(spec, hp, {**state.params, "params": params}, xb, step_noise)
+        loss, aux = task_loss(spec, hp, out, yb, hp["train"]["label_smoothing"])
+        return loss.mean(), (aux.mean(), collections)
 
     trainable = state.params["params"]
-    (loss, (logits, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    (loss, (aux, collections)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     updates, opt_state = optimizer(spec, hp).update(grads, state.opt_state, trainable)
     variables = {**state.params, **collections, "params": optax.apply_updates(trainable, updates)}
     state = state.replace(step=state.step + 1, params=variables, opt_state=opt_state)
-    return state, (loss, jnp.mean(jnp.argmax(logits, -1) == yb))
+    return state, (loss, aux)
 
 
-def epoch_metrics(spec: Spec, state: TrainState, loss: jax.Array, acc: jax.Array) -> dict:
-    """An epoch's metrics from its steps' losses and accuracies."""
-    return {"train/loss": loss.mean(), "train/accuracy": acc.mean(),
+def epoch_metrics(spec: Spec, state: TrainState, loss: jax.Array, aux: jax.Array) -> dict:
+    """An epoch's metrics from its steps' losses and accuracies (regression: mean absolute
+    errors, reported in the targets' units)."""
+    second = {"train/mae": aux.mean() * spec.y_scale} if spec.regression else {
+        "train/accuracy": aux.mean()}
+    return {"train/loss": loss.mean(), **second,
             "lr": learning_rate(spec, state.opt_state), "finite": jnp.all(jnp.isfinite(loss))}
 
 
 def evaluate(spec: Spec, params: Any, hp: Hparams, x: jax.Array, y: jax.Array) -> dict:
-    """Mean loss and accuracy over `x`, in fixed-size batches (`train.eval_batch_size`)."""
+    """Mean loss and accuracy over `x` (regression: loss, mse, mae, r2), in fixed-size batches
+    (`train.eval_batch_size`)."""
     n = x.shape[0]
     ebs = min(spec.cfg.train.eval_batch_size, n)
     nb = -(-n // ebs)
     pad = nb * ebs - n
     xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(nb, ebs, *x.shape[1:])
-    ys = jnp.pad(y, (0, pad)).reshape(nb, ebs)
+    ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1)).reshape(nb, ebs, *y.shape[1:])
     ws = (jnp.arange(nb * ebs) < n).reshape(nb, ebs)
+
     def batch(totals: tuple, xyw: tuple) -> tuple:
         xb, yb, wb = xyw
-        logits = forward(spec, hp, params, xb)[0]
-        loss = jnp.sum(cross_entropy(logits, yb) * wb)
-        correct = jnp.sum((jnp.argmax(logits, -1) == yb) * wb)
-        return (totals[0] + loss, totals[1] + correct), None
+        out = forward(spec, hp, params, xb)[0]
+        loss, aux = task_loss(spec, hp, out, yb)
+        sums = [jnp.sum(loss * wb), jnp.sum(aux * wb)]
+        if spec.regression:  # per target: squared errors, targets, squared targets
+            w = wb[:, None].astype(out.dtype)
+            yb = yb.reshape(out.shape)
+            sums += [jnp.sum((out - yb) ** 2 * w, 0), jnp.sum(yb * w, 0),
+                     jnp.sum(yb ** 2 * w, 0)]
+        return tuple(t + v for t, v in zip(totals, sums, strict=True)), None
 
-    (loss, correct), _ = jax.lax.scan(batch, (jnp.float32(0), jnp.float32(0)), (xs, ys, ws))
-    return {"loss": loss / n, "accuracy": correct / n}
+    k = spec.model_outputs
+    zeros = (jnp.float32(0), jnp.float32(0)) + ((jnp.zeros(k),) * 3 if spec.regression else ())
+    totals, _ = jax.lax.scan(batch, zeros, (xs, ys, ws))
+    if not spec.regression:
+        return {"loss": totals[0] / n, "accuracy": totals[1] / n}
+    sse, sy, syy = totals[2:]
+    r2 = jnp.mean(1.0 - sse / jnp.maximum(syy - sy ** 2 / n, 1e-12))
+    return {"loss": totals[0] / n, "mse": jnp.mean(sse) / n * spec.y_scale ** 2,
+            "mae": totals[1] / n * spec.y_scale, "r2": r2}

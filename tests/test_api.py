@@ -31,7 +31,8 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
         "config.yaml", "hydra.yaml", "overrides.yaml"]
     assert len(sweep.table) == 4 and len(sweep.study.trials) == 4
     assert sweep.best.objective == max(t.value for t in sweep.study.trials)
-    assert (sweep.best_dir / "params").is_dir()
+    # keep_params=1: the best trial's parameters only
+    assert [p.parent.name for p in sweep.dir.glob("*/params")] == [sweep.best_dir.name]
     best = hpjax.load(sweep.best_dir)
     # trained in a population of 4: float rounding apart from a single evaluation at most
     assert best.evaluate()["test/accuracy"] == pytest.approx(

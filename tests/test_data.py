@@ -145,7 +145,7 @@ def test_mnist1d_is_generated_with_its_own_test_split_and_leaves_global_rngs_alo
     assert (np.random.random(), random.random()) == expected
     # the package's 80/20 split: 800 train of which 15% validate, 200 test
     assert (len(ds.x_train), len(ds.x_val), len(ds.x_test)) == (680, 120, 200)
-    assert ds.input_shape == (40,) and ds.num_classes == 10
+    assert ds.input_shape == (40, 1) and ds.num_classes == 10
     assert set(np.unique(ds.y_test)) == set(range(10))
     # the same generator seed gives the same signals
     from mnist1d.data import get_dataset_args, make_dataset

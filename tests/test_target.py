@@ -99,3 +99,27 @@ def test_bad_data_fails_with_one_line(target, message):
     with pytest.raises(ConfigError, match=message):
         data_lib.load(target_config("data", {"_target_": f"test_target.{target}",
                                              "num_classes": 3}))
+
+
+def test_the_example_project_is_tuned_from_its_own_folder(tmp_path):
+    """CI runs examples/own_model as its README says: `hpjax --config-dir conf -m
+    search=spirals` (its own TPE preset) from the project's folder, then loads the best trial
+    back in Python."""
+    import csv
+
+    from conftest import run_cli
+    from hpjax.api import load
+
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(["--config-dir", "conf", "-m", "search=spirals", "hydra.sweeper.n_trials=4",
+                    "train.epochs=3", "model.features=16", f"hydra.sweep.dir={sweep_dir}"],
+                   cwd=PROJECT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    assert "Launching 4 jobs as 1 population" in proc.stderr + proc.stdout
+    best = next(r for r in rows if r["rank"] == "1")
+    trained = load(sweep_dir / best["trial"])
+    assert trained.config.model._target_ == "mypkg.models.ResMLP"
+    assert trained.evaluate()["test/accuracy"] == pytest.approx(float(best["test/accuracy"]),
+                                                                abs=1 / 225)

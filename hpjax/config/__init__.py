@@ -20,6 +20,7 @@ from hpjax.config.data import (
     SKLEARN_DATASETS,
     CsvDataConfig,
     DataConfig,
+    MakeRegressionDataConfig,
     Mnist1dDataConfig,
     NpzDataConfig,
     SklearnDataConfig,
@@ -30,6 +31,7 @@ from hpjax.config.model import (
     ACTIVATIONS,
     NORMS,
     ActivationConfig,
+    CNN1DConfig,
     CNNConfig,
     MLPConfig,
     ModelConfig,
@@ -62,16 +64,20 @@ from hpjax.config.run import (
     register_configs,
     to_config,
 )
+from hpjax.config.task import ClassificationTaskConfig, RegressionTaskConfig, TaskConfig
 
 __all__ = [
     "ACTIVATIONS", "ACTIVATION_ALIASES", "METRICS", "MODES", "NORMS", "SKLEARN_DATASETS",
-    "ActivationConfig", "AdagradConfig", "AdamConfig", "AdamWConfig", "CNNConfig", "Config",
+    "ActivationConfig", "AdagradConfig", "AdamConfig", "AdamWConfig", "CNN1DConfig", "CNNConfig",
+    "Config",
     "ConfigError", "ConstantScheduleConfig", "CosineScheduleConfig", "CsvDataConfig",
     "DataConfig", "EarlyStoppingConfig", "ExponentialScheduleConfig", "LambConfig", "LionConfig",
-    "MLPConfig", "Mnist1dDataConfig", "ModelConfig", "MomentumConfig", "NpzDataConfig",
+    "MLPConfig", "MakeRegressionDataConfig", "Mnist1dDataConfig", "ModelConfig",
+    "MomentumConfig", "NpzDataConfig",
     "ObjectiveConfig",
     "OneCycleScheduleConfig", "OptimizerConfig", "RMSPropConfig", "SGDConfig", "Schema",
     "ScheduleConfig", "SklearnDataConfig", "StepScheduleConfig", "SyntheticDataConfig",
-    "TrainConfig", "WarmupCosineScheduleConfig", "choices", "groups", "is_per_member",
+    "TrainConfig", "TaskConfig", "ClassificationTaskConfig", "RegressionTaskConfig",
+    "WarmupCosineScheduleConfig", "choices", "groups", "is_per_member",
     "is_traced", "per_member", "register_configs", "to_config", "traced",
 ]

@@ -8,7 +8,7 @@ from omegaconf import MISSING
 
 from hpjax.config._schema import Schema
 
-SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
+SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
 
 
 @dataclass
@@ -29,7 +29,8 @@ class DataConfig(Schema):
     split_seed: int = 0
     # Standardise every feature with the mean and std of the training split only
     standardize: bool = True
-    # Shape of one sample as an image (height, width, channels), needed by model=cnn
+    # Shape of one sample as an image (height, width, channels), needed by model=cnn, or as a
+    # signal (length, channels), needed by model=cnn1d
     image_shape: Optional[list[int]] = None
     # k >= 2: k-fold cross-validation (stratified) over the training and validation samples, the
     # folds trained side by side; the objective is the mean over folds. 1: one validation split
@@ -46,8 +47,10 @@ class DataConfig(Schema):
         if self.num_classes is not None:
             self._check("num_classes", self.num_classes >= 2, "must be an integer >= 2, or null")
         if self.image_shape is not None:
-            self._check("image_shape", len(self.image_shape) == 3 and min(self.image_shape) >= 1,
-                        "must be [height, width, channels] of positive integers, or null")
+            self._check("image_shape",
+                        len(self.image_shape) in (2, 3) and min(self.image_shape) >= 1,
+                        "must be [height, width, channels] or [length, channels] of positive "
+                        "integers, or null")
 
     def arrays(self) -> Any:
         """(features, labels) of every sample, before the split; or a dict of ready splits,
@@ -113,6 +116,38 @@ class SyntheticDataConfig(DataConfig, choice="synthetic"):
             n_informative=self.n_informative, n_redundant=self.n_redundant,
             n_classes=self.n_classes, class_sep=self.class_sep, flip_y=self.flip_y,
             random_state=self.seed)
+
+
+@dataclass
+class MakeRegressionDataConfig(DataConfig, choice="make_regression"):
+    """`sklearn.datasets.make_regression`: a noisy linear target of random features, for
+    task=regression at any scale."""
+
+    name: str = "make_regression"
+    n_samples: int = 1000
+    n_features: int = 20
+    n_informative: int = 10
+    # Targets per sample
+    n_targets: int = 1
+    # Standard deviation of the Gaussian noise on the targets
+    noise: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_name()
+        self._check("n_samples", self.n_samples >= 20, "must be an integer >= 20")
+        self._check("n_informative", 1 <= self.n_informative <= self.n_features,
+                    f"must be between 1 and n_features={self.n_features}")
+        self._check("n_targets", self.n_targets >= 1, "must be an integer >= 1")
+        self._check_non_negative("noise")
+
+    def arrays(self) -> tuple:
+        from sklearn.datasets import make_regression
+
+        return make_regression(n_samples=self.n_samples, n_features=self.n_features,
+                               n_informative=self.n_informative, n_targets=self.n_targets,
+                               noise=self.noise, random_state=self.seed)
 
 
 @dataclass

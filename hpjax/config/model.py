@@ -90,6 +90,14 @@ class CNNConfig(ModelConfig, choice="cnn"):
 
 
 @dataclass
+class CNN1DConfig(CNNConfig, choice="cnn1d"):
+    """The CNN on 1-D signals of shape (length, channels), e.g. data=mnist1d."""
+
+    input_rank = 2
+    name: str = "cnn1d"
+
+
+@dataclass
 class ActivationConfig(Schema, choice="activation"):
     group = "activation"
     # One of ACTIVATIONS (swish is silu), traced as its index into a `lax.switch`

@@ -10,8 +10,10 @@ from hpjax.config._schema import ConfigError, Schema, choices, groups, per_membe
 from hpjax.config.model import ActivationConfig
 from hpjax.config.optim import OptimizerConfig, ScheduleConfig
 from hpjax.config.target import TARGET, target_config
+from hpjax.config.task import TaskConfig
 
-METRICS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
+METRICS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy", "val/mse", "val/mae",
+           "val/r2", "train/mae")
 MODES = ("min", "max")
 SAVE_PARAMS = ("best", "none")
 
@@ -92,6 +94,7 @@ class Config:
     activation: ActivationConfig = MISSING
     optimizer: OptimizerConfig = MISSING
     schedule: ScheduleConfig = MISSING
+    task: TaskConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
 
@@ -146,6 +149,12 @@ def to_config(cfg: DictConfig) -> Config:
                                   f"[base_<choice>]) or `{TARGET}`: your own "
                                   f"{'Flax module class' if group == 'model' else 'function'}")
             setattr(obj, group, target_config(group, node))
+    metrics = obj.task.metrics()
+    for key, metric in (("objective.metric", obj.objective.metric),
+                        ("train.early_stopping.monitor", obj.train.early_stopping.monitor)):
+        if metric not in metrics:
+            raise ConfigError(key, metric, f"is not a metric of task={obj.task.name}: one of "
+                              f"{', '.join(metrics)}")
     unknown = _unknown_keys(cfg, obj)
     if unknown:
         raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]),
