@@ -65,7 +65,7 @@ BAD_VALUES = [
     ("optimizer.clip_norm=-1", "optimizer.clip_norm=-1.0: must be a finite number > 0"),
     ("train.early_stopping.monitor=val/acc",
      "train.early_stopping.monitor='val/acc': must be one of val/loss, val/accuracy, "
-     "train/loss, train/accuracy"),
+     "train/loss, train/accuracy, val/mse, val/mae, val/r2, train/mae"),
     ("objective.mode=maximize", "objective.mode='maximize': must be one of min, max"),
     ("+train.foo=1",
      "train.foo=1: unknown key (added with '+'?): `hpjax --cfg job` lists the keys"),

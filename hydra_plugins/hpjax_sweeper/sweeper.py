@@ -15,6 +15,11 @@ class HpjaxSweeper(Sweeper):
         # Lazy import: plugin discovery must stay fast and must not import Optuna.
         from ._impl import HpjaxSweeperImpl
 
+        # read from the config by the sweep's report when it ends (hpjax.report.keep_params)
+        keep = params.pop("keep_params", None)
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
+            raise ValueError(f"hydra.sweeper.keep_params={keep}: must be an integer >= 0, or "
+                             "null to keep every trial's parameters")
         self.sweeper = HpjaxSweeperImpl(**params)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
