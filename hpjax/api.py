@@ -7,6 +7,9 @@ Examples:
   ('iris', 2)
 """
 
+import contextlib
+import logging
+import logging.config
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,39 @@ def is_task(task_function: Callable[..., Any]) -> bool:
     return bool(getattr(task_function, "hpjax_task", False))
 
 
+@contextlib.contextmanager
+def _own_logging() -> Any:
+    """Hydra configures logging for each job (a file handler for app.log, stream handlers on
+    the sys.stdout of that moment); in a Python session the caller's logging comes back after:
+    every logger's handlers, level and state as they were."""
+    def loggers() -> dict:
+        named = {n: lg for n, lg in logging.Logger.manager.loggerDict.items()
+                 if isinstance(lg, logging.Logger)}
+        return {"": logging.getLogger(), **named}
+
+    saved = {n: (lg.handlers[:], lg.level, lg.disabled, lg.propagate)
+             for n, lg in loggers().items()}
+    # Hydra's logging.config.dictConfig would close every existing handler (the caller's,
+    # pytest's): it may only forget them for the job
+    clear = getattr(logging.config, "_clearExistingHandlers", None)
+    if clear is not None:
+        logging.config._clearExistingHandlers = logging._handlers.clear
+    try:
+        yield
+    finally:
+        if clear is not None:
+            logging.config._clearExistingHandlers = clear
+        for name, lg in loggers().items():
+            handlers, level, disabled, propagate = saved.get(name, ([], logging.NOTSET, False,
+                                                                   True))
+            for handler in lg.handlers:
+                if handler not in handlers and isinstance(handler, logging.FileHandler):
+                    handler.close()  # app.log
+            lg.handlers[:] = handlers
+            lg.setLevel(level)
+            lg.disabled, lg.propagate = disabled, propagate
+
+
 def _hydra(config_dir: Optional[str]) -> Any:
     """A Hydra instance over `config_dir` (default hpjax's `conf/`), as the `hpjax` command's."""
     from hydra._internal.hydra import Hydra
@@ -94,9 +130,10 @@ def train(overrides: Sequence[str] = (), output_dir: Optional[str] = None, *,
 
     hydra_ = _hydra(config_dir)
     try:
-        hydra_.run(config_name=config_name, task_function=_train_task,
-                   overrides=[*overrides, f"hydra.run.dir={Path(output_dir).resolve()}"],
-                   with_log_configuration=False)
+        with _own_logging():
+            hydra_.run(config_name=config_name, task_function=_train_task,
+                       overrides=[*overrides, f"hydra.run.dir={Path(output_dir).resolve()}"],
+                       with_log_configuration=False)
     finally:
         GlobalHydra.instance().clear()
     return Result.read(output_dir)
@@ -146,9 +183,10 @@ def sweep(overrides: Sequence[str] = (), sweep_dir: Optional[str] = None, *,
     try:
         cfg = hydra_.compose_config(config_name, [*overrides, *extra], run_mode=_multirun())
         directory = Path(str(cfg.hydra.sweep.dir)).resolve()
-        hydra_.multirun(config_name=config_name, task_function=train_task,
-                        overrides=[*overrides, f"hydra.sweep.dir={directory}"],
-                        with_log_configuration=False)
+        with _own_logging():
+            hydra_.multirun(config_name=config_name, task_function=train_task,
+                            overrides=[*overrides, f"hydra.sweep.dir={directory}"],
+                            with_log_configuration=False)
     finally:
         GlobalHydra.instance().clear()
     summary = directory / "summary.csv"
