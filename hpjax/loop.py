@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpjax import checkpoint, population
+from hpjax import checkpoint, population, signals
 from hpjax import data as data_lib
 from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError, EarlyStoppingConfig
@@ -93,9 +93,11 @@ class Member:
             self.result.stopped_early, self.active = True, False
         return self.tracker.epoch == epoch
 
-    def saves_at(self, epoch: int) -> bool:
+    def saves_at(self, epoch: int, now: bool = False) -> bool:
+        """Whether the member saves at this epoch: every `checkpoint_every` epochs, or `now`
+        (a signal stops the sweep) when it saves at all."""
         every = self.cfg.train.checkpoint_every
-        return bool(self.checkpoint_dir and every and epoch % every == 0
+        return bool(self.checkpoint_dir and every and (now or epoch % every == 0)
                     and epoch < self.cfg.train.epochs)
 
 
@@ -200,9 +202,9 @@ class _Run:
             self.best_params = self.pop.keep(self.place.per_member(improved),
                                              self.states.params, self.best_params)
 
-    def save(self, epoch: int) -> None:
+    def save(self, epoch: int, now: bool = False) -> None:
         for k, member in enumerate(self.members):
-            if member.saves_at(epoch):
+            if member.saves_at(epoch, now):
                 checkpoint.save(member.checkpoint_dir, epoch,
                                 _member((self.states, self.best_params), k), member.meta())
 
@@ -293,5 +295,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
             (on_progress or log_report)(_epoch_report(epoch, run.members))
         if not any(m.active for m in run.members):
             break
-        run.save(epoch)
+        stop = signals.requested() is not None  # SIGINT/SIGTERM: checkpoint, then stop
+        run.save(epoch, now=stop)
+        signals.check()
     return run.finish(CompileStats.seconds - compile_s0)

@@ -9,9 +9,11 @@ study: every trial still RUNNING when a sweep starts was left by a killed sweep.
 
 import logging
 import shutil
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread
@@ -81,3 +83,54 @@ def carry_checkpoints(trials: list) -> None:
                             dirs_exist_ok=True)
             log.info("trial %d continues trial %d from its checkpoints", t.number,
                      t.user_attrs["retry_of"])
+
+
+@contextmanager
+def none_left_running(study: optuna.Study, trials: list, max_retries: int,
+                      tell: Tell) -> Iterator[None]:
+    """No fault leaves a trial RUNNING: if the batch raises (an interrupt, a launcher's error),
+    its trials that wrote a result are told it, and those still running are marked failed
+    (`interrupted`, or `error` with the exception) and their parameters are enqueued to run
+    again (from their checkpoints) when the sweep resumes."""
+    try:
+        yield
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "error"
+        storage = study._storage
+        for t in trials:
+            try:
+                frozen = storage.get_trial(t._trial_id)
+                if frozen.state != TrialState.RUNNING:
+                    continue
+                job_dir = frozen.user_attrs.get("job_dir")
+                result = hpjax.read_result(job_dir) if job_dir else None
+                if result is not None:  # its population ended before the fault
+                    tell(study, t._trial_id, result)
+                    continue
+                storage.set_trial_user_attr(t._trial_id, "status", status)
+                if status == "error":
+                    storage.set_trial_user_attr(t._trial_id, "error",
+                                                f"{type(e).__name__}: {e}"[:500])
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                retry(study, frozen, max_retries)
+            except Exception as inner:  # noqa: BLE001  (the storage itself may be the fault)
+                log.warning("trial %d could not be marked failed: %r", t.number, inner)
+        raise
+
+
+def interruptible(sweeper: Any, arguments: list[str]) -> Any:
+    """Runs the sweep with SIGINT/SIGTERM deferred to the next epoch boundary; an interrupted
+    sweep writes its summary (Hydra's end-of-sweep callbacks) and exits 128 + the signal
+    (130, 143). Rerunning the command resumes it."""
+    from hpjax import signals
+
+    with signals.deferred():
+        try:
+            return sweeper.sweep(arguments)
+        except signals.Interrupted as e:
+            log.warning("sweep %s: its unfinished trials are marked failed (interrupted) and "
+                        "run again, from their checkpoints, when the same command runs again", e)
+            try:
+                sweeper.hydra_context.callbacks.on_multirun_end(config=sweeper.config)
+            finally:
+                sys.exit(e.exit_code)

@@ -4,6 +4,7 @@
 import functools
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 import hpjax
+from hpjax import signals
 
-from . import _faults, _search, _storage
+from . import _checks, _faults, _search, _storage
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class HpjaxSweeperImpl(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
+        self.task_function, self.conditional = task_function, False
         _storage.hide_password(config, self.storage)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
@@ -95,7 +98,7 @@ class HpjaxSweeperImpl(Sweeper):
     def _sampler(self, worker: int, n_objectives: int) -> Any:
         seed = None if self.seed is None else self.seed + worker
         return _search.make_sampler(self.algorithm, seed=seed, n_objectives=n_objectives,
-                                    batch_size=self.batch_size)
+                                    batch_size=self.batch_size, conditional=self.conditional)
 
     def _lock(self, sweep_dir: Path) -> Any:
         return _storage.study_lock(_storage.storage_url(self.storage, sweep_dir),
@@ -127,18 +130,28 @@ class HpjaxSweeperImpl(Sweeper):
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None
         _quiet_optuna()
-        space = _search.parse([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         names, modes = self._modes()
+        space = _checks.before_writing(  # exits 2 in one line: nothing is written
+            params=self.params, arguments=arguments, algorithm=self.algorithm,
+            hydra_context=self.hydra_context, config=self.config,
+            task_function=self.task_function, storage=self.storage,
+            study_name=self.study_name, sweep_dir=sweep_dir)
+        self.conditional = space.conditional
+        if not sweep_dir.exists():  # the study, its configs and results: the user's only
+            sweep_dir.mkdir(parents=True)
+            os.chmod(sweep_dir, 0o700)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = self._study(sweep_dir, [optuna_direction(m) for m in modes])
+        _storage.claim_owner(sweep_dir, _storage.owner_of(self.storage, self.study_name))
         total, distributions = self._prepare(study, sweep_dir, space)
+        log.info("%s", _checks.describe(space, arguments, self.config, total, self.algorithm))
         names = names or [OmegaConf.select(self.config, "objective.metric",
                                            default="objective")]
         returns: list[Sequence[JobReturn]] = []
         start, waiting = time.perf_counter(), False
         while True:
+            signals.check()  # a signal between batches stops before the next one
             trials, finished, running = self._claim(study, sweep_dir, space, total,
                                                     distributions)
             if not trials:
@@ -182,7 +195,7 @@ class HpjaxSweeperImpl(Sweeper):
             finished = len(self._finished(study))
             running = len(_storage.fresh_trials(study, (TrialState.RUNNING,)))
             room = min(self.batch_size, total - finished - running)
-            trials = [study.ask(distributions) for _ in range(max(room, 0))]
+            trials = [space.ask(study, distributions) for _ in range(max(room, 0))]
             job_dir = self._job_dir(sweep_dir)
             for t in trials:
                 if job_dir is not None:
@@ -192,22 +205,25 @@ class HpjaxSweeperImpl(Sweeper):
     def _job_dir(self, sweep_dir: Path) -> Any:
         """Trial number -> job directory, where the default `hydra.sweep.subdir` is in use."""
         subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
-        return (lambda n: sweep_dir / str(n)) if subdir == "${hydra.job.num}" else None
+        root = sweep_dir.resolve()  # absolute: a rerun from another directory finds it
+        return (lambda n: root / str(n)) if subdir == "${hydra.job.num}" else None
 
     def _run_batch(self, study: optuna.Study, trials: list,
                    space: _search.SearchSpace) -> list[JobReturn]:
         batch = [space.overrides(t.params) for t in trials]
         self.validate_batch_is_legal(batch)
         _faults.carry_checkpoints(trials)
-        with _faults.heartbeats(study, trials):
-            results = self._launch(batch, [t.number for t in trials])
-        for trial, ret in zip(trials, results, strict=True):
-            try:
-                self._tell(study, trial, ret)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                log.warning("trial %d was marked failed by another worker while it ran (two "
-                            "workers on one study need heartbeat_interval, or "
-                            "fail_stale_trials=false): its result is not told", trial.number)
+        with _faults.none_left_running(study, trials, self.max_retries, self._tell_result):
+            with _faults.heartbeats(study, trials):
+                results = self._launch(batch, [t.number for t in trials])
+            for trial, ret in zip(trials, results, strict=True):
+                try:
+                    self._tell(study, trial, ret)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    log.warning("trial %d was marked failed by another worker while it ran "
+                                "(two workers on one study need heartbeat_interval, or "
+                                "fail_stale_trials=false): its result is not told",
+                                trial.number)
         return results
 
     def _launch(self, batch: list[list[str]], numbers: list[int]) -> list[JobReturn]:
@@ -241,6 +257,8 @@ class HpjaxSweeperImpl(Sweeper):
         """Tells a trial's result.json: the sweeper's objectives, else the trial's own."""
         values = ([result.metric(n) for n in self.objectives] if self.objectives
                   else [result.objective])
+        if result.error:
+            study._storage.set_trial_user_attr(trial_id, "error", result.error[:500])
         _tell_values(study, trial_id, result.status, values)
 
 
