@@ -30,6 +30,9 @@ class VmapLauncherImpl:
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
         self.name = "vmap"  # the launcher recorded in result.json
         self.progress: Any = None  # hpjax's default live display
+        # Set by hpjax's sweeper for multi-fidelity search: batch positions of a population's
+        # jobs -> the `hpjax.fidelity.Stopper` that prunes them epoch by epoch.
+        self.stoppers: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -105,5 +108,5 @@ class VmapLauncherImpl:
 
         hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
                          memory_budget_mb=self.memory_budget_mb, progress=self.progress,
-                         on_ended=end_jobs)
+                         stoppers=self.stoppers, on_ended=end_jobs)
         return [returns[i] for i in range(len(indexed))]
