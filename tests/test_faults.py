@@ -3,16 +3,20 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import optuna
 import pytest
 from omegaconf import OmegaConf
+from optuna.distributions import FloatDistribution
 from test_launcher import multirun
 
 from conftest import compose_config, sgd_configs
@@ -206,7 +210,7 @@ def test_installs_declare_what_they_use_and_start_off_linux(monkeypatch):
 
 def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
     args = [*HPJAX, "hydra.sweeper.n_trials=1", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
-            "train.epochs=40", "train.checkpoint_every=1"]
+            "train.epochs=15", "train.checkpoint_every=1"]
     proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
                              "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -224,11 +228,79 @@ def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
     assert (first.state.name, first.user_attrs["status"]) == ("FAIL", "interrupted")
     assert [t.state.name for t in rest] == ["WAITING"]  # its parameters, to run again
     saved = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
-    assert 1 <= saved < 40
+    assert 1 <= saved < 15
 
     sweep(args, tmp_path / "s")  # the same command again
     trials = study_trials(tmp_path / "s")
     assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
     assert trials[1].params == first.params
     result = json.loads((tmp_path / "s" / "1" / "result.json").read_text())
-    assert result["resumed_from_epoch"] >= saved and result["epochs_run"] == 40
+    assert result["resumed_from_epoch"] >= saved and result["epochs_run"] == 15
+
+
+def test_a_grid_of_a_million_points_is_enqueued_a_batch_at_a_time():
+    from hydra_plugins.hpjax_sweeper._impl import HpjaxSweeperImpl
+
+    sweeper = HpjaxSweeperImpl(algorithm="grid", n_trials=None, batch_size=4, seed=0,
+                               params=None, storage=None, study_name="hpjax", objectives=None,
+                               direction=None, fail_stale_trials=True)
+    study = optuna.create_study()
+    space = parse(["model.dropout=range(0,1000)", "train.seed=range(0,1000)"])
+    start = time.perf_counter()
+    assert sweeper._enqueue_grid(study, space) == 1_000_000 and not study.trials
+    assert sweeper._enqueue_grid(study, space, room=4) == 1_000_000
+    waiting = [t.system_attrs["fixed_params"] for t in study.trials]
+    assert waiting == [{"model.dropout": "0", "train.seed": str(s)} for s in range(4)]
+    study.ask(), study.ask()  # two of them start: two more points are enqueued
+    sweeper._enqueue_grid(study, space, room=4)
+    assert [t.system_attrs["fixed_params"]["train.seed"] for t in study.trials] == [
+        str(s) for s in range(6)]
+    assert time.perf_counter() - start < 10
+
+
+def test_sqlite_workers_wait_for_a_busy_database_instead_of_failing(tmp_path):
+    """SQLite's default busy timeout is 5 s: a worker whose write waited longer for another's
+    lock failed with "database is locked"."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=_storage.make_storage(url, None, None, None),
+                                study_name="hpjax")
+    other = sqlite3.connect(tmp_path / "study.db", check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")  # another worker holds the database for 6 s
+    release = threading.Timer(6, other.rollback)
+    release.start()
+    start = time.perf_counter()
+    study.enqueue_trial({"x": 1})
+    assert time.perf_counter() - start > 5 and len(study.trials) == 1
+    release.join()
+    other.close()
+
+
+def test_non_finite_features_in_the_users_data_are_an_error_not_diverged_trials(tmp_path):
+    from hpjax import data
+    from hpjax.config import ConfigError
+
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    x[5, 1] = np.inf
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 3)
+    cfg = compose_config(["data=npz", f"data.path={tmp_path / 'd.npz'}"])
+    with pytest.raises(ConfigError, match="returned features with NaN or inf"):
+        data.load(cfg.data)
+
+
+def test_journal_workers_record_heartbeats_and_a_dead_workers_trial_runs_again(tmp_path):
+    from optuna.storages.journal import JournalFileBackend
+
+    from hydra_plugins.hpjax_sweeper import _faults
+
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(
+        JournalFileBackend(str(tmp_path / "journal.log"))), study_name="hpjax")
+    dead, alive = study.ask({"x": FloatDistribution(0, 1)}), study.ask()
+    with _faults.heartbeats(study, [alive], interval=1):
+        time.sleep(1.5)  # two beats
+    beat = study._storage.get_trial(alive._trial_id).system_attrs[_faults.HEARTBEAT]
+    assert time.time() - beat < 2
+    study._storage.set_trial_system_attr(dead._trial_id, _faults.HEARTBEAT, time.time() - 60)
+    _faults.fail_stale(study, heartbeats=True, tell=None, max_retries=2, grace_period=10)
+    states = [(t.state.name, t.user_attrs.get("status")) for t in study.get_trials()]
+    assert states == [("FAIL", "killed"), ("RUNNING", None), ("WAITING", None)]
+    assert study.get_trials()[2].system_attrs["fixed_params"] == dead.params

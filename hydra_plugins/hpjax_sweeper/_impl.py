@@ -111,7 +111,8 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _fail_stale(self, study: optuna.Study) -> None:
         _faults.fail_stale(study, heartbeats=bool(self.heartbeat_interval),
-                           tell=self._tell_result, max_retries=self.max_retries)
+                           tell=self._tell_result, max_retries=self.max_retries,
+                           grace_period=self.grace_period)
 
     @staticmethod
     def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -119,17 +120,31 @@ class HpjaxSweeperImpl(Sweeper):
                                                          TrialState.PRUNED))
                 if t.state != TrialState.FAIL or t.user_attrs.get("status") in _FINAL_FAIL]
 
-    def _enqueue_grid(self, study: optuna.Study, space: _search.SearchSpace) -> int:
-        points = space.grid()
+    def _enqueue_grid(self, study: optuna.Study, space: _search.SearchSpace,
+                      room: Optional[int] = None) -> int:
+        """The grid's size (at most n_trials); given `room`, enqueues its next points not yet
+        finished, running or waiting until `room` wait: a grid of a million points is enqueued
+        a batch at a time, not all before the first trial."""
+        if getattr(self, "_grid", None) is None:
+            self._grid, self._grid_next = space.grid(), 0
+        points = self._grid
         total = len(points) if self.n_trials is None else min(self.n_trials, len(points))
+        if room is None:
+            return total
+        waiting = _storage.fresh_trials(study, (TrialState.WAITING,))
+        need = room - len(waiting)
+        if need <= 0:
+            return total
         key = lambda params: tuple(sorted(params.items()))
         taken = {key(t.params) for t in self._finished(study)}
         taken |= {key(t.params) for t in _storage.fresh_trials(study, (TrialState.RUNNING,))}
-        taken |= {key(t.system_attrs.get("fixed_params", {}))
-                  for t in _storage.fresh_trials(study, (TrialState.WAITING,))}
-        for point in points[:total]:
+        taken |= {key(t.system_attrs.get("fixed_params", {})) for t in waiting}
+        while need > 0 and self._grid_next < total:
+            point = points[self._grid_next]
+            self._grid_next += 1
             if key(point) not in taken:
                 study.enqueue_trial(point)
+                need -= 1
         return total
 
     # -- the sweep -------------------------------------------------------------------------
@@ -216,11 +231,11 @@ class HpjaxSweeperImpl(Sweeper):
         with self._lock(sweep_dir):
             if self.heartbeat_interval:
                 self._fail_stale(study)
-                if self.algorithm == "grid":
-                    self._enqueue_grid(study, space)
             finished = len(self._finished(study))
             running = len(_storage.fresh_trials(study, (TrialState.RUNNING,)))
             room = min(self.batch_size, total - finished - running)
+            if self.algorithm == "grid":
+                self._enqueue_grid(study, space, room)
             trials = [space.ask(study, distributions) for _ in range(max(room, 0))]
             job_dir = self._job_dir(sweep_dir)
             for t in trials:
@@ -240,7 +255,7 @@ class HpjaxSweeperImpl(Sweeper):
         self.validate_batch_is_legal(batch)
         _faults.carry_checkpoints(trials)
         with _faults.none_left_running(study, trials, self.max_retries, self._tell_result):
-            with _faults.heartbeats(study, trials):
+            with _faults.heartbeats(study, trials, self.heartbeat_interval):
                 results = self._launch(batch, [t.number for t in trials])
             for trial, ret in zip(trials, results, strict=True):
                 try:

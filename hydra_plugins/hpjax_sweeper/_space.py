@@ -161,9 +161,10 @@ def check(space: SearchSpace, *, compose: Callable[[list], DictConfig],
     for p in keys:
         under = [c for c, ks in active.items() if p.key in ks]
         if not under:
+            under_groups = (" under any choice of " + ", ".join(g.key for g in groups)
+                            if groups else "")
             raise SweepError(
-                f"{p.key}: no such key in the config under any choice of "
-                f"{', '.join(g.key for g in groups) or 'its groups'} (a typo? `hpjax --cfg job` "
+                f"{p.key}: no such key in the config{under_groups} (a typo? `hpjax --cfg job` "
                 "lists the keys; `+key=...` adds a new one)")
         first = active[under[0]]
         base = bases[under[0]] + [q.override(_check_values(q)[0]) for q in keys
