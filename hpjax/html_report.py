@@ -315,7 +315,10 @@ def _cell(v: Any) -> str:
 def trials_table(trials: list[Trial], objectives: dict) -> str:
     ranked, front = rank(trials, objectives)
     position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
-    keys = list(dict.fromkeys(o.split("=", 1)[0] for t in trials for o in t.overrides))
+    # Overrides every trial shares (search=qmc, train.epochs=5) are in the heading, not columns.
+    common = set.intersection(*(set(t.overrides) for t in trials)) if len(trials) > 1 else set()
+    keys = list(dict.fromkeys(o.split("=", 1)[0] for t in trials for o in t.overrides
+                              if o not in common))
     metrics = list(dict.fromkeys([*objectives, "val/loss", "test/accuracy", "test/loss"]))
     head = ["trial", "rank", *keys, "status", *metrics, "epochs", "num_params", "time s"]
     head += ["pareto"] if len(objectives) > 1 else []
@@ -385,10 +388,13 @@ def render(sweep_dir: Path, trials: list[Trial], objectives: dict) -> str:
     best_line = (f"best: trial {best.job}, " + ", ".join(
         f"{m} {_cell(best.metric(m))}" for m in objectives) +
         f" ({html.escape(' '.join(best.overrides))})" if best else "no finished trial")
+    common = sorted(set.intersection(*(set(t.overrides) for t in trials))) \
+        if len(trials) > 1 else []
     parts = [f"<h1>Sweep {html.escape(str(Path(sweep_dir).resolve()))}</h1>",
              f"<p>{len(trials)} trials ({summary}); objectives: " +
              ", ".join(f"{html.escape(m)} ({mode})" for m, mode in objectives.items()) +
-             f"; {best_line}.</p>"]
+             f"; {best_line}.</p>" + (f"<p>Every trial: <code>{html.escape(' '.join(common))}"
+                                      "</code></p>" if common else "")]
     for key, heading, fig in sections:
         parts.append(f'<h2 id="h-{key}">{html.escape(heading)}</h2>')
         if isinstance(fig, str):
@@ -424,4 +430,50 @@ def write_report(sweep_dir: str | Path, objectives: Optional[dict] = None) -> Pa
     return path
 
 
-__all__ = ["REPORT_FILE", "ReportError", "build_study", "write_report"]
+# -- in a browser ------------------------------------------------------------------------------
+_COUNT_JS = """() => {
+  const out = {};
+  document.querySelectorAll('.js-plotly-plot').forEach(gd => {
+    out[gd.id] = {traces: gd.data.length,
+                  points: gd.querySelectorAll('.scatterlayer path.point').length,
+                  bars: gd.querySelectorAll('.barlayer g.point').length};
+  });
+  out.table_rows = document.querySelectorAll('#trials tbody tr').length;
+  return out;
+}"""
+
+
+def browse(url: str, png: Path, *, chromium: str, full_page: bool = True,
+           width: int = 1280, height: int = 900, wait_for: Optional[str] = None,
+           settle_ms: int = 0) -> tuple[dict, list]:
+    """Opens a page in headless Chromium (Playwright driving the browser at `chromium`, none
+    downloaded) and saves a screenshot; returns what the report's plots drew ({plot id: traces,
+    points, bars}, table rows; {} for other pages) and the console's errors."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            errors: list = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url)
+            page.wait_for_load_state("load")
+            if wait_for:
+                page.wait_for_selector(wait_for, timeout=60_000)
+            if settle_ms:
+                page.wait_for_timeout(settle_ms)
+            info = page.evaluate(_COUNT_JS) if url.startswith("file:") else {}
+            if info.get("table_rows"):  # the table sorts on a click: by trial, ascending
+                page.click("#trials th:first-child")
+                info["sorted_trials"] = page.eval_on_selector_all(
+                    "#trials tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
+                page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=str(png), full_page=full_page)
+        finally:
+            browser.close()
+    return info, errors
+
+
+__all__ = ["REPORT_FILE", "ReportError", "browse", "build_study", "write_report"]

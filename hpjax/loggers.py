@@ -229,9 +229,10 @@ class MLflowLogger(TrialLogger):
 
 
 class WandbLogger(TrialLogger):
-    """One W&B run per trial, grouped by sweep; offline by default (`wandb sync` uploads)."""
+    """One W&B run per trial, grouped by sweep; offline by default (`wandb sync` uploads).
+    W&B puts its runs in `wandb/` under `save_dir` (default: the sweep or run directory)."""
 
-    logger, module, extra, subdir = "wandb", "wandb", "wandb", "wandb"
+    logger, module, extra, subdir = "wandb", "wandb", "wandb", ""
 
     def __init__(self, project: str = "hpjax", mode: str = "offline",
                  save_dir: Optional[str] = None) -> None:
@@ -240,7 +241,7 @@ class WandbLogger(TrialLogger):
 
     def log_trial(self, trial: TrialRecord) -> None:
         trial.save_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_SILENT", "true")
+        os.environ.setdefault("WANDB_SILENT", "true")  # no banner per trial
         run = self.lib.init(project=self.project, mode=self.mode, dir=str(trial.save_dir),
                             group=trial.sweep, name=f"trial {trial.name}", config=trial.params,
                             reinit="create_new")
@@ -250,6 +251,11 @@ class WandbLogger(TrialLogger):
             run.summary.update(trial.summary() | {"status": trial.result.status})
         finally:
             run.finish(exit_code=0 if trial.result.ok else 1)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # W&B's service writes the runs' files in the background: stop it, so that they are
+        # complete when the sweep returns.
+        self.lib.teardown()
 
 
 __all__ = ["CSVLogger", "MLflowLogger", "TensorBoardLogger", "TrialLogger", "WandbLogger"]

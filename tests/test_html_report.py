@@ -130,10 +130,11 @@ def test_report_html_in_chromium(vmap_sweep):
     had trials; a screenshot is saved beside the sweep."""
     if CHROMIUM is None:
         pytest.skip("no Chromium (scripts/local_cluster.sh installs Debian's chromium)")
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+    pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
     page_file = vmap_sweep / "report.html"
     assert page_file.stat().st_size > 4_000_000  # Plotly's JavaScript inlined: opens offline
-    shot, info, errors = screenshot(playwright, page_file, vmap_sweep / "report.png")
+    shot = vmap_sweep / "report.png"
+    info, errors = html_report.browse(page_file.as_uri(), shot, chromium=CHROMIUM)
     assert errors == []
     n, params = 8, 2  # optimizer.lr and activation vary; data and epochs are fixed
     assert info["history-0"]["points"] == n  # Optuna's history: one marker per trial
@@ -146,33 +147,3 @@ def test_report_html_in_chromium(vmap_sweep):
     # the table sorts on a click: by trial number, ascending
     assert info["sorted_trials"] == [str(i) for i in range(n)]
     assert shot.stat().st_size > 50_000
-
-
-def screenshot(playwright, page_file: Path, png: Path) -> tuple[Path, dict, list]:
-    """Opens a report in headless Chromium: (screenshot, {plot id: counts}, console errors)."""
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(page_file.as_uri())
-            page.wait_for_load_state("load")
-            info = page.evaluate("""() => {
-              const out = {};
-              document.querySelectorAll('.js-plotly-plot').forEach(gd => {
-                out[gd.id] = {traces: gd.data.length,
-                              points: gd.querySelectorAll('.scatterlayer path.point').length,
-                              bars: gd.querySelectorAll('.barlayer g.point').length};
-              });
-              out.table_rows = document.querySelectorAll('#trials tbody tr').length;
-              return out;
-            }""")
-            page.click("#trials th:first-child")
-            info["sorted_trials"] = page.eval_on_selector_all(
-                "#trials tbody tr", "rows => rows.map(r => r.cells[0].textContent)")
-            page.screenshot(path=str(png), full_page=True)
-        finally:
-            browser.close()
-    return png, info, errors

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,56 @@ def test_csv_has_every_epoch_of_every_trial(logged_sweep):
         saved = OmegaConf.load(sweep / "csv" / job / "hparams.yaml")
         assert saved.params.activation == overrides["activation"]
         assert saved.result["best/val/accuracy"] == pytest.approx(result.objective)
+
+
+def wandb_records(path: Path):
+    """The protobuf records of an offline W&B run's `.wandb` file (W&B's LevelDB-log framing:
+    a 7-byte header, 32 KiB blocks of records with a 7-byte header each, long ones in parts)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, part = path.read_bytes(), 7, b""
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        part, pos = part + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            return
+        if kind in (1, 4):  # a full record, or a record's last part
+            yield wandb_internal_pb2.Record.FromString(part)
+            part = b""
+
+
+def test_wandb_offline_runs_hold_every_epoch(logged_sweep, tmp_path):
+    """Two of the sweep's trials through the W&B logger (each offline run starts W&B's
+    service: about 2 s a trial), read back from W&B's own record format."""
+    pytest.importorskip("wandb", reason="pip install -e '.[test]'")
+    sweep, _ = logged_sweep
+    logger = loggers.WandbLogger(save_dir=str(tmp_path))
+    for job, (overrides, rows, result) in list(trials(sweep).items())[:2]:
+        logger.log_trial(loggers.TrialRecord(job, sweep / job, tmp_path, "sweep",
+                                             {k: loggers._value(v) for k, v in overrides.items()},
+                                             rows, result))
+    logger.on_multirun_end(None)  # the runs' files complete
+    runs = {}
+    for path in (tmp_path / "wandb").glob("offline-run-*/*.wandb"):
+        records = list(wandb_records(path))
+        [info] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+        assert info.run_group == "sweep"
+        runs[info.display_name] = info, records
+    assert sorted(runs) == ["trial 0", "trial 1"]
+    for job, (overrides, rows, _) in list(trials(sweep).items())[:2]:
+        info, records = runs[f"trial {job}"]
+        config = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                  for i in info.config.update}
+        assert config["optimizer.lr"] == pytest.approx(float(overrides["optimizer.lr"]))
+        history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                    for i in r.history.item}
+                   for r in records if r.WhichOneof("record_type") == "history"]
+        assert [h["epoch"] for h in history] == [r["epoch"] for r in rows]
+        assert [h["val/accuracy"] for h in history] == pytest.approx(
+            [r["val/accuracy"] for r in rows])
 
 
 def test_a_tracker_that_is_not_installed_names_its_extra(monkeypatch):
