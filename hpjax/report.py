@@ -139,15 +139,29 @@ def _cell(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write_best_yaml(best: Trial, objectives: dict, path: Path) -> None:
-    """The best trial's full composed config, as a primary config `hpjax` can run again."""
+def schedule_changes(pbt: dict) -> dict:
+    """A PBT trial's record as config changes: its root's seed and first values, and the later
+    values as `train.hparam_schedule` ("EPOCH: key=value ...")."""
+    first, *later = pbt["schedule"]
+    return {**{k: v for k, v in first.items() if k != "epoch"},
+            "train.hparam_schedule": [f"{e['epoch']}: " + " ".join(
+                f"{k}={v!r}" for k, v in e.items() if k != "epoch") for e in later]}
+
+
+def write_best_yaml(best: Trial, objectives: dict, path: Path,
+                    changes: Optional[dict] = None) -> None:
+    """The best trial's full composed config, as a primary config `hpjax` can run again;
+    `changes` (dotted key -> value) replace values (PBT's schedule: `best_schedule.yaml`)."""
     hydra_file = best.job_dir / ".hydra" / "hydra.yaml"
     choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
     config = OmegaConf.load(best.job_dir / ".hydra" / "config.yaml")
+    for key, value in (changes or {}).items():
+        OmegaConf.update(config, key, value)
     summary = ", ".join(f"{m}={best.metric(m)}" for m in objectives)
     header = (f"# Best trial of the sweep in {path.parent.resolve()}: job {best.job}, {summary}\n"
               f"# Overrides: {' '.join(best.overrides)}\n"
-              f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name best\n")
+              f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name "
+              f"{path.stem}\n")
     # Group choices as the trial made them; hydra/* and sweep presets do not change training.
     defaults = ["config"] + [{f"override {group}": choice} for group, choice in choices.items()
                              if not group.startswith("hydra/") and group != "search"
@@ -207,6 +221,9 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
     best = ranked[0] if ranked and ranked[0].ok else None
     if best is not None:
         write_best_yaml(best, objectives, sweep_dir / "best.yaml")
+        if best.get("pbt"):  # the values its parameters were trained with, replayable
+            write_best_yaml(best, objectives, sweep_dir / "best_schedule.yaml",
+                            schedule_changes(best.get("pbt")))
     console = console or Console(width=max(120, Console().width))
     console.print(format_table(trials, objectives))
     for t in trials:

@@ -42,10 +42,12 @@ class HpjaxSweeperImpl(Sweeper):
                  fail_stale_trials: bool, heartbeat_interval: Optional[int] = None,
                  grace_period: Optional[int] = None, max_retries: int = 2,
                  poll_s: float = 2.0, sampler: Optional[str] = None, eta: int = 3,
-                 min_epochs: int = 1, pruner: Any = None) -> None:
+                 min_epochs: int = 1, pruner: Any = None, pbt: Any = None) -> None:
         _check(algorithm, n_trials, batch_size, direction, heartbeat_interval)
         _fidelity.check(algorithm, pruner, eta, min_epochs)
         self.sampler, self.eta, self.min_epochs, self.pruner = sampler, eta, min_epochs, pruner
+        self.pbt = {"interval": 4, "fraction": 0.25, "resample_probability": 0.25,
+                    **dict(pbt or {})}
         self.algorithm, self.n_trials, self.batch_size, self.seed = (
             algorithm, n_trials, batch_size, seed)
         self.params = dict(params or {})
@@ -97,7 +99,7 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _sampler(self, worker: int, n_objectives: int) -> Any:
         seed = None if self.seed is None else self.seed + worker
-        algorithm = (self.sampler or "random") if self.algorithm in _fidelity.BRACKETS \
+        algorithm = (self.sampler or "random") if self.algorithm in _fidelity.OWN_SAMPLER \
             else self.algorithm
         return _search.make_sampler(algorithm, seed=seed, n_objectives=n_objectives,
                                     batch_size=self.batch_size)
@@ -145,6 +147,8 @@ class HpjaxSweeperImpl(Sweeper):
         _attrs.name_metrics(study, names)
         if self.algorithm in _fidelity.BRACKETS:
             return _fidelity.sweep_brackets(self, study, sweep_dir, space, names, modes[0])
+        if self.algorithm == "pbt":
+            return _fidelity.sweep_pbt(self, study, sweep_dir, space)
         stoppers = self._pruning(study, space, modes)
         returns: list[Sequence[JobReturn]] = []
         start, waiting = time.perf_counter(), False
