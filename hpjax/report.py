@@ -1,12 +1,15 @@
-"""The end of every sweep, whichever sweeper ran it: `summary.csv`, `best.yaml` and a ranked table.
+"""The end of every sweep, whichever sweeper ran it: `summary.csv`, `best.yaml`, `report.html`
+(`hpjax.html_report`) and a ranked table.
 
 Everything here reads the job directories (`.hydra/overrides.yaml`, `result.json`), so a report can
 be rebuilt at any time: `python -m hpjax.report <sweep_dir>`.
 """
 
+import argparse
 import csv
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -258,10 +261,52 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         objectives = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
-        best = report(sweep_dir, parse_objectives(objectives) if objectives else None)
-        log.info("sweep results in %s: summary.csv%s, one directory per trial",
-                 sweep_dir.resolve(), ", best.yaml" if best else "")
+        objectives = parse_objectives(objectives) if objectives else None
+        best = report(sweep_dir, objectives)
+        html = html_enabled() and _write_html(sweep_dir, objectives)
+        log.info("sweep results in %s: summary.csv%s%s, one directory per trial",
+                 sweep_dir.resolve(), ", best.yaml" if best else "",
+                 ", report.html" if html else "")
+
+
+def html_enabled() -> bool:
+    """`report.html` is written unless HPJAX_REPORT_HTML=off (the test suite's many small sweeps
+    skip its 5 MB and 1-2 s)."""
+    return os.environ.get("HPJAX_REPORT_HTML", "on").lower() not in ("off", "0", "false")
+
+
+def _write_html(sweep_dir: Path, objectives: Optional[dict]) -> bool:
+    from hpjax.html_report import ReportError, write_report
+
+    try:
+        write_report(sweep_dir, objectives)
+    except ReportError as e:
+        log.warning("no report.html: %s", e)
+        return False
+    return True
+
+
+def main(argv: Optional[list] = None) -> int:
+    """`python -m hpjax.report <sweep_dir>`: summary.csv, best.yaml, report.html and the table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hpjax.report", description="Rebuild a sweep's summary.csv, best.yaml, "
+        "report.html and ranked table from its job directories.")
+    parser.add_argument("sweep_dir", type=Path, help="the sweep directory (hydra.sweep.dir)")
+    parser.add_argument("--no-html", action="store_true", help="skip report.html")
+    args = parser.parse_args(argv)
+    from hpjax.html_report import ReportError, check_sweep, sweep_objectives, write_report
+
+    try:
+        check_sweep(args.sweep_dir)
+        objectives = sweep_objectives(args.sweep_dir)
+        report(args.sweep_dir, objectives)
+        if not args.no_html:
+            print(f"wrote {write_report(args.sweep_dir, objectives)}")
+    except ReportError as e:
+        print(f"hpjax.report: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    report(Path(sys.argv[1]))
+    sys.exit(main())

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 import hpjax
 
-from . import _faults, _fidelity, _search, _storage
+from . import _attrs, _faults, _fidelity, _search, _storage
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class HpjaxSweeperImpl(Sweeper):
         total, distributions = self._prepare(study, sweep_dir, space)
         names = names or [OmegaConf.select(self.config, "objective.metric",
                                            default="objective")]
+        _attrs.name_metrics(study, names)
         if self.algorithm in _fidelity.BRACKETS:
             return _fidelity.sweep_brackets(self, study, sweep_dir, space, names, modes[0])
         if self.algorithm == "pbt":
@@ -261,6 +262,7 @@ class HpjaxSweeperImpl(Sweeper):
             return
         result = hpjax.read_result(output_dir) if output_dir else None
         if result is not None:
+            _attrs.record(study, trial, result, output_dir)
             self._tell_result(study, trial._trial_id, result)
         else:  # a task function of its own: its return value is the objective
             value = ret.return_value
