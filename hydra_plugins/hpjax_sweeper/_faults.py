@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import optuna
-from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 import hpjax
@@ -48,8 +48,7 @@ def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> None:
 
 def _optuna_heartbeats(study: optuna.Study) -> bool:
     """Whether the storage records Optuna's own heartbeats (an RDB storage with an interval)."""
-    storage = study._storage
-    return isinstance(storage, BaseHeartbeat) and storage.is_heartbeat_enabled()
+    return is_heartbeat_enabled(study._storage)
 
 
 def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: int,
