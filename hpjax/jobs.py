@@ -18,6 +18,7 @@ from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError
 from hpjax.fidelity import Stopper
 from hpjax.loop import train_population
+from hpjax.pbt import PBT
 from hpjax.progress import EpochReport
 from hpjax.results import (
     METRICS_FILE,
@@ -75,10 +76,15 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                                   if cfg.train.save_params == "best" else None)
     report = on_progress and (lambda r: on_progress(dataclasses.replace(
         r, best_member=None if r.best_member is None else owners[r.best_member])))
+    pbt = stopper if isinstance(stopper, PBT) else None
+    if pbt is not None and len(members) != len(cfgs):
+        raise ConfigError("train.repeats", cfgs[0].train.repeats, "must be 1 under PBT (and "
+                          "data.cv_folds 1): a member's parameters move between trials")
     outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
-                                on_epoch=on_epoch, checkpoint_dirs=dirs or None,
+                                on_epoch=on_epoch, checkpoint_dirs=dirs or None, pbt=pbt,
                                 params_dirs=params or None,
-                                stopper=stopper and _by_trial(stopper, owners, len(cfgs)))
+                                stopper=None if stopper is None or pbt is not None
+                                else _by_trial(stopper, owners, len(cfgs)))
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
             for i in range(len(cfgs))]
 
@@ -110,7 +116,8 @@ class JobEnd:
     the sweeper's value. Exactly one of `outcome`, `error`, `crash` is set."""
 
     outcome: Optional[Outcome] = None
-    error: Optional[ConfigError] = None  # a bad value: the trial fails, the sweep goes on
+    # a bad value, or a trial whose program fails: the trial fails, the sweep goes on
+    error: Optional[Exception] = None
     crash: Optional[BaseException] = None  # raised again in the job, as the basic launcher would
     metrics_written: bool = False  # metrics.jsonl was written epoch by epoch already
     compilations: Optional[tuple] = None  # (new compilations, cache hits), logged if known
@@ -125,8 +132,10 @@ class JobEnd:
         if self.crash is not None:
             raise self.crash
         if self.error is not None:
-            log.error("hpjax: error: %s", self.error)
-            result = Result.failed(self.error, metric, mode)
+            error = self.error if isinstance(self.error, ConfigError) else \
+                f"{type(self.error).__name__}: {self.error}"
+            log.error("hpjax: error: %s", error)
+            result = Result.failed(error, metric, mode)
         else:
             result = self.outcome.result
             if output_dir and not self.metrics_written:

@@ -1,12 +1,16 @@
-"""The end of every sweep, whichever sweeper ran it: `summary.csv`, `best.yaml` and a ranked table.
+"""The end of every sweep, whichever sweeper ran it: `summary.csv`, `best.yaml`, `report.html`
+(`hpjax.html_report`) and a ranked table.
 
 Everything here reads the job directories (`.hydra/overrides.yaml`, `result.json`), so a report can
 be rebuilt at any time: `python -m hpjax.report <sweep_dir>`.
 """
 
+import argparse
 import csv
+import io
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -16,7 +20,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hpjax.results import Result, better, parse_objectives
+from hpjax.results import Result, better, parse_objectives, write_atomic
 
 log = logging.getLogger("hpjax")
 
@@ -67,7 +71,11 @@ def read_trials(sweep_dir: Path) -> list[Trial]:
     for job_dir in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()),
                           key=lambda p: int(p.name)):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+        try:
+            overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+        except Exception as e:  # noqa: BLE001  (a torn file: this trial's problem only)
+            log.warning("%s is unreadable (%s)", overrides_file, e)
+            overrides = []
         trials.append(Trial(int(job_dir.name), job_dir, overrides, Result.read(job_dir)))
     return trials
 
@@ -120,7 +128,7 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
     regression = trials and not any(t.metric("val/accuracy") is not None for t in trials)
     metrics = list(dict.fromkeys([*objectives, *(REGRESSION_COLUMNS if regression
                                                   else METRIC_COLUMNS)]))
-    with open(path, "w", newline="") as f:
+    with io.StringIO(newline="") as f:  # written whole below: a kill leaves the old file
         w = csv.writer(f)
         w.writerow(["trial", "rank", *keys, "status", "objective", "objective_std", *metrics,
                     "best_epoch",
@@ -134,27 +142,42 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
                         _cell(t.get("num_params")),
                         f"{t.seconds:.3f}" if t.result else "", t.job in front,
                         t.get("error") or ""])
+        write_atomic(path, f.getvalue())
 
 
 def _cell(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write_best_yaml(best: Trial, objectives: dict, path: Path) -> None:
-    """The best trial's full composed config, as a primary config `hpjax` can run again."""
+def schedule_changes(pbt: dict) -> dict:
+    """A PBT trial's record as config changes: its root's seed and first values, and the later
+    values as `train.hparam_schedule` ("EPOCH: key=value ...")."""
+    first, *later = pbt["schedule"]
+    return {**{k: v for k, v in first.items() if k != "epoch"},
+            "train.hparam_schedule": [f"{e['epoch']}: " + " ".join(
+                f"{k}={v!r}" for k, v in e.items() if k != "epoch") for e in later]}
+
+
+def write_best_yaml(best: Trial, objectives: dict, path: Path,
+                    changes: Optional[dict] = None) -> None:
+    """The best trial's full composed config, as a primary config `hpjax` can run again;
+    `changes` (dotted key -> value) replace values (PBT's schedule: `best_schedule.yaml`)."""
     hydra_file = best.job_dir / ".hydra" / "hydra.yaml"
     choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
     config = OmegaConf.load(best.job_dir / ".hydra" / "config.yaml")
+    for key, value in (changes or {}).items():
+        OmegaConf.update(config, key, value)
     summary = ", ".join(f"{m}={best.metric(m)}" for m in objectives)
     header = (f"# Best trial of the sweep in {path.parent.resolve()}: job {best.job}, {summary}\n"
               f"# Overrides: {' '.join(best.overrides)}\n"
-              f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name best\n")
+              f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name "
+              f"{path.stem}\n")
     # Group choices as the trial made them; hydra/* and sweep presets do not change training.
     defaults = ["config"] + [{f"override {group}": choice} for group, choice in choices.items()
                              if not group.startswith("hydra/") and group != "search"
                              and choice is not None]
     body = OmegaConf.to_yaml(OmegaConf.create({"defaults": defaults + ["_self_"]}))
-    path.write_text(header + body + OmegaConf.to_yaml(config))
+    write_atomic(path, header + body + OmegaConf.to_yaml(config))
 
 
 def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
@@ -210,7 +233,14 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
     ranked, _ = rank(trials, objectives)
     best = ranked[0] if ranked and ranked[0].ok else None
     if best is not None:
-        write_best_yaml(best, objectives, sweep_dir / "best.yaml")
+        try:
+            write_best_yaml(best, objectives, sweep_dir / "best.yaml")
+            if best.get("pbt"):  # the values its parameters were trained with, replayable
+                write_best_yaml(best, objectives, sweep_dir / "best_schedule.yaml",
+                                schedule_changes(best.get("pbt")))
+        except (OSError, ValueError) as e:  # its .hydra/ files are missing or broken
+            log.warning("best.yaml not written: trial %d's config is unreadable (%s)", best.job,
+                        e)
     console = console or Console(width=max(120, Console().width))
     console.print(format_table(trials, objectives))
     for t in trials:
@@ -240,6 +270,29 @@ def keep_params(sweep_dir: Path, keep: int, sweeper_objectives: Optional[dict] =
     return removed
 
 
+def grid_space(config: DictConfig) -> str:
+    """A grid sweeper's space (Hydra's basic sweeper): each axis, its values, where it came from
+    (the command line, a `search=` preset, the config file) and the number of jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    preset = OmegaConf.select(config, "hydra.runtime.choices.search", default=None)
+    origin = f"preset search={preset}" if preset else "config file (hydra.sweeper.params)"
+    axes = {}
+    parser = OverridesParser.create()
+    for line, where in [(f"{k}={v}", origin) for k, v in params.items()] + [
+            (o, "command line") for o in config.hydra.overrides.task]:
+        o = parser.parse_overrides([line])[0]
+        if o.is_sweep_override():
+            axes[o.get_key_element()] = (list(o.sweep_string_iterator()), where)
+        else:
+            axes.pop(o.get_key_element(), None)
+    total = math.prod(len(v) for v, _ in axes.values())
+    width = max((len(k) for k in axes), default=0)
+    return "\n".join([f"search space: {len(axes)} axes, {total} trials (grid)"] + [
+        f"  {k:<{width}}  {','.join(v)}  [{where}]" for k, (v, where) in axes.items()])
+
+
 class SweepReport(Callback):
     """Logs progress as jobs end and writes the sweep's report when the multirun ends.
 
@@ -250,6 +303,11 @@ class SweepReport(Callback):
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
         self._per_job = not sweeper.startswith("hydra_plugins.hpjax_sweeper.")
         self._start, self._done, self._best = time.perf_counter(), 0, None
+        if sweeper.endswith("BasicSweeper"):  # hpjax's sweeper prints its own space
+            try:
+                log.info("%s", grid_space(config))
+            except Exception:  # noqa: BLE001  (Hydra runs the sweep anyway; the line is a nicety)
+                pass
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if not getattr(self, "_per_job", False):  # a single run, or hpjax's sweeper
@@ -277,5 +335,52 @@ class SweepReport(Callback):
                  sweep_dir.resolve(), ", best.yaml" if best else "")
 
 
+        objectives = parse_objectives(objectives) if objectives else None
+        best = report(sweep_dir, objectives)
+        html = html_enabled() and _write_html(sweep_dir, objectives)
+        log.info("sweep results in %s: summary.csv%s%s, one directory per trial",
+                 sweep_dir.resolve(), ", best.yaml" if best else "",
+                 ", report.html" if html else "")
+
+
+def html_enabled() -> bool:
+    """`report.html` is written unless HPJAX_REPORT_HTML=off (the test suite's many small sweeps
+    skip its 5 MB and 1-2 s)."""
+    return os.environ.get("HPJAX_REPORT_HTML", "on").lower() not in ("off", "0", "false")
+
+
+def _write_html(sweep_dir: Path, objectives: Optional[dict]) -> bool:
+    from hpjax.html_report import ReportError, write_report
+
+    try:
+        write_report(sweep_dir, objectives)
+    except ReportError as e:
+        log.warning("no report.html: %s", e)
+        return False
+    return True
+
+
+def main(argv: Optional[list] = None) -> int:
+    """`python -m hpjax.report <sweep_dir>`: summary.csv, best.yaml, report.html and the table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hpjax.report", description="Rebuild a sweep's summary.csv, best.yaml, "
+        "report.html and ranked table from its job directories.")
+    parser.add_argument("sweep_dir", type=Path, help="the sweep directory (hydra.sweep.dir)")
+    parser.add_argument("--no-html", action="store_true", help="skip report.html")
+    args = parser.parse_args(argv)
+    from hpjax.html_report import ReportError, check_sweep, sweep_objectives, write_report
+
+    try:
+        check_sweep(args.sweep_dir)
+        objectives = sweep_objectives(args.sweep_dir)
+        report(args.sweep_dir, objectives)
+        if not args.no_html:
+            print(f"wrote {write_report(args.sweep_dir, objectives)}")
+    except ReportError as e:
+        print(f"hpjax.report: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    report(Path(sys.argv[1]))
+    sys.exit(main())

@@ -60,6 +60,9 @@ class TrainConfig(Schema):
     # Keep the best epoch's variables (parameters, batch statistics) as an Orbax checkpoint in
     # params/ of the job directory, for `hpjax.load`: best, or none
     save_params: str = per_member("best")
+    # Traced values that change during training, as PBT's best trial did: entries
+    # "EPOCH: key=value key=value" set those keys from that epoch on (best_schedule.yaml)
+    hparam_schedule: list[str] = per_member(default_factory=list)
 
     def __post_init__(self) -> None:
         self._check("epochs", self.epochs >= 1, "must be an integer >= 1")
@@ -72,6 +75,11 @@ class TrainConfig(Schema):
         self._check("checkpoint_every", self.checkpoint_every >= 0,
                     "must be an integer >= 0 (0: no checkpoints)")
         self._check_choice("save_params", SAVE_PARAMS)
+        for entry in self.hparam_schedule:
+            at, colon, items = str(entry).partition(":")
+            self._check("hparam_schedule", bool(colon) and at.strip().isdigit() and all(
+                "=" in item for item in items.split()),
+                f"entries are 'EPOCH: key=value ...', got {entry!r}")
 
 
 @dataclass
