@@ -161,9 +161,11 @@ class HpjaxSweeperImpl(Sweeper):
             task_function=self.task_function, storage=self.storage,
             study_name=self.study_name, sweep_dir=sweep_dir)
         self.conditional = space.conditional
-        if not sweep_dir.exists():  # the study, its configs and results: the user's only
+        try:  # the study, its configs and results: the user's only
             sweep_dir.mkdir(parents=True)
             os.chmod(sweep_dir, 0o700)
+        except FileExistsError:  # a rerun, or another worker made it
+            pass
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = self._study(sweep_dir, [optuna_direction(m) for m in modes])
         _storage.claim_owner(sweep_dir, _storage.owner_of(self.storage, self.study_name))
