@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class VmapLauncherImpl:
+    in_process = True  # trains in the sweeper's process: stoppers may report to the study live
     def __init__(self, max_population: int, memory_budget_mb: Optional[int]) -> None:
         if max_population < 1:
             raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")

@@ -179,7 +179,7 @@ class HpjaxSweeperImpl(Sweeper):
             return None
         if len(modes) > 1:
             raise ValueError("hydra.sweeper.pruner prunes on one objective; several were given")
-        impl = _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner")
+        impl = _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner", live=True)
         top = _fidelity.max_epochs(self, space)
         study.pruner = _fidelity.make_pruner(self.pruner, eta=self.eta,
                                              min_epochs=self.min_epochs, max_epochs=top)
