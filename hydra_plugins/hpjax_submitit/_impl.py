@@ -213,8 +213,12 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         units = self._units(indexed)
         executor = self._executor()
         state = Singleton.get_state()
-        with executor.batch():
-            jobs = [executor.submit(self, unit, state) for unit in units]
+        old_umask = os.umask(0o077)  # submitit's pickles hold the whole config: the user's only
+        try:
+            with executor.batch():
+                jobs = [executor.submit(self, unit, state) for unit in units]
+        finally:
+            os.umask(old_umask)
         returns = self.wait(executor, units, jobs, state)
         return [returns[num] for num, _ in indexed]
 

@@ -149,7 +149,7 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
         done = [t for t in sweeper._finished(study) if t.user_attrs.get("bracket") == k]
         if len(done) < n:
             with sweeper._lock(sweep_dir):
-                trials = [study.ask(space.distributions) for _ in range(n)]
+                trials = [space.ask(study, space.distributions) for _ in range(n)]
                 job_dir = sweeper._job_dir(sweep_dir)
                 for t in trials:
                     t.set_user_attr("bracket", k)
@@ -200,7 +200,7 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     if len(sweeper._finished(study)) >= n:
         return []
     with sweeper._lock(sweep_dir):
-        trials = [study.ask(space.distributions) for _ in range(n)]
+        trials = [space.ask(study, space.distributions) for _ in range(n)]
         job_dir = sweeper._job_dir(sweep_dir)
         for t in trials:
             if job_dir is not None:
