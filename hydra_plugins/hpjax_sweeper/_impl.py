@@ -20,14 +20,12 @@ from optuna.trial import TrialState
 
 import hpjax
 
-from . import _faults, _search, _storage
+from . import _batch, _faults, _search, _storage
 
 log = logging.getLogger(__name__)
 
 MODES = ("min", "max")
-# Trials that ended with a result (diverged, failed on a bad value) count toward n_trials; a trial
-# left RUNNING by a killed sweep does not, and is run again on resume.
-_FINAL_FAIL = ("diverged", "failed")
+_FINAL_FAIL = _batch.FINAL_FAIL
 
 
 def optuna_direction(mode: str) -> str:
@@ -107,8 +105,7 @@ class HpjaxSweeperImpl(Sweeper):
 
     @staticmethod
     def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-        return [t for t in _storage.fresh_trials(study, (TrialState.COMPLETE, TrialState.FAIL))
-                if t.state == TrialState.COMPLETE or t.user_attrs.get("status") in _FINAL_FAIL]
+        return _batch.finished_trials(study)
 
     def _enqueue_grid(self, study: optuna.Study, space: _search.SearchSpace) -> int:
         points = space.grid()
@@ -152,8 +149,8 @@ class HpjaxSweeperImpl(Sweeper):
                 continue
             waiting = False
             returns.append(self._run_batch(study, trials, space))
-            log.info("[study] %d/%d trials finished, %s, %.1f s", len(self._finished(study)),
-                     total, _best_line(study, names), time.perf_counter() - start)
+            log.info("[study] %d/%d trials finished, %s, %.1f s", _batch.count(study)[0],
+                     total, _batch.best_line(study, names), time.perf_counter() - start)
 
     def _prepare(self, study: optuna.Study, sweep_dir: Path,
                 space: _search.SearchSpace) -> tuple[int, dict]:
@@ -165,7 +162,7 @@ class HpjaxSweeperImpl(Sweeper):
                 total, distributions = self._enqueue_grid(study, space), space.grid_distributions
             else:
                 total, distributions = self.n_trials, space.distributions
-            finished = len(self._finished(study))
+            finished = _batch.count(study)[0]
         if finished:
             log.info("resuming: %d of %d trials already finished", finished, total)
         return total, distributions
@@ -179,14 +176,14 @@ class HpjaxSweeperImpl(Sweeper):
                 self._fail_stale(study)
                 if self.algorithm == "grid":
                     self._enqueue_grid(study, space)
-            finished = len(self._finished(study))
-            running = len(_storage.fresh_trials(study, (TrialState.RUNNING,)))
+            finished, running = _batch.count(study)
             room = min(self.batch_size, total - finished - running)
-            trials = [study.ask(distributions) for _ in range(max(room, 0))]
             job_dir = self._job_dir(sweep_dir)
-            for t in trials:
-                if job_dir is not None:
-                    t.set_user_attr("job_dir", str(job_dir(t.number)))
+            with _batch.transaction(study):
+                trials = [study.ask(distributions) for _ in range(max(room, 0))]
+                for t in trials:
+                    if job_dir is not None:
+                        t.set_user_attr("job_dir", str(job_dir(t.number)))
             return trials, finished, running
 
     def _job_dir(self, sweep_dir: Path) -> Any:
@@ -201,6 +198,19 @@ class HpjaxSweeperImpl(Sweeper):
         _faults.carry_checkpoints(trials)
         with _faults.heartbeats(study, trials):
             results = self._launch(batch, [t.number for t in trials])
+        self._tell_batch(study, trials, results)
+        return results
+
+    def _tell_batch(self, study: optuna.Study, trials: list, results: list) -> None:
+        """Tells a batch's results in one transaction; one by one if a write is refused (a
+        trial another worker marked failed meanwhile: it is skipped, with a warning)."""
+        try:
+            with _batch.transaction(study):
+                self._tell_each(study, trials, results)
+        except optuna.exceptions.StorageInternalError:
+            self._tell_each(study, trials, results)
+
+    def _tell_each(self, study: optuna.Study, trials: list, results: list) -> None:
         for trial, ret in zip(trials, results, strict=True):
             try:
                 self._tell(study, trial, ret)
@@ -208,7 +218,6 @@ class HpjaxSweeperImpl(Sweeper):
                 log.warning("trial %d was marked failed by another worker while it ran (two "
                             "workers on one study need heartbeat_interval, or "
                             "fail_stale_trials=false): its result is not told", trial.number)
-        return results
 
     def _launch(self, batch: list[list[str]], numbers: list[int]) -> list[JobReturn]:
         # Job directory = trial number, so a resumed sweep never overwrites an earlier trial's.
@@ -288,13 +297,3 @@ def _tell_values(study: optuna.Study, trial_id: int, status: str, values: list) 
         storage.set_trial_user_attr(trial_id, "error",
                                     f"objective values {values} are not finite numbers")
     study.tell(number, state=TrialState.FAIL)
-
-
-def _best_line(study: optuna.Study, names: list[str]) -> str:
-    """The sweep's progress: the best trial so far (one objective) or the Pareto front's size."""
-    if not any(t.state == TrialState.COMPLETE for t in study.trials):
-        return "no finished trial yet"
-    if len(study.directions) > 1:
-        return f"Pareto front of {', '.join(names)}: {len(study.best_trials)} trials"
-    best = study.best_trial
-    return f"best {names[0]} {best.value:.4f} (trial {best.number})"
