@@ -7,6 +7,8 @@ The public API, for users and for hpjax's Hydra plugins (which import nothing el
 - training: `run` (one config into a job directory), `plan` (a batch into populations and
   chunks, with the memory estimate), `train_jobs` (a batch of `Job`s; each ends as a `JobEnd`,
   the job's task function under Hydra), `is_task` (whether a task function is hpjax's);
+- multi-fidelity: `hyperband`, `successive_halving`, `bracket`, `bracket_table` (Hyperband's
+  brackets in epochs), `check_fidelity`, `SuccessiveHalving` (a bracket's rule in a population);
 - results: `Result`, `read_result(job_dir)`, `parse_objectives`, `worst_objective`;
 - the process: `use_cpu_cores`, `enable_compilation_cache`.
 
@@ -31,6 +33,12 @@ _EXPORTS = {
     "Job": "hpjax.batch",
     "plan": "hpjax.batch",
     "train_jobs": "hpjax.batch",
+    "hyperband": "hpjax.fidelity",
+    "successive_halving": "hpjax.fidelity",
+    "bracket": "hpjax.fidelity",
+    "bracket_table": ("hpjax.fidelity", "table"),
+    "check_fidelity": ("hpjax.fidelity", "check"),
+    "SuccessiveHalving": "hpjax.fidelity",
     "Result": "hpjax.results",
     "Outcome": "hpjax.results",
     "parse_objectives": "hpjax.results",

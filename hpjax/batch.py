@@ -17,6 +17,7 @@ import numpy as np
 from hpjax import data as data_lib
 from hpjax import population, trainer
 from hpjax.config import Config, ConfigError
+from hpjax.fidelity import Stopper
 from hpjax.hparams import signature
 from hpjax.jobs import JobEnd, members_per_trial, train_trials
 from hpjax.progress import SweepProgress
@@ -100,14 +101,16 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
                 progress: SweepProgress, label: str, train: Callable = train_trials,
-                ids: Optional[list[int]] = None) -> None:
+                ids: Optional[list[int]] = None,
+                stoppers: Optional[Callable[[list[int]], Stopper]] = None) -> None:
     """Trains one chunk as one population and sets `ends[id]` for each of its jobs."""
     ids = list(range(len(jobs))) if ids is None else ids
+    extra = {"stopper": stoppers(ids)} if stoppers is not None else {}
     on_progress = progress.population(f"{label}: {len(jobs)} trials", jobs[0].cfg.train.epochs,
                                       [job.name for job in jobs])
     try:
         outcomes = train([job.cfg for job in jobs], launcher=launcher, on_progress=on_progress,
-                         output_dirs=[job.output_dir for job in jobs])
+                         output_dirs=[job.output_dir for job in jobs], **extra)
     except ConfigError as e:
         ends.update({i: JobEnd(error=e) for i in ids})
         return
@@ -121,7 +124,7 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
                     len(jobs) - half)
         for part in (slice(None, half), slice(half, None)):
             train_chunk(jobs[part], ends, launcher=launcher, progress=progress, label=label,
-                        train=train, ids=ids[part])
+                        train=train, ids=ids[part], stoppers=stoppers)
         return
     ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})
 
@@ -129,7 +132,8 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
 def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int = 64,
                memory_budget_mb: Optional[int] = 4096,
                progress: Optional[SweepProgress] = None,
-               train: Callable = train_trials) -> list[JobEnd]:
+               train: Callable = train_trials,
+               stoppers: Optional[Callable[[list[int]], Stopper]] = None) -> list[JobEnd]:
     """Trains a batch of jobs as populations; returns each job's `JobEnd`, in order.
 
     Args:
@@ -138,6 +142,8 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
       max_population, memory_budget_mb: the largest chunk, in members and in MiB.
       progress: where populations report each epoch (default: a `SweepProgress`).
       train: trains one chunk (`train_trials`'s signature).
+      stoppers: given the batch positions of a chunk's jobs, the `hpjax.fidelity.Stopper` that
+        prunes them as they train (successive halving, Hyperband, Optuna's pruners).
     """
     progress = progress or SweepProgress()
     ends = {i: JobEnd(error=job.error) for i, job in enumerate(jobs) if job.cfg is None}
@@ -157,7 +163,8 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
                 label = f"population {g}/{len(planned)}" + (
                     f" chunk {c}/{len(chunks)}" if len(chunks) > 1 else "")
                 train_chunk([jobs[i] for i in chunk], ends, launcher=launcher,
-                            progress=progress, label=label, train=train, ids=chunk)
+                            progress=progress, label=label, train=train, ids=chunk,
+                            stoppers=stoppers)
     return [ends[i] for i in range(len(jobs))]
 
 

@@ -2,7 +2,9 @@
 
 import csv
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,26 +63,145 @@ def load(cfg: DataConfig) -> Dataset:
 
 
 def _load(cfg: DataConfig) -> Dataset:
-    x, y = cfg.arrays()
-    labels, y = np.unique(y, return_inverse=True)
-    if len(labels) < 2:
-        raise ConfigError("data", cfg.name, f"needs at least 2 classes, found {len(labels)}")
-    x = x.astype(np.float32).reshape(len(x), -1)
-    shape = (x.shape[1],)
+    arrays = cfg.arrays()
+    if isinstance(arrays, Mapping):
+        x_tr, y_tr, x_va, y_va, x_te, y_te = _ready_splits(arrays, cfg)
+        sample_shape = x_tr.shape[1:]
+        y_all, num_classes = _labels([y_tr, y_va, y_te], cfg)
+        y_tr, y_va, y_te = np.split(y_all, np.cumsum([len(y_tr), len(y_va)]))
+        splits = (_flat(x_tr), y_tr, _flat(x_va), y_va, _flat(x_te), y_te)
+        if len(x_va) == 0:  # no validation split given: hold out val_fraction of the training
+            splits = _split_val(*splits[:2], *splits[4:], cfg)
+    else:
+        x, y = _pair(arrays, cfg)
+        sample_shape = ()  # flattened, as (features,), unless data.image_shape is set
+        y, num_classes = _labels([y], cfg)
+        splits = _split(_flat(x), y, cfg)
+    n_features = splits[0].shape[1]
+    shape = tuple(sample_shape) if len(sample_shape) > 1 else (n_features,)
     if cfg.image_shape is not None:
         shape = tuple(cfg.image_shape)
-        if int(np.prod(shape)) != x.shape[1]:
+        if int(np.prod(shape)) != n_features:
             raise ConfigError("data.image_shape", list(shape),
-                              f"must hold exactly the {x.shape[1]} features of each sample")
-    splits = _split(x, y.astype(np.int32), cfg)
+                              f"must hold exactly the {n_features} features of each sample")
     folds = _folds(splits, cfg) if cfg.cv_folds > 1 else [splits]
     if cfg.standardize:
         folds = [_standardize(*s) for s in folds]
     arrays = [[a.reshape(len(a), *shape) if a.ndim == 2 else a for a in s] for s in folds]
     if cfg.cv_folds > 1:
-        return Dataset(*map(np.stack, zip(*arrays, strict=True)), num_classes=len(labels),
+        return Dataset(*map(np.stack, zip(*arrays, strict=True)), num_classes=num_classes,
                        folds=cfg.cv_folds)
-    return Dataset(*arrays[0], num_classes=len(labels))
+    return Dataset(*arrays[0], num_classes=num_classes)
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32).reshape(len(x), int(np.prod(x.shape[1:])))
+
+
+def _where(cfg: DataConfig) -> str:
+    target = getattr(cfg, "_target_", None)
+    return f"data._target_={target}" if target else f"data={cfg.name}"
+
+
+def _pair(arrays: Any, cfg: DataConfig) -> tuple:
+    """(x, y) as arrays, checked: numeric features, 1-D labels, one label per sample."""
+    if not (isinstance(arrays, (tuple, list)) and len(arrays) == 2):
+        raise ConfigError(*_where(cfg).split("=", 1), "must return (x, y) or a dict of splits "
+                          f"(x_train, y_train, x_test, y_test), got {type(arrays).__name__}")
+    x, y = np.asarray(arrays[0]), np.asarray(arrays[1])
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+        raise ConfigError(*_where(cfg).split("=", 1),
+                          f"must return features x of shape (samples, ...) and labels y of shape "
+                          f"(samples,); got x {x.shape}, y {y.shape}")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise ConfigError(*_where(cfg).split("=", 1), f"must return numeric features, got "
+                          f"{x.dtype}")
+    if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+        raise ConfigError(*_where(cfg).split("=", 1), "returned features with NaN or inf")
+    return x, y
+
+
+def _ready_splits(arrays: Mapping, cfg: DataConfig) -> tuple:
+    need = ("x_train", "y_train", "x_test", "y_test")
+    missing = [k for k in need if k not in arrays]
+    if missing or ("x_val" in arrays) != ("y_val" in arrays):
+        raise ConfigError(*_where(cfg).split("=", 1),
+                          "a dict of splits must hold x_train, y_train, x_test, y_test (and "
+                          f"x_val with y_val, or neither); got keys {', '.join(sorted(arrays))}")
+    out = []
+    for split in ("train", "val", "test"):
+        if f"x_{split}" in arrays:
+            out += _pair((arrays[f"x_{split}"], arrays[f"y_{split}"]), cfg)
+        else:
+            out += [np.zeros((0, *out[0].shape[1:]), np.float32), np.zeros((0,), out[1].dtype)]
+    shapes = {a.shape[1:] for a in out[0::2] if len(a)}
+    if len(shapes) > 1:
+        raise ConfigError(*_where(cfg).split("=", 1), "returned splits whose samples differ in "
+                          f"shape: {sorted(shapes)}")
+    return tuple(out)
+
+
+def _labels(ys: list, cfg: DataConfig) -> tuple:
+    """The labels of every split as int32 class indices, and the number of classes.
+
+    With `data.num_classes` set, integer labels must lie in [0, num_classes) (other labels are
+    mapped to indices when there are exactly that many distinct values); unset, the distinct
+    labels in sorted order are the classes.
+    """
+    y = np.concatenate(ys)
+    labels, index = np.unique(y, return_inverse=True)
+    k = cfg.num_classes
+    if k is not None and np.issubdtype(y.dtype, np.integer):
+        outside = labels[(labels < 0) | (labels >= k)]
+        if len(outside):
+            raise ConfigError("data.num_classes", k,
+                              f"labels must be integers in [0, {k}); {_where(cfg)} returned "
+                              f"{', '.join(map(str, outside[:5]))}")
+        return y.astype(np.int32), k
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.mod(y, 1) == 0):
+        raise ConfigError(*_where(cfg).split("=", 1),
+                          "returned non-integer class labels (regression needs task=regression)")
+    if k is not None and len(labels) != k:
+        raise ConfigError("data.num_classes", k, f"{_where(cfg)} has {len(labels)} distinct "
+                          "labels")
+    if len(labels) < 2:
+        raise ConfigError("data", cfg.name, f"needs at least 2 classes, found {len(labels)}")
+    return index.astype(np.int32), len(labels)
+
+
+def _split_val(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray,
+               cfg: DataConfig) -> tuple:
+    """Holds out `val_fraction` of a given training split for validation (stratified)."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = y_tr if np.bincount(y_tr).min() >= 2 else None
+    try:
+        x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=cfg.val_fraction,
+                                                  random_state=cfg.split_seed, stratify=stratify)
+    except ValueError as e:
+        raise ConfigError("data", cfg.name, f"too few training samples ({len(x_tr)}) to split "
+                          f"off validation: {e}") from None
+    return x_tr, y_tr, x_va, y_va, x_te, y_te
+
+
+def load_mnist1d(cfg: Any) -> dict:
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise ConfigError("data", "mnist1d", "needs the mnist1d package: pip install "
+                          "'hpjax[mnist1d]'") from None
+    import random
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = cfg.n_samples, cfg.seed
+    # make_dataset seeds NumPy's and Python's global generators: leave them as they were
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {"x_train": d["x"], "y_train": d["y"], "x_test": d["x_test"], "y_test": d["y_test"]}
 
 
 def _folds(splits: tuple, cfg: DataConfig) -> list[tuple]:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError
+from hpjax.fidelity import Stopper
 from hpjax.loop import train_population
 from hpjax.progress import EpochReport
 from hpjax.results import (
@@ -43,10 +44,13 @@ def checkpoint_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
 def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                  on_progress: Optional[Callable[[EpochReport], None]] = None,
                  output_dirs: Optional[list[str]] = None,
-                 on_epoch: Optional[Callable[[int, dict], None]] = None) -> list[Outcome]:
+                 on_epoch: Optional[Callable[[int, dict], None]] = None,
+                 stopper: Optional[Stopper] = None) -> list[Outcome]:
     """Trains trials of one signature as one population, each trial's seeds and folds as
     members of their own; a trial of several members reports their mean. `output_dirs`: the
-    trials' job directories, where their checkpoints go. `on_epoch` sees (member, row)."""
+    trials' job directories, where their checkpoints go. `on_epoch` sees (member, row).
+    `stopper` (`hpjax.fidelity.Stopper`) sees the trials' objectives after every epoch and
+    prunes trials (all their members)."""
     members, folds, owners, dirs = [], [], [], []
     for i, cfg in enumerate(cfgs):
         for r in range(cfg.train.repeats):
@@ -62,9 +66,30 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
     report = on_progress and (lambda r: on_progress(dataclasses.replace(
         r, best_member=None if r.best_member is None else owners[r.best_member])))
     outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
-                                on_epoch=on_epoch, checkpoint_dirs=dirs or None)
+                                on_epoch=on_epoch, checkpoint_dirs=dirs or None,
+                                stopper=stopper and _by_trial(stopper, owners, len(cfgs)))
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
             for i in range(len(cfgs))]
+
+
+def _by_trial(stopper: Stopper, owners: list[int], n: int) -> Callable:
+    """The host loop's member-level stopper from a trial-level one: a trial's score is its
+    members' mean, and a pruned trial prunes all its members."""
+    def members_stopper(epoch: int, members: list) -> set[int]:
+        scores, values, running = [], [], []
+        for i in range(n):
+            own = [m for m, o in zip(members, owners, strict=True) if o == i]
+            metric = own[0].cfg.objective.metric
+            ok = all(m.result.status != "diverged" and m.tracker.epoch is not None for m in own)
+            scores.append(sum(m.tracker.row[metric] for m in own) / len(own) if ok else None)
+            last = [m.outcome.rows[-1] for m in own if m.outcome.rows
+                    and m.outcome.rows[-1]["epoch"] == epoch]
+            values.append(sum(r[metric] for r in last) / len(last) if ok and last else None)
+            # after the last epoch nothing runs on: a pruner has nothing left to stop
+            running.append(any(m.active for m in own) and epoch < own[0].cfg.train.epochs)
+        pruned = stopper(epoch, scores, values, running)
+        return {k for k, o in enumerate(owners) if o in pruned}
+    return members_stopper
 
 
 @dataclass

@@ -59,6 +59,8 @@ class Member:
     checkpoint_dir: Optional[str] = None
     active: bool = True
     train_s: float = 0.0  # its share of the population's time in the epoch program
+    slot: Optional[int] = None  # its place on the member axis; None once compacted away
+    test: Optional[dict] = None  # its test metrics, taken when it left the population
 
     @property
     def result(self) -> Result:
@@ -92,6 +94,12 @@ class Member:
         if self.tracker.update(epoch, row):
             self.result.stopped_early, self.active = True, False
         return self.tracker.epoch == epoch
+
+    def prune(self, epoch: int) -> None:
+        """Stopped by the sweep's schedule (successive halving, a pruner) after `epoch`."""
+        if self.result.status == "ok":
+            self.result.status = "pruned"
+        self.active = False
 
     def saves_at(self, epoch: int) -> bool:
         every = self.cfg.train.checkpoint_every
@@ -152,14 +160,51 @@ class _Run:
             launcher=launcher, fold=f if ds.folds else None)), BestEpoch(c.train.early_stopping),
             d if c.train.checkpoint_every else None)
             for c, f, d in zip(cfgs, folds, dirs, strict=True)]
+        for k, member in enumerate(self.members):
+            member.slot = k
+        self.slots = list(range(len(cfgs)))  # the member in each slot (padding excluded)
         i = self.inputs
         # Placed as the epoch returns it, so that the epoch program compiles once.
         self.states = self.place.per_member(self.pop.init(i.hp, i.seeds, i.owner))
         self.best_params = jax.tree.map(jnp.copy, self.states.params)
 
     def active_mask(self) -> np.ndarray:
-        return np.array([m.active for m in self.members]
-                        + [False] * (self.inputs.size - len(self.members)))
+        return np.array([self.members[k].active for k in self.slots]
+                        + [False] * (self.inputs.size - len(self.slots)))
+
+    def compact(self) -> None:
+        """Gathers the active members into the smallest power of two that holds them, once at
+        most half the slots train: frozen members stop costing compute. Each population size
+        compiles its program once. The members that leave take their test metrics along."""
+        keep = [s for s, k in enumerate(self.slots) if self.members[k].active]
+        size = population.padded_size(max(len(keep), 1))
+        if size >= self.inputs.size or not keep:
+            return
+        test = self.test_metrics()
+        for s, k in enumerate(self.slots):
+            member = self.members[k]
+            member.test = {n: float(v[s]) for n, v in test.items()}
+            member.slot = None
+        idx = np.array(keep + keep[-1:] * (size - len(keep)), np.int32)
+        i = self.inputs
+        self.place = population.Placement.of(size)
+        self.states, self.best_params, hp, fold, owner = self.place.per_member(self.pop.take(
+            (self.states, self.best_params, i.hp, i.fold, i.owner), idx))
+        self.inputs = population.Stacked(hp, fold, self.place.shared(i.seeds), owner, size)
+        self.train_data = self.place.shared((self.ds.x_train, self.ds.y_train))
+        self.val_data = self.place.shared((self.ds.x_val, self.ds.y_val))
+        self.slots = [self.slots[s] for s in keep]
+        for s, k in enumerate(self.slots):
+            self.members[k].slot = s
+        log.info("population gathered into %d slots: %d member%s train on", size, len(keep),
+                 "" if len(keep) == 1 else "s")
+
+    def test_metrics(self) -> dict:
+        """Every slot's test metrics at its best epoch's parameters."""
+        i = self.inputs
+        return jax.device_get(self.pop.evaluate(self.best_params, i.hp, i.fold,
+                                                *self.place.shared((self.ds.x_test,
+                                                                    self.ds.y_test))))
 
     def resume(self) -> int:
         """The first epoch to train: after the members' latest common checkpoint, else 1 (and
@@ -188,12 +233,13 @@ class _Run:
         running = int(active.sum())
         epoch_s = max(time.perf_counter() - t0 - compiling, 0.0) / running
         improved = np.zeros(i.size, bool)
-        for k in np.flatnonzero(active):
+        for s in np.flatnonzero(active):
+            k = self.slots[s]
             member = self.members[k]
             member.train_s += max(t1 - t0 - compiling, 0.0) / running
-            row = {"epoch": epoch, **{n: float(v[k]) for n, v in m.items() if n != "finite"},
+            row = {"epoch": epoch, **{n: float(v[s]) for n, v in m.items() if n != "finite"},
                    "epoch_time_s": round(epoch_s, 6)}
-            improved[k] = member.record(epoch, row, bool(m["finite"][k]))
+            improved[s] = member.record(epoch, row, bool(m["finite"][s]))
             if on_epoch:
                 on_epoch(k, row)
         if improved.any():
@@ -201,26 +247,26 @@ class _Run:
                                              self.states.params, self.best_params)
 
     def save(self, epoch: int) -> None:
-        for k, member in enumerate(self.members):
-            if member.saves_at(epoch):
+        for member in self.members:
+            if member.slot is not None and member.saves_at(epoch):
                 checkpoint.save(member.checkpoint_dir, epoch,
-                                _member((self.states, self.best_params), k), member.meta())
+                                _member((self.states, self.best_params), member.slot),
+                                member.meta())
 
     def finish(self, compile_s: float) -> list[Outcome]:
         """Test metrics at each member's best epoch, and the results' numbers."""
-        i = self.inputs
-        test = jax.device_get(self.pop.evaluate(self.best_params, i.hp, i.fold,
-                                                *self.place.shared((self.ds.x_test,
-                                                                    self.ds.y_test))))
+        test = self.test_metrics()
         num_params = sum(int(np.prod(p.shape[1:])) for p in jax.tree.leaves(self.states.params))
         samples_per_epoch = self.pop.spec.steps_per_epoch * self.pop.spec.batch_size
-        for k, member in enumerate(self.members):
+        for member in self.members:
             r, tracker = member.result, member.tracker
             if tracker.epoch is not None:
-                r.test = {f"test/{n}": float(v[k]) for n, v in test.items()}
+                own = member.test if member.slot is None else {
+                    n: float(v[member.slot]) for n, v in test.items()}
+                r.test = {f"test/{n}": v for n, v in own.items()}
                 r.best_epoch = tracker.epoch
                 r.best = {n: v for n, v in tracker.row.items() if n != "epoch"}
-            if r.status == "ok":
+            if r.status in ("ok", "pruned") and tracker.epoch is not None:
                 r.objective = float(tracker.row[member.cfg.objective.metric])
             r.compile_time_s = round(compile_s / len(self.members), 4)
             r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
@@ -263,7 +309,9 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      launcher: str = "basic",
                      on_epoch: Optional[Callable[[int, dict], None]] = None,
                      on_progress: Optional[Callable[[EpochReport], None]] = None,
-                     checkpoint_dirs: Optional[list[str]] = None) -> list[Outcome]:
+                     checkpoint_dirs: Optional[list[str]] = None,
+                     stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
+                     ) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
@@ -275,6 +323,9 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         population of several members logs it.
       checkpoint_dirs: one folder per member, where a member with `train.checkpoint_every` > 0
         saves its state; a population whose members all saved an epoch continues from there.
+      stopper: called after every epoch with (epoch, members); the members whose indices it
+        returns stop there as `pruned`, and once at most half the slots train the population
+        is gathered into a smaller one (successive halving, Hyperband, Optuna's pruners).
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -289,9 +340,14 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
             on_epoch(k, row)
     for epoch in range(start, cfgs[0].train.epochs + 1):
         run.epoch(epoch, on_epoch)
+        if stopper is not None:
+            for k in stopper(epoch, run.members):
+                run.members[k].prune(epoch)
         if on_progress or len(cfgs) > 1:
             (on_progress or log_report)(_epoch_report(epoch, run.members))
         if not any(m.active for m in run.members):
             break
         run.save(epoch)
+        if stopper is not None:
+            run.compact()
     return run.finish(CompileStats.seconds - compile_s0)

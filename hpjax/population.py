@@ -35,6 +35,7 @@ class Population:
     evaluate: Callable  # (params_P, hp_P, fold_P, x, y) -> {"loss": [P], "accuracy": [P]}
     keep: Callable  # (mask_P, new_P, old_P) -> where(mask, new, old) per member
     spec: trainer.Spec
+    take: Callable = None  # (tree_P, idx_Q) -> tree_Q: members gathered into a new population
 
 
 def where(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -42,6 +43,11 @@ def where(mask: jax.Array, new: Any, old: Any) -> Any:
     def pick(a: jax.Array, b: jax.Array) -> jax.Array:
         return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
     return jax.tree.map(pick, new, old)
+
+
+def take(tree: Any, idx: jax.Array) -> Any:
+    """The members `idx` of every leaf (a gather on the device: no copy through the host)."""
+    return jax.tree.map(lambda a: a[idx], tree)
 
 
 def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Array,
@@ -104,7 +110,8 @@ def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Populat
         epoch=jax.jit(functools.partial(_epoch, spec, folds), donate_argnums=0),
         evaluate=jax.jit(functools.partial(_evaluate, spec, folds)),
         keep=jax.jit(where),
-        spec=spec)
+        spec=spec,
+        take=jax.jit(take))
 
 
 _CACHE: dict[tuple, Population] = {}

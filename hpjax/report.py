@@ -38,6 +38,15 @@ class Trial:
     def ok(self) -> bool:
         return self.result is not None and self.result.ok
 
+    @property
+    def ended(self) -> str:
+        """How the trial ended, as the table shows it: `ok`, `pruned at epoch 3`, ..."""
+        if self.status == "pruned":
+            return f"pruned at epoch {self.result.epochs_run}"
+        if self.status == "diverged" and self.result.diverged_epoch is not None:
+            return f"diverged at epoch {self.result.diverged_epoch}"
+        return self.status
+
     def metric(self, name: str) -> Optional[float]:
         return self.result.metric(name) if self.result else None
 
@@ -163,7 +172,7 @@ def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
     common = set.intersection(*(set(t.overrides) for t in trials)) if len(trials) > 1 else set()
     for i, t in enumerate(shown):
         overrides = " ".join(o for o in t.overrides if o not in common)
-        cells = [str(i + 1) if t.ok else "-", str(t.job), overrides, t.status]
+        cells = [str(i + 1) if t.ok else "-", str(t.job), overrides, t.ended]
         # A trial of several seeds or folds shows its objective as mean ± std.
         std = t.get("objective_std")
         cells += [_fmt(t.metric(m)) + (f" ± {std:.4f}" if std is not None and m ==

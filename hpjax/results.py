@@ -57,7 +57,9 @@ def json_safe(metrics: dict) -> dict:
 class Result:
     """What one trial produced, as written to its `result.json`."""
 
-    status: str  # "ok", "diverged", or "failed" (a config error, in a sweep)
+    # "ok", "diverged", "failed" (a config error, in a sweep), or "pruned" (stopped by a
+    # bracket or a pruner at `epochs_run`; its objective is its best epoch's so far)
+    status: str
     objective: Optional[float]  # null unless ok; the task function then returns the worst
     objective_metric: str
     objective_mode: str
@@ -157,8 +159,9 @@ def aggregate(members: list[Outcome]) -> Outcome:
         return members[0]
     results = [o.result for o in members]
     r = dataclasses.replace(results[0], fold=None)
-    bad = [x.status for x in results if x.status != "ok"]
-    r.status = bad[0] if bad else "ok"
+    bad = [x.status for x in results if x.status not in ("ok", "pruned")]
+    # A pruned trial's members are all pruned together, and keep their objectives.
+    r.status = bad[0] if bad else results[0].status
     objectives = [x.objective for x in results]
     r.objective = float(np.mean(objectives)) if not bad else None
     r.objective_std = float(np.std(objectives)) if not bad else None

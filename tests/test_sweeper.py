@@ -238,6 +238,8 @@ def test_every_preset_composes_and_its_space_parses(preset):
     assert {"optimizer.lr", "activation"} <= {p.key for p in space.params}
     if sweeper.algorithm == "grid":
         assert len(space.grid()) == 24
+    elif sweeper.algorithm in ("sha", "hyperband"):
+        make_sampler(sweeper.sampler, seed=0)
     elif sweeper.algorithm != "gp":
         make_sampler(sweeper.algorithm, seed=0, n_objectives=len(sweeper.objectives or [1]))
     first = (CONF_DIR / "search" / f"{preset}.yaml").read_text().splitlines()[1:3]

@@ -2,7 +2,7 @@
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -14,8 +14,13 @@ SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer")
 @dataclass
 class DataConfig(Schema):
     group = "data"
-    # Which loader: a scikit-learn set, `synthetic`, `npz` or `csv`
+    # Which loader: a scikit-learn set, `synthetic`, `mnist1d`, `npz`, `csv`, or the name of a
+    # `_target_` function
     name: str = MISSING
+    # Number of classes, for a model config to read as ${data.num_classes}; null: counted from
+    # the labels. When set, the labels must be integers in [0, num_classes) or exactly that
+    # many distinct values
+    num_classes: Optional[int] = None
     # Share of all samples held out for validation (early stopping, the sweep objective)
     val_fraction: float = 0.15
     # Share of all samples held out for the final test metrics
@@ -38,12 +43,15 @@ class DataConfig(Schema):
                     f"(val_fraction={self.val_fraction})")
         self._check("cv_folds", self.cv_folds >= 1,
                     "must be an integer >= 1 (1: one validation split, no cross-validation)")
+        if self.num_classes is not None:
+            self._check("num_classes", self.num_classes >= 2, "must be an integer >= 2, or null")
         if self.image_shape is not None:
             self._check("image_shape", len(self.image_shape) == 3 and min(self.image_shape) >= 1,
                         "must be [height, width, channels] of positive integers, or null")
 
-    def arrays(self) -> tuple:
-        """(features, labels) of every sample, before the split."""
+    def arrays(self) -> Any:
+        """(features, labels) of every sample, before the split; or a dict of ready splits,
+        `{"x_train", "y_train", "x_test", "y_test"}` and optionally `"x_val", "y_val"`."""
         raise NotImplementedError
 
 
@@ -105,6 +113,31 @@ class SyntheticDataConfig(DataConfig, choice="synthetic"):
             n_informative=self.n_informative, n_redundant=self.n_redundant,
             n_classes=self.n_classes, class_sep=self.class_sep, flip_y=self.flip_y,
             random_state=self.seed)
+
+
+@dataclass
+class Mnist1dDataConfig(DataConfig, choice="mnist1d"):
+    """MNIST-1D (Greydanus, 2020): 40-point signals of ten digit templates, shifted, sheared and
+    noised; generated on the machine by the `mnist1d` package (`pip install 'hpjax[mnist1d]'`).
+    Its own split is kept: the first 80% train (with validation split off by
+    `data.val_fraction`), the last 20% test."""
+
+    name: str = "mnist1d"
+    num_classes: Optional[int] = 10
+    # Samples before the 80/20 train/test split (the paper's 5,000: 4,000 + 1,000)
+    n_samples: int = 5000
+    # Seed of the generator (the package's default, 42, makes the paper's data set)
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_name()
+        self._check("n_samples", self.n_samples >= 100, "must be an integer >= 100")
+
+    def arrays(self) -> dict:
+        from hpjax.data import load_mnist1d
+
+        return load_mnist1d(self)
 
 
 @dataclass

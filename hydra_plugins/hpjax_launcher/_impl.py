@@ -30,6 +30,9 @@ class VmapLauncherImpl:
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
         self.name = "vmap"  # the launcher recorded in result.json
         self.progress: Any = None  # hpjax's default live display
+        # Set by hpjax's sweeper for multi-fidelity search: batch positions of a population's
+        # jobs -> the `hpjax.fidelity.Stopper` that prunes them epoch by epoch.
+        self.stoppers: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -97,6 +100,7 @@ class VmapLauncherImpl:
         configs = [self._compose(n, o) for n, o in indexed]
         jobs = [self._job(n, c) for (n, _), c in zip(indexed, configs, strict=True)]
         ends = hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
-                                memory_budget_mb=self.memory_budget_mb, progress=self.progress)
+                                memory_budget_mb=self.memory_budget_mb, progress=self.progress,
+                                stoppers=self.stoppers)
         return [self._run_job(n, o, c, end)
                 for (n, o), c, end in zip(indexed, configs, ends, strict=True)]

@@ -98,8 +98,8 @@ def transaction(study: optuna.Study) -> Iterator[None]:
 
 
 def count(study: optuna.Study) -> tuple[int, int]:
-    """(finished, running): trials that count toward n_trials (COMPLETE, or FAIL with a final
-    status), and trials RUNNING."""
+    """(finished, running): trials that count toward n_trials (COMPLETE, PRUNED, or FAIL with a
+    final status), and trials RUNNING."""
     storage = rdb(study)
     if storage is None:
         running = len(fresh_trials(study, (TrialState.RUNNING,)))
@@ -117,13 +117,15 @@ def count(study: optuna.Study) -> tuple[int, int]:
             "AND a.key = 'status' AND a.value_json IN :final").bindparams(
                 sqlalchemy.bindparam("final", expanding=True)),
             {"sid": sid, "final": [f'"{s}"' for s in FINAL_FAIL]}).scalar()
-    return states.get("COMPLETE", 0) + failed, states.get("RUNNING", 0)
+    return (states.get("COMPLETE", 0) + states.get("PRUNED", 0) + failed,
+            states.get("RUNNING", 0))
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The trials that count toward n_trials, loaded (the grid needs their parameters)."""
-    return [t for t in fresh_trials(study, (TrialState.COMPLETE, TrialState.FAIL))
-            if t.state == TrialState.COMPLETE or t.user_attrs.get("status") in FINAL_FAIL]
+    return [t for t in fresh_trials(study, (TrialState.COMPLETE, TrialState.FAIL,
+                                            TrialState.PRUNED))
+            if t.state != TrialState.FAIL or t.user_attrs.get("status") in FINAL_FAIL]
 
 
 def best_line(study: optuna.Study, names: list[str]) -> str:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 import hpjax
 
-from . import _batch, _faults, _search, _storage
+from . import _batch, _faults, _fidelity, _search, _storage
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,11 @@ class HpjaxSweeperImpl(Sweeper):
                  objectives: Optional[list], direction: Optional[str],
                  fail_stale_trials: bool, heartbeat_interval: Optional[int] = None,
                  grace_period: Optional[int] = None, max_retries: int = 2,
-                 poll_s: float = 2.0) -> None:
+                 poll_s: float = 2.0, sampler: Optional[str] = None, eta: int = 3,
+                 min_epochs: int = 1, pruner: Any = None) -> None:
         _check(algorithm, n_trials, batch_size, direction, heartbeat_interval)
+        _fidelity.check(algorithm, pruner, eta, min_epochs)
+        self.sampler, self.eta, self.min_epochs, self.pruner = sampler, eta, min_epochs, pruner
         self.algorithm, self.n_trials, self.batch_size, self.seed = (
             algorithm, n_trials, batch_size, seed)
         self.params = dict(params or {})
@@ -92,7 +95,9 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _sampler(self, worker: int, n_objectives: int) -> Any:
         seed = None if self.seed is None else self.seed + worker
-        return _search.make_sampler(self.algorithm, seed=seed, n_objectives=n_objectives,
+        algorithm = (self.sampler or "random") if self.algorithm in _fidelity.BRACKETS \
+            else self.algorithm
+        return _search.make_sampler(algorithm, seed=seed, n_objectives=n_objectives,
                                     batch_size=self.batch_size)
 
     def _lock(self, sweep_dir: Path) -> Any:
@@ -133,6 +138,9 @@ class HpjaxSweeperImpl(Sweeper):
         total, distributions = self._prepare(study, sweep_dir, space)
         names = names or [OmegaConf.select(self.config, "objective.metric",
                                            default="objective")]
+        if self.algorithm in _fidelity.BRACKETS:
+            return _fidelity.sweep_brackets(self, study, sweep_dir, space, names, modes[0])
+        stoppers = self._pruning(study, space, modes)
         returns: list[Sequence[JobReturn]] = []
         start, waiting = time.perf_counter(), False
         while True:
@@ -148,9 +156,26 @@ class HpjaxSweeperImpl(Sweeper):
                 time.sleep(self.poll_s)
                 continue
             waiting = False
+            if stoppers is not None:
+                stoppers.trials = trials
             returns.append(self._run_batch(study, trials, space))
             log.info("[study] %d/%d trials finished, %s, %.1f s", _batch.count(study)[0],
                      total, _batch.best_line(study, names), time.perf_counter() - start)
+
+    def _pruning(self, study: optuna.Study, space: _search.SearchSpace,
+                 modes: list[str]) -> Optional[_fidelity.Stoppers]:
+        """With a pruner: the study's pruner set, and the launcher's stoppers that report each
+        epoch's objective and prune (one for every batch)."""
+        if self.pruner in (None, "none"):
+            return None
+        if len(modes) > 1:
+            raise ValueError("hydra.sweeper.pruner prunes on one objective; several were given")
+        impl = _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner")
+        top = _fidelity.max_epochs(self, space)
+        study.pruner = _fidelity.make_pruner(self.pruner, eta=self.eta,
+                                             min_epochs=self.min_epochs, max_epochs=top)
+        impl.stoppers = _fidelity.Stoppers([], mode=modes[0], prune=True)
+        return impl.stoppers
 
     def _prepare(self, study: optuna.Study, sweep_dir: Path,
                 space: _search.SearchSpace) -> tuple[int, dict]:
@@ -259,9 +284,9 @@ def _check(algorithm: str, n_trials: Optional[int], batch_size: int, direction: 
     if algorithm not in _search.ALGORITHMS:
         raise ValueError(f"hydra.sweeper.algorithm={algorithm!r}: must be one of "
                          f"{', '.join(_search.ALGORITHMS)}")
-    if n_trials is None and algorithm != "grid":
-        raise ValueError(f"hydra.sweeper.n_trials=null is only allowed with algorithm=grid; "
-                         f"set a number of trials for algorithm={algorithm}")
+    if n_trials is None and algorithm not in ("grid", *_fidelity.BRACKETS):
+        raise ValueError(f"hydra.sweeper.n_trials=null is only allowed with algorithm=grid, "
+                         f"sha or hyperband; set a number of trials for algorithm={algorithm}")
     if n_trials is not None and n_trials < 1:
         raise ValueError(f"hydra.sweeper.n_trials={n_trials}: must be >= 1 (or null for grid)")
     if batch_size < 1:
@@ -285,8 +310,13 @@ def _quiet_optuna() -> None:
 
 
 def _tell_values(study: optuna.Study, trial_id: int, status: str, values: list) -> None:
-    """A trial is COMPLETE with finite values; else FAIL, its `status` saying why."""
+    """A trial is COMPLETE with finite values, PRUNED when a bracket or pruner stopped it
+    (Optuna takes its last reported value); else FAIL, its `status` saying why."""
     storage, number = study._storage, study._storage.get_trial_number_from_id(trial_id)
+    if status == "pruned":
+        storage.set_trial_user_attr(trial_id, "status", "pruned")
+        study.tell(number, state=TrialState.PRUNED)
+        return
     finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
     if status == "ok" and finite and len(values) == len(study.directions):
         storage.set_trial_user_attr(trial_id, "status", "ok")

@@ -18,7 +18,7 @@ from typing import Any, Optional
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
-ALGORITHMS = ("grid", "random", "tpe", "gp", "cmaes", "nsga2", "qmc")
+ALGORITHMS = ("grid", "random", "tpe", "gp", "cmaes", "nsga2", "qmc", "sha", "hyperband")
 
 
 class SearchSpaceError(ValueError):

@@ -7,9 +7,11 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class HpjaxSweeperConf:
     _target_: str = "hydra_plugins.hpjax_sweeper.sweeper.HpjaxSweeper"
-    # Search algorithm: grid, random, tpe, gp, cmaes, nsga2 or qmc
+    # Search algorithm: grid, random, tpe, gp, cmaes, nsga2 or qmc; sha (successive halving) or
+    # hyperband: multi-fidelity brackets over train.epochs, configurations from `sampler`
     algorithm: str = "random"
-    # Total number of trials in the study (grid: null runs every combination)
+    # Total number of trials in the study (grid: null runs every combination; sha: null is
+    # eta^s_max configurations; hyperband: null is one pass over its brackets)
     n_trials: Optional[int] = 20
     # Trials asked and launched together: the unit a launcher can run in parallel
     batch_size: int = 1
@@ -39,6 +41,16 @@ class HpjaxSweeperConf:
     max_retries: int = 2
     # Seconds a worker waits between looks at a study whose other trials run elsewhere
     poll_s: float = 2.0
+    # sha and hyperband: the sampler that proposes each bracket's configurations (random, tpe
+    # for BOHB-style, ...); null: random
+    sampler: Optional[str] = None
+    # sha, hyperband and the pruners: a rung keeps the top 1/eta of its trials
+    eta: int = 3
+    # sha, hyperband and the pruners: the epochs of the first rung (train.epochs is the most)
+    min_epochs: int = 1
+    # Optuna pruner, with any sampler: none, asha (= sha), hyperband, median, or a node with the
+    # _target_ of any Optuna pruner; each trial reports its objective every epoch
+    pruner: Any = "none"
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="hpjax", node=HpjaxSweeperConf,

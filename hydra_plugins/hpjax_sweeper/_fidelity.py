@@ -1,0 +1,166 @@
+"""Multi-fidelity search in the sweeper: successive halving and Hyperband brackets, and Optuna's
+pruners, applied epoch by epoch inside the vmap launcher's populations.
+
+A bracket's configurations come from the sweeper's sampler and are launched as one batch; the
+launcher trains them as a population and, after every epoch, calls a stopper built here: it
+reports each trial's objective to Optuna (`trial.report`, the learning curve in the study) and
+says which trials stop there (the bracket's rung rule, or the study's pruner). A stopped trial is
+told to Optuna as PRUNED; its `result.json` says `status: pruned`.
+"""
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+import hpjax
+
+from . import _search
+
+log = logging.getLogger(__name__)
+
+BRACKETS = ("sha", "hyperband")
+PRUNERS = ("none", "asha", "sha", "hyperband", "median")
+
+
+def population_launcher(launcher: Any, why: str) -> Any:
+    """The launcher's population engine (vmap), which takes stoppers; else a clear error."""
+    impl = getattr(launcher, "impl", None)
+    if impl is None or not hasattr(impl, "stoppers"):
+        raise ValueError(f"{why} trains its trials inside populations and needs "
+                         "hydra/launcher=vmap (the default); got "
+                         f"{type(launcher).__name__}")
+    return impl
+
+
+def max_epochs(sweeper: Any, space: _search.SearchSpace) -> int:
+    """train.epochs, the maximum resource R, as the jobs will compose it; checked against
+    eta and min_epochs."""
+    if any(p.key == "train.epochs" for p in space.params):
+        raise ValueError("train.epochs is the maximum resource R of multi-fidelity search and "
+                         "cannot be searched: give it one value (train.epochs=27)")
+    fixed = [item for item in space.items if isinstance(item, str)]
+    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, fixed)
+    top = int(OmegaConf.select(cfg, "train.epochs"))
+    hpjax.check_fidelity(sweeper.eta, sweeper.min_epochs, top)
+    return top
+
+
+def make_pruner(pruner: Any, *, eta: int, min_epochs: int, max_epochs: int) -> Any:
+    """`hydra.sweeper.pruner` as an Optuna pruner (None: none)."""
+    if pruner is None or pruner == "none":
+        return None
+    if isinstance(pruner, (dict, DictConfig)):
+        from hydra.utils import instantiate
+
+        return instantiate(pruner)
+    if pruner in ("asha", "sha"):
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs,
+                                                      reduction_factor=eta)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource=max_epochs,
+                                              reduction_factor=eta)
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_epochs)
+    raise ValueError(f"hydra.sweeper.pruner={pruner!r}: must be one of {', '.join(PRUNERS)}, "
+                     "or a node with the _target_ of an Optuna pruner")
+
+
+def check(algorithm: str, pruner: Any, eta: int, min_epochs: int) -> None:
+    """What can be checked before the config is composed."""
+    if algorithm == "grid" and pruner not in (None, "none"):
+        raise ValueError(f"hydra.sweeper.pruner={pruner}: a grid runs every point to the end; "
+                         "use a sampler (random, tpe, ...) with a pruner")
+    if algorithm in BRACKETS and pruner not in (None, "none"):
+        raise ValueError(f"algorithm={algorithm} stops trials by its own brackets; set "
+                         "hydra.sweeper.pruner=none, or prune with another algorithm")
+    if eta < 2:
+        raise ValueError(f"hydra.sweeper.eta={eta}: must be an integer >= 2 (the fraction 1/eta "
+                         "of a rung's trials go on to the next rung; 3 is usual)")
+    if min_epochs < 1:
+        raise ValueError(f"hydra.sweeper.min_epochs={min_epochs}: must be >= 1")
+
+
+class Stoppers:
+    """For one launched batch: given the batch positions of a population's jobs, the stopper
+    that reports their objectives to Optuna and prunes them (a bracket's rule, a pruner)."""
+
+    def __init__(self, trials: list, rungs: Optional[list[int]] = None, eta: int = 3,
+                 mode: str = "max", prune: bool = False, label: str = "") -> None:
+        self.trials, self.rungs, self.eta, self.mode = trials, rungs, eta, mode
+        self.prune, self.label = prune, label
+        self.rules: list[hpjax.SuccessiveHalving] = []
+
+    def __call__(self, ids: list[int]) -> Any:
+        trials = [self.trials[i] for i in ids]
+        rule = hpjax.SuccessiveHalving(self.rungs, self.eta, self.mode) if self.rungs \
+            else None
+        if rule is not None:
+            self.rules.append(rule)
+
+        def stop(epoch: int, scores: list, values: list, running: list) -> set[int]:
+            for trial, value in zip(trials, values, strict=True):
+                if value is not None:  # it trained this epoch
+                    trial.report(value, epoch)
+            pruned: set[int] = set()
+            if rule is not None:
+                pruned = rule(epoch, scores, values, running)
+                if rule.promoted and rule.promoted[-1][0] == epoch:
+                    _, n, kept = rule.promoted[-1]
+                    log.info("%s rung %d (epoch %d): %d trials, %d promoted", self.label,
+                             len(rule.promoted), epoch, n, kept)
+            if self.prune:
+                pruned |= {i for i, t in enumerate(trials) if running[i] and i not in pruned
+                           and values[i] is not None and t.should_prune()}
+            return pruned
+
+        return stop
+
+
+def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
+                   space: _search.SearchSpace, names: list[str], mode: str) -> list:
+    """Successive halving (one bracket) or Hyperband (its brackets, s_max down to 0, again
+    until `n_trials`): each bracket one batch, its configurations from the sampler."""
+    impl = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
+    top = max_epochs(sweeper, space)
+    if sweeper.algorithm == "sha":
+        brackets = [hpjax.successive_halving(top, sweeper.eta, sweeper.min_epochs,
+                                                sweeper.n_trials)]
+    else:
+        brackets = hpjax.hyperband(top, sweeper.eta, sweeper.min_epochs)
+    total = sweeper.n_trials or sum(b[0].n for b in brackets)
+    log.info("%s: R = %d epochs, eta = %d: brackets %s", sweeper.algorithm, top, sweeper.eta,
+             "; ".join(hpjax.bracket_table(brackets)))
+    returns, started = [], 0
+    k = 0
+    while started < total:
+        rungs = brackets[k % len(brackets)]
+        n = min(rungs[0].n, total - started)
+        if n < rungs[0].n:  # the last bracket, cut to n_trials
+            rungs = hpjax.bracket(n, len(rungs) - 1, top, sweeper.eta)
+        done = [t for t in sweeper._finished(study) if t.user_attrs.get("bracket") == k]
+        if len(done) < n:
+            with sweeper._lock(sweep_dir):
+                trials = [study.ask(space.distributions) for _ in range(n)]
+                job_dir = sweeper._job_dir(sweep_dir)
+                for t in trials:
+                    t.set_user_attr("bracket", k)
+                    if job_dir is not None:
+                        t.set_user_attr("job_dir", str(job_dir(t.number)))
+            label = f"[bracket {k + 1}: {hpjax.bracket_table([rungs])[0]}]"
+            log.info("%s %d trials from %d epochs", label, n, rungs[0].epochs)
+            impl.stoppers = Stoppers(trials, [r.epochs for r in rungs], sweeper.eta, mode,
+                                     label=label)
+            try:
+                returns.append(sweeper._run_batch(study, trials, space))
+            finally:
+                impl.stoppers = None
+        started += n
+        k += 1
+    return returns
+
+
+__all__ = ["BRACKETS", "PRUNERS", "Stoppers", "check", "make_pruner", "max_epochs",
+           "population_launcher", "sweep_brackets"]

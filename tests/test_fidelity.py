@@ -1,0 +1,187 @@
+"""Hyperband's brackets, successive halving inside a population, and the sweeper's use of them."""
+
+import pytest
+
+from conftest import compose_config
+from hpjax import fidelity
+from hpjax.compile import CompileStats
+from hpjax.jobs import train_trials
+
+
+def test_hyperband_brackets_are_the_papers_for_r81_eta3():
+    """Li et al. (JMLR 2018), Table 1: R = 81, eta = 3."""
+    assert fidelity.table(fidelity.hyperband(81, 3)) == [
+        "81x1 27x3 9x9 3x27 1x81",
+        "34x3 11x9 3x27 1x81",
+        "15x9 5x27 1x81",
+        "8x27 2x81",
+        "5x81"]
+    assert fidelity.table([fidelity.successive_halving(81, 3)]) == ["81x1 27x3 9x9 3x27 1x81"]
+    # min_epochs is the smallest rung: R / min_epochs = 27 gives s_max = 3
+    assert fidelity.table(fidelity.hyperband(81, 3, min_epochs=3))[0] == "27x3 9x9 3x27 1x81"
+    # epochs that are not powers of eta round to whole epochs
+    assert fidelity.table(fidelity.hyperband(30, 3))[0] == "27x1 9x3 3x10 1x30"
+
+
+@pytest.mark.parametrize("eta, min_epochs, epochs, match", [
+    (1, 1, 9, "eta=1: must be an integer >= 2"),
+    (3, 10, 9, "min_epochs=10 is more than train.epochs=9")])
+def test_bad_eta_or_min_epochs_is_a_clear_error(eta, min_epochs, epochs, match):
+    with pytest.raises(ValueError, match=match):
+        fidelity.hyperband(epochs, eta, min_epochs)
+
+
+LRS = [0.3, 0.1, 0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4, 3e-5]
+
+
+@pytest.fixture(scope="module")
+def bracket_run():
+    """9 configurations of iris at 9 epochs, successive halving with eta 3: 9x1, 3x3, 1x9;
+    the same 9 trained in full, for comparison."""
+    cfgs = [compose_config(["data=iris", "optimizer=sgd", f"optimizer.lr={lr}",
+                            "train.epochs=9", "train.batch_size=16",
+                            "train.early_stopping.patience=null", "model.width=16"])
+            for lr in LRS]
+    full = train_trials(cfgs)
+    rungs = fidelity.successive_halving(9, 3)
+    assert fidelity.table([rungs]) == ["9x1 3x3 1x9"]
+    stopper = fidelity.SuccessiveHalving([r.epochs for r in rungs], 3, "max")
+    rows = []
+    count = CompileStats.count
+    halved = train_trials(cfgs, stopper=stopper, on_epoch=lambda k, row: rows.append((k, row)))
+    return full, halved, stopper, rows, CompileStats.count - count
+
+
+def test_successive_halving_trains_each_trial_to_its_rung_and_no_further(bracket_run):
+    full, halved, stopper, rows, _ = bracket_run
+    epochs = sorted(o.result.epochs_run for o in halved)
+    assert epochs == [1] * 6 + [3] * 2 + [9]
+    # epochs trained = the sum over trials of the rung each stopped at, counted epoch by epoch
+    assert len(rows) == sum(epochs) == 6 * 1 + 2 * 3 + 9
+    assert stopper.promoted == [(1, 9, 3), (3, 3, 1)]
+    statuses = [o.result.status for o in halved]
+    assert statuses.count("pruned") == 8 and statuses.count("ok") == 1
+    # the promoted at each rung are the best by val/accuracy at that epoch
+    first = [o.rows[0]["val/accuracy"] for o in full]
+    survivors = [i for i, o in enumerate(halved) if o.result.epochs_run >= 3]
+    assert min(first[i] for i in survivors) >= sorted(first)[-3]
+
+
+def test_survivors_continue_from_their_state(bracket_run):
+    """A promoted trial's epochs are those of the same trial trained without stopping:
+    parameters, optimizer state, PRNG and the best-epoch tracker carried over, in a
+    population gathered down from 16 slots to 4 and then 1."""
+    full, halved, _, _, compiles = bracket_run
+    for f, h in zip(full, halved, strict=True):
+        n = h.result.epochs_run
+        for a, b in zip(f.rows[:n], h.rows, strict=True):
+            assert b["val/loss"] == pytest.approx(a["val/loss"], rel=1e-4, abs=1e-6)
+            assert b["lr"] == pytest.approx(a["lr"], rel=1e-6)  # the schedule spans 9 epochs
+        if h.result.status == "ok":
+            assert h.result.best_epoch == f.result.best_epoch
+            assert h.result.objective == pytest.approx(f.result.objective, abs=1e-6)
+            assert h.result.test["test/accuracy"] == pytest.approx(
+                f.result.test["test/accuracy"], abs=1e-6)
+        else:  # a pruned trial keeps its objective and test metrics at its best epoch so far
+            best = min(f.rows[:n], key=lambda r: r["val/loss"])  # early_stopping.monitor
+            assert h.result.best_epoch == best["epoch"]
+            assert h.result.objective == pytest.approx(best["val/accuracy"], abs=1e-6)
+            assert h.result.test["test/accuracy"] is not None
+    # each population size (16, 4, 1) compiles its epoch and evaluation programs once
+    print("COMPILES", compiles)
+    assert compiles <= 3 * 4
+
+
+TINY = ["data=iris", "model.width=16", "train.batch_size=16", "train.early_stopping.patience=null",
+        "hydra/sweeper=hpjax", "optimizer.lr=tag(log, interval(1e-3, 0.3))",
+        "model.dropout=interval(0, 0.3)"]
+
+
+def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
+    """R = 3, eta = 3: brackets 3x1 1x3 and 2x3, five trials from the sampler. Stopped trials
+    are PRUNED in the study with their learning curves, `pruned` in result.json and the table;
+    the others COMPLETE."""
+    import json
+
+    from optuna.trial import TrialState
+    from test_launcher import multirun
+    from test_sweeper import read_summary, trials_in
+
+    sweep = tmp_path / "hb"
+    multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
+              "train.epochs=3"], sweep)
+    trials = sorted(trials_in(sweep), key=lambda t: t.number)
+    assert [t.user_attrs["bracket"] for t in trials] == [0, 0, 0, 1, 1]
+    states = [t.state for t in trials]
+    assert states.count(TrialState.PRUNED) == 2 and states.count(TrialState.COMPLETE) == 3
+    epochs = 0
+    for t in trials:
+        result = json.loads((sweep / str(t.number) / "result.json").read_text())
+        rows = (sweep / str(t.number) / "metrics.jsonl").read_text().splitlines()
+        epochs += len(rows)
+        assert sorted(t.intermediate_values) == list(range(1, result["epochs_run"] + 1))
+        assert t.intermediate_values[1] == pytest.approx(json.loads(rows[0])["val/accuracy"])
+        if t.state == TrialState.PRUNED:
+            assert result["status"] == "pruned" and result["epochs_run"] == 1
+            assert t.value == t.intermediate_values[1]  # Optuna's: the last reported
+            assert t.user_attrs["status"] == "pruned"
+        else:
+            assert result["status"] == "ok" and result["epochs_run"] == 3
+            assert t.value == pytest.approx(result["objective"])
+    assert epochs == 2 * 1 + 1 * 3 + 2 * 3
+    summary = read_summary(sweep)
+    assert sorted(r["status"] for r in summary) == ["ok"] * 3 + ["pruned"] * 2
+    best = min(summary, key=lambda r: int(r["rank"] or 99))
+    assert best["status"] == "ok"
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["hydra.sweeper.algorithm=sha", "hydra.sweeper.eta=1"], "eta=1: must be an integer >= 2"),
+    (["hydra.sweeper.algorithm=hyperband", "hydra.sweeper.min_epochs=5", "train.epochs=3"],
+     "min_epochs=5 is more than train.epochs=3"),
+    (["hydra.sweeper.algorithm=grid", "hydra.sweeper.pruner=median", "activation=relu,tanh"],
+     "a grid runs every point to the end"),
+    (["hydra.sweeper.algorithm=sha", "hydra/launcher=basic"], "needs hydra/launcher=vmap"),
+    (["hydra.sweeper.algorithm=random", "hydra.sweeper.pruner=bogus"],
+     "pruner='bogus': must be one of none, asha"),
+    (["hydra.sweeper.algorithm=sha", "train.epochs=3,9"], "train.epochs is the maximum resource")])
+def test_bad_multi_fidelity_input_fails_before_anything_trains(tmp_path, overrides, match):
+    from test_launcher import multirun
+
+    with pytest.raises(Exception) as info:
+        multirun([*TINY, "train.epochs=3", *overrides], tmp_path / "bad")
+    assert match in str(info.value) + str(info.value.__cause__)
+    assert not list((tmp_path / "bad").glob("*/result.json"))
+
+
+def test_asha_pruner_freezes_members_as_optunas_rule_says(tmp_path):
+    """`pruner=asha` with a random sampler: every member reports val/loss each epoch, and
+    Optuna's SuccessiveHalvingPruner (min_resource 1, eta 3) decides at epoch 1 in trial order
+    (asynchronous: a trial competes with those that reached the rung before it)."""
+    from optuna.trial import TrialState
+    from test_launcher import multirun
+    from test_sweeper import trials_in
+
+    sweep = tmp_path / "asha"
+    multirun([*TINY, "hydra.sweeper.algorithm=random", "hydra.sweeper.pruner=asha",
+              "hydra.sweeper.n_trials=8", "hydra.sweeper.batch_size=8", "train.epochs=3",
+              "objective.metric=val/loss", "objective.mode=min"], sweep)
+    trials = sorted(trials_in(sweep), key=lambda t: t.number)
+    seen, expected = [], []
+    for t in trials:
+        seen.append(t.intermediate_values[1])
+        keep = max(len(seen) // 3, 1)
+        expected.append(t.intermediate_values[1] <= sorted(seen)[keep - 1])
+    assert [t.state == TrialState.COMPLETE for t in trials] == expected
+    assert expected.count(False) >= 4
+    for t in trials:
+        assert len(t.intermediate_values) == (3 if t.state == TrialState.COMPLETE else 1)
+        status = "ok" if t.state == TrialState.COMPLETE else "pruned"
+        assert hpjax_status(sweep / str(t.number)) == (status, len(t.intermediate_values))
+
+
+def hpjax_status(job_dir):
+    import json
+
+    result = json.loads((job_dir / "result.json").read_text())
+    return result["status"], result["epochs_run"]
