@@ -113,3 +113,105 @@ def test_a_batch_tell_refused_for_one_trial_tells_the_others(tmp_path, caplog):
     saved = reloaded(tmp_path)
     assert [t.state for t in saved] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
     assert [saved[0].value, saved[2].value] == [0.1, 0.3]
+
+
+def test_progress_is_a_bar_logged_twenty_times_or_so_however_many_trials():
+    milestones, logged = _batch.Milestones(), []
+    for finished in range(64, 10_064, 64):
+        if milestones.due(min(finished, 10_000), 10_000):
+            logged.append(min(finished, 10_000))
+    # the first 20 batches (12.8% of the trials), then at 15%, 20%, ... 95% and the end
+    assert logged[:20] == [64 * b for b in range(1, 21)] and logged[-1] == 10_000
+    assert len(logged) == 20 + 17 + 1
+    small = _batch.Milestones()
+    assert [small.due(f, 8) for f in (4, 8)] == [True, True]
+    assert _batch.bar(6400, 10_000) == "|████████████░░░░░░░░| 64%"
+    assert _batch.bar(0, 10) == "|░░░░░░░░░░░░░░░░░░░░| 0%"
+
+
+def test_the_table_shows_the_best_twenty_and_ten_others_of_thousands(tmp_path):
+    from rich.console import Console
+
+    from hpjax.report import Trial, format_table
+    from hpjax.results import Result
+
+    def trial(job, status, value):
+        result = Result(status, value, "val/accuracy", "max", best={"val/accuracy": value},
+                        error=None if value else "bad")
+        return Trial(job, tmp_path / str(job), [f"optimizer.lr={job}"], result)
+
+    trials = [trial(j, "ok", j / 3000) for j in range(3000)]
+    trials += [trial(3000 + j, "failed", None) for j in range(40)]
+    console = Console(width=200, record=True)
+    console.print(format_table(trials, {"val/accuracy": "max"}))
+    text = console.export_text()
+    rows = [[cell.strip() for cell in line.split("│")[1:3]] for line in text.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()]
+    assert [rank for rank, _ in rows] == [str(i) for i in range(1, 21)] + ["-"] * 10
+    assert [int(job) for _, job in rows] == [*range(2999, 2979, -1), *range(3000, 3010)]
+    assert "the best 20 and 10 not finished of 3040 trials: summary.csv lists every one" in text
+
+
+@pytest.mark.slow  # about 90 s of CPU (Hydra's work for each job): `pytest -m slow` runs it
+@pytest.mark.parametrize("n", [1000])
+def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_path, n):
+    """1,000 trials of 1 epoch in two batches (one compile): each has its job directory with
+    Hydra's files, its metrics and result, and its row in the study with the same value."""
+    import csv
+    import json
+
+    from omegaconf import OmegaConf
+    from test_launcher import multirun
+
+    sweep = tmp_path / "sweep"
+    returns = multirun(["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
+                        f"hydra.sweeper.n_trials={n}", f"hydra.sweeper.batch_size={n // 2}",
+                        f"hydra.launcher.max_population={n // 2}",
+                        "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
+                        "model.dropout=interval(0, 0.5)", "data=iris", "model.width=8",
+                        "model.num_layers=1", "train.epochs=1",
+                        "train.early_stopping.patience=null"], sweep)
+    assert [len(batch) for batch in returns] == [n // 2, n // 2]
+    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep / 'study.db'}",
+                                         skip_table_creation=True)
+    rows = optuna.load_study(study_name="hpjax", storage=storage).get_trials()
+    assert [t.number for t in rows] == list(range(n))
+    assert {t.state for t in rows} == {TrialState.COMPLETE}
+    assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == list(range(n))
+    for t in rows:
+        job = sweep / str(t.number)
+        assert t.user_attrs["job_dir"] == str(job) and t.user_attrs["status"] == "ok"
+        assert sorted(p.name for p in job.iterdir()) == [
+            ".hydra", "app.log", "metrics.jsonl", "result.json"]
+        assert sorted(p.name for p in (job / ".hydra").iterdir()) == [
+            "config.yaml", "hydra.yaml", "overrides.yaml"]
+        result = json.loads((job / "result.json").read_text())
+        assert result["status"] == "ok" and result["objective"] == t.value
+        assert len((job / "metrics.jsonl").read_text().splitlines()) == 1
+        overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
+        assert f"optimizer.lr={t.params['optimizer.lr']:.6g}" in overrides
+        assert f"activation={t.params['activation']}" in overrides
+    assert "ok: val/accuracy=" in (sweep / str(n - 1) / "app.log").read_text()
+    with open(sweep / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert sorted(int(r["trial"]) for r in summary) == list(range(n))
+    assert sorted(int(r["rank"]) for r in summary) == list(range(1, n + 1))
+
+
+def test_a_told_jobs_return_reads_its_hydra_config_back_from_its_job_directory(tmp_path):
+    from omegaconf import OmegaConf
+
+    job = tmp_path / "7"
+    (job / ".hydra").mkdir(parents=True)
+    hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job)},
+                                            "output_subdir": ".hydra", "job": {"num": 7}}})
+    OmegaConf.save(hydra_cfg, job / ".hydra" / "hydra.yaml")
+    ret = JobReturn(overrides=["a=1"], cfg=OmegaConf.create({"a": 1}), hydra_cfg=hydra_cfg,
+                    status=JobStatus.COMPLETED, _return_value=0.5)
+    unsaved = JobReturn(hydra_cfg=OmegaConf.create({"hydra": {"job": {"num": 8}}}))
+    slim, kept = _batch.slim([ret, unsaved])
+    assert slim.__dict__.get("hydra_cfg") is None and "_kept" in slim.__dict__
+    assert slim.hydra_cfg == hydra_cfg and slim.hydra_cfg.hydra.job.num == 7
+    assert (slim.overrides, slim.cfg, slim.status, slim.return_value) == (
+        ["a=1"], {"a": 1}, JobStatus.COMPLETED, 0.5)
+    assert kept.hydra_cfg.hydra.job.num == 8  # nothing on disk: kept in memory

@@ -22,6 +22,36 @@ from ._compose import install as install_fast_sweep_configs
 
 log = logging.getLogger(__name__)
 
+# A batch of more jobs than this logs its jobs' lines (overrides, result) to each job's log file
+# only, not to the terminal: the terminal gets one line per population and the sweep's progress.
+PER_TRIAL_LINES = 20
+
+
+class _FileOnly(logging.Filter):
+    """Keeps INFO records of hpjax (a job's result line) off a terminal handler; warnings and
+    errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith("hpjax")
+
+
+def _off_console(end: Any) -> Any:
+    """The job's task function with its INFO lines in its log file only: Hydra sets up the
+    job's logging (terminal and file) just before calling it."""
+
+    def task(cfg: DictConfig) -> Any:
+        handlers = [h for h in logging.root.handlers if type(h) is logging.StreamHandler]
+        only = _FileOnly()
+        for h in handlers:
+            h.addFilter(only)
+        try:
+            return end(cfg)
+        finally:
+            for h in handlers:
+                h.removeFilter(only)
+
+    return task
+
 
 class VmapLauncherImpl:
     def __init__(self, max_population: int, memory_budget_mb: Optional[int]) -> None:
@@ -30,6 +60,7 @@ class VmapLauncherImpl:
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
         self.name = "vmap"  # the launcher recorded in result.json
         self.progress: Any = None  # hpjax's default live display
+        self.quiet = False  # the jobs now ending log to their files only
         # Set by hpjax's sweeper for multi-fidelity search: batch positions of a population's
         # jobs -> the `hpjax.fidelity.Stopper` that prunes them epoch by epoch.
         self.stoppers: Any = None
@@ -74,7 +105,8 @@ class VmapLauncherImpl:
 
     def _run_job(self, index: int, overrides: list, sweep_config: DictConfig,
                  task_function: TaskFunction) -> JobReturn:
-        log.info("\t#%d : %s", index, " ".join(filter_overrides(overrides)))
+        if not self.quiet:
+            log.info("\t#%d : %s", index, " ".join(filter_overrides(overrides)))
         ret = run_job(hydra_context=self.hydra_context, task_function=task_function,
                       config=sweep_config, job_dir_key="hydra.sweep.dir",
                       job_subdir_key="hydra.sweep.subdir")
@@ -102,5 +134,9 @@ class VmapLauncherImpl:
         ends = hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
                                 memory_budget_mb=self.memory_budget_mb, progress=self.progress,
                                 stoppers=self.stoppers)
-        return [self._run_job(n, o, c, end)
-                for (n, o), c, end in zip(indexed, configs, ends, strict=True)]
+        self.quiet = len(indexed) > PER_TRIAL_LINES
+        try:
+            return [self._run_job(n, o, c, _off_console(end) if self.quiet else end)
+                    for (n, o), c, end in zip(indexed, configs, ends, strict=True)]
+        finally:
+            self.quiet = False

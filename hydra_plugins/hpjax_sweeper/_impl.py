@@ -142,7 +142,7 @@ class HpjaxSweeperImpl(Sweeper):
             return _fidelity.sweep_brackets(self, study, sweep_dir, space, names, modes[0])
         stoppers = self._pruning(study, space, modes)
         returns: list[Sequence[JobReturn]] = []
-        start, waiting = time.perf_counter(), False
+        start, waiting, milestones = time.perf_counter(), False, _batch.Milestones()
         while True:
             trials, finished, running = self._claim(study, sweep_dir, space, total,
                                                     distributions)
@@ -159,8 +159,11 @@ class HpjaxSweeperImpl(Sweeper):
             if stoppers is not None:
                 stoppers.trials = trials
             returns.append(self._run_batch(study, trials, space))
-            log.info("[study] %d/%d trials finished, %s, %.1f s", _batch.count(study)[0],
-                     total, _batch.best_line(study, names), time.perf_counter() - start)
+            finished = _batch.count(study)[0]
+            if milestones.due(finished, total):
+                log.info("[study] %d/%d trials finished, %s, %.1f s %s", finished, total,
+                         _batch.best_line(study, names), time.perf_counter() - start,
+                         _batch.bar(finished, total))
 
     def _pruning(self, study: optuna.Study, space: _search.SearchSpace,
                  modes: list[str]) -> Optional[_fidelity.Stoppers]:
@@ -219,12 +222,13 @@ class HpjaxSweeperImpl(Sweeper):
     def _run_batch(self, study: optuna.Study, trials: list,
                    space: _search.SearchSpace) -> list[JobReturn]:
         batch = [space.overrides(t.params) for t in trials]
-        self.validate_batch_is_legal(batch)
+        if not getattr(self.launcher, "composes_batch_first", False):  # else it checks them
+            self.validate_batch_is_legal(batch)
         _faults.carry_checkpoints(trials)
         with _faults.heartbeats(study, trials):
             results = self._launch(batch, [t.number for t in trials])
         self._tell_batch(study, trials, results)
-        return results
+        return _batch.slim(results)
 
     def _tell_batch(self, study: optuna.Study, trials: list, results: list) -> None:
         """Tells a batch's results in one transaction; one by one if a write is refused (a
