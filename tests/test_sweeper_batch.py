@@ -182,7 +182,7 @@ def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_pat
         job = sweep / str(t.number)
         assert t.user_attrs["job_dir"] == str(job) and t.user_attrs["status"] == "ok"
         assert sorted(p.name for p in job.iterdir()) == [
-            ".hydra", "app.log", "metrics.jsonl", "result.json"]
+            ".hydra", "hpjax.log", "metrics.jsonl", "result.json"]  # the log: <task name>.log
         assert sorted(p.name for p in (job / ".hydra").iterdir()) == [
             "config.yaml", "hydra.yaml", "overrides.yaml"]
         result = json.loads((job / "result.json").read_text())
@@ -191,7 +191,7 @@ def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_pat
         overrides = OmegaConf.load(job / ".hydra" / "overrides.yaml")
         assert f"optimizer.lr={t.params['optimizer.lr']:.6g}" in overrides
         assert f"activation={t.params['activation']}" in overrides
-    assert "ok: val/accuracy=" in (sweep / str(n - 1) / "app.log").read_text()
+    assert "ok: val/accuracy=" in (sweep / str(n - 1) / "hpjax.log").read_text()
     with open(sweep / "summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert sorted(int(r["trial"]) for r in summary) == list(range(n))
@@ -215,3 +215,29 @@ def test_a_told_jobs_return_reads_its_hydra_config_back_from_its_job_directory(t
     assert (slim.overrides, slim.cfg, slim.status, slim.return_value) == (
         ["a=1"], {"a": 1}, JobStatus.COMPLETED, 0.5)
     assert kept.hydra_cfg.hydra.job.num == 8  # nothing on disk: kept in memory
+
+
+def test_tpe_models_the_best_and_the_most_recent_trials_of_a_large_study():
+    from hydra_plugins.hpjax_sweeper._window import WindowedTPESampler, _Window
+
+    def study_of(n, sampler):
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.add_trials([optuna.trial.create_trial(
+            params={"lr": 10 ** (-4 + 3 * ((i * 37) % n) / n), "act": "relu"},
+            distributions=SPACE, value=((i * 37) % n) / n) for i in range(n)])
+        return study
+
+    study = study_of(50, None)
+    study.ask(SPACE)  # a running trial: TPE's constant liar sees it
+    seen = _Window(study, 20)._get_trials(states=None)
+    best = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: -t.value)[:2]
+    assert len(seen) == 21 and seen[-1].state == TrialState.RUNNING
+    assert {t.number for t in best} <= {t.number for t in seen}
+    assert [t.number for t in seen[:-1] if t not in best] == list(range(32, 50))
+    # up to the window, the same proposals as Optuna's TPE
+    ours = study_of(40, WindowedTPESampler(seed=3, multivariate=True, n_startup_trials=10,
+                                           max_observations=40))
+    theirs = study_of(40, optuna.samplers.TPESampler(seed=3, multivariate=True,
+                                                     n_startup_trials=10))
+    assert [ours.ask(SPACE).params for _ in range(3)] == [
+        theirs.ask(SPACE).params for _ in range(3)]
