@@ -8,6 +8,7 @@ split in two and trained again; one that fails otherwise fails its jobs, not the
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
@@ -108,6 +109,7 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
     extra = {"stopper": stoppers(ids)} if stoppers is not None else {}
     on_progress = progress.population(f"{label}: {len(jobs)} trials", jobs[0].cfg.train.epochs,
                                       [job.name for job in jobs])
+    start = time.time()
     try:
         outcomes = train([job.cfg for job in jobs], launcher=launcher, on_progress=on_progress,
                          output_dirs=[job.output_dir for job in jobs], **extra)
@@ -126,6 +128,11 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
             train_chunk(jobs[part], ends, launcher=launcher, progress=progress, label=label,
                         train=train, ids=ids[part], stoppers=stoppers)
         return
+    population = {"label": label, "start": round(start, 3), "end": round(time.time(), 3),
+                  "members": len(jobs),
+                  "compile_s": round(sum(o.result.compile_time_s for o in outcomes), 4)}
+    for o in outcomes:
+        o.result.population = population
     ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})
 
 

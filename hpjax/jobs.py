@@ -17,6 +17,7 @@ from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError
 from hpjax.fidelity import Stopper
 from hpjax.loop import train_population
+from hpjax.pbt import PBT
 from hpjax.progress import EpochReport
 from hpjax.results import (
     METRICS_FILE,
@@ -65,9 +66,14 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                                                members_per_trial(cfg)))
     report = on_progress and (lambda r: on_progress(dataclasses.replace(
         r, best_member=None if r.best_member is None else owners[r.best_member])))
+    pbt = stopper if isinstance(stopper, PBT) else None
+    if pbt is not None and len(members) != len(cfgs):
+        raise ConfigError("train.repeats", cfgs[0].train.repeats, "must be 1 under PBT (and "
+                          "data.cv_folds 1): a member's parameters move between trials")
     outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
-                                on_epoch=on_epoch, checkpoint_dirs=dirs or None,
-                                stopper=stopper and _by_trial(stopper, owners, len(cfgs)))
+                                on_epoch=on_epoch, checkpoint_dirs=dirs or None, pbt=pbt,
+                                stopper=None if stopper is None or pbt is not None
+                                else _by_trial(stopper, owners, len(cfgs)))
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
             for i in range(len(cfgs))]
 

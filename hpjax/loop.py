@@ -7,6 +7,7 @@ epoch's parameters are kept, and nothing it does reaches another member). Every 
 config. With checkpoints, a population continues from the latest epoch all its members saved.
 """
 
+import dataclasses
 import logging
 import math
 import time
@@ -18,11 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpjax import checkpoint, population
+from hpjax import checkpoint, population, trainer
 from hpjax import data as data_lib
+from hpjax import pbt as pbt_lib
 from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError, EarlyStoppingConfig
-from hpjax.hparams import signature
+from hpjax.hparams import hparams, signature
 from hpjax.progress import EpochReport, log_report
 from hpjax.results import Outcome, Result, better
 
@@ -199,6 +201,40 @@ class _Run:
         log.info("population gathered into %d slots: %d member%s train on", size, len(keep),
                  "" if len(keep) == 1 else "s")
 
+    def copy_members(self, pairs: list[tuple[int, int]]) -> None:
+        """PBT's exploit: slot `dst` takes everything of slot `src` (state, best parameters,
+        traced numbers, fold, seed owner), for each (src, dst), gathered on the device."""
+        idx = np.arange(self.inputs.size, dtype=np.int32)
+        for src, dst in pairs:
+            idx[dst] = src
+        i = self.inputs
+        self.states, self.best_params, hp, fold, owner = self.place.per_member(self.pop.take(
+            (self.states, self.best_params, i.hp, i.fold, i.owner), idx))
+        self.inputs = dataclasses.replace(i, hp=hp, fold=fold, owner=owner)
+
+    def set_hparams(self, member: Member) -> None:
+        """Gives the member's slot the traced numbers of `member.cfg` (PBT's explore, a
+        replayed schedule): in the inputs and in the optimizer state, so nothing recompiles."""
+        s, new = member.slot, hparams(member.cfg)
+        hp = jax.device_get(self.inputs.hp)
+        hp = jax.tree.map(lambda a, v: np.where(np.arange(a.shape[0]) == s, v, a), hp, new)
+        numbers = {**new["optimizer"],
+                   **{trainer._SCHEDULE + k: v for k, v in new.get("schedule", {}).items()}}
+        opt = self.states.opt_state
+        hyper = {k: np.where(np.arange(v.shape[0]) == s, numbers[k], v)
+                 for k, v in jax.device_get(opt.hyperparams).items()}
+        self.states = self.states.replace(opt_state=opt._replace(
+            hyperparams=self.place.per_member(hyper)))
+        self.inputs = dataclasses.replace(self.inputs, hp=self.place.per_member(hp))
+
+    def apply_schedules(self, epoch: int) -> None:
+        """`train.hparam_schedule` entries that start at `epoch`."""
+        for member in self.members:
+            values = scheduled(member.cfg, epoch)
+            if values and member.slot is not None:
+                member.cfg = pbt_lib.with_values(member.cfg, values)
+                self.set_hparams(member)
+
     def test_metrics(self) -> dict:
         """Every slot's test metrics at its best epoch's parameters."""
         i = self.inputs
@@ -273,7 +309,20 @@ class _Run:
             r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
                 if member.train_s > 0 else 0.0
             r.num_params = num_params
+            r.pbt = pbt_lib.record(member)
         return [m.outcome for m in self.members]
+
+
+def scheduled(cfg: Config, epoch: int) -> dict:
+    """The values `train.hparam_schedule` sets from `epoch` on (`"5: optimizer.lr=0.01"`)."""
+    values = {}
+    for entry in cfg.train.hparam_schedule:
+        at, _, overrides = str(entry).partition(":")
+        if int(at) == epoch:
+            for item in overrides.split():
+                key, _, value = item.partition("=")
+                values[key] = float(value)
+    return values
 
 
 def _member(tree: Any, k: int) -> Any:
@@ -311,7 +360,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      on_progress: Optional[Callable[[EpochReport], None]] = None,
                      checkpoint_dirs: Optional[list[str]] = None,
                      stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
-                     ) -> list[Outcome]:
+                     pbt: Optional[pbt_lib.PBT] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
@@ -326,6 +375,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
       stopper: called after every epoch with (epoch, members); the members whose indices it
         returns stop there as `pruned`, and once at most half the slots train the population
         is gathered into a smaller one (successive halving, Hyperband, Optuna's pruners).
+      pbt: population-based training's exploit and explore, after every epoch.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -338,7 +388,10 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
         for row in member.outcome.rows:
             on_epoch(k, row)
+    if pbt is not None:
+        pbt.start(run.members)
     for epoch in range(start, cfgs[0].train.epochs + 1):
+        run.apply_schedules(epoch)
         run.epoch(epoch, on_epoch)
         if stopper is not None:
             for k in stopper(epoch, run.members):
@@ -347,6 +400,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
             (on_progress or log_report)(_epoch_report(epoch, run.members))
         if not any(m.active for m in run.members):
             break
+        if pbt is not None:
+            pbt(epoch, run)
         run.save(epoch)
         if stopper is not None:
             run.compact()

@@ -1,12 +1,15 @@
-"""The end of every sweep, whichever sweeper ran it: `summary.csv`, `best.yaml` and a ranked table.
+"""The end of every sweep, whichever sweeper ran it: `summary.csv`, `best.yaml`, `report.html`
+(`hpjax.html_report`) and a ranked table.
 
 Everything here reads the job directories (`.hydra/overrides.yaml`, `result.json`), so a report can
 be rebuilt at any time: `python -m hpjax.report <sweep_dir>`.
 """
 
+import argparse
 import csv
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -146,15 +149,29 @@ def _cell(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def write_best_yaml(best: Trial, objectives: dict, path: Path) -> None:
-    """The best trial's full composed config, as a primary config `hpjax` can run again."""
+def schedule_changes(pbt: dict) -> dict:
+    """A PBT trial's record as config changes: its root's seed and first values, and the later
+    values as `train.hparam_schedule` ("EPOCH: key=value ...")."""
+    first, *later = pbt["schedule"]
+    return {**{k: v for k, v in first.items() if k != "epoch"},
+            "train.hparam_schedule": [f"{e['epoch']}: " + " ".join(
+                f"{k}={v!r}" for k, v in e.items() if k != "epoch") for e in later]}
+
+
+def write_best_yaml(best: Trial, objectives: dict, path: Path,
+                    changes: Optional[dict] = None) -> None:
+    """The best trial's full composed config, as a primary config `hpjax` can run again;
+    `changes` (dotted key -> value) replace values (PBT's schedule: `best_schedule.yaml`)."""
     hydra_file = best.job_dir / ".hydra" / "hydra.yaml"
     choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
     config = OmegaConf.load(best.job_dir / ".hydra" / "config.yaml")
+    for key, value in (changes or {}).items():
+        OmegaConf.update(config, key, value)
     summary = ", ".join(f"{m}={best.metric(m)}" for m in objectives)
     header = (f"# Best trial of the sweep in {path.parent.resolve()}: job {best.job}, {summary}\n"
               f"# Overrides: {' '.join(best.overrides)}\n"
-              f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name best\n")
+              f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name "
+              f"{path.stem}\n")
     # Group choices as the trial made them; hydra/* and sweep presets do not change training.
     defaults = ["config"] + [{f"override {group}": choice} for group, choice in choices.items()
                              if not group.startswith("hydra/") and group != "search"
@@ -221,6 +238,9 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
     best = ranked[0] if ranked and ranked[0].ok else None
     if best is not None:
         write_best_yaml(best, objectives, sweep_dir / "best.yaml")
+        if best.get("pbt"):  # the values its parameters were trained with, replayable
+            write_best_yaml(best, objectives, sweep_dir / "best_schedule.yaml",
+                            schedule_changes(best.get("pbt")))
     console = console or Console(width=max(120, Console().width))
     console.print(format_table(trials, objectives))
     failed = [t for t in trials if t.get("error")]
@@ -260,10 +280,52 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         objectives = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
-        best = report(sweep_dir, parse_objectives(objectives) if objectives else None)
-        log.info("sweep results in %s: summary.csv%s, one directory per trial",
-                 sweep_dir.resolve(), ", best.yaml" if best else "")
+        objectives = parse_objectives(objectives) if objectives else None
+        best = report(sweep_dir, objectives)
+        html = html_enabled() and _write_html(sweep_dir, objectives)
+        log.info("sweep results in %s: summary.csv%s%s, one directory per trial",
+                 sweep_dir.resolve(), ", best.yaml" if best else "",
+                 ", report.html" if html else "")
+
+
+def html_enabled() -> bool:
+    """`report.html` is written unless HPJAX_REPORT_HTML=off (the test suite's many small sweeps
+    skip its 5 MB and 1-2 s)."""
+    return os.environ.get("HPJAX_REPORT_HTML", "on").lower() not in ("off", "0", "false")
+
+
+def _write_html(sweep_dir: Path, objectives: Optional[dict]) -> bool:
+    from hpjax.html_report import ReportError, write_report
+
+    try:
+        write_report(sweep_dir, objectives)
+    except ReportError as e:
+        log.warning("no report.html: %s", e)
+        return False
+    return True
+
+
+def main(argv: Optional[list] = None) -> int:
+    """`python -m hpjax.report <sweep_dir>`: summary.csv, best.yaml, report.html and the table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hpjax.report", description="Rebuild a sweep's summary.csv, best.yaml, "
+        "report.html and ranked table from its job directories.")
+    parser.add_argument("sweep_dir", type=Path, help="the sweep directory (hydra.sweep.dir)")
+    parser.add_argument("--no-html", action="store_true", help="skip report.html")
+    args = parser.parse_args(argv)
+    from hpjax.html_report import ReportError, check_sweep, sweep_objectives, write_report
+
+    try:
+        check_sweep(args.sweep_dir)
+        objectives = sweep_objectives(args.sweep_dir)
+        report(args.sweep_dir, objectives)
+        if not args.no_html:
+            print(f"wrote {write_report(args.sweep_dir, objectives)}")
+    except ReportError as e:
+        print(f"hpjax.report: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    report(Path(sys.argv[1]))
+    sys.exit(main())

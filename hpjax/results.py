@@ -83,6 +83,13 @@ class Result:
     members: Optional[dict] = None
     fold: Optional[int] = None  # the fold of a single member, in cross-validation
     resumed_from_epoch: Optional[int] = None  # continued from the checkpoint of this epoch
+    # The population (vmap launcher) the trial trained in: label, start and end (Unix time),
+    # members, compile_s (the whole program's); the report draws the populations from these.
+    population: Optional[dict] = None
+    # Population-based training: `lineage` (epoch, donor member) of each exploit, `schedule`
+    # (the values its parameters were trained with, from epoch on, inherited from its donors)
+    # and `root` (the member whose initial parameters it carries)
+    pbt: Optional[dict] = None
 
     @classmethod
     def failed(cls, error: Any, metric: str, mode: str) -> "Result":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bring up a one-node SLURM cluster and a PostgreSQL server on this machine (Debian/Ubuntu, as root),
-# to run sweeps on SLURM and keep Optuna studies in PostgreSQL (hydra.sweeper.storage=postgresql://...).
+# to run sweeps on SLURM and keep Optuna studies in PostgreSQL (hydra.sweeper.storage=postgresql://...),
+# and install Chromium, the browser report.html's tests drive (Playwright, executable_path).
 #
 #   scripts/local_cluster.sh                 # install (first time), configure, start, verify
 #   scripts/local_cluster.sh --no-postgres   # only SLURM      (--no-slurm: only PostgreSQL)
@@ -22,7 +23,7 @@ SLURM_CONF=/etc/slurm/slurm.conf
 SLURM_LOGDIR=/var/log/slurm
 SLURM_SPOOL=/var/spool/slurm
 
-usage() { sed -n '2,10s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,11s/^# \{0,1\}//p' "$0"; }
 
 for arg in "$@"; do
   case "$arg" in
@@ -314,6 +315,15 @@ stop_postgres() {
   fi
 }
 
+# --- Chromium (report.html's browser tests) -------------------------------------------------------
+
+setup_chromium() {
+  if ! command -v chromium >/dev/null; then
+    echo "installing chromium (apt)..."
+    apt_install chromium
+  fi
+}
+
 # --- main --------------------------------------------------------------------------------------------
 
 if ((STOP)); then
@@ -331,7 +341,9 @@ fi
 
 if ((DO_SLURM)); then setup_slurm; fi
 if ((DO_POSTGRES)); then setup_postgres; fi
+setup_chromium
 
 note "ready"
 if ((DO_SLURM)); then echo "slurm: ready (partition $PARTITION, $SLURM_CPUS cpus)"; fi
 if ((DO_POSTGRES)); then echo "postgres: postgresql://$PG_USER:***@localhost:$PG_PORT/$PG_DB"; fi
+echo "chromium: $(command -v chromium)"

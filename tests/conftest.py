@@ -12,6 +12,8 @@ os.environ["HPJAX_CPU_DEVICES"] = "1"
 # Compiles about 1.5x faster on CPU (here and in every process the tests start: `hpjax`, SLURM
 # and submitit jobs); tests compare runs made under the same setting.
 os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+# Sweeps end without report.html (5 MB and 1-2 s each); tests/test_html_report.py turns it on.
+os.environ["HPJAX_REPORT_HTML"] = "off"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -126,4 +126,4 @@ def test_readme_rule_table_is_the_schemas_own():
     from hpjax.config import TrainConfig
 
     assert {f.name for f in dataclasses.fields(TrainConfig) if is_per_member(f)} == {
-        "repeats", "checkpoint_every", "early_stopping"}
+        "repeats", "checkpoint_every", "early_stopping", "hparam_schedule"}

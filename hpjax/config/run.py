@@ -54,6 +54,9 @@ class TrainConfig(Schema):
     # directory; a trial run again into the same directory continues from there. 0: off
     checkpoint_every: int = per_member(0)
     early_stopping: EarlyStoppingConfig = per_member(default_factory=EarlyStoppingConfig)
+    # Traced values that change during training, as PBT's best trial did: entries
+    # "EPOCH: key=value key=value" set those keys from that epoch on (best_schedule.yaml)
+    hparam_schedule: list[str] = per_member(default_factory=list)
 
     def __post_init__(self) -> None:
         self._check("epochs", self.epochs >= 1, "must be an integer >= 1")
@@ -65,6 +68,11 @@ class TrainConfig(Schema):
         self._check("repeats", self.repeats >= 1, "must be an integer >= 1")
         self._check("checkpoint_every", self.checkpoint_every >= 0,
                     "must be an integer >= 0 (0: no checkpoints)")
+        for entry in self.hparam_schedule:
+            at, colon, items = str(entry).partition(":")
+            self._check("hparam_schedule", bool(colon) and at.strip().isdigit() and all(
+                "=" in item for item in items.split()),
+                f"entries are 'EPOCH: key=value ...', got {entry!r}")
 
 
 @dataclass

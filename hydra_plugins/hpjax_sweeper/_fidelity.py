@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import optuna
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hpjax
 
@@ -22,6 +22,7 @@ from . import _search
 log = logging.getLogger(__name__)
 
 BRACKETS = ("sha", "hyperband")
+OWN_SAMPLER = (*BRACKETS, "pbt")  # algorithms whose configurations come from `sampler`
 PRUNERS = ("none", "asha", "sha", "hyperband", "median")
 
 
@@ -162,5 +163,53 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     return returns
 
 
-__all__ = ["BRACKETS", "PRUNERS", "Stoppers", "check", "make_pruner", "max_epochs",
-           "population_launcher", "sweep_brackets"]
+def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
+              space: _search.SearchSpace) -> list:
+    """Population-based training: n_trials configurations from the sampler, trained as one
+    population that exploits and explores every `pbt.interval` epochs."""
+    impl = population_launcher(sweeper.launcher, "algorithm=pbt")
+    opts = sweeper.pbt
+    if not 0 < opts["fraction"] <= 0.5:
+        raise ValueError(f"hydra.sweeper.pbt.fraction={opts['fraction']}: must be in (0, 0.5] "
+                         "(the bottom fraction copies the top fraction)")
+    if opts["interval"] < 1:
+        raise ValueError(f"hydra.sweeper.pbt.interval={opts['interval']}: must be >= 1 epoch")
+    bounds = {}
+    for p in space.params:
+        d = p.distribution
+        if not isinstance(d, optuna.distributions.FloatDistribution):
+            raise ValueError(f"algorithm=pbt: {p.key} must be searched as an interval of floats "
+                             "(interval(...) or tag(log, interval(...))): PBT multiplies values "
+                             "by 0.8 or 1.2 and resamples them from their range")
+        bounds[p.key] = hpjax.PBTBounds(d.low, d.high, d.log)
+    fixed = [item for item in space.items if isinstance(item, str)]
+    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, fixed)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    hpjax.check_pbt_keys(hpjax.validate(cfg), list(bounds))
+    n = sweeper.n_trials
+    if len(sweeper._finished(study)) >= n:
+        return []
+    with sweeper._lock(sweep_dir):
+        trials = [study.ask(space.distributions) for _ in range(n)]
+        job_dir = sweeper._job_dir(sweep_dir)
+        for t in trials:
+            if job_dir is not None:
+                t.set_user_attr("job_dir", str(job_dir(t.number)))
+    log.info("pbt: a population of %d, every %d epochs the bottom %g copy the top %g and "
+             "explore %s", n, opts["interval"], opts["fraction"], opts["fraction"],
+             ", ".join(bounds))
+    explorer = hpjax.PBT(bounds, interval=opts["interval"], fraction=opts["fraction"],
+                         resample_probability=opts["resample_probability"],
+                         seed=sweeper.seed or 0)
+    impl.stoppers = lambda ids: explorer
+    try:
+        returns = [sweeper._run_batch(study, trials, space)]
+    finally:
+        impl.stoppers = None
+    log.info("pbt: %d exploits", len(explorer.copies))
+    return returns
+
+
+__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Stoppers", "check", "make_pruner",
+           "max_epochs", "population_launcher", "sweep_brackets", "sweep_pbt"]

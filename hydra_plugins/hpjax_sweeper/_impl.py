@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 import hpjax
 
-from . import _batch, _faults, _fidelity, _search, _storage
+from . import _attrs, _batch, _faults, _fidelity, _search, _storage
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +40,12 @@ class HpjaxSweeperImpl(Sweeper):
                  fail_stale_trials: bool, heartbeat_interval: Optional[int] = None,
                  grace_period: Optional[int] = None, max_retries: int = 2,
                  poll_s: float = 2.0, sampler: Optional[str] = None, eta: int = 3,
-                 min_epochs: int = 1, pruner: Any = None) -> None:
+                 min_epochs: int = 1, pruner: Any = None, pbt: Any = None) -> None:
         _check(algorithm, n_trials, batch_size, direction, heartbeat_interval)
         _fidelity.check(algorithm, pruner, eta, min_epochs)
         self.sampler, self.eta, self.min_epochs, self.pruner = sampler, eta, min_epochs, pruner
+        self.pbt = {"interval": 4, "fraction": 0.25, "resample_probability": 0.25,
+                    **dict(pbt or {})}
         self.algorithm, self.n_trials, self.batch_size, self.seed = (
             algorithm, n_trials, batch_size, seed)
         self.params = dict(params or {})
@@ -95,7 +97,7 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _sampler(self, worker: int, n_objectives: int) -> Any:
         seed = None if self.seed is None else self.seed + worker
-        algorithm = (self.sampler or "random") if self.algorithm in _fidelity.BRACKETS \
+        algorithm = (self.sampler or "random") if self.algorithm in _fidelity.OWN_SAMPLER \
             else self.algorithm
         return _search.make_sampler(algorithm, seed=seed, n_objectives=n_objectives,
                                     batch_size=self.batch_size)
@@ -138,8 +140,11 @@ class HpjaxSweeperImpl(Sweeper):
         total, distributions = self._prepare(study, sweep_dir, space)
         names = names or [OmegaConf.select(self.config, "objective.metric",
                                            default="objective")]
+        _attrs.name_metrics(study, names)
         if self.algorithm in _fidelity.BRACKETS:
             return _fidelity.sweep_brackets(self, study, sweep_dir, space, names, modes[0])
+        if self.algorithm == "pbt":
+            return _fidelity.sweep_pbt(self, study, sweep_dir, space)
         stoppers = self._pruning(study, space, modes)
         returns: list[Sequence[JobReturn]] = []
         start, waiting, milestones = time.perf_counter(), False, _batch.Milestones()
@@ -269,6 +274,7 @@ class HpjaxSweeperImpl(Sweeper):
             return
         result = hpjax.read_result(output_dir) if output_dir else None
         if result is not None:
+            _attrs.record(study, trial, result, output_dir)
             self._tell_result(study, trial._trial_id, result)
         else:  # a task function of its own: its return value is the objective
             value = ret.return_value

@@ -18,7 +18,8 @@ from typing import Any, Optional
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 
-ALGORITHMS = ("grid", "random", "tpe", "gp", "cmaes", "nsga2", "qmc", "sha", "hyperband")
+ALGORITHMS = ("grid", "random", "tpe", "gp", "cmaes", "nsga2", "qmc", "sha", "hyperband",
+              "pbt")
 
 
 class SearchSpaceError(ValueError):

@@ -5,10 +5,18 @@ from hydra.core.config_store import ConfigStore
 
 
 @dataclass
+class PBTConf:
+    interval: int = 4
+    fraction: float = 0.25
+    resample_probability: float = 0.25
+
+
+@dataclass
 class HpjaxSweeperConf:
     _target_: str = "hydra_plugins.hpjax_sweeper.sweeper.HpjaxSweeper"
     # Search algorithm: grid, random, tpe, gp, cmaes, nsga2 or qmc; sha (successive halving) or
-    # hyperband: multi-fidelity brackets over train.epochs, configurations from `sampler`
+    # hyperband: multi-fidelity brackets over train.epochs; pbt: population-based training;
+    # these three take their configurations from `sampler`
     algorithm: str = "random"
     # Total number of trials in the study (grid: null runs every combination; sha: null is
     # eta^s_max configurations; hyperband: null is one pass over its brackets)
@@ -51,6 +59,10 @@ class HpjaxSweeperConf:
     # Optuna pruner, with any sampler: none, asha (= sha), hyperband, median, or a node with the
     # _target_ of any Optuna pruner; each trial reports its objective every epoch
     pruner: Any = "none"
+    # algorithm=pbt (population-based training; n_trials is the population): every `interval`
+    # epochs the bottom `fraction` copy the top `fraction` and explore (x0.8 or x1.2, or a new
+    # value with `resample_probability`)
+    pbt: PBTConf = field(default_factory=PBTConf)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="hpjax", node=HpjaxSweeperConf,

@@ -1,0 +1,89 @@
+"""What the study keeps of each trial beyond its values, so that Optuna's own tools
+(optuna-dashboard, `study.trials_dataframe()`) show the whole sweep: metric names, the objective
+per epoch (intermediate values: learning curves), and the trial's status, epochs, test metrics,
+parameter count and job directory as user attributes."""
+
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def name_metrics(study: optuna.Study, names: list[str]) -> None:
+    """Sets the study's metric names (once: each call writes to the storage)."""
+    if list(study.metric_names or []) == list(names) or len(names) != len(study.directions):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(names))
+
+
+def epoch_values(job_dir: str | Path, metric: str) -> dict[int, float]:
+    """{epoch: metric} from a job's `metrics.jsonl` (finite values only)."""
+    path = Path(job_dir) / METRICS_FILE
+    values: dict[int, float] = {}
+    if not path.exists():
+        return values
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut by a kill
+            break
+        value = row.get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value) and "epoch" in row:
+            values[int(row["epoch"])] = float(value)
+    return values
+
+
+def record(study: optuna.Study, trial: optuna.Trial, result: Any, job_dir: str) -> None:
+    """Before the trial is told: its objective per epoch as intermediate values (single
+    objective; steps already reported, by a pruner's live reports, are kept) and its result's
+    numbers as user attributes."""
+    values = {}
+    if len(study.directions) == 1:
+        done = study._storage.get_trial(trial._trial_id).intermediate_values
+        values = {epoch: value for epoch, value in
+                  epoch_values(job_dir, result.objective_metric).items() if epoch not in done}
+    attrs = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+             "num_params": result.num_params, "objective_metric": result.objective_metric,
+             **{k: v for k, v in result.test.items()
+                if isinstance(v, (int, float)) and math.isfinite(v)}}
+    write(study, trial._trial_id, values, attrs)
+
+
+def write(study: optuna.Study, trial_id: int, values: dict[int, float], attrs: dict) -> None:
+    """Intermediate values and user attributes of a running trial. In a database, one
+    transaction: each storage call would commit on its own (30 epochs and 6 attributes took
+    1.07 s a trial on SQLite here, one transaction 0.06-0.12 s, as much as the trial's tell)."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(backend, optuna.storages.RDBStorage):
+        for step, value in values.items():
+            study._storage.set_trial_intermediate_value(trial_id, step, value)
+        for key, value in attrs.items():
+            study._storage.set_trial_user_attr(trial_id, key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    model = models.TrialIntermediateValueModel
+    with _create_scoped_session(backend.scoped_session, True) as session:
+        existing = {a.key: a for a in session.query(models.TrialUserAttributeModel)
+                    .filter_by(trial_id=trial_id)}
+        for step, value in values.items():
+            stored, kind = model.intermediate_value_to_stored_repr(value)
+            session.add(model(trial_id=trial_id, step=step, intermediate_value=stored,
+                              intermediate_value_type=kind))
+        for key, value in attrs.items():
+            if key in existing:
+                existing[key].value_json = json.dumps(value)
+            else:
+                session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key,
+                                                           value_json=json.dumps(value)))
