@@ -152,7 +152,7 @@ def test_the_table_shows_the_best_twenty_and_ten_others_of_thousands(tmp_path):
     assert "the best 20 and 10 not finished of 3040 trials: summary.csv lists every one" in text
 
 
-@pytest.mark.slow  # about 90 s of CPU (Hydra's work for each job): `pytest -m slow` runs it
+@pytest.mark.slow  # minutes (Hydra's work for each job, scripts/bench_overhead.py): `-m slow`
 @pytest.mark.parametrize("n", [1000])
 def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_path, n):
     """1,000 trials of 1 epoch in two batches (one compile): each has its job directory with
