@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from hpjax.cli import CONF_DIR, register
+from hpjax.cli import CONF_DIR, register, sweep_argv
 
 if TYPE_CHECKING:
     from hpjax.config import Config
@@ -66,6 +66,7 @@ def main() -> None:
     # JAX reports at INFO that it found no TPU; Hydra's logging would print that on every run.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     register()
+    sys.argv[1:] = sweep_argv(sys.argv[1:])
     _hydra_main()
 
 

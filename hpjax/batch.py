@@ -3,7 +3,8 @@
 Jobs of one static signature train as one population; a population larger than
 `max_population` members, or than a memory budget allows (an estimate from the program's
 parameter and activation shapes), trains in chunks. A chunk that runs out of device memory is
-split in two and trained again; one that fails otherwise fails its jobs, not the sweep.
+split in two and trained again, and so is one that fails otherwise, down to the trials that
+fail: each fails alone (its error in its `result.json`), the others train.
 """
 
 import functools
@@ -116,14 +117,17 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
     except ConfigError as e:
         ends.update({i: JobEnd(error=e) for i in ids})
         return
-    except Exception as e:  # noqa: BLE001  (any failure fails the chunk's jobs, not the sweep)
-        if not _is_out_of_memory(e) or len(jobs) == 1:
-            log.error("population of %d failed: %r", len(jobs), e)
-            ends.update({i: JobEnd(crash=e) for i in ids})
+    except Exception as e:  # noqa: BLE001  (a failure is its trial's alone, never the sweep's)
+        if len(jobs) == 1:
+            log.error("%s failed: %s: %s", jobs[0].name or "trial", type(e).__name__, e)
+            ends[ids[0]] = JobEnd(error=e)
             return
         half = len(jobs) // 2
-        log.warning("population of %d ran out of memory: retrying as %d + %d", len(jobs), half,
-                    len(jobs) - half)
+        # Out of memory: smaller populations fit. Anything else (a value that passes the schema
+        # but breaks the program): halving finds the trials that fail, and the others train.
+        log.warning("population of %d %s: retrying as %d + %d", len(jobs),
+                    "ran out of memory" if _is_out_of_memory(e) else
+                    f"failed ({type(e).__name__}: {e})", half, len(jobs) - half)
         for part in (slice(None, half), slice(half, None)):
             train_chunk(jobs[part], ends, launcher=launcher, progress=progress, label=label,
                         train=train, ids=ids[part], stoppers=stoppers)
@@ -140,7 +144,8 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
                memory_budget_mb: Optional[int] = 4096,
                progress: Optional[SweepProgress] = None,
                train: Callable = train_trials,
-               stoppers: Optional[Callable[[list[int]], Stopper]] = None) -> list[JobEnd]:
+               stoppers: Optional[Callable[[list[int]], Stopper]] = None,
+               on_ended: Optional[Callable[[dict[int, JobEnd]], None]] = None) -> list[JobEnd]:
     """Trains a batch of jobs as populations; returns each job's `JobEnd`, in order.
 
     Args:
@@ -151,9 +156,20 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
       train: trains one chunk (`train_trials`'s signature).
       stoppers: given the batch positions of a chunk's jobs, the `hpjax.fidelity.Stopper` that
         prunes them as they train (successive halving, Hyperband, Optuna's pruners).
+      on_ended: called with {job index: JobEnd} as soon as jobs end (each chunk, and the jobs
+        that failed validation first), so that their results are written before the batch ends.
     """
     progress = progress or SweepProgress()
     ends = {i: JobEnd(error=job.error) for i, job in enumerate(jobs) if job.cfg is None}
+    told: set[int] = set()
+
+    def tell() -> None:
+        new = {i: e for i, e in ends.items() if i not in told}
+        told.update(new)
+        if new and on_ended is not None:
+            on_ended(new)
+
+    tell()
     planned = plan([job.cfg for job in jobs], max_population=max_population,
                    memory_budget_mb=memory_budget_mb)
     log.info("Launching %d jobs as %d population%s (hydra/launcher=%s)", len(jobs), len(planned),
@@ -172,6 +188,7 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
                 train_chunk([jobs[i] for i in chunk], ends, launcher=launcher,
                             progress=progress, label=label, train=train, ids=chunk,
                             stoppers=stoppers)
+                tell()
     return [ends[i] for i in range(len(jobs))]
 
 

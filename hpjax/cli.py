@@ -19,6 +19,28 @@ _HEADER = """hpjax: tune the hyperparameters of JAX models with Hydra.
 """
 
 
+def sweep_argv(argv: list[str]) -> list[str]:
+    """The command line, with the default grid (`hydra.sweeper.params` in conf/config.yaml) kept
+    for a bare `hpjax -m` only: a multirun whose command line sweeps something itself (a sweep
+    such as `a=1,2`, a `search=` preset, `hydra.sweeper.params`) runs exactly that, so its
+    axes are not multiplied by the default grid's."""
+    if not {"-m", "--multirun"} & set(argv):
+        return argv
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(
+            [a for a in argv if "=" in a and not a.startswith("-")])
+    except Exception:  # noqa: BLE001  (Hydra reports a bad override itself)
+        return argv
+    keys = [o.key_or_group for o in parsed]
+    if any(k == "search" or k.startswith("hydra.sweeper.params") for k in keys):
+        return argv  # a preset's params replace the default grid's keys
+    if any(o.is_sweep_override() for o in parsed):
+        return [*argv, "hydra.sweeper.params=null"]
+    return argv
+
+
 def _groups() -> str:
     lines = []
     for group in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):

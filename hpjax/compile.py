@@ -62,6 +62,13 @@ def enable_compilation_cache(path: Optional[str] = None) -> Optional[str]:
     return path
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its affinity where the OS has one (Linux, a SLURM
+    job's share), else every core (macOS, Windows)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+
+
 def use_cpu_cores(environ: Optional[dict] = None) -> int:
     """Gives JAX one CPU device per usable core (`HPJAX_CPU_DEVICES=auto`, the default), or
     `HPJAX_CPU_DEVICES=N` devices; `1` keeps JAX's single one. XLA runs a small model's matrix
@@ -78,7 +85,7 @@ def use_cpu_cores(environ: Optional[dict] = None) -> int:
     if "xla_force_host_platform_device_count" in environ.get("XLA_FLAGS", ""):
         return 0
     wanted = environ.get("HPJAX_CPU_DEVICES", "auto").strip().lower()
-    count = len(os.sched_getaffinity(0)) if wanted == "auto" else int(wanted)
+    count = usable_cores() if wanted == "auto" else int(wanted)
     if count <= 1:
         return 0
     import jax

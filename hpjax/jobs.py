@@ -105,7 +105,8 @@ class JobEnd:
     the sweeper's value. Exactly one of `outcome`, `error`, `crash` is set."""
 
     outcome: Optional[Outcome] = None
-    error: Optional[ConfigError] = None  # a bad value: the trial fails, the sweep goes on
+    # a bad value, or a trial whose program fails: the trial fails, the sweep goes on
+    error: Optional[Exception] = None
     crash: Optional[BaseException] = None  # raised again in the job, as the basic launcher would
     metrics_written: bool = False  # metrics.jsonl was written epoch by epoch already
     compilations: Optional[tuple] = None  # (new compilations, cache hits), logged if known
@@ -120,8 +121,10 @@ class JobEnd:
         if self.crash is not None:
             raise self.crash
         if self.error is not None:
-            log.error("hpjax: error: %s", self.error)
-            result = Result.failed(self.error, metric, mode)
+            error = self.error if isinstance(self.error, ConfigError) else \
+                f"{type(self.error).__name__}: {self.error}"
+            log.error("hpjax: error: %s", error)
+            result = Result.failed(error, metric, mode)
         else:
             result = self.outcome.result
             if output_dir and not self.metrics_written:

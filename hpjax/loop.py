@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpjax import checkpoint, population, trainer
+from hpjax import checkpoint, population, signals, trainer
 from hpjax import data as data_lib
 from hpjax import pbt as pbt_lib
 from hpjax.compile import CompileStats
@@ -103,9 +103,11 @@ class Member:
             self.result.status = "pruned"
         self.active = False
 
-    def saves_at(self, epoch: int) -> bool:
+    def saves_at(self, epoch: int, now: bool = False) -> bool:
+        """Whether the member saves at this epoch: every `checkpoint_every` epochs, or `now`
+        (a signal stops the sweep) when it saves at all."""
         every = self.cfg.train.checkpoint_every
-        return bool(self.checkpoint_dir and every and epoch % every == 0
+        return bool(self.checkpoint_dir and every and (now or epoch % every == 0)
                     and epoch < self.cfg.train.epochs)
 
 
@@ -282,9 +284,9 @@ class _Run:
             self.best_params = self.pop.keep(self.place.per_member(improved),
                                              self.states.params, self.best_params)
 
-    def save(self, epoch: int) -> None:
+    def save(self, epoch: int, now: bool = False) -> None:
         for member in self.members:
-            if member.slot is not None and member.saves_at(epoch):
+            if member.slot is not None and member.saves_at(epoch, now):
                 checkpoint.save(member.checkpoint_dir, epoch,
                                 _member((self.states, self.best_params), member.slot),
                                 member.meta())
@@ -402,7 +404,9 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
             break
         if pbt is not None:
             pbt(epoch, run)
-        run.save(epoch)
+        stop = signals.requested() is not None  # SIGINT/SIGTERM: checkpoint, then stop
+        run.save(epoch, now=stop)
+        signals.check()
         if stopper is not None:
             run.compact()
     return run.finish(CompileStats.seconds - compile_s0)

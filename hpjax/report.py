@@ -7,6 +7,7 @@ be rebuilt at any time: `python -m hpjax.report <sweep_dir>`.
 
 import argparse
 import csv
+import io
 import logging
 import math
 import os
@@ -19,7 +20,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from hpjax.results import Result, better, parse_objectives
+from hpjax.results import Result, better, parse_objectives, write_atomic
 
 log = logging.getLogger("hpjax")
 
@@ -68,7 +69,11 @@ def read_trials(sweep_dir: Path) -> list[Trial]:
     for job_dir in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()),
                           key=lambda p: int(p.name)):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+        try:
+            overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+        except Exception as e:  # noqa: BLE001  (a torn file: this trial's problem only)
+            log.warning("%s is unreadable (%s)", overrides_file, e)
+            overrides = []
         trials.append(Trial(int(job_dir.name), job_dir, overrides, Result.read(job_dir)))
     return trials
 
@@ -119,7 +124,7 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
     ranked, front = rank(trials, objectives)
     position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
     metrics = list(dict.fromkeys([*objectives, *METRIC_COLUMNS]))
-    with open(path, "w", newline="") as f:
+    with io.StringIO(newline="") as f:  # written whole below: a kill leaves the old file
         w = csv.writer(f)
         w.writerow(["trial", "rank", *keys, "status", "objective", "objective_std", *metrics,
                     "best_epoch",
@@ -133,6 +138,7 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
                         _cell(t.get("num_params")),
                         f"{t.seconds:.3f}" if t.result else "", t.job in front,
                         t.get("error") or ""])
+        write_atomic(path, f.getvalue())
 
 
 def _cell(v: Any) -> str:
@@ -167,7 +173,7 @@ def write_best_yaml(best: Trial, objectives: dict, path: Path,
                              if not group.startswith("hydra/") and group != "search"
                              and choice is not None]
     body = OmegaConf.to_yaml(OmegaConf.create({"defaults": defaults + ["_self_"]}))
-    path.write_text(header + body + OmegaConf.to_yaml(config))
+    write_atomic(path, header + body + OmegaConf.to_yaml(config))
 
 
 def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
@@ -220,16 +226,43 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
     ranked, _ = rank(trials, objectives)
     best = ranked[0] if ranked and ranked[0].ok else None
     if best is not None:
-        write_best_yaml(best, objectives, sweep_dir / "best.yaml")
-        if best.get("pbt"):  # the values its parameters were trained with, replayable
-            write_best_yaml(best, objectives, sweep_dir / "best_schedule.yaml",
-                            schedule_changes(best.get("pbt")))
+        try:
+            write_best_yaml(best, objectives, sweep_dir / "best.yaml")
+            if best.get("pbt"):  # the values its parameters were trained with, replayable
+                write_best_yaml(best, objectives, sweep_dir / "best_schedule.yaml",
+                                schedule_changes(best.get("pbt")))
+        except (OSError, ValueError) as e:  # its .hydra/ files are missing or broken
+            log.warning("best.yaml not written: trial %d's config is unreadable (%s)", best.job,
+                        e)
     console = console or Console(width=max(120, Console().width))
     console.print(format_table(trials, objectives))
     for t in trials:
         if t.get("error"):
             console.print(f"trial {t.job} failed: {t.get('error')}")
     return best
+
+
+def grid_space(config: DictConfig) -> str:
+    """A grid sweeper's space (Hydra's basic sweeper): each axis, its values, where it came from
+    (the command line, a `search=` preset, the config file) and the number of jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    preset = OmegaConf.select(config, "hydra.runtime.choices.search", default=None)
+    origin = f"preset search={preset}" if preset else "config file (hydra.sweeper.params)"
+    axes = {}
+    parser = OverridesParser.create()
+    for line, where in [(f"{k}={v}", origin) for k, v in params.items()] + [
+            (o, "command line") for o in config.hydra.overrides.task]:
+        o = parser.parse_overrides([line])[0]
+        if o.is_sweep_override():
+            axes[o.get_key_element()] = (list(o.sweep_string_iterator()), where)
+        else:
+            axes.pop(o.get_key_element(), None)
+    total = math.prod(len(v) for v, _ in axes.values())
+    width = max((len(k) for k in axes), default=0)
+    return "\n".join([f"search space: {len(axes)} axes, {total} trials (grid)"] + [
+        f"  {k:<{width}}  {','.join(v)}  [{where}]" for k, (v, where) in axes.items()])
 
 
 class SweepReport(Callback):
@@ -242,6 +275,11 @@ class SweepReport(Callback):
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
         self._per_job = not sweeper.startswith("hydra_plugins.hpjax_sweeper.")
         self._start, self._done, self._best = time.perf_counter(), 0, None
+        if sweeper.endswith("BasicSweeper"):  # hpjax's sweeper prints its own space
+            try:
+                log.info("%s", grid_space(config))
+            except Exception:  # noqa: BLE001  (Hydra runs the sweep anyway; the line is a nicety)
+                pass
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if not getattr(self, "_per_job", False):  # a single run, or hpjax's sweeper

@@ -116,11 +116,8 @@ class Result:
 
     def write(self, output_dir: str | Path) -> None:
         """Writes `result.json` whole or not at all (a kill mid-write leaves the old file)."""
-        path = Path(output_dir) / RESULT_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(json_safe(asdict(self)) | {"best": json_safe(self.best)},
-                                  indent=2))
-        os.replace(tmp, path)
+        write_atomic(Path(output_dir) / RESULT_FILE, json.dumps(
+            json_safe(asdict(self)) | {"best": json_safe(self.best)}, indent=2))
 
     @classmethod
     def read(cls, job_dir: str | Path) -> Optional["Result"]:
@@ -134,7 +131,41 @@ class Result:
             log.warning("%s is unreadable (%s): the trial counts as incomplete", path, e)
             return None
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except (TypeError, AttributeError) as e:  # JSON, but not a whole result
+            log.warning("%s is not a trial's result (%s): the trial counts as incomplete",
+                        path, e)
+            return None
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Writes a file whole or not at all: a temporary file beside it, renamed over it (a kill
+    mid-write leaves the old file, or none)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_metrics(job_dir: str | Path) -> list[dict]:
+    """A job's `metrics.jsonl` rows; a torn last line (a kill mid-append) is skipped."""
+    rows = []
+    try:
+        lines = (Path(job_dir) / METRICS_FILE).read_text().splitlines()
+    except OSError:
+        return rows
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                log.warning("%s: line %d is not JSON: skipped", Path(job_dir) / METRICS_FILE,
+                            i + 1)
+    return rows
 
 
 def metrics_line(row: dict) -> str:
@@ -143,8 +174,7 @@ def metrics_line(row: dict) -> str:
 
 
 def write_metrics(rows: list, output_dir: str | Path) -> None:
-    with open(Path(output_dir) / METRICS_FILE, "w") as f:
-        f.writelines(map(metrics_line, rows))
+    write_atomic(Path(output_dir) / METRICS_FILE, "".join(map(metrics_line, rows)))
 
 
 @dataclass

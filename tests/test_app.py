@@ -15,7 +15,7 @@ def test_help_lists_groups_and_their_choices(cli):
     assert ("activation: elu, gelu, leaky_relu, relu, sigmoid, silu, softplus, swish, tanh\n"
             in out.stdout)
     assert "schedule: constant, cosine, exponential, onecycle, step, warmup_cosine\n" in out.stdout
-    assert "data: breast_cancer, csv, digits, iris, npz, synthetic, wine\n" in out.stdout
+    assert "data: breast_cancer, csv, digits, iris, mnist1d, npz, synthetic, wine\n" in out.stdout
     assert "model: cnn, mlp\n" in out.stdout
     assert "base_" not in out.stdout
 

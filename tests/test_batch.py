@@ -29,13 +29,17 @@ def test_out_of_memory_splits_the_chunk_and_loses_nothing():
 
 
 def test_a_crashing_population_fails_its_jobs_not_the_sweep():
+    sizes = []
+
     def crash(cfgs, **kw):
+        sizes.append(len(cfgs))
         raise ValueError("boom")
 
     ends = batch.train_jobs(job_list(sgd_configs([0.1, 0.05])), train=crash,
                             progress=SweepProgress(live=False))
-    assert [repr(e.crash) for e in ends] == ["ValueError('boom')"] * 2
-    assert all(e.outcome is None for e in ends)
+    assert sizes == [2, 1, 1]  # halved down to single trials, each failing on its own
+    assert [repr(e.error) for e in ends] == ["ValueError('boom')"] * 2
+    assert all(e.outcome is None and e.crash is None for e in ends)
 
 
 def test_plan_groups_by_signature_and_chunks_by_size():

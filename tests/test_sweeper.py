@@ -161,10 +161,10 @@ def test_diverged_trial_is_listed_and_never_best(cli, tmp_path):
     assert [t.user_attrs["status"] for t in failed] == ["diverged", "diverged"]
 
 
-def test_grid_with_an_interval_fails_with_a_clear_error(cli):
+def test_grid_with_an_interval_fails_with_a_clear_error(cli, tmp_path):
     out = cli("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=grid",
               "optimizer.lr=interval(0.001, 0.1)", "hydra.sweep.dir=sweep")
-    assert out.returncode == 1
+    assert out.returncode == 2 and not (tmp_path / "sweep").exists()  # nothing written
     assert ("algorithm=grid needs discrete values, but optimizer.lr is continuous: use "
             "choice(...), a,b,c or range(...) instead of interval(...)") in out.stderr
 

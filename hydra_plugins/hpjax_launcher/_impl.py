@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class VmapLauncherImpl:
+    in_process = True  # trains in the sweeper's process: stoppers may report to the study live
     def __init__(self, max_population: int, memory_budget_mb: Optional[int]) -> None:
         if max_population < 1:
             raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")
@@ -99,8 +100,14 @@ class VmapLauncherImpl:
         hpjax.enable_compilation_cache()
         configs = [self._compose(n, o) for n, o in indexed]
         jobs = [self._job(n, c) for (n, _), c in zip(indexed, configs, strict=True)]
-        ends = hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
-                                memory_budget_mb=self.memory_budget_mb, progress=self.progress,
-                                stoppers=self.stoppers)
-        return [self._run_job(n, o, c, end)
-                for (n, o), c, end in zip(indexed, configs, ends, strict=True)]
+        returns: dict[int, JobReturn] = {}
+
+        def end_jobs(ended: dict) -> None:  # each population's files as soon as it ends
+            for i, end in sorted(ended.items()):
+                (n, o), c = indexed[i], configs[i]
+                returns[i] = self._run_job(n, o, c, end)
+
+        hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
+                         memory_budget_mb=self.memory_budget_mb, progress=self.progress,
+                         stoppers=self.stoppers, on_ended=end_jobs)
+        return [returns[i] for i in range(len(indexed))]

@@ -9,12 +9,16 @@ study: every trial still RUNNING when a sweep starts was left by a killed sweep.
 
 import logging
 import shutil
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any, Optional
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 import hpjax
@@ -42,14 +46,28 @@ def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> None:
                 "(retry %d of %d)", trial.number, retries + 1, max_retries)
 
 
-def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: int) -> None:
+def _optuna_heartbeats(study: optuna.Study) -> bool:
+    """Whether the storage records Optuna's own heartbeats (an RDB storage with an interval)."""
+    return is_heartbeat_enabled(study._storage)
+
+
+def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: int,
+               grace_period: Optional[int] = None) -> None:
     """Marks failed the trials whose worker stopped, and runs their parameters again: with
     heartbeats, those that stopped reporting; without, every running one. A running trial whose
-    job wrote its result after all (a cluster job outlives its driver) is told instead."""
-    if heartbeats:
+    job wrote its result after all (a cluster job outlives its driver) is told instead.
+
+    A journal file has no heartbeats of Optuna's: there, hpjax's workers record their own in
+    each running trial (`HEARTBEAT`), and one older than `grace_period` seconds is stale."""
+    if heartbeats and _optuna_heartbeats(study):
         optuna.storages.fail_stale_trials(study)  # calls the storage's callback, `retry`
         return
+    now = time.time()
     for t in fresh_trials(study, (TrialState.RUNNING,)):
+        if heartbeats:
+            start = t.datetime_start.timestamp() if t.datetime_start else now
+            if now - t.system_attrs.get(HEARTBEAT, start) <= (grace_period or 0):
+                continue  # its worker is alive
         job_dir = t.user_attrs.get("job_dir")
         result = hpjax.read_result(job_dir) if job_dir else None
         if result is not None:
@@ -63,13 +81,54 @@ def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: i
 
 
 @contextmanager
-def heartbeats(study: optuna.Study, trials: list) -> Iterator[None]:
+def heartbeats(study: optuna.Study, trials: list,
+               interval: Optional[int] = None) -> Iterator[None]:
     """Records the batch's heartbeats while it runs, as `Study.optimize` does for its trial, so
-    that other workers know it is alive; nothing without heartbeats."""
+    that other workers know it is alive: Optuna's (an RDB storage), else hpjax's own every
+    `interval` seconds (a journal file); nothing without heartbeats."""
+    if not _optuna_heartbeats(study):
+        if not interval:
+            yield
+            return
+        thread = _Heartbeat(study._storage, [t._trial_id for t in trials], interval)
+        thread.start()
+        try:
+            yield
+        finally:
+            thread.stop.set()
+            thread.join()
+        return
     with ExitStack() as stack:
         for t in trials:
             stack.enter_context(get_heartbeat_thread(t._trial_id, study._storage))
         yield
+
+
+HEARTBEAT = "hpjax:heartbeat"  # a trial's latest heartbeat (seconds since the epoch), journal
+
+
+class _Heartbeat(threading.Thread):
+    """hpjax's heartbeats for a storage without Optuna's: the time, in each running trial's
+    system attributes, every `interval` seconds. An error is logged and retried at the next
+    beat; the thread does not die silently."""
+
+    def __init__(self, storage: Any, trial_ids: list[int], interval: int) -> None:
+        super().__init__(daemon=True, name="hpjax-heartbeat")
+        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            for trial_id in list(self.trial_ids):
+                try:
+                    self.storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    self.trial_ids.remove(trial_id)
+                except Exception as e:  # noqa: BLE001
+                    log.warning("heartbeat of trial id %d failed (%r): retrying in %d s",
+                                trial_id, e, self.interval)
+            if self.stop.wait(self.interval):
+                return
 
 
 def carry_checkpoints(trials: list) -> None:
@@ -81,3 +140,54 @@ def carry_checkpoints(trials: list) -> None:
                             dirs_exist_ok=True)
             log.info("trial %d continues trial %d from its checkpoints", t.number,
                      t.user_attrs["retry_of"])
+
+
+@contextmanager
+def none_left_running(study: optuna.Study, trials: list, max_retries: int,
+                      tell: Tell) -> Iterator[None]:
+    """No fault leaves a trial RUNNING: if the batch raises (an interrupt, a launcher's error),
+    its trials that wrote a result are told it, and those still running are marked failed
+    (`interrupted`, or `error` with the exception) and their parameters are enqueued to run
+    again (from their checkpoints) when the sweep resumes."""
+    try:
+        yield
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "error"
+        storage = study._storage
+        for t in trials:
+            try:
+                frozen = storage.get_trial(t._trial_id)
+                if frozen.state != TrialState.RUNNING:
+                    continue
+                job_dir = frozen.user_attrs.get("job_dir")
+                result = hpjax.read_result(job_dir) if job_dir else None
+                if result is not None:  # its population ended before the fault
+                    tell(study, t._trial_id, result)
+                    continue
+                storage.set_trial_user_attr(t._trial_id, "status", status)
+                if status == "error":
+                    storage.set_trial_user_attr(t._trial_id, "error",
+                                                f"{type(e).__name__}: {e}"[:500])
+                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                retry(study, frozen, max_retries)
+            except Exception as inner:  # noqa: BLE001  (the storage itself may be the fault)
+                log.warning("trial %d could not be marked failed: %r", t.number, inner)
+        raise
+
+
+def interruptible(sweeper: Any, arguments: list[str]) -> Any:
+    """Runs the sweep with SIGINT/SIGTERM deferred to the next epoch boundary; an interrupted
+    sweep writes its summary (Hydra's end-of-sweep callbacks) and exits 128 + the signal
+    (130, 143). Rerunning the command resumes it."""
+    from hpjax import signals
+
+    with signals.deferred():
+        try:
+            return sweeper.sweep(arguments)
+        except signals.Interrupted as e:
+            log.warning("sweep %s: its unfinished trials are marked failed (interrupted) and "
+                        "run again, from their checkpoints, when the same command runs again", e)
+            try:
+                sweeper.hydra_context.callbacks.on_multirun_end(config=sweeper.config)
+            finally:
+                sys.exit(e.exit_code)

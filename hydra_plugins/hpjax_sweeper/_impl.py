@@ -4,6 +4,7 @@
 import functools
 import logging
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -19,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 import hpjax
+from hpjax import signals
 
-from . import _attrs, _faults, _fidelity, _search, _storage
+from . import _attrs, _checks, _faults, _fidelity, _search, _storage
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class HpjaxSweeperImpl(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
+        self.task_function, self.conditional = task_function, False
         _storage.hide_password(config, self.storage)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
@@ -102,7 +105,7 @@ class HpjaxSweeperImpl(Sweeper):
         algorithm = (self.sampler or "random") if self.algorithm in _fidelity.OWN_SAMPLER \
             else self.algorithm
         return _search.make_sampler(algorithm, seed=seed, n_objectives=n_objectives,
-                                    batch_size=self.batch_size)
+                                    batch_size=self.batch_size, conditional=self.conditional)
 
     def _lock(self, sweep_dir: Path) -> Any:
         return _storage.study_lock(_storage.storage_url(self.storage, sweep_dir),
@@ -110,7 +113,8 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _fail_stale(self, study: optuna.Study) -> None:
         _faults.fail_stale(study, heartbeats=bool(self.heartbeat_interval),
-                           tell=self._tell_result, max_retries=self.max_retries)
+                           tell=self._tell_result, max_retries=self.max_retries,
+                           grace_period=self.grace_period)
 
     @staticmethod
     def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -118,30 +122,53 @@ class HpjaxSweeperImpl(Sweeper):
                                                          TrialState.PRUNED))
                 if t.state != TrialState.FAIL or t.user_attrs.get("status") in _FINAL_FAIL]
 
-    def _enqueue_grid(self, study: optuna.Study, space: _search.SearchSpace) -> int:
-        points = space.grid()
+    def _enqueue_grid(self, study: optuna.Study, space: _search.SearchSpace,
+                      room: Optional[int] = None) -> int:
+        """The grid's size (at most n_trials); given `room`, enqueues its next points not yet
+        finished, running or waiting until `room` wait: a grid of a million points is enqueued
+        a batch at a time, not all before the first trial."""
+        if getattr(self, "_grid", None) is None:
+            self._grid, self._grid_next = space.grid(), 0
+        points = self._grid
         total = len(points) if self.n_trials is None else min(self.n_trials, len(points))
+        if room is None:
+            return total
+        waiting = _storage.fresh_trials(study, (TrialState.WAITING,))
+        need = room - len(waiting)
+        if need <= 0:
+            return total
         key = lambda params: tuple(sorted(params.items()))
         taken = {key(t.params) for t in self._finished(study)}
         taken |= {key(t.params) for t in _storage.fresh_trials(study, (TrialState.RUNNING,))}
-        taken |= {key(t.system_attrs.get("fixed_params", {}))
-                  for t in _storage.fresh_trials(study, (TrialState.WAITING,))}
-        for point in points[:total]:
+        taken |= {key(t.system_attrs.get("fixed_params", {})) for t in waiting}
+        while need > 0 and self._grid_next < total:
+            point = points[self._grid_next]
+            self._grid_next += 1
             if key(point) not in taken:
                 study.enqueue_trial(point)
+                need -= 1
         return total
 
     # -- the sweep -------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None
         _quiet_optuna()
-        space = _search.parse([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         names, modes = self._modes()
+        space = _checks.before_writing(  # exits 2 in one line: nothing is written
+            params=self.params, arguments=arguments, algorithm=self.algorithm,
+            hydra_context=self.hydra_context, config=self.config,
+            task_function=self.task_function, storage=self.storage,
+            study_name=self.study_name, sweep_dir=sweep_dir)
+        self.conditional = space.conditional
+        if not sweep_dir.exists():  # the study, its configs and results: the user's only
+            sweep_dir.mkdir(parents=True)
+            os.chmod(sweep_dir, 0o700)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = self._study(sweep_dir, [optuna_direction(m) for m in modes])
+        _storage.claim_owner(sweep_dir, _storage.owner_of(self.storage, self.study_name))
         total, distributions = self._prepare(study, sweep_dir, space)
+        log.info("%s", _checks.describe(space, arguments, self.config, total, self.algorithm))
         names = names or [OmegaConf.select(self.config, "objective.metric",
                                            default="objective")]
         _attrs.name_metrics(study, names)
@@ -153,6 +180,7 @@ class HpjaxSweeperImpl(Sweeper):
         returns: list[Sequence[JobReturn]] = []
         start, waiting = time.perf_counter(), False
         while True:
+            signals.check()  # a signal between batches stops before the next one
             trials, finished, running = self._claim(study, sweep_dir, space, total,
                                                     distributions)
             if not trials:
@@ -179,7 +207,7 @@ class HpjaxSweeperImpl(Sweeper):
             return None
         if len(modes) > 1:
             raise ValueError("hydra.sweeper.pruner prunes on one objective; several were given")
-        impl = _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner")
+        impl = _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner", live=True)
         top = _fidelity.max_epochs(self, space)
         study.pruner = _fidelity.make_pruner(self.pruner, eta=self.eta,
                                              min_epochs=self.min_epochs, max_epochs=top)
@@ -208,12 +236,12 @@ class HpjaxSweeperImpl(Sweeper):
         with self._lock(sweep_dir):
             if self.heartbeat_interval:
                 self._fail_stale(study)
-                if self.algorithm == "grid":
-                    self._enqueue_grid(study, space)
             finished = len(self._finished(study))
             running = len(_storage.fresh_trials(study, (TrialState.RUNNING,)))
             room = min(self.batch_size, total - finished - running)
-            trials = [study.ask(distributions) for _ in range(max(room, 0))]
+            if self.algorithm == "grid":
+                self._enqueue_grid(study, space, room)
+            trials = [space.ask(study, distributions) for _ in range(max(room, 0))]
             job_dir = self._job_dir(sweep_dir)
             for t in trials:
                 if job_dir is not None:
@@ -223,22 +251,25 @@ class HpjaxSweeperImpl(Sweeper):
     def _job_dir(self, sweep_dir: Path) -> Any:
         """Trial number -> job directory, where the default `hydra.sweep.subdir` is in use."""
         subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
-        return (lambda n: sweep_dir / str(n)) if subdir == "${hydra.job.num}" else None
+        root = sweep_dir.resolve()  # absolute: a rerun from another directory finds it
+        return (lambda n: root / str(n)) if subdir == "${hydra.job.num}" else None
 
     def _run_batch(self, study: optuna.Study, trials: list,
                    space: _search.SearchSpace) -> list[JobReturn]:
         batch = [space.overrides(t.params) for t in trials]
         self.validate_batch_is_legal(batch)
         _faults.carry_checkpoints(trials)
-        with _faults.heartbeats(study, trials):
-            results = self._launch(batch, [t.number for t in trials])
-        for trial, ret in zip(trials, results, strict=True):
-            try:
-                self._tell(study, trial, ret)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                log.warning("trial %d was marked failed by another worker while it ran (two "
-                            "workers on one study need heartbeat_interval, or "
-                            "fail_stale_trials=false): its result is not told", trial.number)
+        with _faults.none_left_running(study, trials, self.max_retries, self._tell_result):
+            with _faults.heartbeats(study, trials, self.heartbeat_interval):
+                results = self._launch(batch, [t.number for t in trials])
+            for trial, ret in zip(trials, results, strict=True):
+                try:
+                    self._tell(study, trial, ret)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    log.warning("trial %d was marked failed by another worker while it ran "
+                                "(two workers on one study need heartbeat_interval, or "
+                                "fail_stale_trials=false): its result is not told",
+                                trial.number)
         return results
 
     def _launch(self, batch: list[list[str]], numbers: list[int]) -> list[JobReturn]:
@@ -273,6 +304,8 @@ class HpjaxSweeperImpl(Sweeper):
         """Tells a trial's result.json: the sweeper's objectives, else the trial's own."""
         values = ([result.metric(n) for n in self.objectives] if self.objectives
                   else [result.objective])
+        if result.error:
+            study._storage.set_trial_user_attr(trial_id, "error", result.error[:500])
         _tell_values(study, trial_id, result.status, values)
 
 

@@ -7,6 +7,7 @@
 | `interval(low, high)`            | floats, uniform in [low, high]                     |
 | `tag(log, interval(low, high))`  | floats, log-uniform                                |
 | `tag(int, interval(low, high))`  | integers in [low, high] (`tag(int, log, ...)` too) |
+| `int(interval(low, high))`       | integers in [low, high], as Hydra's Optuna sweeper  |
 | anything else (`train.epochs=5`) | fixed: passed to every trial                       |
 """
 
@@ -110,7 +111,8 @@ def _param(o: Override) -> Param:
             raise SearchSpaceError(f"{key}: interval({low}, {high}) needs low < high")
         if log and low <= 0:
             raise SearchSpaceError(f"{key}: tag(log, interval({low}, {high})) needs low > 0")
-        if "int" in tags:
+        # `tag(int, ...)`, or Hydra's cast `int(interval(a, b))` (Hydra's Optuna sweeper's reading)
+        if "int" in tags or (isinstance(low, int) and isinstance(high, int)):
             return Param(key, d.IntDistribution(math.ceil(low), math.floor(high), log=log))
         return Param(key, d.FloatDistribution(low, high, log=log))
     raise SearchSpaceError(f"{key}: unsupported sweep {o.input_line}")
@@ -130,10 +132,13 @@ def parse(overrides: list[str]) -> SearchSpace:
     return SearchSpace(tuple(items.values()))
 
 
-def make_sampler(algorithm: str, *, seed: int, n_objectives: int = 1, batch_size: int = 1):
+def make_sampler(algorithm: str, *, seed: int, n_objectives: int = 1, batch_size: int = 1,
+                 conditional: bool = False):
     """The Optuna sampler behind each algorithm (grid enqueues its points over a random sampler).
 
     Bayesian samplers see a batch's pending trials: TPE and GP through Optuna's constant liar.
+    A conditional space (keys under some group choices only): TPE models each group of keys
+    that occur together (`group=True`).
     """
     import optuna
 
@@ -141,7 +146,8 @@ def make_sampler(algorithm: str, *, seed: int, n_objectives: int = 1, batch_size
         return optuna.samplers.RandomSampler(seed=seed)
     if algorithm == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                          n_startup_trials=max(10, batch_size))
+                                          n_startup_trials=max(10, batch_size),
+                                          group=conditional)
     if algorithm == "gp":
         try:
             import torch  # noqa: F401

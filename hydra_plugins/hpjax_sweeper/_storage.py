@@ -1,7 +1,6 @@
 """Where a study lives: storage URLs and their passwords, the lock that lets several workers share
 a study, and creating (or joining) the study."""
 
-import fcntl
 import logging
 import os
 import re
@@ -13,6 +12,7 @@ from typing import Any, Optional
 from urllib.parse import unquote
 
 import optuna
+from filelock import FileLock
 from omegaconf import DictConfig, open_dict, read_write
 
 log = logging.getLogger(__name__)
@@ -20,25 +20,53 @@ log = logging.getLogger(__name__)
 PASSWORD_ENV = "HPJAX_STORAGE_PASSWORD"
 
 
-def safe_url(url: str) -> str:
-    """A storage URL with its password masked, for logs."""
-    try:
-        from sqlalchemy.engine import make_url
+# Query-string parameters that carry secrets (libpq's `password`, `sslpassword`, tokens, ...)
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:[\w.-]*pass(?:word|wd)?|pwd|secret|token|api_?key)=)"
+                           r"[^&#]*")
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001  (not a database URL: a journal file's path)
-        return url.split("://")[0] + "://***" if "://" in url else url
+
+def _secrets(url: str) -> list[tuple[int, int]]:
+    """The spans of a URL's secrets: the password of its user-info (which may hold '@': the
+    user-info ends at the last '@') and secret query parameters' values."""
+    if "://" not in url:
+        return []
+    start = url.index("://") + 3
+    spans = []
+    at = url.rfind("@", start)
+    if at != -1:
+        colon = url.find(":", start, at)
+        if colon != -1:
+            spans.append((colon + 1, at))
+    spans += [(m.end(1), m.end()) for m in _SECRET_QUERY.finditer(url, at + 1 if at != -1
+                                                                    else start)]
+    return [(a, b) for a, b in spans if b > a]
+
+
+def _replace(url: str, spans: list[tuple[int, int]], texts: list[str]) -> str:
+    for (a, b), text in sorted(zip(spans, texts, strict=True), reverse=True):
+        url = url[:a] + text + url[b:]
+    return url
+
+
+def safe_url(url: str) -> str:
+    """A storage URL with every secret masked (user-info password, percent-encoded or with '@'
+    in it; `password=` and token parameters of its query string), for logs and messages."""
+    spans = _secrets(url)
+    return _replace(url, spans, ["***"] * len(spans))
 
 
 def hide_password(config: DictConfig, url: Optional[str]) -> None:
-    """Takes a storage URL's password out of the config that Hydra saves and passes on (every
-    job's .hydra/hydra.yaml, multirun.yaml, submitit's pickles): the config reads it from the
-    environment variable HPJAX_STORAGE_PASSWORD instead, which this process sets."""
-    match = re.match(r"^([\w+]+://[^:/@]*:)([^@]+)(@.*)$", url or "")
-    if match is None or match.group(2).startswith("${"):
+    """Takes a storage URL's secrets out of the config that Hydra saves and passes on (every
+    job's .hydra/hydra.yaml, multirun.yaml, submitit's pickles): the config reads them from the
+    environment variables HPJAX_STORAGE_PASSWORD (then `_2`, `_3`, ...), which this process
+    sets."""
+    spans = [(a, b) for a, b in _secrets(url or "") if not url[a:b].startswith("${")]
+    if not spans:
         return
-    os.environ[PASSWORD_ENV] = unquote(match.group(2))
-    hidden = f"{match.group(1)}${{oc.env:{PASSWORD_ENV}}}{match.group(3)}"
+    names = [PASSWORD_ENV + (f"_{i + 1}" if i else "") for i in range(len(spans))]
+    for (a, b), name in zip(spans, names, strict=True):
+        os.environ[name] = unquote(url[a:b])
+    hidden = _replace(url, spans, [f"${{oc.env:{name}}}" for name in names])
     with read_write(config), open_dict(config):
         config.hydra.sweeper.storage = hidden
         config.hydra.overrides.hydra = [
@@ -74,12 +102,8 @@ def study_lock(url: str, study_name: str, sweep_dir: Path) -> Iterator[None]:
         return
     path = url.split(":///", 1)[1] if url.startswith("sqlite:///") else (
         url if "://" not in url else str(sweep_dir / "study"))
-    with open(f"{path}.hpjax-lock", "w") as f:  # not .lock: the journal backend has that
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(f"{path}.hpjax-lock"):  # not .lock: the journal backend has that
+        yield
 
 
 def make_storage(url: str, heartbeat_interval: Optional[int], grace_period: Optional[int],
@@ -90,8 +114,12 @@ def make_storage(url: str, heartbeat_interval: Optional[int], grace_period: Opti
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url))
+    # SQLite's default busy timeout (5 s) is shorter than a busy study's write under several
+    # workers: they would fail with "database is locked".
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
     return optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+        url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval,
+        grace_period=grace_period,
         heartbeat_stale_trial_callback=on_stale if heartbeat_interval else None)
 
 
@@ -132,3 +160,108 @@ def fresh_trials(study: optuna.Study, states: tuple) -> list[optuna.trial.Frozen
     if isinstance(backend, optuna.storages.BaseStorage):
         storage = backend
     return storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+
+
+OWNER_FILE = ".hpjax-study"  # in the sweep directory: the study whose trials it holds
+
+
+def check_reachable(url: str) -> Optional[str]:
+    """Why the storage cannot be used (its driver is missing, its server does not answer, its
+    directory does not exist), or None; for a message before anything is written."""
+    if "://" not in url:  # a journal file
+        parent = Path(url).resolve().parent
+        return None if parent.is_dir() else f"the directory {parent} does not exist"
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        parent = Path(path).resolve().parent if path and path != ":memory:" else None
+        return None if parent is None or parent.is_dir() else \
+            f"the directory {parent} does not exist"
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool,
+                                          connect_args={"connect_timeout": 10}
+                                          if url.startswith("postgresql") else {})
+    except ModuleNotFoundError as e:
+        return (f"the database driver {e.name!r} is not installed (PostgreSQL: pip install "
+                "'hpjax[postgres]')")
+    except Exception as e:  # noqa: BLE001  (a URL sqlalchemy cannot read)
+        return f"not a storage URL ({type(e).__name__}: {_one_line(e, url)})"
+    try:
+        with engine.connect():
+            return None
+    except Exception as e:  # noqa: BLE001
+        return f"cannot connect ({_one_line(e, url)})"
+    finally:
+        engine.dispose()
+
+
+def _one_line(e: BaseException, url: str = "") -> str:
+    """An error's first line, without the URL's secrets (nor a part of one: a driver may print
+    a password's tail as the host)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    line = safe_url(lines[0] if lines else type(e).__name__)
+    for a, b in _secrets(url):
+        for part in sorted({url[a:b], *url[a:b].split("@")}, key=len, reverse=True):
+            if len(part) >= 2:
+                line = line.replace(part, "***")
+    return line
+
+
+def owner_of(storage: Optional[str], study_name: str) -> dict:
+    """What the owner file records: the study's name and its storage (masked; `study.db` for
+    the default one, so that a moved sweep directory stays its study's)."""
+    return {"study_name": study_name, "storage": safe_url(storage) if storage else "study.db"}
+
+
+def check_owner(sweep_dir: Path, owner: dict, study_exists: Callable[[], bool]) -> Optional[str]:
+    """Why this study may not use `sweep_dir` (another study's trials occupy it), or None."""
+    import json
+
+    how = ("resume that study (hydra.sweeper.study_name, hydra.sweeper.storage) or pick "
+           "another hydra.sweep.dir")
+    marker = sweep_dir / OWNER_FILE
+    if marker.is_file():
+        try:
+            theirs = json.loads(marker.read_text())
+        except ValueError:
+            theirs = None
+        if theirs is not None and theirs != owner:
+            return (f"hydra.sweep.dir={sweep_dir} holds the trials of study "
+                    f"{theirs.get('study_name')!r} in {theirs.get('storage')}: {how}")
+    jobs = sweep_dir.is_dir() and any(p.is_dir() and p.name.isdigit() for p in
+                                      sweep_dir.iterdir())
+    if jobs and not study_exists():
+        return (f"hydra.sweep.dir={sweep_dir} holds job directories of another sweep, but "
+                f"study {owner['study_name']!r} is not in {owner['storage']} (a deleted "
+                f"study.db, another study_name?): {how}")
+    return None
+
+
+def claim_owner(sweep_dir: Path, owner: dict) -> None:
+    import json
+
+    marker = sweep_dir / OWNER_FILE
+    if not marker.is_file():
+        tmp = marker.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(owner))
+        os.replace(tmp, marker)
+
+
+def study_exists(url: str, study_name: str) -> bool:
+    """Whether the storage holds the study, without creating either (a missing SQLite or
+    journal file holds none)."""
+    if "://" not in url or url.startswith("sqlite:///"):
+        path = url.split(":///", 1)[1] if "://" in url else url
+        if not Path(path).is_file():
+            return False
+    try:
+        if "://" not in url:
+            from optuna.storages.journal import JournalFileBackend
+
+            storage = optuna.storages.JournalStorage(JournalFileBackend(url))
+        else:
+            storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+        return study_name in optuna.get_all_study_names(storage)
+    except Exception:  # noqa: BLE001  (no tables yet: no study)
+        return False

@@ -27,7 +27,7 @@ class HpjaxSweeperConf:
     seed: int = 0
     # Search space, key -> Hydra override value: choice(a, b), a,b, range(...), interval(...),
     # tag(log, interval(...)); the command line adds keys or replaces them
-    params: dict[str, str] = field(default_factory=dict)
+    params: Optional[dict[str, str]] = field(default_factory=dict)
     # Optuna storage URL (sqlite:///..., postgresql://...); null: study.db in the sweep directory
     storage: Optional[str] = None
     # Name of the study in the storage; a rerun with the same storage and name resumes it

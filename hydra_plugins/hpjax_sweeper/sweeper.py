@@ -23,4 +23,6 @@ class HpjaxSweeper(Sweeper):
                            config=config)
 
     def sweep(self, arguments: list[str]) -> Any:
-        return self.sweeper.sweep(arguments)
+        from ._faults import interruptible
+
+        return interruptible(self.sweeper, arguments)

@@ -1,0 +1,77 @@
+"""What a sweep checks before it writes anything (the space against the schema, the storage, the
+sweep directory's owner), and the space it prints at its start.
+
+A problem is one line on stderr, `hpjax: error: ...`, and exit code 2: no study, no directory,
+no `multirun.yaml`.
+"""
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+import hpjax
+
+from . import _search, _space, _storage
+
+log = logging.getLogger(__name__)
+
+
+def before_writing(*, params: dict, arguments: list[str], algorithm: str, hydra_context: Any,
+                   config: DictConfig, task_function: Callable, storage: Optional[str],
+                   study_name: str, sweep_dir: Path) -> "_space.ConditionalSpace":
+    """The sweep's space, checked; exits 2 with one line when the sweep cannot run."""
+    try:
+        space = _search.parse([f"{k}={v}" for k, v in params.items()] + list(arguments))
+        if algorithm == "grid":
+            space.grid()  # raises for continuous keys
+        loader = hydra_context.config_loader
+        repository = getattr(loader, "repository", None)
+        checked = _space.check(
+            space, compose=lambda overrides: loader.load_sweep_config(config, overrides),
+            is_group=(lambda key: repository.group_exists(key)) if repository else
+            (lambda key: False),
+            validate=hpjax.validate if hpjax.is_task(task_function) else None)
+        url = _storage.storage_url(storage, sweep_dir)
+        problem = _storage.check_reachable(url) if storage else None  # else: study.db
+        if problem:
+            raise _space.SweepError(f"hydra.sweeper.storage={_storage.safe_url(url)}: {problem}")
+        problem = _storage.check_owner(sweep_dir, _storage.owner_of(storage, study_name),
+                                       lambda: _storage.study_exists(url, study_name))
+        if problem:
+            raise _space.SweepError(problem)
+    except _search.SearchSpaceError as e:
+        print(f"hpjax: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return checked
+
+
+def describe(space: "_space.ConditionalSpace", arguments: list[str], config: DictConfig,
+             total: Optional[int], algorithm: str) -> str:
+    """The space as the sweep prints it: each axis, what it searches, where it came from (the
+    command line, a preset, the config file) and the number of trials."""
+    from_cli = {o.split("=", 1)[0] for o in arguments}
+    preset = OmegaConf.select(config, "hydra.runtime.choices.search", default=None)
+    origin = f"preset search={preset}" if preset else "config file (hydra.sweeper.params)"
+    lines = [f"search space: {len(space.params)} axes, {total} trials ({algorithm})"]
+    width = max((len(p.key) for p in space.params), default=0)
+    for p in space.params:
+        where = "command line" if p.key in from_cli else origin
+        cond = "" if all(p.key in keys for keys in space.active.values()) else \
+            "  (only under some choices of " + ", ".join(space.groups) + ")"
+        lines.append(f"  {p.key:<{width}}  {_show(p.distribution)}  [{where}]{cond}")
+    return "\n".join(lines)
+
+
+def _show(dist: Any) -> str:
+    import optuna.distributions as d
+
+    if isinstance(dist, d.CategoricalDistribution):
+        return f"choice({', '.join(map(str, dist.choices))})"
+    kind = "int" if isinstance(dist, d.IntDistribution) else "float"
+    scale = " log" if dist.log else ""
+    step = f" step {dist.step}" if dist.step not in (None, 1) else ""
+    return f"{kind}{scale} [{dist.low}, {dist.high}]{step}"

@@ -1,0 +1,306 @@
+"""Faults a real sweep meets in its first week, one test per kind (issue 13): each failed before."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.distributions import FloatDistribution
+from test_launcher import multirun
+
+from conftest import compose_config, sgd_configs
+from hpjax import batch, results
+from hpjax.cli import CONF_DIR, sweep_argv
+from hpjax.progress import SweepProgress
+from hpjax.report import report
+from hydra_plugins.hpjax_sweeper import _space, _storage
+from hydra_plugins.hpjax_sweeper._search import parse
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# A tiny trial: iris, a hidden layer of 8, 2 epochs.
+TINY = ["data=iris", "model.width=8", "train.epochs=2", "train.early_stopping.patience=null"]
+HPJAX = ["hydra/sweeper=hpjax", *TINY]
+
+
+def sweep(overrides, sweep_dir):
+    """`hpjax -m <overrides>` in this process, with the command line's default-grid rule."""
+    return multirun(sweep_argv(["-m", *overrides])[1:], sweep_dir)
+
+
+def study_trials(sweep_dir):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'study.db'}",
+                                         skip_table_creation=True)
+    return optuna.load_study(study_name="hpjax", storage=storage).get_trials()
+
+
+def test_a_conditional_key_is_asked_only_under_the_choices_that_have_it(tmp_path):
+    sweep([*HPJAX, "hydra.sweeper.n_trials=6", "hydra.sweeper.batch_size=6",
+           "optimizer=choice(adam, sgd)", "optimizer.b1=interval(0.8, 0.95)"], tmp_path / "s")
+    trials = study_trials(tmp_path / "s")
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 6
+    assert {t.params["optimizer"] for t in trials} == {"adam", "sgd"}
+    for t in trials:
+        assert ("optimizer.b1" in t.params) == (t.params["optimizer"] == "adam")
+        ran = OmegaConf.load(tmp_path / "s" / str(t.number) / ".hydra" / "config.yaml")
+        if "optimizer.b1" in t.params:
+            assert ran.optimizer.b1 == pytest.approx(t.params["optimizer.b1"], rel=1e-5)
+
+
+def is_group(key):
+    return (CONF_DIR / key).is_dir()
+
+
+def test_a_conditional_grid_multiplies_only_its_own_choices_and_a_key_of_no_choice_fails():
+    compose = lambda overrides: compose_config(overrides, validate=False)  # noqa: E731
+    space = _space.check(parse(["optimizer=adam,sgd", "optimizer.b1=0.8,0.9"]),
+                         compose=compose, is_group=is_group)
+    assert space.grid() == [{"optimizer": "adam", "optimizer.b1": "0.8"},
+                            {"optimizer": "adam", "optimizer.b1": "0.9"}, {"optimizer": "sgd"}]
+    assert space.overrides({"optimizer": "sgd"}) == ["optimizer=sgd"]
+    with pytest.raises(_space.SweepError, match="optimizer.b3: no such key in the config under "
+                       "any choice of optimizer"):
+        _space.check(parse(["optimizer=adam,sgd", "optimizer.b3=0.8,0.9"]), compose=compose,
+                     is_group=is_group)
+
+
+def test_a_trial_whose_program_fails_fails_alone_and_its_population_trains(tmp_path):
+    # 2**40 passes the schema (an int) but not the population's int32 seeds
+    sweep([*HPJAX, "hydra.sweeper.algorithm=grid", "hydra.sweeper.n_trials=null",
+           "hydra.sweeper.batch_size=3", "train.seed=choice(0, 1099511627776, 1)"],
+          tmp_path / "s")
+    trials = study_trials(tmp_path / "s")
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    error = "OverflowError: Python integer 1099511627776 out of bounds for int32"
+    assert trials[1].user_attrs["status"] == "failed" and trials[1].user_attrs["error"] == error
+    saved = json.loads((tmp_path / "s" / "1" / "result.json").read_text())
+    assert (saved["status"], saved["error"]) == ("failed", error)
+
+
+def test_each_population_ends_its_jobs_as_soon_as_it_has_trained():
+    events = []
+
+    def train(cfgs, **kw):
+        events.append(("train", len(cfgs)))
+        raise ValueError("boom") if len(cfgs) > 1 else RuntimeError("alone")
+
+    cfgs = sgd_configs([0.1]) + [compose_config(["optimizer=sgd", "model.width=16"])]
+    batch.train_jobs([batch.Job(c, "") for c in cfgs], train=train,
+                     progress=SweepProgress(live=False),
+                     on_ended=lambda ends: events.append(("ended", sorted(ends))))
+    assert events == [("train", 1), ("ended", [0]), ("train", 1), ("ended", [1])]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+optimizer.lrr=1,2", "hpjax: error: optimizer.lrr=1: unknown key (added with '+'?)"),
+    ("optimizer.lr=choice(0.1, -1)",
+     "hpjax: error: optimizer.lr=-1.0: must be a finite number > 0"),
+    ("hydra.sweeper.storage=postgresql://hpjax:s3cr3t@localhost:1/hpjax",
+     "hpjax: error: hydra.sweeper.storage=postgresql://hpjax:***@localhost:1/hpjax: cannot "
+     "connect"),
+    ("hydra.sweeper.storage=mysql://hpjax:s3cr3t@localhost/hpjax",
+     "hpjax: error: hydra.sweeper.storage=mysql://hpjax:***@localhost/hpjax: the database "
+     "driver 'MySQLdb' is not installed"),
+])
+def test_a_sweep_that_cannot_run_says_why_in_one_line_and_writes_nothing(tmp_path, capsys,
+                                                                          override, message):
+    with pytest.raises(SystemExit) as e:
+        sweep([*HPJAX, "optimizer.lr=choice(0.1, 0.01)", override], tmp_path / "s")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "s3cr3t" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_int_cast_of_an_interval_searches_integers():
+    [p] = parse(["model.width=int(interval(8, 32))"]).params
+    assert type(p.distribution).__name__ == "IntDistribution"
+    assert (p.distribution.low, p.distribution.high) == (8, 32)
+    assert p.override(17) == "model.width=17"
+
+
+def test_the_default_grid_joins_only_a_bare_multirun(tmp_path, caplog):
+    caplog.set_level("INFO")
+    [jobs] = sweep([*TINY, "activation=relu", "model.dropout=0,0.1"], tmp_path / "s")
+    assert len(jobs) == 2  # not 2 x the default grid's 9
+    assert "search space: 1 axes, 2 trials (grid)\n  model.dropout  0,0.1  [command line]" \
+        in caplog.text
+    bare = sweep_argv(["-m"])
+    assert bare == ["-m"]
+    assert sweep_argv(["-m", "search=tpe", "optimizer.lr=0.1,0.2"])[-1] != \
+        "hydra.sweeper.params=null"
+
+
+def test_a_sweep_directory_has_one_owner(tmp_path, capsys):
+    occupied = tmp_path / "s"
+    (occupied / "0").mkdir(parents=True)  # a deleted study.db, or another sweeper's trials
+    with pytest.raises(SystemExit):
+        sweep([*HPJAX, "optimizer.lr=choice(0.1, 0.01)"], occupied)
+    assert "holds job directories of another sweep, but study 'hpjax' is not in study.db" \
+        in capsys.readouterr().err
+    _storage.claim_owner(occupied, _storage.owner_of(None, "first"))
+    with pytest.raises(SystemExit):
+        sweep([*HPJAX, "optimizer.lr=choice(0.1, 0.01)", "hydra.sweeper.study_name=second"],
+              occupied)
+    assert "holds the trials of study 'first' in study.db: resume that study" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in occupied.iterdir()) == [".hpjax-study", "0"]
+
+
+def test_broken_result_files_are_their_trials_problem_and_files_are_written_whole(tmp_path):
+    for job, text in enumerate(['{"status": "ok", "objective": 0.9', '{"status": "ok"}']):
+        (tmp_path / str(job)).mkdir()
+        (tmp_path / str(job) / "result.json").write_text(text)
+    (tmp_path / "2").mkdir()
+    results.Result("ok", 0.5, "val/accuracy", "max", best={"val/accuracy": 0.5}).write(
+        tmp_path / "2")
+    (tmp_path / "2" / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epo')
+    assert report(tmp_path) is not None  # the readable trial is best; the others incomplete
+    rows = (tmp_path / "summary.csv").read_text().splitlines()
+    assert [r.split(",")[:2] for r in rows[1:]] == [["0", ""], ["1", ""], ["2", "1"]]
+    assert "incomplete" in rows[1] and "incomplete" in rows[2]
+    assert results.read_metrics(tmp_path / "2") == [{"epoch": 1}, {"epoch": 2}]
+    leftovers = [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+    assert not leftovers
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://u:p@ss@db.example/hpjax", "p@ss"),  # '@' in the password
+    ("postgresql://u:p%40ss@db.example/hpjax", "p%40ss"),  # percent-encoded
+    ("postgresql://db.example/hpjax?user=u&password=pw123", "pw123"),  # the query string
+    ("postgresql://u@db.example/hpjax?sslmode=require&sslpassword=pw123", "pw123"),
+])
+def test_every_form_of_a_storage_password_is_masked_and_kept_out_of_saved_config(
+        url, secret, monkeypatch):
+    monkeypatch.setenv(_storage.PASSWORD_ENV, "")  # restored after the test
+    masked = _storage.safe_url(url)
+    assert secret not in masked and "ss@" not in masked and "***" in masked
+    config = OmegaConf.create({"hydra": {"sweeper": {"storage": url},
+                                         "overrides": {"hydra": [f"hydra.sweeper.storage={url}"]}}})
+    _storage.hide_password(config, url)
+    saved = OmegaConf.to_yaml(config)
+    assert secret not in saved and "${oc.env:HPJAX_STORAGE_PASSWORD}" in saved
+    assert os.environ[_storage.PASSWORD_ENV] == unquote(secret)  # what the jobs read
+
+
+def test_installs_declare_what_they_use_and_start_off_linux(monkeypatch):
+    meta = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert meta["requires-python"] == ">=3.11"
+    deps = {d.split(">")[0].split("[")[0].strip(): d for d in meta["dependencies"]}
+    assert deps["optuna"].startswith("optuna>=4.9")  # heartbeat_stale_trial_callback
+    assert {"sqlalchemy", "filelock"} <= set(deps)
+    plugins = Path(__file__).parents[1] / "hydra_plugins"
+    assert not [p for p in plugins.rglob("*.py") if "import fcntl" in p.read_text()]
+    from hpjax import compile as compile_lib
+
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # as on macOS
+    assert compile_lib.usable_cores() == os.cpu_count()
+
+
+def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
+    args = [*HPJAX, "hydra.sweeper.n_trials=1", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+            "train.epochs=15", "train.checkpoint_every=1"]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
+                             "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    checkpoints = tmp_path / "s" / "0" / "checkpoints"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not (
+            checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, out
+    assert "sweep stopped by SIGTERM" in out
+    assert (tmp_path / "s" / "summary.csv").exists()  # Hydra's end-of-sweep callback ran
+    [first, *rest] = study_trials(tmp_path / "s")
+    assert (first.state.name, first.user_attrs["status"]) == ("FAIL", "interrupted")
+    assert [t.state.name for t in rest] == ["WAITING"]  # its parameters, to run again
+    saved = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert 1 <= saved < 15
+
+    sweep(args, tmp_path / "s")  # the same command again
+    trials = study_trials(tmp_path / "s")
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].params == first.params
+    result = json.loads((tmp_path / "s" / "1" / "result.json").read_text())
+    assert result["resumed_from_epoch"] >= saved and result["epochs_run"] == 15
+
+
+def test_a_grid_of_a_million_points_is_enqueued_a_batch_at_a_time():
+    from hydra_plugins.hpjax_sweeper._impl import HpjaxSweeperImpl
+
+    sweeper = HpjaxSweeperImpl(algorithm="grid", n_trials=None, batch_size=4, seed=0,
+                               params=None, storage=None, study_name="hpjax", objectives=None,
+                               direction=None, fail_stale_trials=True)
+    study = optuna.create_study()
+    space = parse(["model.dropout=range(0,1000)", "train.seed=range(0,1000)"])
+    start = time.perf_counter()
+    assert sweeper._enqueue_grid(study, space) == 1_000_000 and not study.trials
+    assert sweeper._enqueue_grid(study, space, room=4) == 1_000_000
+    waiting = [t.system_attrs["fixed_params"] for t in study.trials]
+    assert waiting == [{"model.dropout": "0", "train.seed": str(s)} for s in range(4)]
+    study.ask(), study.ask()  # two of them start: two more points are enqueued
+    sweeper._enqueue_grid(study, space, room=4)
+    assert [t.system_attrs["fixed_params"]["train.seed"] for t in study.trials] == [
+        str(s) for s in range(6)]
+    assert time.perf_counter() - start < 10
+
+
+def test_sqlite_workers_wait_for_a_busy_database_instead_of_failing(tmp_path):
+    """SQLite's default busy timeout is 5 s: a worker whose write waited longer for another's
+    lock failed with "database is locked"."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=_storage.make_storage(url, None, None, None),
+                                study_name="hpjax")
+    other = sqlite3.connect(tmp_path / "study.db", check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")  # another worker holds the database for 6 s
+    release = threading.Timer(6, other.rollback)
+    release.start()
+    start = time.perf_counter()
+    study.enqueue_trial({"x": 1})
+    assert time.perf_counter() - start > 5 and len(study.trials) == 1
+    release.join()
+    other.close()
+
+
+def test_non_finite_features_in_the_users_data_are_an_error_not_diverged_trials(tmp_path):
+    from hpjax import data
+    from hpjax.config import ConfigError
+
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    x[5, 1] = np.inf
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(60) % 3)
+    cfg = compose_config(["data=npz", f"data.path={tmp_path / 'd.npz'}"])
+    with pytest.raises(ConfigError, match="returned features with NaN or inf"):
+        data.load(cfg.data)
+
+
+def test_journal_workers_record_heartbeats_and_a_dead_workers_trial_runs_again(tmp_path):
+    from optuna.storages.journal import JournalFileBackend
+
+    from hydra_plugins.hpjax_sweeper import _faults
+
+    study = optuna.create_study(storage=optuna.storages.JournalStorage(
+        JournalFileBackend(str(tmp_path / "journal.log"))), study_name="hpjax")
+    dead, alive = study.ask({"x": FloatDistribution(0, 1)}), study.ask()
+    with _faults.heartbeats(study, [alive], interval=1):
+        time.sleep(1.5)  # two beats
+    beat = study._storage.get_trial(alive._trial_id).system_attrs[_faults.HEARTBEAT]
+    assert time.time() - beat < 2
+    study._storage.set_trial_system_attr(dead._trial_id, _faults.HEARTBEAT, time.time() - 60)
+    _faults.fail_stale(study, heartbeats=True, tell=None, max_retries=2, grace_period=10)
+    states = [(t.state.name, t.user_attrs.get("status")) for t in study.get_trials()]
+    assert states == [("FAIL", "killed"), ("RUNNING", None), ("WAITING", None)]
+    assert study.get_trials()[2].system_attrs["fixed_params"] == dead.params
