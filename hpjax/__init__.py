@@ -11,7 +11,8 @@ The public API, for users and for hpjax's Hydra plugins (which import nothing el
   chunks, with the memory estimate), `train_jobs` (a batch of `Job`s; each ends as a `JobEnd`,
   the job's task function under Hydra), `is_task` (whether a task function is hpjax's);
 - multi-fidelity: `hyperband`, `successive_halving`, `bracket`, `bracket_table` (Hyperband's
-  brackets in epochs), `check_fidelity`, `SuccessiveHalving` (a bracket's rule in a population);
+  brackets in epochs), `check_fidelity`, `SuccessiveHalving` (a bracket's rule in a population),
+  `HalvingStoppers`, `SameStopper` (picklable, for populations in SLURM jobs);
   `PBT`, `PBTBounds`, `check_pbt_keys` (population-based training);
 - results: `Result`, `read_result(job_dir)`, `parse_objectives`, `worst_objective`;
 - the process: `use_cpu_cores`, `enable_compilation_cache`.
@@ -48,6 +49,8 @@ _EXPORTS = {
     "bracket_table": ("hpjax.fidelity", "table"),
     "check_fidelity": ("hpjax.fidelity", "check"),
     "SuccessiveHalving": "hpjax.fidelity",
+    "HalvingStoppers": "hpjax.fidelity",
+    "SameStopper": "hpjax.fidelity",
     "PBT": "hpjax.pbt",
     "PBTBounds": ("hpjax.pbt", "Bounds"),
     "check_pbt_keys": ("hpjax.pbt", "check_keys"),

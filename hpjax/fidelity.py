@@ -107,11 +107,34 @@ class SuccessiveHalving:
         return pruned
 
 
+@dataclass(frozen=True)
+class HalvingStoppers:
+    """A bracket's stoppers as a launcher takes them (batch positions -> `Stopper`), without
+    Optuna: picklable, for a population trained in a SLURM job."""
+
+    rung_epochs: tuple
+    eta: int
+    mode: str
+
+    def __call__(self, ids: list[int]) -> SuccessiveHalving:
+        return SuccessiveHalving(list(self.rung_epochs), self.eta, self.mode)
+
+
+@dataclass(frozen=True)
+class SameStopper:
+    """One object for every population of a batch (PBT's explorer): picklable."""
+
+    stopper: object
+
+    def __call__(self, ids: list[int]) -> object:
+        return self.stopper
+
+
 def _rank_key(score: Optional[float], mode: str) -> tuple:
     if score is None or not math.isfinite(score):
         return (1, 0.0)
     return (0, -score if mode == "max" else score)
 
 
-__all__ = ["Rung", "Stopper", "SuccessiveHalving", "bracket", "check", "hyperband",
-           "s_max", "successive_halving", "table"]
+__all__ = ["HalvingStoppers", "Rung", "SameStopper", "Stopper", "SuccessiveHalving", "bracket",
+           "check", "hyperband", "s_max", "successive_halving", "table"]

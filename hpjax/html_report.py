@@ -297,10 +297,41 @@ def timeline_figure(trials: list[Trial]) -> Optional[Any]:
     fig.update_layout(barmode="overlay")
     fig.update_yaxes(autorange="reversed")
     fig.update_xaxes(title="seconds since the first population started")
-    fig = _style(fig, f"Populations: {len(ordered)} compiled programs, "
+    fig = _style(fig, f"Populations: {len(ordered)} trained programs, "
                       f"{sum(p['members'] for p in ordered)} trials")
     fig.update_layout(height=max(260, 60 + 40 * len(ordered)))
     return fig
+
+
+def rungs_figure(trials: list[Trial]) -> Optional[Any]:
+    """Members still training after each epoch, one line per population where some stopped
+    before the last epoch (pruned at a rung, stopped early, diverged); None when none did."""
+    import plotly.graph_objects as go
+
+    pops: dict[tuple, list[Trial]] = {}
+    for t in trials:
+        p = t.get("population")
+        if p:
+            pops.setdefault((p["start"], p["label"]), []).append(t)
+    fig, drawn = go.Figure(), 0
+    for i, (_, label) in enumerate(sorted(pops)):
+        members = pops[(_, label)]
+        runs = [t.get("epochs_run", 0) or 0 for t in members]
+        if min(runs) == max(runs):
+            continue
+        epochs = list(range(1, max(runs) + 1))
+        pruned = sum(t.status == "pruned" for t in members)
+        fig.add_trace(go.Scatter(
+            x=epochs, y=[sum(r >= e for r in runs) for e in epochs], mode="lines+markers",
+            line={"shape": "hv"}, name=f"{i + 1}: {label}" + (f" ({pruned} pruned)"
+                                                               if pruned else "")))
+        drawn += 1
+    if not drawn:
+        return None
+    fig.update_xaxes(title="epoch")
+    fig.update_yaxes(title="trials still training", rangemode="tozero")
+    return _style(fig, "Trials still training per epoch: rungs (pruned), early stopping, "
+                       "divergence")
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -379,6 +410,9 @@ def render(sweep_dir: Path, trials: list[Trial], objectives: dict) -> str:
     timeline = timeline_figure(trials)
     if timeline is not None:
         sections.append(("timeline", "Populations (hydra/launcher=vmap)", timeline))
+    rungs = rungs_figure(trials)
+    if rungs is not None:
+        sections.append(("rungs", "Trials still training, by population", rungs))
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.status] = counts.get(t.status, 0) + 1

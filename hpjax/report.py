@@ -72,12 +72,22 @@ def read_trials(sweep_dir: Path) -> list[Trial]:
                           key=lambda p: int(p.name)):
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         try:
-            overrides = list(OmegaConf.load(overrides_file)) if overrides_file.exists() else []
+            overrides = _read_overrides(overrides_file) if overrides_file.exists() else []
         except Exception as e:  # noqa: BLE001  (a torn file: this trial's problem only)
             log.warning("%s is unreadable (%s)", overrides_file, e)
             overrides = []
         trials.append(Trial(int(job_dir.name), job_dir, overrides, Result.read(job_dir)))
     return trials
+
+
+def _read_overrides(path: Path) -> list[str]:
+    """A job's `.hydra/overrides.yaml`: a list of strings, read with libyaml where there is
+    one (a sweep's report reads thousands)."""
+    import yaml
+
+    with open(path) as f:
+        return [str(o) for o in yaml.load(f, Loader=getattr(yaml, "CSafeLoader",
+                                                           yaml.SafeLoader)) or []]
 
 
 def objectives_of(trials: list[Trial], sweeper_objectives: Optional[dict] = None) -> dict:
@@ -180,7 +190,11 @@ def write_best_yaml(best: Trial, objectives: dict, path: Path,
     write_atomic(path, header + body + OmegaConf.to_yaml(config))
 
 
-def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
+# The table shows the best TOP trials and at most NOT_OK of the others (summary.csv has all).
+TOP, NOT_OK = 20, 10
+
+
+def format_table(trials: list[Trial], objectives: dict, top: int = TOP) -> Any:
     from rich.table import Table
 
     ranked, front = rank(trials, objectives)
@@ -197,7 +211,10 @@ def format_table(trials: list[Trial], objectives: dict, top: int = 10) -> Any:
     for name in columns:
         table.add_column(name, justify="left" if name in ("overrides", "status") else "right",
                          overflow="fold")
-    shown = [t for i, t in enumerate(ranked) if i < top or not t.ok]
+    shown = [t for t in ranked if t.ok][:top] + [t for t in ranked if not t.ok][:NOT_OK]
+    if len(shown) < len(trials):
+        table.caption = (f"the best {min(top, len(shown))} and {len(shown) - min(top, len(shown))}"
+                         f" not finished of {len(trials)} trials: summary.csv lists every one")
     # Overrides shared by every trial (train.epochs=5, search=tpe) say nothing about the ranking.
     common = set.intersection(*(set(t.overrides) for t in trials)) if len(trials) > 1 else set()
     for i, t in enumerate(shown):
@@ -243,9 +260,11 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
                         e)
     console = console or Console(width=max(120, Console().width))
     console.print(format_table(trials, objectives))
-    for t in trials:
-        if t.get("error"):
-            console.print(f"trial {t.job} failed: {t.get('error')}")
+    failed = [t for t in trials if t.get("error")]
+    for t in failed[:NOT_OK]:
+        console.print(f"trial {t.job} failed: {t.get('error')}")
+    if len(failed) > NOT_OK:
+        console.print(f"... and {len(failed) - NOT_OK} more failed trials (summary.csv)")
     return best
 
 

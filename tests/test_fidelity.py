@@ -190,3 +190,23 @@ def hpjax_status(job_dir):
 
     result = json.loads((job_dir / "result.json").read_text())
     return result["status"], result["epochs_run"]
+
+
+@pytest.mark.usefixtures("unset_version_base")
+def test_a_bracket_runs_as_one_submitit_job(tmp_path):
+    """With hpjax's submitit launchers (hpjax_slurm; here its local twin) a bracket is one
+    submitted job that applies the rule inside its population; the driver tells the study."""
+    from optuna.trial import TrialState
+    from test_launcher import multirun
+    from test_sweeper import trials_in
+
+    sweep = tmp_path / "sha"
+    multirun([*TINY, "hydra.sweeper.algorithm=sha", "hydra.sweeper.eta=2",
+              "hydra.sweeper.n_trials=null", "hydra/launcher=hpjax_submitit_local",
+              "hydra.launcher.poll_s=0.2"], sweep)
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 1
+    trials = sorted(trials_in(sweep), key=lambda t: t.number)
+    # 4x1 2x2 1x4: the learning curves recorded from metrics.jsonl when the driver tells
+    assert sorted(len(t.intermediate_values) for t in trials
+                  if t.state == TrialState.PRUNED) == [1, 1, 2]
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 1

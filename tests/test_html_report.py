@@ -21,9 +21,10 @@ GRID = ["data=iris", "train.epochs=4", "train.early_stopping.patience=null",
         "optimizer.lr=1e-3,1e-2,3e-2,1e-1", "activation=relu,tanh"]
 
 
-def fake_sweep(sweep_dir: Path, outcomes: list[tuple], objectives=None) -> None:
+def fake_sweep(sweep_dir: Path, outcomes: list[tuple], objectives=None,
+               population=None) -> None:
     """Job directories as a sweep leaves them, without training: (overrides, status,
-    val/accuracy per epoch, num_params) per trial."""
+    val/accuracy per epoch, num_params) per trial, all in one `population` if given."""
     config = {"hydra": {"sweeper": {"objectives": objectives}}} if objectives else {}
     sweep_dir.mkdir()
     OmegaConf.save(OmegaConf.create(config), sweep_dir / "multirun.yaml")
@@ -37,7 +38,8 @@ def fake_sweep(sweep_dir: Path, outcomes: list[tuple], objectives=None) -> None:
                best_epoch=curve.index(best) + 1 if best is not None else None,
                best={"val/accuracy": best} if best is not None else {},
                test={"test/accuracy": best - 0.01} if best is not None else {},
-               epochs_run=len(curve), num_params=num_params).write(job_dir)
+               epochs_run=len(curve), num_params=num_params,
+               population=population).write(job_dir)
         write_metrics([{"epoch": e + 1, "val/accuracy": v} for e, v in enumerate(curve)],
                       job_dir)
 
@@ -54,7 +56,9 @@ def test_the_study_of_any_sweep_holds_its_trials_curves_and_pareto_front(tmp_pat
         (["optimizer.lr=0.1", "activation=relu", "model.width=32"], "ok", [0.4, 0.6, 0.7], 400),
         (["optimizer.lr=3.0", "activation=tanh", "model.width=64"], "diverged", [0.2, None], 900),
         (["optimizer.lr=0.05", "activation=relu", "model.width=64"], "pruned", [0.3], 900)],
-        objectives=["val/accuracy:max", "num_params:min"])
+        objectives=["val/accuracy:max", "num_params:min"],
+        population={"label": "population 1/1", "start": 100.0, "end": 103.5, "members": 5,
+                    "compile_s": 2.0})
     trials = read_trials(sweep)
     objectives = html_report.sweep_objectives(sweep)
     assert objectives == {"val/accuracy": "max", "num_params": "min"}
@@ -76,7 +80,11 @@ def test_the_study_of_any_sweep_holds_its_trials_curves_and_pareto_front(tmp_pat
     curves, shown = html_report.curves_figure(trials, objectives)
     assert shown == [1, 2, 0, 3, 4]  # the Pareto front first, then the rest, then the marked
     assert [t.line.dash for t in curves.data] == [None, None, None, "dot", "dash"]
-    assert html_report.timeline_figure(trials) is None  # no population: trained one by one
+    timeline = html_report.timeline_figure(trials)
+    assert [(list(b.base), list(b.x)) for b in timeline.data] == [([0.0], [2.0]), ([2.0], [1.5])]
+    rungs = html_report.rungs_figure(trials)  # 3 trials ran 3 epochs, one 2, one 1
+    assert [list(t.y) for t in rungs.data] == [[5, 4, 3]]
+    assert rungs.data[0].name == "1: population 1/1 (1 pruned)"
 
 
 def test_report_errors_say_what_is_wrong(tmp_path, capsys):

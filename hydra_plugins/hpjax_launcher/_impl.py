@@ -22,14 +22,46 @@ from ._compose import install as install_fast_sweep_configs
 
 log = logging.getLogger(__name__)
 
+# A batch of more jobs than this logs its jobs' lines (overrides, result) to each job's log file
+# only, not to the terminal: the terminal gets one line per population and the sweep's progress.
+PER_TRIAL_LINES = 20
+
+
+class _FileOnly(logging.Filter):
+    """Keeps INFO records of hpjax (a job's result line) off a terminal handler; warnings and
+    errors still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith("hpjax")
+
+
+def _off_console(end: Any) -> Any:
+    """The job's task function with its INFO lines in its log file only: Hydra sets up the
+    job's logging (terminal and file) just before calling it."""
+
+    def task(cfg: DictConfig) -> Any:
+        handlers = [h for h in logging.root.handlers if type(h) is logging.StreamHandler]
+        only = _FileOnly()
+        for h in handlers:
+            h.addFilter(only)
+        try:
+            return end(cfg)
+        finally:
+            for h in handlers:
+                h.removeFilter(only)
+
+    return task
+
 
 class VmapLauncherImpl:
+    in_process = True  # trains in the sweeper's process: stoppers may report to the study live
     def __init__(self, max_population: int, memory_budget_mb: Optional[int]) -> None:
         if max_population < 1:
             raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
         self.name = "vmap"  # the launcher recorded in result.json
         self.progress: Any = None  # hpjax's default live display
+        self.quiet = False  # the jobs now ending log to their files only
         # Set by hpjax's sweeper for multi-fidelity search: batch positions of a population's
         # jobs -> the `hpjax.fidelity.Stopper` that prunes them epoch by epoch.
         self.stoppers: Any = None
@@ -74,7 +106,8 @@ class VmapLauncherImpl:
 
     def _run_job(self, index: int, overrides: list, sweep_config: DictConfig,
                  task_function: TaskFunction) -> JobReturn:
-        log.info("\t#%d : %s", index, " ".join(filter_overrides(overrides)))
+        if not self.quiet:
+            log.info("\t#%d : %s", index, " ".join(filter_overrides(overrides)))
         ret = run_job(hydra_context=self.hydra_context, task_function=task_function,
                       config=sweep_config, job_dir_key="hydra.sweep.dir",
                       job_subdir_key="hydra.sweep.subdir")
@@ -100,13 +133,18 @@ class VmapLauncherImpl:
         configs = [self._compose(n, o) for n, o in indexed]
         jobs = [self._job(n, c) for (n, _), c in zip(indexed, configs, strict=True)]
         returns: dict[int, JobReturn] = {}
+        quiet = len(indexed) > PER_TRIAL_LINES
 
         def end_jobs(ended: dict) -> None:  # each population's files as soon as it ends
             for i, end in sorted(ended.items()):
                 (n, o), c = indexed[i], configs[i]
-                returns[i] = self._run_job(n, o, c, end)
+                returns[i] = self._run_job(n, o, c, _off_console(end) if quiet else end)
 
-        hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
-                         memory_budget_mb=self.memory_budget_mb, progress=self.progress,
-                         stoppers=self.stoppers, on_ended=end_jobs)
+        self.quiet = quiet
+        try:
+            hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
+                             memory_budget_mb=self.memory_budget_mb, progress=self.progress,
+                             stoppers=self.stoppers, on_ended=end_jobs)
+        finally:
+            self.quiet = False
         return [returns[i] for i in range(len(indexed))]

@@ -23,6 +23,15 @@ class VmapLauncher(Launcher):
               config: DictConfig) -> None:
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
+    @property
+    def composes_batch_first(self) -> bool:
+        """Whether a batch's jobs are all composed before any runs (hpjax's task): a bad
+        override then fails the batch before it starts, and a sweeper need not compose each job
+        once more to check it."""
+        import hpjax
+
+        return hpjax.is_task(getattr(self.impl, "task_function", None))
+
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         return self.impl.launch(job_overrides, initial_job_idx)

@@ -139,6 +139,9 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         super().__init__(**params)
         self.vectorize, self.max_retries, self.poll_s = vectorize, max_retries, poll_s
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
+        # Set by hpjax's sweeper for sha, hyperband and pbt: pickled with this launcher into each
+        # submitted job, where the population applies it (`hpjax.HalvingStoppers`, ...)
+        self.stoppers: Any = None
 
     def _populations(self) -> bool:
         """Whether jobs train as populations: hpjax's task (known by its marker), vectorized."""
@@ -163,7 +166,9 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         if self._populations():
             Singleton.set_state(singleton_state)
             setup_globals()
-            return self._vmap().run_jobs(unit)
+            vmap = self._vmap()
+            vmap.stoppers = self.stoppers
+            return vmap.run_jobs(unit)
         returns = []
         for num, overrides in unit:
             returns.append(super().__call__(overrides, "hydra.sweep.dir", num,

@@ -26,13 +26,18 @@ OWN_SAMPLER = (*BRACKETS, "pbt")  # algorithms whose configurations come from `s
 PRUNERS = ("none", "asha", "sha", "hyperband", "median")
 
 
-def population_launcher(launcher: Any, why: str) -> Any:
-    """The launcher's population engine (vmap), which takes stoppers; else a clear error."""
+def population_launcher(launcher: Any, why: str, live: bool = False) -> Any:
+    """The launcher's population engine, which takes stoppers: vmap, or hpjax_slurm (and
+    hpjax_submitit_local) with vectorize=true unless `live` (the study is asked every epoch);
+    else a clear error."""
     impl = getattr(launcher, "impl", None)
-    if impl is None or not hasattr(impl, "stoppers"):
+    ok = impl is not None and hasattr(impl, "stoppers") and (
+        getattr(impl, "in_process", False) or (not live and getattr(impl, "vectorize", False)))
+    if not ok:
         raise ValueError(f"{why} trains its trials inside populations and needs "
-                         "hydra/launcher=vmap (the default); got "
-                         f"{type(launcher).__name__}")
+                         "hydra/launcher=vmap (the default)" + (
+                             "" if live else " or hpjax_slurm with vectorize=true")
+                         + f"; got {type(launcher).__name__}")
     return impl
 
 
@@ -152,8 +157,12 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
                         t.set_user_attr("job_dir", str(job_dir(t.number)))
             label = f"[bracket {k + 1}: {hpjax.bracket_table([rungs])[0]}]"
             log.info("%s %d trials from %d epochs", label, n, rungs[0].epochs)
-            impl.stoppers = Stoppers(trials, [r.epochs for r in rungs], sweeper.eta, mode,
-                                     label=label)
+            epochs = [r.epochs for r in rungs]
+            # In this process: report every epoch to the study; in a SLURM job: the rule alone
+            # (the sweeper records the learning curves from metrics.jsonl when it tells)
+            impl.stoppers = Stoppers(trials, epochs, sweeper.eta, mode, label=label) \
+                if getattr(impl, "in_process", False) else hpjax.HalvingStoppers(
+                    tuple(epochs), sweeper.eta, mode)
             try:
                 returns.append(sweeper._run_batch(study, trials, space))
             finally:
@@ -202,7 +211,7 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     explorer = hpjax.PBT(bounds, interval=opts["interval"], fraction=opts["fraction"],
                          resample_probability=opts["resample_probability"],
                          seed=sweeper.seed or 0)
-    impl.stoppers = lambda ids: explorer
+    impl.stoppers = hpjax.SameStopper(explorer)
     try:
         returns = [sweeper._run_batch(study, trials, space)]
     finally:

@@ -22,14 +22,12 @@ from optuna.trial import TrialState
 import hpjax
 from hpjax import signals
 
-from . import _attrs, _checks, _faults, _fidelity, _search, _storage
+from . import _attrs, _batch, _checks, _faults, _fidelity, _search, _storage
 
 log = logging.getLogger(__name__)
 
 MODES = ("min", "max")
-# Trials that ended with a result (diverged, failed on a bad value) count toward n_trials; a trial
-# left RUNNING by a killed sweep does not, and is run again on resume.
-_FINAL_FAIL = ("diverged", "failed")
+_FINAL_FAIL = _batch.FINAL_FAIL
 
 
 def optuna_direction(mode: str) -> str:
@@ -118,9 +116,7 @@ class HpjaxSweeperImpl(Sweeper):
 
     @staticmethod
     def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-        return [t for t in _storage.fresh_trials(study, (TrialState.COMPLETE, TrialState.FAIL,
-                                                         TrialState.PRUNED))
-                if t.state != TrialState.FAIL or t.user_attrs.get("status") in _FINAL_FAIL]
+        return _batch.finished_trials(study)
 
     def _enqueue_grid(self, study: optuna.Study, space: _search.SearchSpace,
                       room: Optional[int] = None) -> int:
@@ -161,9 +157,11 @@ class HpjaxSweeperImpl(Sweeper):
             task_function=self.task_function, storage=self.storage,
             study_name=self.study_name, sweep_dir=sweep_dir)
         self.conditional = space.conditional
-        if not sweep_dir.exists():  # the study, its configs and results: the user's only
+        try:  # the study, its configs and results: the user's only
             sweep_dir.mkdir(parents=True)
             os.chmod(sweep_dir, 0o700)
+        except FileExistsError:  # a rerun, or another worker made it
+            pass
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = self._study(sweep_dir, [optuna_direction(m) for m in modes])
         _storage.claim_owner(sweep_dir, _storage.owner_of(self.storage, self.study_name))
@@ -178,7 +176,7 @@ class HpjaxSweeperImpl(Sweeper):
             return _fidelity.sweep_pbt(self, study, sweep_dir, space)
         stoppers = self._pruning(study, space, modes)
         returns: list[Sequence[JobReturn]] = []
-        start, waiting = time.perf_counter(), False
+        start, waiting, milestones = time.perf_counter(), False, _batch.Milestones()
         while True:
             signals.check()  # a signal between batches stops before the next one
             trials, finished, running = self._claim(study, sweep_dir, space, total,
@@ -196,8 +194,11 @@ class HpjaxSweeperImpl(Sweeper):
             if stoppers is not None:
                 stoppers.trials = trials
             returns.append(self._run_batch(study, trials, space))
-            log.info("[study] %d/%d trials finished, %s, %.1f s", len(self._finished(study)),
-                     total, _best_line(study, names), time.perf_counter() - start)
+            finished = _batch.count(study)[0]
+            if milestones.due(finished, total):
+                log.info("[study] %d/%d trials finished, %s, %.1f s %s", finished, total,
+                         _batch.best_line(study, names), time.perf_counter() - start,
+                         _batch.bar(finished, total))
 
     def _pruning(self, study: optuna.Study, space: _search.SearchSpace,
                  modes: list[str]) -> Optional[_fidelity.Stoppers]:
@@ -207,7 +208,7 @@ class HpjaxSweeperImpl(Sweeper):
             return None
         if len(modes) > 1:
             raise ValueError("hydra.sweeper.pruner prunes on one objective; several were given")
-        impl = _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner")
+        impl = _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner", live=True)
         top = _fidelity.max_epochs(self, space)
         study.pruner = _fidelity.make_pruner(self.pruner, eta=self.eta,
                                              min_epochs=self.min_epochs, max_epochs=top)
@@ -224,7 +225,7 @@ class HpjaxSweeperImpl(Sweeper):
                 total, distributions = self._enqueue_grid(study, space), space.grid_distributions
             else:
                 total, distributions = self.n_trials, space.distributions
-            finished = len(self._finished(study))
+            finished = _batch.count(study)[0]
         if finished:
             log.info("resuming: %d of %d trials already finished", finished, total)
         return total, distributions
@@ -236,16 +237,16 @@ class HpjaxSweeperImpl(Sweeper):
         with self._lock(sweep_dir):
             if self.heartbeat_interval:
                 self._fail_stale(study)
-            finished = len(self._finished(study))
-            running = len(_storage.fresh_trials(study, (TrialState.RUNNING,)))
+            finished, running = _batch.count(study)
             room = min(self.batch_size, total - finished - running)
             if self.algorithm == "grid":
                 self._enqueue_grid(study, space, room)
-            trials = [space.ask(study, distributions) for _ in range(max(room, 0))]
             job_dir = self._job_dir(sweep_dir)
-            for t in trials:
-                if job_dir is not None:
-                    t.set_user_attr("job_dir", str(job_dir(t.number)))
+            with _batch.transaction(study):
+                trials = [space.ask(study, distributions) for _ in range(max(room, 0))]
+                for t in trials:
+                    if job_dir is not None:
+                        t.set_user_attr("job_dir", str(job_dir(t.number)))
             return trials, finished, running
 
     def _job_dir(self, sweep_dir: Path) -> Any:
@@ -257,20 +258,32 @@ class HpjaxSweeperImpl(Sweeper):
     def _run_batch(self, study: optuna.Study, trials: list,
                    space: _search.SearchSpace) -> list[JobReturn]:
         batch = [space.overrides(t.params) for t in trials]
-        self.validate_batch_is_legal(batch)
+        if not getattr(self.launcher, "composes_batch_first", False):  # else it checks them
+            self.validate_batch_is_legal(batch)
         _faults.carry_checkpoints(trials)
         with _faults.none_left_running(study, trials, self.max_retries, self._tell_result):
             with _faults.heartbeats(study, trials, self.heartbeat_interval):
                 results = self._launch(batch, [t.number for t in trials])
-            for trial, ret in zip(trials, results, strict=True):
-                try:
-                    self._tell(study, trial, ret)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    log.warning("trial %d was marked failed by another worker while it ran "
-                                "(two workers on one study need heartbeat_interval, or "
-                                "fail_stale_trials=false): its result is not told",
-                                trial.number)
-        return results
+            self._tell_batch(study, trials, results)
+        return _batch.slim(results)
+
+    def _tell_batch(self, study: optuna.Study, trials: list, results: list) -> None:
+        """Tells a batch's results in one transaction; one by one if a write is refused (a
+        trial another worker marked failed meanwhile: it is skipped, with a warning)."""
+        try:
+            with _batch.transaction(study):
+                self._tell_each(study, trials, results)
+        except optuna.exceptions.StorageInternalError:
+            self._tell_each(study, trials, results)
+
+    def _tell_each(self, study: optuna.Study, trials: list, results: list) -> None:
+        for trial, ret in zip(trials, results, strict=True):
+            try:
+                self._tell(study, trial, ret)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                log.warning("trial %d was marked failed by another worker while it ran (two "
+                            "workers on one study need heartbeat_interval, or "
+                            "fail_stale_trials=false): its result is not told", trial.number)
 
     def _launch(self, batch: list[list[str]], numbers: list[int]) -> list[JobReturn]:
         # Job directory = trial number, so a resumed sweep never overwrites an earlier trial's.
@@ -358,13 +371,3 @@ def _tell_values(study: optuna.Study, trial_id: int, status: str, values: list) 
         storage.set_trial_user_attr(trial_id, "error",
                                     f"objective values {values} are not finite numbers")
     study.tell(number, state=TrialState.FAIL)
-
-
-def _best_line(study: optuna.Study, names: list[str]) -> str:
-    """The sweep's progress: the best trial so far (one objective) or the Pareto front's size."""
-    if not any(t.state == TrialState.COMPLETE for t in study.trials):
-        return "no finished trial yet"
-    if len(study.directions) > 1:
-        return f"Pareto front of {', '.join(names)}: {len(study.best_trials)} trials"
-    best = study.best_trial
-    return f"best {names[0]} {best.value:.4f} (trial {best.number})"
