@@ -59,12 +59,20 @@ _hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR),
                          config_name="config")(train_task)
 
 
+def _not_ocdbt_merge(record: logging.LogRecord) -> bool:
+    """Orbax warns on every single-process save that it found no per-process files to merge."""
+    return "Skipping merge of OCDBT checkpoints" not in record.getMessage()
+
+
 def main() -> None:
     """The `hpjax` command. Hydra's ConfigStore is filled here, not on import; JAX's CPU devices
     are set when training first needs JAX (`hpjax.use_cpu_cores`), so `--help` and `--cfg` stay
     quick."""
-    # JAX reports at INFO that it found no TPU; Hydra's logging would print that on every run.
+    # JAX reports at INFO that it found no TPU, and Orbax (through absl) five lines per saved
+    # checkpoint; Hydra's logging would print them on every run.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    logging.getLogger("absl").addFilter(_not_ocdbt_merge)
     register()
     sys.argv[1:] = sweep_argv(sys.argv[1:])
     _hydra_main()
