@@ -60,6 +60,8 @@ def make_pruner(pruner: Any, *, eta: int, min_epochs: int, max_epochs: int) -> A
     """`hydra.sweeper.pruner` as an Optuna pruner (None: none)."""
     if pruner is None or pruner == "none":
         return None
+    if isinstance(pruner, optuna.pruners.BasePruner):  # Hydra instantiated the _target_ node
+        return pruner
     if isinstance(pruner, (dict, DictConfig)):
         from hydra.utils import instantiate
 
