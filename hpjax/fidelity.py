@@ -107,6 +107,10 @@ class SuccessiveHalving:
         self.promoted.append((epoch, len(alive), keep))
         return pruned
 
+    def resume(self, out: set[int]) -> None:
+        """Continues a bracket from a checkpoint: the trials it had stopped are `out`."""
+        self.out = set(out)
+
 
 @dataclass(frozen=True)
 class HalvingStoppers:

@@ -124,6 +124,10 @@ def _by_trial(stopper: Stopper, owners: list[int]) -> Callable:
             epochs.append(at)
         pruned = stopper(epoch, scores, values, running, epochs=epochs)
         return {k for k, o in enumerate(owners) if o in pruned}
+
+    if hasattr(stopper, "resume"):  # a population continued from its checkpoints
+        members_stopper.resume = lambda members: stopper.resume(
+            {o for m, o in zip(members, owners, strict=True) if m.pruned_at is not None})
     return members_stopper
 
 

@@ -10,6 +10,7 @@ config. With checkpoints, a population continues from the latest epoch all its m
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,8 @@ class Member:
     slot: Optional[int] = None  # its place on the member axis; None once compacted away
     test: Optional[dict] = None  # its test metrics, taken when it left the population
     offset: int = 0  # the population's epochs before it joined (a refilled slot)
+    pruned_at: Optional[int] = None  # the epoch the sweep's schedule stopped it
+    gone: bool = False  # it left the population in an earlier run (restored from its record)
 
     @property
     def result(self) -> Result:
@@ -76,7 +79,7 @@ class Member:
         return {"config": repr(self.cfg), "rows": self.outcome.rows, "active": self.active,
                 "train_s": self.train_s, "status": r.status, "diverged_epoch": r.diverged_epoch,
                 "stopped_early": r.stopped_early, "best_epoch": self.tracker.epoch,
-                "best_row": self.tracker.row}
+                "best_row": self.tracker.row, "pruned_at": self.pruned_at, "test": self.test}
 
     def restore(self, meta: dict, epoch: int) -> None:
         r = self.result
@@ -86,6 +89,9 @@ class Member:
         r.epochs_run, r.resumed_from_epoch = len(self.outcome.rows), epoch
         self.tracker.epoch, self.tracker.row = meta["best_epoch"], meta["best_row"]
         self.active, self.train_s = meta["active"], meta["train_s"]
+        self.pruned_at = meta.get("pruned_at")
+        if meta.get("left"):  # it had left the population: its test metrics were taken then
+            self.gone, self.test = True, meta["test"]
 
     def record(self, epoch: int, row: dict, finite: bool) -> bool:
         """Takes one epoch's metrics; returns whether this epoch is the member's best so far."""
@@ -103,7 +109,7 @@ class Member:
         """Stopped by the sweep's schedule (successive halving, a pruner) after `epoch`."""
         if self.result.status == "ok":
             self.result.status = "pruned"
-        self.active = False
+        self.active, self.pruned_at = False, epoch
 
     def saves_at(self, epoch: int, now: bool = False) -> bool:
         """Whether the member saves at this epoch: every `checkpoint_every` epochs, or `now`
@@ -191,20 +197,29 @@ class _Run:
         return np.array([self.members[k].active for k in self.slots]
                         + [False] * (self.inputs.size - len(self.slots)))
 
-    def compact(self) -> None:
+    def compact(self, epoch: Optional[int] = None) -> None:
         """Gathers the active members into the smallest power of two that holds them, once at
         most half the slots train: frozen members stop costing compute. Each population size
-        compiles its program once. The members that leave take their test metrics along."""
+        compiles its program once. The members that leave take their test metrics along, and
+        those with checkpoints save a last one after `epoch`, marked `left`: a resumed
+        population restores them from it and does not train them again."""
         keep = [s for s, k in enumerate(self.slots) if self.members[k].active]
         size = population.padded_size(max(len(keep), 1))
         if size >= self.inputs.size or not keep:
             return
         test = self.test_metrics()
-        self.save_params([s for s in range(len(self.slots)) if s not in keep])
-        for s, k in enumerate(self.slots):
-            member = self.members[k]
-            member.test = {n: float(v[s]) for n, v in test.items()}
-            member.slot = None
+        leaving = [s for s in range(len(self.slots)) if s not in keep]
+        self.save_params(leaving)
+        for s in leaving:
+            member = self.members[self.slots[s]]
+            if not member.gone:
+                member.test = {n: float(v[s]) for n, v in test.items()}
+                if member.checkpoint_dir and epoch is not None and epoch < member.cfg.train.epochs:
+                    checkpoint.save(member.checkpoint_dir, epoch - member.offset,
+                                    _member((self.states, self.best_params), s),
+                                    {**member.meta(), "left": True})
+        for k in self.slots:
+            self.members[k].slot = None
         idx = np.array(keep + keep[-1:] * (size - len(keep)), np.int32)
         i = self.inputs
         self.place = population.Placement.of(size)
@@ -224,7 +239,8 @@ class _Run:
         members = [(s, self.members[self.slots[s]]) for s in slots]
         checkpoint.save_params([(m.params_dir, jax.device_get(_member(self.best_params, s)))
                                 for s, m in members
-                                if m.params_dir and m.tracker.epoch is not None])
+                                if m.params_dir and m.tracker.epoch is not None
+                                and not m.gone])
 
     def copy_members(self, pairs: list[tuple[int, int]]) -> None:
         """PBT's exploit: slot `dst` takes everything of slot `src` (state, best parameters,
@@ -310,7 +326,8 @@ class _Run:
 
     def save(self, epoch: int, now: bool = False) -> None:
         for member in self.members:
-            if member.slot is not None and member.saves_at(epoch - member.offset, now):
+            if member.slot is not None and not member.gone and member.saves_at(
+                    epoch - member.offset, now):
                 checkpoint.save(member.checkpoint_dir, epoch - member.offset,
                                 _member((self.states, self.best_params), member.slot),
                                 member.meta())
@@ -325,7 +342,7 @@ class _Run:
         for member in self.members:
             r, tracker = member.result, member.tracker
             if tracker.epoch is not None:
-                own = member.test if member.slot is None else {
+                own = member.test if member.slot is None or member.gone else {
                     n: float(v[member.slot]) for n, v in test.items()}
                 r.test = {f"test/{n}": v for n, v in own.items()}
                 r.best_epoch = tracker.epoch
@@ -357,16 +374,33 @@ def _member(tree: Any, k: int) -> Any:
     return jax.tree.map(lambda a: a[k], tree)
 
 
+def _resume_epoch(dirs: list[str]) -> tuple[Optional[int], list[Optional[int]]]:
+    """The latest epoch every member saved, or after which it had left the population (a
+    bracket's pruned members leave it); and for each member the epoch to restore it from."""
+    saved = [set(checkpoint.all_epochs(d)) if os.path.isdir(d) else set() for d in dirs]
+    if not all(saved):
+        return None, []
+    left = [max(s) if checkpoint.restore_meta(d, max(s)).get("left") else None
+            for d, s in zip(dirs, saved, strict=True)]
+    for epoch in sorted(set.union(*saved), reverse=True):
+        at = [epoch if epoch in s else (g if g is not None and g <= epoch else None)
+              for s, g in zip(saved, left, strict=True)]
+        if all(a is not None for a in at):
+            return epoch, at
+    return None, []
+
+
 def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
-    """Restores every member from their latest common checkpoint; returns its epoch, or None
-    when a member has none, or one was saved by another config (the run then starts anew)."""
-    epoch = checkpoint.common_epoch(dirs)
+    """Restores every member from their latest common checkpoint (a member that had left the
+    population, from its last one); returns its epoch, or None when a member has none, or one
+    was saved by another config (the run then starts anew)."""
+    epoch, at = _resume_epoch(dirs)
     if epoch is None:
         return None
     like = _member((run.states, run.best_params), 0)
     trees, metas = [], []
-    for d, member in zip(dirs, run.members, strict=True):
-        tree, meta = checkpoint.restore(d, epoch, like)
+    for d, member, e in zip(dirs, run.members, at, strict=True):
+        tree, meta = checkpoint.restore(d, e, like)
         if meta["config"] != repr(member.cfg):
             log.warning("checkpoint in %s is of another config: training from the start", d)
             return None
@@ -377,6 +411,7 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
         jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
     for member, meta in zip(run.members, metas, strict=True):
         member.restore(meta, epoch)
+    run.compact(epoch)  # members that had left: out again
     log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
              "" if len(dirs) == 1 else "s", epoch)
     return epoch
@@ -423,6 +458,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
         for row in member.outcome.rows:
             on_epoch(k, row)
+    if start > 1 and hasattr(stopper, "resume"):  # a bracket's rule: who it had stopped
+        stopper.resume(run.members)
     if refill is not None:
         from hpjax import refill as refill_lib
 
@@ -447,5 +484,5 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         run.save(epoch, now=stop)
         signals.check()
         if stopper is not None:
-            run.compact()
+            run.compact(epoch)
     return run.finish(CompileStats.seconds - compile_s0)

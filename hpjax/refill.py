@@ -125,7 +125,7 @@ def train(run, refill: Callable[[int], list[NewMember]], start: int, *,  # noqa:
         run.save(epoch, now=stop)
         signals.check()
         if exhausted:
-            run.compact()
+            run.compact(epoch)
 
 
 __all__ = ["NewMember", "free_slots", "join", "train", "vacate"]

@@ -93,6 +93,40 @@ def test_survivors_continue_from_their_state(bracket_run):
     assert compiles <= 3 * 4
 
 
+def test_a_bracket_that_dies_resumes_from_its_checkpoints(bracket_run, tmp_path):
+    """The bracket above with `train.checkpoint_every=1`, killed during epoch 4 (after the
+    third epoch's checkpoints) and run again on its job directories, as a requeued SLURM job
+    is: it trains epoch 4 only, the trials pruned before (gone from the population) are
+    restored from their last checkpoint, and every result equals the uninterrupted run's."""
+    _, halved, _, _, _ = bracket_run
+    cfgs = [compose_config([*SMALL, f"optimizer.lr={lr}", "train.checkpoint_every=1"])
+            for lr in LRS]
+    dirs = [str(tmp_path / str(i)) for i in range(len(cfgs))]
+
+    class Killed(Exception):
+        pass
+
+    def killed_at_4(report):
+        if report.epoch == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_trials(cfgs, stopper=fidelity.SuccessiveHalving([1, 2, 4], 2, "max"),
+                     output_dirs=dirs, on_progress=killed_at_4)
+    epochs = []
+    resumed = train_trials(cfgs, stopper=fidelity.SuccessiveHalving([1, 2, 4], 2, "max"),
+                           output_dirs=dirs, on_progress=lambda r: epochs.append(r.epoch))
+    assert epochs == [4]  # one epoch trained, by the one trial left
+    for r, h in zip(resumed, halved, strict=True):
+        assert (r.result.status, r.result.epochs_run, r.result.best_epoch) == (
+            h.result.status, h.result.epochs_run, h.result.best_epoch)
+        assert r.result.resumed_from_epoch == 3
+        assert [row["val/loss"] for row in r.rows] == pytest.approx(
+            [row["val/loss"] for row in h.rows], rel=1e-5)
+        assert r.result.objective == pytest.approx(h.result.objective, rel=1e-5)
+        assert r.result.test == pytest.approx(h.result.test, rel=1e-5)
+
+
 TINY = [*SMALL, "hydra/sweeper=hpjax", "optimizer.lr=tag(log, interval(1e-3, 0.3))",
         "model.dropout=interval(0, 0.3)"]
 

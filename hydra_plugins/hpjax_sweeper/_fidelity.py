@@ -128,6 +128,8 @@ class Stoppers:
                            and values[i] is not None and t.should_prune()}
             return pruned
 
+        if rule is not None:
+            stop.resume = rule.resume
         return stop
 
 
