@@ -66,6 +66,7 @@ class Member:
     slot: Optional[int] = None  # its place on the member axis; None once compacted away
     test: Optional[dict] = None  # its test metrics, taken when it left the population
     host: dict = field(default_factory=dict)  # its host metrics: {"val/f1_macro": ..., "test/..."}
+    offset: int = 0  # the population's epochs before it joined (a refilled slot)
 
     @property
     def result(self) -> Result:
@@ -152,29 +153,30 @@ def _epoch_report(epoch: int, members: list[Member]) -> EpochReport:
 
 
 class _Run:
-    """One population's training: the compiled functions, the device state and the members."""
+    """One population's training: the compiled functions, the device state and the members.
+    `refilled`: slots are given to new members as others leave (`hpjax.refill`)."""
 
     def __init__(self, cfgs: list[Config], folds: list[int], launcher: str,
                  checkpoint_dirs: Optional[list[str]],
-                 params_dirs: Optional[list[Optional[str]]] = None) -> None:
+                 params_dirs: Optional[list[Optional[str]]] = None,
+                 refilled: bool = False) -> None:
         cfg0 = cfgs[0]
+        self.launcher = launcher
         self.ds = ds = data_lib.load(cfg0.data, cfg0.task.name == "regression")
         check_fits(cfg0, ds)
-        self.pop = population.get(cfg0, ds, _fixed_activation(cfgs))
+        # a refilled slot may take any activation: it stays traced
+        self.pop = population.get(cfg0, ds, None if refilled else _fixed_activation(cfgs))
         self.place = population.Placement.of(population.padded_size(len(cfgs)))
         if self.place.devices > 1:
             log.info("population of %d split over %d devices",
                      population.padded_size(len(cfgs)), self.place.devices)
-        self.inputs = population.stack(cfgs, folds, self.place)
+        self.inputs = population.stack(cfgs, folds, self.place, own_rows=refilled)
         self.train_data = self.place.shared((ds.x_train, ds.y_train))
         self.val_data = self.place.shared((ds.x_val, ds.y_val))
         dirs = checkpoint_dirs or [None] * len(cfgs)
-        self.members = [Member(c, Outcome(Result(
-            "ok", None, c.objective.metric, c.objective.mode, seed=c.train.seed,
-            launcher=launcher, fold=f if ds.folds else None)), BestEpoch(c.train.early_stopping),
-            d if c.train.checkpoint_every else None, p)
-            for c, f, d, p in zip(cfgs, folds, dirs, params_dirs or [None] * len(cfgs),
-                                  strict=True)]
+        self.members = [self.new_member(c, f, d, p)
+                        for c, f, d, p in zip(cfgs, folds, dirs, params_dirs or [None] * len(cfgs),
+                                              strict=True)]
         for k, member in enumerate(self.members):
             member.slot = k
         self.slots = list(range(len(cfgs)))  # the member in each slot (padding excluded)
@@ -182,6 +184,14 @@ class _Run:
         # Placed as the epoch returns it, so that the epoch program compiles once.
         self.states = self.place.per_member(self.pop.init(i.hp, i.seeds, i.owner))
         self.best_params = jax.tree.map(jnp.copy, self.states.params)
+
+    def new_member(self, cfg: Config, fold: int, checkpoint_dir: Optional[str],
+                   params_dir: Optional[str]) -> Member:
+        return Member(cfg, Outcome(Result(
+            "ok", None, cfg.objective.metric, cfg.objective.mode, seed=cfg.train.seed,
+            launcher=self.launcher, fold=fold if self.ds.folds else None)),
+            BestEpoch(cfg.train.early_stopping),
+            checkpoint_dir if cfg.train.checkpoint_every else None, params_dir)
 
     def active_mask(self) -> np.ndarray:
         return np.array([self.members[k].active for k in self.slots]
@@ -321,10 +331,11 @@ class _Run:
         for s in np.flatnonzero(active):
             k = self.slots[s]
             member = self.members[k]
+            own = epoch - member.offset  # its own epoch (a refilled slot's member started later)
             member.train_s += max(t1 - t0 - compiling, 0.0) / running
-            row = {"epoch": epoch, **{n: float(v[s]) for n, v in m.items() if n != "finite"},
+            row = {"epoch": own, **{n: float(v[s]) for n, v in m.items() if n != "finite"},
                    "epoch_time_s": round(epoch_s, 6)}
-            improved[s] = member.record(epoch, row, bool(m["finite"][s]))
+            improved[s] = member.record(own, row, bool(m["finite"][s]))
             if on_epoch:
                 on_epoch(k, row)
         if improved.any():
@@ -333,8 +344,8 @@ class _Run:
 
     def save(self, epoch: int, now: bool = False) -> None:
         for member in self.members:
-            if member.slot is not None and member.saves_at(epoch, now):
-                checkpoint.save(member.checkpoint_dir, epoch,
+            if member.slot is not None and member.saves_at(epoch - member.offset, now):
+                checkpoint.save(member.checkpoint_dir, epoch - member.offset,
                                 _member((self.states, self.best_params), member.slot),
                                 member.meta())
 
@@ -417,7 +428,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      checkpoint_dirs: Optional[list[str]] = None,
                      params_dirs: Optional[list[Optional[str]]] = None,
                      stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
-                     pbt: Optional[pbt_lib.PBT] = None) -> list[Outcome]:
+                     pbt: Optional[pbt_lib.PBT] = None,
+                     refill: Optional[Callable[[int], list]] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
@@ -435,6 +447,9 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         returns stop there as `pruned`, and once at most half the slots train the population
         is gathered into a smaller one (successive halving, Hyperband, Optuna's pruners).
       pbt: population-based training's exploit and explore, after every epoch.
+      refill: called with a number of free slots at each epoch boundary, returns at most that
+        many new members (`hpjax.refill.NewMember`), which train from their own fresh state in
+        the slots of members that ended; their outcomes follow the configs' in the list.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -442,11 +457,17 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     CompileStats.install()
     compile_s0 = CompileStats.seconds
     run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
-               checkpoint_dirs, params_dirs)
+               checkpoint_dirs, params_dirs, refilled=refill is not None)
     start = run.resume()
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
         for row in member.outcome.rows:
             on_epoch(k, row)
+    if refill is not None:
+        from hpjax import refill as refill_lib
+
+        refill_lib.train(run, refill, start, on_epoch=on_epoch, stopper=stopper,
+                         on_progress=on_progress or (log_report if len(cfgs) > 1 else None))
+        return run.finish(CompileStats.seconds - compile_s0)
     if pbt is not None:
         pbt.start(run.members)
     for epoch in range(start, cfgs[0].train.epochs + 1):

@@ -200,6 +200,10 @@ def test_installs_declare_what_they_use_and_start_off_linux(monkeypatch):
     deps = {d.split(">")[0].split("[")[0].strip(): d for d in meta["dependencies"]}
     assert deps["optuna"].startswith("optuna>=4.9")  # heartbeat_stale_trial_callback
     assert {"sqlalchemy", "filelock"} <= set(deps)
+    # CI installs these floors in a fresh virtualenv and runs a smoke test, before the suite
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text().strip().splitlines()
+    assert "scripts/check_floors.sh" in ci[:-1]
+    assert all(">=" in d for d in meta["dependencies"])  # each has a floor to install
     plugins = Path(__file__).parents[1] / "hydra_plugins"
     assert not [p for p in plugins.rglob("*.py") if "import fcntl" in p.read_text()]
     from hpjax import compile as compile_lib

@@ -65,6 +65,9 @@ class VmapLauncherImpl:
         # Set by hpjax's sweeper for multi-fidelity search: batch positions of a population's
         # jobs -> the `hpjax.fidelity.Stopper` that prunes them epoch by epoch.
         self.stoppers: Any = None
+        # Set by hpjax's sweeper with a pruner: n -> at most n new (job number, overrides) for
+        # the slots of trials that ended; their returns follow the batch's.
+        self.refill: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -127,13 +130,22 @@ class VmapLauncherImpl:
 
     def run_jobs(self, indexed: list[tuple[int, list]]) -> list[JobReturn]:
         """Trains jobs given as (job number, overrides) as populations, then ends each under
-        Hydra's `run_job`."""
+        Hydra's `run_job`; with `refill`, the refilled jobs' returns follow."""
+        indexed = list(indexed)
         self._start()
         hpjax.enable_compilation_cache()
         configs = [self._compose(n, o) for n, o in indexed]
         jobs = [self._job(n, c) for (n, _), c in zip(indexed, configs, strict=True)]
         returns: dict[int, JobReturn] = {}
         quiet = len(indexed) > PER_TRIAL_LINES
+
+        def refill(n: int) -> list:
+            new = []
+            for number, overrides in self.refill(n):
+                indexed.append((number, list(overrides)))
+                configs.append(self._compose(number, list(overrides)))
+                new.append(self._job(number, configs[-1]))
+            return new
 
         def end_jobs(ended: dict) -> None:  # each population's files as soon as it ends
             for i, end in sorted(ended.items()):
@@ -144,7 +156,8 @@ class VmapLauncherImpl:
         try:
             hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
                              memory_budget_mb=self.memory_budget_mb, progress=self.progress,
-                             stoppers=self.stoppers, on_ended=end_jobs)
+                             stoppers=self.stoppers, on_ended=end_jobs,
+                             refill=refill if self.refill is not None else None)
         finally:
             self.quiet = False
         return [returns[i] for i in range(len(indexed))]
