@@ -307,7 +307,8 @@ def grid_space(config: DictConfig) -> str:
 
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     preset = OmegaConf.select(config, "hydra.runtime.choices.search", default=None)
-    origin = f"preset search={preset}" if preset else "config file (hydra.sweeper.params)"
+    origin = ("default grid (conf/search/default.yaml)" if preset == "default" else
+              f"preset search={preset}" if preset else "config file (hydra.sweeper.params)")
     axes = {}
     parser = OverridesParser.create()
     for line, where in [(f"{k}={v}", origin) for k, v in params.items()] + [
