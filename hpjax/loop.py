@@ -22,6 +22,7 @@ import numpy as np
 
 from hpjax import checkpoint, population, signals, trainer
 from hpjax import data as data_lib
+from hpjax import metrics as host_metrics
 from hpjax import pbt as pbt_lib
 from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError, EarlyStoppingConfig
@@ -65,6 +66,7 @@ class Member:
     train_s: float = 0.0  # its share of the population's time in the epoch program
     slot: Optional[int] = None  # its place on the member axis; None once compacted away
     test: Optional[dict] = None  # its test metrics, taken when it left the population
+    host: dict = field(default_factory=dict)  # its host metrics: {"val/f1_macro": ..., "test/..."}
     offset: int = 0  # the population's epochs before it joined (a refilled slot)
     pruned_at: Optional[int] = None  # the epoch the sweep's schedule stopped it
     gone: bool = False  # it left the population in an earlier run (restored from its record)
@@ -79,7 +81,8 @@ class Member:
         return {"config": repr(self.cfg), "rows": self.outcome.rows, "active": self.active,
                 "train_s": self.train_s, "status": r.status, "diverged_epoch": r.diverged_epoch,
                 "stopped_early": r.stopped_early, "best_epoch": self.tracker.epoch,
-                "best_row": self.tracker.row, "pruned_at": self.pruned_at, "test": self.test}
+                "best_row": self.tracker.row, "pruned_at": self.pruned_at, "test": self.test,
+                "host": self.host}
 
     def restore(self, meta: dict, epoch: int) -> None:
         r = self.result
@@ -91,7 +94,7 @@ class Member:
         self.active, self.train_s = meta["active"], meta["train_s"]
         self.pruned_at = meta.get("pruned_at")
         if meta.get("left"):  # it had left the population: its test metrics were taken then
-            self.gone, self.test = True, meta["test"]
+            self.gone, self.test, self.host = True, meta["test"], meta.get("host", {})
 
     def record(self, epoch: int, row: dict, finite: bool) -> bool:
         """Takes one epoch's metrics; returns whether this epoch is the member's best so far."""
@@ -144,12 +147,16 @@ def _fixed_activation(cfgs: list[Config]) -> Optional[int]:
 def _epoch_report(epoch: int, members: list[Member]) -> EpochReport:
     """Progress by the first member's objective, among the members that share it."""
     objective = members[0].cfg.objective
-    scores = [(m.tracker.row[objective.metric], i) for i, m in enumerate(members)
+    metric, mode = objective.metric, objective.mode
+    if metric not in members[0].cfg.task.metrics():  # a host metric: known once training ends
+        metric, mode = (members[0].cfg.train.early_stopping.monitor,
+                        members[0].cfg.train.early_stopping.mode)
+    scores = [(m.tracker.row[metric], i) for i, m in enumerate(members)
               if m.cfg.objective == objective and m.tracker.epoch is not None
               and m.result.status == "ok"]
-    best = (max if objective.mode == "max" else min)(scores) if scores else (None, None)
+    best = (max if mode == "max" else min)(scores) if scores else (None, None)
     return EpochReport(epoch, members[0].cfg.train.epochs, sum(m.active for m in members),
-                       len(members), objective.metric, *best)
+                       len(members), metric, *best)
 
 
 class _Run:
@@ -209,12 +216,14 @@ class _Run:
             return
         test = self.test_metrics()
         leaving = [s for s in range(len(self.slots)) if s not in keep]
+        self.host_metrics([s for s in leaving if not self.members[self.slots[s]].gone])
         self.save_params(leaving)
         for s in leaving:
             member = self.members[self.slots[s]]
             if not member.gone:
                 member.test = {n: float(v[s]) for n, v in test.items()}
-                if member.checkpoint_dir and epoch is not None and epoch < member.cfg.train.epochs:
+                if member.checkpoint_dir and epoch is not None and (
+                        epoch < member.cfg.train.epochs):
                     checkpoint.save(member.checkpoint_dir, epoch - member.offset,
                                     _member((self.states, self.best_params), s),
                                     {**member.meta(), "left": True})
@@ -283,6 +292,33 @@ class _Run:
                                                 *self.place.shared((self.ds.x_test,
                                                                     self.ds.y_test))))
 
+    def host_metrics(self, slots: Any) -> None:
+        """The host metrics (`hpjax.metrics`) of the members in `slots` that ask for any, from
+        their best epoch's predictions of the validation and test splits (one compiled pass of
+        the whole population per split), into `Member.host`."""
+        wanted = {}
+        for s in slots:
+            member = self.members[self.slots[s]]
+            names = host_metrics.requested(member.cfg)
+            if names and member.tracker.epoch is not None:
+                wanted[s] = (member, names)
+        if not wanted:
+            return
+        ds, i = self.ds, self.inputs
+        task = self.members[0].cfg.task.name
+        fold = np.asarray(jax.device_get(i.fold))
+        for split in ("val", "test"):
+            x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+            out = np.asarray(jax.device_get(self.pop.predict(self.best_params, i.hp, i.fold,
+                                                             self.place.shared(x))))
+            for s, (member, names) in wanted.items():
+                truth, pred = (y[fold[s]] if ds.folds else y), out[s]
+                if ds.y_std is not None:  # regression: in the targets' own units
+                    truth = truth.reshape(pred.shape) * ds.y_std + ds.y_mean
+                    pred = pred * ds.y_std + ds.y_mean
+                member.host.update({f"{split}/{k}": v for k, v in host_metrics.score(
+                    task, names, truth, pred).items()})
+
     def resume(self) -> int:
         """The first epoch to train: after the members' latest common checkpoint, else 1 (and
         the members' old checkpoints are cleared)."""
@@ -335,6 +371,7 @@ class _Run:
     def finish(self, compile_s: float) -> list[Outcome]:
         """Test metrics at each member's best epoch, and the results' numbers."""
         test = self.test_metrics()
+        self.host_metrics(range(len(self.slots)))
         self.save_params(range(len(self.slots)))
         num_params = sum(int(np.prod(p.shape[1:]))
                          for p in jax.tree.leaves(self.states.params["params"]))
@@ -344,11 +381,15 @@ class _Run:
             if tracker.epoch is not None:
                 own = member.test if member.slot is None or member.gone else {
                     n: float(v[member.slot]) for n, v in test.items()}
-                r.test = {f"test/{n}": v for n, v in own.items()}
+                host = member.host
+                r.test = {**{f"test/{n}": v for n, v in own.items()},
+                          **{n: v for n, v in host.items() if n.startswith("test/")}}
                 r.best_epoch = tracker.epoch
-                r.best = {n: v for n, v in tracker.row.items() if n != "epoch"}
+                r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
+                          **{n: v for n, v in host.items() if n.startswith("val/")}}
             if r.status in ("ok", "pruned") and tracker.epoch is not None:
-                r.objective = float(tracker.row[member.cfg.objective.metric])
+                value = float(r.best[member.cfg.objective.metric])
+                r.objective = value if math.isfinite(value) else None  # an undefined score
             r.compile_time_s = round(compile_s / len(self.members), 4)
             r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
             r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \

@@ -48,6 +48,7 @@ def vacate(run, slots: list[int]) -> None:  # noqa: ANN001
     if not held:
         return
     test = run.test_metrics()
+    run.host_metrics(held)
     run.save_params(held)
     for s in held:
         member = run.members[run.slots[s]]

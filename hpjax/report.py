@@ -137,7 +137,7 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
     position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
     regression = trials and not any(t.metric("val/accuracy") is not None for t in trials)
     metrics = list(dict.fromkeys([*objectives, *(REGRESSION_COLUMNS if regression
-                                                  else METRIC_COLUMNS)]))
+                                                  else METRIC_COLUMNS), *host_columns(trials)]))
     with io.StringIO(newline="") as f:  # written whole below: a kill leaves the old file
         w = csv.writer(f)
         w.writerow(["trial", "rank", *keys, "status", "objective", "objective_std", *metrics,
@@ -153,6 +153,17 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
                         f"{t.seconds:.3f}" if t.result else "", t.job in front,
                         t.get("error") or ""])
         write_atomic(path, f.getvalue())
+
+
+def host_columns(trials: list[Trial]) -> list[str]:
+    """The host metrics (`task.host_metrics`, a host objective) the trials report: val/ then
+    test/ columns."""
+    from hpjax.metrics import BY_TASK
+
+    host = {n for task in BY_TASK.values() for n in task}
+    found = {k for t in trials if t.result for k in (*t.result.best, *t.result.test)
+             if k.split("/", 1)[-1] in host}
+    return sorted(found, key=lambda k: (not k.startswith("val/"), k))
 
 
 def _cell(v: Any) -> str:
@@ -296,7 +307,8 @@ def grid_space(config: DictConfig) -> str:
 
     params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
     preset = OmegaConf.select(config, "hydra.runtime.choices.search", default=None)
-    origin = f"preset search={preset}" if preset else "config file (hydra.sweeper.params)"
+    origin = ("default grid (conf/search/default.yaml)" if preset == "default" else
+              f"preset search={preset}" if preset else "config file (hydra.sweeper.params)")
     axes = {}
     parser = OverridesParser.create()
     for line, where in [(f"{k}={v}", origin) for k, v in params.items()] + [

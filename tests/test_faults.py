@@ -140,6 +140,21 @@ def test_the_default_grid_joins_only_a_bare_multirun(tmp_path, caplog):
     assert bare == ["-m"]
     assert sweep_argv(["-m", "search=tpe", "optimizer.lr=0.1,0.2"])[-1] != \
         "hydra.sweeper.params=null"
+    # a bare `hpjax -m` (fixed overrides allowed) gets the default grid, from the search group
+    cfg = compose_config(["train.epochs=5"], validate=False, return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"optimizer.lr": "1e-3,3e-3,1e-2",
+                                              "activation": "relu,tanh,gelu"}
+    from hpjax.report import grid_space
+
+    assert "activation    relu,tanh,gelu  [default grid (conf/search/default.yaml)]" in \
+        grid_space(cfg)
+    # a preset replaces it whole: its space is its own keys (PBT's has no activation)
+    for preset in sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml")):
+        cfg = compose_config([f"search={preset}"], validate=False, return_hydra_config=True)
+        own = OmegaConf.load(CONF_DIR / "search" / f"{preset}.yaml").hydra.sweeper.params
+        assert list(cfg.hydra.sweeper.params) == list(own), preset
+        if preset == "pbt":
+            assert "activation" not in cfg.hydra.sweeper.params
 
 
 def test_a_sweep_directory_has_one_owner(tmp_path, capsys):
