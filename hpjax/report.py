@@ -140,13 +140,15 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
                                                   else METRIC_COLUMNS), *host_columns(trials)]))
     with io.StringIO(newline="") as f:  # written whole below: a kill leaves the old file
         w = csv.writer(f)
-        w.writerow(["trial", "rank", *keys, "status", "objective", "objective_std", *metrics,
+        w.writerow(["trial", "rank", *keys, "status", "ended", "objective", "objective_std",
+                    *metrics,
                     "best_epoch",
                     "epochs_run", "num_params", "time_s", "pareto", "error"])
         for t in trials:
             values = dict(o.split("=", 1) for o in t.overrides)
             w.writerow([t.job, position.get(t.job, ""), *(values.get(k, "") for k in keys),
-                        t.status, _cell(t.get("objective")), _cell(t.get("objective_std")),
+                        t.status, t.ended, _cell(t.get("objective")),
+                        _cell(t.get("objective_std")),
                         *(_cell(t.metric(m)) for m in metrics),
                         _cell(t.get("best_epoch")), _cell(t.get("epochs_run")),
                         _cell(t.get("num_params")),

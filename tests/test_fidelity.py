@@ -1,5 +1,7 @@
 """Hyperband's brackets, successive halving inside a population, and the sweeper's use of them."""
 
+import logging
+
 import pytest
 
 from conftest import compose_config
@@ -142,8 +144,21 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     from test_sweeper import read_summary, trials_in
 
     sweep = tmp_path / "hb"
-    multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
-              "hydra.sweeper.eta=2"], sweep)
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    sweeper_log = logging.getLogger("hydra_plugins.hpjax_sweeper._fidelity")
+    sweeper_log.addHandler(handler)
+    try:
+        multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
+                  "hydra.sweeper.eta=2"], sweep)
+    finally:
+        sweeper_log.removeHandler(handler)
+    # the log says per rung how many went on
+    assert [line for line in lines if " rung " in line] == [
+        "[bracket 1: 4x1 2x2 1x4] rung 1 (epoch 1): 4 trials, 2 promoted",
+        "[bracket 1: 4x1 2x2 1x4] rung 2 (epoch 2): 2 trials, 1 promoted",
+        "[bracket 2: 3x2 1x4] rung 1 (epoch 2): 3 trials, 1 promoted"]
     trials = sorted(trials_in(sweep), key=lambda t: t.number)
     assert [t.user_attrs["bracket"] for t in trials] == [0] * 4 + [1] * 3 + [2] * 3
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
@@ -166,6 +181,16 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     assert epochs == (2 * 1 + 1 * 2 + 4) + (2 * 2 + 4) + 3 * 4
     summary = read_summary(sweep)
     assert sorted(r["status"] for r in summary) == ["ok"] * 5 + ["pruned"] * 5
+    for row in summary:  # summary.csv says how each ended, as the table does
+        assert row["ended"] == ("ok" if row["status"] == "ok"
+                                else f"pruned at epoch {row['epochs_run']}")
+    # report.html's population timeline labels each bracket's population with its rungs
+    from hpjax.html_report import timeline_figure
+    from hpjax.report import read_trials
+
+    labels = list(dict.fromkeys(timeline_figure(read_trials(sweep)).data[0].y))
+    assert [label.split("(", 1)[1] for label in labels] == [
+        "4 trials, rungs 4x1 2x2 1x4)", "3 trials, rungs 3x2 1x4)", "3 trials)"]
     best = min(summary, key=lambda r: int(r["rank"] or 99))
     assert best["status"] == "ok"
 

@@ -129,7 +129,7 @@ class Stoppers:
             return pruned
 
         if rule is not None:
-            stop.resume = rule.resume
+            stop.resume, stop.rule = rule.resume, rule
         return stop
 
 
