@@ -193,6 +193,19 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
         "4 trials, rungs 4x1 2x2 1x4)", "3 trials, rungs 3x2 1x4)", "3 trials)"]
     best = min(summary, key=lambda r: int(r["rank"] or 99))
     assert best["status"] == "ok"
+    # run again: nothing left to train, and n_trials=null is the brackets' 10 in the log
+    lines.clear()
+    impl_log = logging.getLogger("hydra_plugins.hpjax_sweeper._impl")
+    impl_log.addHandler(handler)
+    try:
+        multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
+                  "hydra.sweeper.eta=2"], sweep)
+    finally:
+        impl_log.removeHandler(handler)
+    assert "resuming: 10 of 10 trials already finished" in lines
+    assert any(line.startswith("search space: ") and ", 10 trials (hyperband)" in line
+               for line in lines)
+    assert len(trials_in(sweep)) == 10
 
 
 @pytest.mark.parametrize("overrides, match", [
