@@ -19,7 +19,7 @@ import numpy as np
 from hpjax import data as data_lib
 from hpjax import population, trainer
 from hpjax.config import Config, ConfigError
-from hpjax.fidelity import Stopper
+from hpjax.fidelity import Stopper, SuccessiveHalving
 from hpjax.hparams import signature
 from hpjax.jobs import JobEnd, members_per_trial, train_trials
 from hpjax.progress import SweepProgress
@@ -102,12 +102,24 @@ def _is_out_of_memory(error: BaseException) -> bool:
 def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
                 progress: SweepProgress, label: str, train: Callable = train_trials,
                 ids: Optional[list[int]] = None,
-                stoppers: Optional[Callable[[list[int]], Stopper]] = None) -> None:
-    """Trains one chunk as one population and sets `ends[id]` for each of its jobs."""
-    ids = list(range(len(jobs))) if ids is None else ids
-    extra = {"stopper": stoppers(ids)} if stoppers is not None else {}
+                stoppers: Optional[Callable[[list[int]], Stopper]] = None,
+                refill: Optional[Callable[[int], list[tuple[int, Job]]]] = None) -> None:
+    """Trains one chunk as one population and sets `ends[id]` for each of its jobs.
+    `refill(n)`: at most n new (id, job) of the chunk's signature for slots that free up."""
+    jobs, ids = list(jobs), list(range(len(jobs))) if ids is None else list(ids)
+    extra: dict = {"stopper": stoppers(ids)} if stoppers is not None else {}
+    names = [job.name for job in jobs]
+    if refill is not None:
+        def new_trials(n: int) -> list:
+            joined = refill(n)
+            for i, job in joined:  # the stopper and the progress see them as they join
+                jobs.append(job)
+                ids.append(i)
+                names.append(job.name)
+            return [(job.cfg, job.output_dir) for _, job in joined]
+        extra["refill"] = new_trials
     on_progress = progress.population(f"{label}: {len(jobs)} trials", jobs[0].cfg.train.epochs,
-                                      [job.name for job in jobs])
+                                      names)
     start = time.time()
     try:
         outcomes = train([job.cfg for job in jobs], launcher=launcher, on_progress=on_progress,
@@ -128,11 +140,14 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
                     f"failed ({type(e).__name__}: {e})", half, len(jobs) - half)
         for part in (slice(None, half), slice(half, None)):
             train_chunk(jobs[part], ends, launcher=launcher, progress=progress, label=label,
-                        train=train, ids=ids[part], stoppers=stoppers)
+                        train=train, ids=ids[part], stoppers=stoppers, refill=refill)
         return
     population = {"label": label, "start": round(start, 3), "end": round(time.time(), 3),
                   "members": len(jobs),
                   "compile_s": round(sum(o.result.compile_time_s for o in outcomes), 4)}
+    rule = getattr(extra.get("stopper"), "rule", extra.get("stopper"))
+    if isinstance(rule, SuccessiveHalving) and rule.promoted:  # a bracket's rungs as they ran
+        population["rungs"] = rule.table()
     for o in outcomes:
         o.result.population = population
     ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})
@@ -143,7 +158,8 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
                progress: Optional[SweepProgress] = None,
                train: Callable = train_trials,
                stoppers: Optional[Callable[[list[int]], Stopper]] = None,
-               on_ended: Optional[Callable[[dict[int, JobEnd]], None]] = None) -> list[JobEnd]:
+               on_ended: Optional[Callable[[dict[int, JobEnd]], None]] = None,
+               refill: Optional[Callable[[int], list[Job]]] = None) -> list[JobEnd]:
     """Trains a batch of jobs as populations; returns each job's `JobEnd`, in order.
 
     Args:
@@ -156,8 +172,14 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
         prunes them as they train (successive halving, Hyperband, Optuna's pruners).
       on_ended: called with {job index: JobEnd} as soon as jobs end (each chunk, and the jobs
         that failed validation first), so that their results are written before the batch ends.
+      refill: called with a number of slots that freed up in a population (a trial pruned or
+        ended), returns at most that many new jobs (fewer once the sweep has all it needs);
+        they train in those slots (`hpjax.refill`), or, of another signature, after the
+        batch's populations. They follow `jobs` in the returned list, in the order given.
     """
     progress = progress or SweepProgress()
+    jobs = list(jobs)
+    deferred: list[int] = []  # refilled jobs of another signature: trained after the others
     ends = {i: JobEnd(error=job.error) for i, job in enumerate(jobs) if job.cfg is None}
     told: set[int] = set()
 
@@ -166,6 +188,25 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
         told.update(new)
         if new and on_ended is not None:
             on_ended(new)
+
+    def chunk_refill(sig: tuple) -> Callable[[int], list[tuple[int, Job]]]:
+        def ask(n: int) -> list[tuple[int, Job]]:
+            joined: list[tuple[int, Job]] = []
+            while len(joined) < n:
+                new = refill(n - len(joined))
+                if not new:
+                    break
+                for job in new:
+                    jobs.append(job)
+                    i = len(jobs) - 1
+                    if job.cfg is None:
+                        ends[i] = JobEnd(error=job.error)
+                    elif signature(job.cfg) != sig or members_per_trial(job.cfg) != 1:
+                        deferred.append(i)
+                    else:
+                        joined.append((i, job))
+            return joined
+        return ask
 
     tell()
     planned = plan([job.cfg for job in jobs], max_population=max_population,
@@ -185,8 +226,21 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
                     f" chunk {c}/{len(chunks)}" if len(chunks) > 1 else "")
                 train_chunk([jobs[i] for i in chunk], ends, launcher=launcher,
                             progress=progress, label=label, train=train, ids=chunk,
-                            stoppers=stoppers)
+                            stoppers=stoppers, refill=refill and chunk_refill(
+                                signature(first)) if members_per_trial(first) == 1 else None)
                 tell()
+            while deferred and g == len(planned):  # refilled jobs of another signature
+                later = list(deferred)
+                deferred.clear()
+                for chunks in plan([jobs[i].cfg for i in later], max_population=max_population,
+                                   memory_budget_mb=memory_budget_mb):
+                    for chunk in chunks:
+                        ids = [later[i] for i in chunk]
+                        train_chunk([jobs[i] for i in ids], ends, launcher=launcher,
+                                    progress=progress, label=f"population {g}+", train=train,
+                                    ids=ids, stoppers=stoppers, refill=refill and chunk_refill(
+                                        signature(jobs[ids[0]].cfg)))
+                        tell()
     return [ends[i] for i in range(len(jobs))]
 
 

@@ -14,16 +14,16 @@ _HEADER = """hpjax: tune the hyperparameters of JAX models with Hydra.
   hpjax                                   train the default config (digits, MLP, Adam)
   hpjax optimizer=adamw optimizer.lr=3e-4 choose a group option, override any value
   hpjax --cfg job                         print the composed config
-  hpjax -m                                run the default grid (conf/config.yaml: hydra.sweeper)
+  hpjax -m                                run the default grid (conf/search/default.yaml)
   hpjax -m optimizer.lr=1e-3,1e-2 activation=relu,tanh   a 4-job grid, one job directory each
 """
 
 
 def sweep_argv(argv: list[str]) -> list[str]:
-    """The command line, with the default grid (`hydra.sweeper.params` in conf/config.yaml) kept
-    for a bare `hpjax -m` only: a multirun whose command line sweeps something itself (a sweep
-    such as `a=1,2`, a `search=` preset, `hydra.sweeper.params`) runs exactly that, so its
-    axes are not multiplied by the default grid's."""
+    """The command line, with the default grid (`search=default`, the group's default) kept for a
+    bare `hpjax -m` only: a multirun whose command line sweeps something itself (a sweep such as
+    `a=1,2`) runs exactly that, so its axes are not multiplied by the default grid's. A preset
+    (`search=tpe`) replaces the default grid as another choice of its group."""
     if not {"-m", "--multirun"} & set(argv):
         return argv
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -35,7 +35,7 @@ def sweep_argv(argv: list[str]) -> list[str]:
         return argv
     keys = [o.key_or_group for o in parsed]
     if any(k == "search" or k.startswith("hydra.sweeper.params") for k in keys):
-        return argv  # a preset's params replace the default grid's keys
+        return argv  # a preset, or the user's own sweeper params
     if any(o.is_sweep_override() for o in parsed):
         return [*argv, "hydra.sweeper.params=null"]
     return argv

@@ -75,11 +75,12 @@ class Stopper(Protocol):
     """What the host loop asks after every epoch of a population: which trials stop here.
 
     `scores[i]`: trial i's objective so far (its best epoch's), None when it has none (it
-    diverged); `values[i]`: its objective at this epoch; `running[i]`: whether it still trains.
+    diverged); `values[i]`: its objective at this epoch; `running[i]`: whether it still trains;
+    `epochs[i]`: its own epoch (in a refilled population, trials joined at different epochs).
     Returns the indices of the trials to prune."""
 
     def __call__(self, epoch: int, scores: list[Optional[float]], values: list[Optional[float]],
-                 running: list[bool]) -> set[int]: ...
+                 running: list[bool], epochs: Optional[list[int]] = None) -> set[int]: ...
 
 
 @dataclass
@@ -95,7 +96,7 @@ class SuccessiveHalving:
     promoted: list = field(default_factory=list)  # (epoch, trials in the rung, promoted)
 
     def __call__(self, epoch: int, scores: list[Optional[float]], values: list[Optional[float]],
-                 running: list[bool]) -> set[int]:
+                 running: list[bool], epochs: Optional[list[int]] = None) -> set[int]:
         if epoch not in self.rung_epochs[:-1]:
             return set()
         alive = [i for i in range(len(scores)) if i not in self.out]
@@ -105,6 +106,17 @@ class SuccessiveHalving:
         self.out |= pruned
         self.promoted.append((epoch, len(alive), keep))
         return pruned
+
+    def table(self) -> str:
+        """The rungs as they ran: `4x1 2x2 1x4` (trials x epochs), as far as they got."""
+        if not self.promoted:
+            return ""
+        return " ".join([f"{n}x{e}" for e, n, _ in self.promoted]
+                        + [f"{self.promoted[-1][2]}x{self.rung_epochs[-1]}"])
+
+    def resume(self, out: set[int]) -> None:
+        """Continues a bracket from a checkpoint: the trials it had stopped are `out`."""
+        self.out = set(out)
 
 
 @dataclass(frozen=True)

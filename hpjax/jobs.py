@@ -54,12 +54,15 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                  on_progress: Optional[Callable[[EpochReport], None]] = None,
                  output_dirs: Optional[list[str]] = None,
                  on_epoch: Optional[Callable[[int, dict], None]] = None,
-                 stopper: Optional[Stopper] = None) -> list[Outcome]:
+                 stopper: Optional[Stopper] = None,
+                 refill: Optional[Callable[[int], list]] = None) -> list[Outcome]:
     """Trains trials of one signature as one population, each trial's seeds and folds as
     members of their own; a trial of several members reports their mean. `output_dirs`: the
     trials' job directories, where their checkpoints and best variables go. `on_epoch` sees
     (member, row). `stopper` (`hpjax.fidelity.Stopper`) sees the trials' objectives after every
-    epoch and prunes trials (all their members)."""
+    epoch and prunes trials (all their members). `refill(n)` gives at most n new trials as
+    (config, job directory or None) for the slots of trials that ended (trials of one member
+    only: `train.repeats` and `data.cv_folds` 1); their outcomes follow the configs'."""
     members, folds, owners, dirs, params = [], [], [], [], []
     for i, cfg in enumerate(cfgs):
         for r in range(cfg.train.repeats):
@@ -77,35 +80,60 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
     report = on_progress and (lambda r: on_progress(dataclasses.replace(
         r, best_member=None if r.best_member is None else owners[r.best_member])))
     pbt = stopper if isinstance(stopper, PBT) else None
+    metric = cfgs[0].objective.metric
+    if stopper is not None and metric not in cfgs[0].task.metrics():
+        raise ConfigError("objective.metric", metric, "is a host metric, known once a trial "
+                          "ends; multi-fidelity search and pruners compare trials every epoch: "
+                          "make the objective an epoch's metric (val/accuracy, val/loss, ...) "
+                          "and report it with task.host_metrics")
     if pbt is not None and len(members) != len(cfgs):
         raise ConfigError("train.repeats", cfgs[0].train.repeats, "must be 1 under PBT (and "
                           "data.cv_folds 1): a member's parameters move between trials")
+    new_members = None
+    if refill is not None and pbt is None and len(members) == len(cfgs):
+        def new_members(n: int) -> list:
+            from hpjax.refill import NewMember
+
+            out = []
+            for cfg, output_dir in refill(n):
+                owners.append(owners[-1] + 1)
+                out.append(NewMember(cfg, 0, output_dir and checkpoint_dir(output_dir),
+                                     params_dir(output_dir) if output_dir and
+                                     cfg.train.save_params == "best" else None))
+            return out
     outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
                                 on_epoch=on_epoch, checkpoint_dirs=dirs or None, pbt=pbt,
-                                params_dirs=params or None,
+                                params_dirs=params or None, refill=new_members,
                                 stopper=None if stopper is None or pbt is not None
-                                else _by_trial(stopper, owners, len(cfgs)))
+                                else _by_trial(stopper, owners))
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
-            for i in range(len(cfgs))]
+            for i in range(owners[-1] + 1)]
 
 
-def _by_trial(stopper: Stopper, owners: list[int], n: int) -> Callable:
+def _by_trial(stopper: Stopper, owners: list[int]) -> Callable:
     """The host loop's member-level stopper from a trial-level one: a trial's score is its
-    members' mean, and a pruned trial prunes all its members."""
+    members' mean, and a pruned trial prunes all its members. `owners` (member -> trial) grows
+    as a refilled population takes new trials; each trial counts its own epochs."""
     def members_stopper(epoch: int, members: list) -> set[int]:
-        scores, values, running = [], [], []
-        for i in range(n):
+        scores, values, running, epochs = [], [], [], []
+        for i in range(owners[-1] + 1):
             own = [m for m, o in zip(members, owners, strict=True) if o == i]
             metric = own[0].cfg.objective.metric
+            at = epoch - own[0].offset  # the trial's own epoch
             ok = all(m.result.status != "diverged" and m.tracker.epoch is not None for m in own)
             scores.append(sum(m.tracker.row[metric] for m in own) / len(own) if ok else None)
             last = [m.outcome.rows[-1] for m in own if m.outcome.rows
-                    and m.outcome.rows[-1]["epoch"] == epoch]
+                    and m.outcome.rows[-1]["epoch"] == at]
             values.append(sum(r[metric] for r in last) / len(last) if ok and last else None)
             # after the last epoch nothing runs on: a pruner has nothing left to stop
-            running.append(any(m.active for m in own) and epoch < own[0].cfg.train.epochs)
-        pruned = stopper(epoch, scores, values, running)
+            running.append(any(m.active for m in own) and at < own[0].cfg.train.epochs)
+            epochs.append(at)
+        pruned = stopper(epoch, scores, values, running, epochs=epochs)
         return {k for k, o in enumerate(owners) if o in pruned}
+
+    if hasattr(stopper, "resume"):  # a population continued from its checkpoints
+        members_stopper.resume = lambda members: stopper.resume(
+            {o for m, o in zip(members, owners, strict=True) if m.pruned_at is not None})
     return members_stopper
 
 

@@ -36,6 +36,7 @@ class Population:
     keep: Callable  # (mask_P, new_P, old_P) -> where(mask, new, old) per member
     spec: trainer.Spec
     take: Callable = None  # (tree_P, idx_Q) -> tree_Q: members gathered into a new population
+    predict: Callable = None  # (params_P, hp_P, fold_P, x) -> outputs_P (host metrics)
 
 
 def where(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -56,7 +57,9 @@ def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Ar
     """One epoch of every member. Each step's dropout noise is drawn once per distinct seed
     (`seeds`; member i has `seeds[owner[i]]`) and shared by the members with that seed: the
     same numbers as drawing per member, for a fraction of the random-number work. A frozen
-    member (`active` false) keeps its state. Active members are all at the same step."""
+    member (`active` false) keeps its state. The active members that share a seed are at one
+    step (a refilled population gives each member a seed row of its own: members at different
+    epochs)."""
     if folds:  # cross-validation: each member reads its own fold's arrays
         x, y = x[fold], y[fold]
     data_axis = 0 if folds else None
@@ -65,12 +68,13 @@ def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Ar
     order = jax.vmap(functools.partial(trainer.batches, spec), in_axes=(0, None))(
         states, spec.n_train)
     dropout_keys = jax.vmap(lambda s: trainer.member_keys(s)[1])(seeds)
-    step0 = jnp.max(jnp.where(active, states.step, 0))
+    # each seed row's step: that of its active members
+    row_step = jnp.maximum(jax.ops.segment_max(jnp.where(active, states.step, 0), owner,
+                                               num_segments=seeds.shape[0]), 0)
 
     def step(s: Any, t_idx: tuple) -> tuple:
         t, idx = t_idx
-        noise = jax.vmap(functools.partial(trainer.noise, spec), in_axes=(0, None))(
-            dropout_keys, step0 + t)
+        noise = jax.vmap(functools.partial(trainer.noise, spec))(dropout_keys, row_step + t)
         return step_fn(hp, x, y, s, idx, jax.tree.map(lambda w: w[owner], noise))
 
     steps = jnp.arange(spec.steps_per_epoch)
@@ -104,6 +108,14 @@ def _evaluate(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.A
                     in_axes=(0, 0, data_axis, data_axis))(params, hp, x, y)
 
 
+def _predict(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.Array,
+             x: jax.Array) -> jax.Array:
+    if folds:
+        x = x[fold]
+    return jax.vmap(functools.partial(trainer.predict, spec),
+                    in_axes=(0, 0, 0 if folds else None))(params, hp, x)
+
+
 def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
     """The jitted population functions of `cfg`'s signature (its traced values unused)."""
     spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
@@ -121,7 +133,8 @@ def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Populat
         evaluate=jax.jit(functools.partial(_evaluate, spec, folds)),
         keep=jax.jit(where),
         spec=spec,
-        take=jax.jit(take))
+        take=jax.jit(take),
+        predict=jax.jit(functools.partial(_predict, spec, folds)))
 
 
 _CACHE: dict[tuple, Population] = {}
@@ -200,13 +213,19 @@ class Stacked:
     size: int
 
 
-def stack(cfgs: list[Config], folds: list[int], place: Placement) -> Stacked:
-    """The members' `hparams` stacked along the member axis, padded by repeating the last."""
+def stack(cfgs: list[Config], folds: list[int], place: Placement,
+          own_rows: bool = False) -> Stacked:
+    """The members' `hparams` stacked along the member axis, padded by repeating the last;
+    `own_rows`: each member draws its randomness from a seed row of its own (members of a
+    refilled population train at different epochs)."""
     size = padded_size(len(cfgs))
     hp_list = [hparams(c) for c in cfgs]
     hp_list += hp_list[-1:] * (size - len(cfgs))
     hp = jax.tree.map(lambda *xs: np.stack(xs), *hp_list)
-    seeds, owner = distinct_seeds(hp["train"]["seed"].tolist())
+    if own_rows:
+        seeds, owner = hp["train"]["seed"].astype(np.int32), np.arange(size, dtype=np.int32)
+    else:
+        seeds, owner = distinct_seeds(hp["train"]["seed"].tolist())
     fold = np.asarray(folds + folds[-1:] * (size - len(cfgs)), np.int32)
     return Stacked(place.per_member(hp), place.per_member(fold), place.shared(seeds),
                    place.per_member(owner), size)

@@ -140,6 +140,21 @@ def test_the_default_grid_joins_only_a_bare_multirun(tmp_path, caplog):
     assert bare == ["-m"]
     assert sweep_argv(["-m", "search=tpe", "optimizer.lr=0.1,0.2"])[-1] != \
         "hydra.sweeper.params=null"
+    # a bare `hpjax -m` (fixed overrides allowed) gets the default grid, from the search group
+    cfg = compose_config(["train.epochs=5"], validate=False, return_hydra_config=True)
+    assert dict(cfg.hydra.sweeper.params) == {"optimizer.lr": "1e-3,3e-3,1e-2",
+                                              "activation": "relu,tanh,gelu"}
+    from hpjax.report import grid_space
+
+    assert "activation    relu,tanh,gelu  [default grid (conf/search/default.yaml)]" in \
+        grid_space(cfg)
+    # a preset replaces it whole: its space is its own keys (PBT's has no activation)
+    for preset in sorted(p.stem for p in (CONF_DIR / "search").glob("*.yaml")):
+        cfg = compose_config([f"search={preset}"], validate=False, return_hydra_config=True)
+        own = OmegaConf.load(CONF_DIR / "search" / f"{preset}.yaml").hydra.sweeper.params
+        assert list(cfg.hydra.sweeper.params) == list(own), preset
+        if preset == "pbt":
+            assert "activation" not in cfg.hydra.sweeper.params
 
 
 def test_a_sweep_directory_has_one_owner(tmp_path, capsys):
@@ -200,6 +215,10 @@ def test_installs_declare_what_they_use_and_start_off_linux(monkeypatch):
     deps = {d.split(">")[0].split("[")[0].strip(): d for d in meta["dependencies"]}
     assert deps["optuna"].startswith("optuna>=4.9")  # heartbeat_stale_trial_callback
     assert {"sqlalchemy", "filelock"} <= set(deps)
+    # CI installs these floors in a fresh virtualenv and runs a smoke test, before the suite
+    ci = (Path(__file__).parents[1] / ".ci" / "run").read_text().strip().splitlines()
+    assert "scripts/check_floors.sh" in ci[:-1]
+    assert all(">=" in d for d in meta["dependencies"])  # each has a floor to install
     plugins = Path(__file__).parents[1] / "hydra_plugins"
     assert not [p for p in plugins.rglob("*.py") if "import fcntl" in p.read_text()]
     from hpjax import compile as compile_lib

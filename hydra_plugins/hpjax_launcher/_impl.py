@@ -74,6 +74,9 @@ class VmapLauncherImpl:
         # Set by hpjax's sweeper for multi-fidelity search: batch positions of a population's
         # jobs -> the `hpjax.fidelity.Stopper` that prunes them epoch by epoch.
         self.stoppers: Any = None
+        # Set by hpjax's sweeper with a pruner: n -> at most n new (job number, overrides) for
+        # the slots of trials that ended; their returns follow the batch's.
+        self.refill: Any = None
         self._templates: Optional[_fast.Templates] = None
         self._file_only = _FileOnly()
 
@@ -138,7 +141,9 @@ class VmapLauncherImpl:
 
     def run_jobs(self, indexed: list[tuple[int, list]]) -> list[JobReturn]:
         """Trains jobs given as (job number, overrides) as populations, then ends each under
-        Hydra's `run_job` (or as `_fast` ends it, with the same files)."""
+        Hydra's `run_job` (or as `_fast` ends it, with the same files); with `refill`, the
+        refilled jobs' returns follow."""
+        indexed = list(indexed)
         self._start()
         hpjax.enable_compilation_cache()
         fast = self._fast_jobs(indexed)
@@ -149,6 +154,14 @@ class VmapLauncherImpl:
         returns: dict[int, JobReturn] = {}
         quiet = len(indexed) > PER_TRIAL_LINES
 
+        def refill(n: int) -> list:
+            new = []
+            for number, overrides in self.refill(n):
+                indexed.append((number, list(overrides)))
+                configs.append(self._compose(number, list(overrides)))
+                new.append(self._job(number, configs[-1]))
+            return new
+
         def end_jobs(ended: dict) -> None:  # each population's files as soon as it ends
             for i, end in sorted(ended.items()):
                 (n, o), c = indexed[i], configs[i]
@@ -158,7 +171,8 @@ class VmapLauncherImpl:
         try:
             hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
                              memory_budget_mb=self.memory_budget_mb, progress=self.progress,
-                             stoppers=self.stoppers, on_ended=end_jobs)
+                             stoppers=self.stoppers, on_ended=end_jobs,
+                             refill=refill if self.refill is not None else None)
         finally:
             self.quiet = False
         return [returns[i] for i in range(len(indexed))]
@@ -167,7 +181,8 @@ class VmapLauncherImpl:
     def _fast_jobs(self, indexed: list[tuple[int, list]]) -> Optional[list]:
         """The batch's jobs composed from templates; None where Hydra's path must run them (a
         batch that logs each job on the terminal, up to PER_TRIAL_LINES jobs, runs Hydra's)."""
-        if len(indexed) <= PER_TRIAL_LINES or _fast.wants_jobs(self.hydra_context.callbacks):
+        if len(indexed) <= PER_TRIAL_LINES or self.refill is not None or _fast.wants_jobs(
+                self.hydra_context.callbacks):
             return None
         if self._templates is None:
             loader = self.hydra_context.config_loader

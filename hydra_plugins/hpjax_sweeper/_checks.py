@@ -55,7 +55,8 @@ def describe(space: "_space.ConditionalSpace", arguments: list[str], config: Dic
     command line, a preset, the config file) and the number of trials."""
     from_cli = {o.split("=", 1)[0] for o in arguments}
     preset = OmegaConf.select(config, "hydra.runtime.choices.search", default=None)
-    origin = f"preset search={preset}" if preset else "config file (hydra.sweeper.params)"
+    origin = ("default grid (conf/search/default.yaml)" if preset == "default" else
+              f"preset search={preset}" if preset else "config file (hydra.sweeper.params)")
     lines = [f"search space: {len(space.params)} axes, {total} trials ({algorithm})"]
     width = max((len(p.key) for p in space.params), default=0)
     for p in space.params:

@@ -9,6 +9,8 @@ told to Optuna as PRUNED; its `result.json` says `status: pruned`.
 """
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hpjax
 
-from . import _search
+from . import _batch, _search
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ def make_pruner(pruner: Any, *, eta: int, min_epochs: int, max_epochs: int) -> A
     """`hydra.sweeper.pruner` as an Optuna pruner (None: none)."""
     if pruner is None or pruner == "none":
         return None
+    if isinstance(pruner, optuna.pruners.BasePruner):  # Hydra instantiated the _target_ node
+        return pruner
     if isinstance(pruner, (dict, DictConfig)):
         from hydra.utils import instantiate
 
@@ -100,19 +104,21 @@ class Stoppers:
         self.rules: list[hpjax.SuccessiveHalving] = []
 
     def __call__(self, ids: list[int]) -> Any:
-        trials = [self.trials[i] for i in ids]
+        """`ids` grows as a refilled population takes new trials (`self.trials` grows too)."""
         rule = hpjax.SuccessiveHalving(self.rungs, self.eta, self.mode) if self.rungs \
             else None
         if rule is not None:
             self.rules.append(rule)
 
-        def stop(epoch: int, scores: list, values: list, running: list) -> set[int]:
-            for trial, value in zip(trials, values, strict=True):
+        def stop(epoch: int, scores: list, values: list, running: list,
+                 epochs: Optional[list] = None) -> set[int]:
+            trials = [self.trials[i] for i in ids]
+            for i, (trial, value) in enumerate(zip(trials, values, strict=True)):
                 if value is not None:  # it trained this epoch
-                    trial.report(value, epoch)
+                    trial.report(value, epochs[i] if epochs else epoch)
             pruned: set[int] = set()
             if rule is not None:
-                pruned = rule(epoch, scores, values, running)
+                pruned = rule(epoch, scores, values, running, epochs)
                 if rule.promoted and rule.promoted[-1][0] == epoch:
                     _, n, kept = rule.promoted[-1]
                     log.info("%s rung %d (epoch %d): %d trials, %d promoted", self.label,
@@ -122,7 +128,63 @@ class Stoppers:
                            and values[i] is not None and t.should_prune()}
             return pruned
 
+        if rule is not None:
+            stop.resume, stop.rule = rule.resume, rule
         return stop
+
+
+def refills(sweeper: Any) -> bool:
+    """Whether the launcher takes new trials into the slots of pruned ones (a pruner, the vmap
+    launcher, hpjax's task)."""
+    impl = getattr(sweeper.launcher, "impl", None)
+    return getattr(impl, "refill", None) is not None
+
+
+@contextmanager
+def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, sweep_dir: Path,
+              space: _search.SearchSpace, total: int, distributions: dict,
+              trials: list) -> Iterator[None]:
+    """With a pruner, while a batch runs: a slot freed by a pruned or ended trial takes a new
+    trial asked from the sampler, until the study has `total` (finished, running here or in
+    other workers). The new trials are appended to `trials` (which the batch tells, and whose
+    stoppers report them)."""
+    impl = getattr(sweeper.launcher, "impl", None)
+    if stoppers is None or not hpjax.is_task(getattr(impl, "task_function", None)):
+        yield
+        return
+
+    def refill(n: int) -> list[tuple[int, list[str]]]:
+        with sweeper._lock(sweep_dir):
+            finished, running = _batch.count(study)
+            room = min(n, total - finished - running)
+            if room <= 0:
+                return []
+            job_dir = sweeper._job_dir(sweep_dir)
+            with _batch.transaction(study):
+                new = [space.ask(study, distributions) for _ in range(room)]
+                for t in new:
+                    if job_dir is not None:
+                        t.set_user_attr("job_dir", str(job_dir(t.number)))
+        trials.extend(new)
+        return [(t.number, space.overrides(t.params)) for t in new]
+
+    impl.refill = refill
+    try:
+        yield
+    finally:
+        impl.refill = None
+
+
+def bracket_plan(sweeper: Any, space: _search.SearchSpace) -> tuple[int, list, int]:
+    """(R, the brackets, the trials they take): `n_trials`, or null: eta^s_max for sha, one
+    pass of the brackets for hyperband."""
+    top = max_epochs(sweeper, space)
+    if sweeper.algorithm == "sha":
+        brackets = [hpjax.successive_halving(top, sweeper.eta, sweeper.min_epochs,
+                                                sweeper.n_trials)]
+    else:
+        brackets = hpjax.hyperband(top, sweeper.eta, sweeper.min_epochs)
+    return top, brackets, sweeper.n_trials or sum(b[0].n for b in brackets)
 
 
 def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
@@ -130,13 +192,7 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     """Successive halving (one bracket) or Hyperband (its brackets, s_max down to 0, again
     until `n_trials`): each bracket one batch, its configurations from the sampler."""
     impl = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
-    top = max_epochs(sweeper, space)
-    if sweeper.algorithm == "sha":
-        brackets = [hpjax.successive_halving(top, sweeper.eta, sweeper.min_epochs,
-                                                sweeper.n_trials)]
-    else:
-        brackets = hpjax.hyperband(top, sweeper.eta, sweeper.min_epochs)
-    total = sweeper.n_trials or sum(b[0].n for b in brackets)
+    top, brackets, total = bracket_plan(sweeper, space)
     log.info("%s: R = %d epochs, eta = %d: brackets %s", sweeper.algorithm, top, sweeper.eta,
              "; ".join(hpjax.bracket_table(brackets)))
     returns, started = [], 0
@@ -220,5 +276,6 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     return returns
 
 
-__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Stoppers", "check", "make_pruner",
-           "max_epochs", "population_launcher", "sweep_brackets", "sweep_pbt"]
+__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Stoppers", "bracket_plan", "check",
+           "make_pruner", "max_epochs", "population_launcher", "refilling", "refills",
+           "sweep_brackets", "sweep_pbt"]

@@ -193,7 +193,9 @@ class HpjaxSweeperImpl(Sweeper):
             waiting = False
             if stoppers is not None:
                 stoppers.trials = trials
-            returns.append(self._run_batch(study, trials, space))
+            with _fidelity.refilling(self, stoppers, study, sweep_dir, space, total,
+                                     distributions, trials):
+                returns.append(self._run_batch(study, trials, space))
             finished = _batch.count(study)[0]
             if milestones.due(finished, total):
                 log.info("[study] %d/%d trials finished, %s, %.1f s %s", finished, total,
@@ -225,6 +227,8 @@ class HpjaxSweeperImpl(Sweeper):
                 total, distributions = self._enqueue_grid(study, space), space.grid_distributions
             else:
                 total, distributions = self.n_trials, space.distributions
+            if total is None:  # sha, hyperband: their brackets' trials
+                total = _fidelity.bracket_plan(self, space)[2]
             finished = _batch.count(study)[0]
         if finished:
             log.info("resuming: %d of %d trials already finished", finished, total)
@@ -288,6 +292,8 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _launch(self, batch: list[list[str]], numbers: list[int]) -> list[JobReturn]:
         # Job directory = trial number, so a resumed sweep never overwrites an earlier trial's.
+        if _fidelity.refills(self):  # one population, refilled trials' returns after these
+            return list(self.launcher.impl.run_jobs(list(zip(numbers, batch, strict=True))))
         if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
             return list(self.launcher.launch(batch, initial_job_idx=numbers[0]))
         return [r for overrides, n in zip(batch, numbers, strict=True)

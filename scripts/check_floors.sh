@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# CI step: do the floors in pyproject.toml work? Installs hpjax in a fresh virtualenv with every
+# dependency of [project.dependencies] pinned to its declared lowest version (a constraints file
+# made from the `>=` of each line; pip resolves the rest), then runs a smoke test with them: a
+# 2-epoch `hpjax` train with a checkpoint (JAX, Flax, Optax, Orbax) and a 2-trial `hpjax -m` sweep
+# with hpjax's sweeper (Optuna, SQLAlchemy, its SQLite study, filelock, the report). A floor that
+# fails here is raised in pyproject.toml.
+#
+#   scripts/check_floors.sh            # about 2 min with a warm pip cache, 5 s of it the smoke test
+#
+# Its virtualenv and outputs go to $HPJAX_FLOORS_DIR (default /tmp/hpjax-floors), made anew.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${HPJAX_FLOORS_DIR:-/tmp/hpjax-floors}
+rm -rf "$dir" && mkdir -p "$dir"
+python3 - > "$dir/constraints.txt" <<'EOF'
+import re, sys, tomllib
+
+for dep in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]:
+    m = re.match(r"\s*([A-Za-z0-9_.\-]+)(\[[^]]*\])?\s*[^;]*?>=\s*([0-9][0-9.]*)", dep)
+    if not m:
+        sys.exit(f"check_floors: {dep!r} in pyproject.toml declares no floor (>=)")
+    print(f"{m.group(1)}=={m.group(3)}")
+EOF
+echo "check_floors: installing the lowest versions: $(tr '\n' ' ' < "$dir/constraints.txt")"
+python3 -m venv "$dir/venv"
+"$dir/venv/bin/pip" install -q -c "$dir/constraints.txt" -e . 2>&1 | grep -v "is ignored" || true
+"$dir/venv/bin/pip" check >/dev/null || { "$dir/venv/bin/pip" check; exit 1; }
+# each pinned version is the one installed (a constraint pip could not meet fails the install)
+"$dir/venv/bin/python" - "$dir/constraints.txt" <<'EOF'
+import sys
+from importlib.metadata import version
+
+from packaging.version import Version
+
+for line in open(sys.argv[1]):
+    name, want = line.strip().split("==")
+    assert Version(version(name)) == Version(want), (name, version(name), want)
+EOF
+tiny=(data=iris model.width=8 train.epochs=2)
+"$dir/venv/bin/hpjax" "${tiny[@]}" train.checkpoint_every=1 hydra.run.dir="$dir/run" \
+  > "$dir/run.log" 2>&1 || { tail -30 "$dir/run.log"; exit 1; }
+"$dir/venv/bin/hpjax" -m hydra/sweeper=hpjax hydra.sweeper.n_trials=2 \
+  'optimizer.lr=tag(log, interval(1e-3, 1e-1))' "${tiny[@]}" hydra.sweep.dir="$dir/sweep" \
+  > "$dir/sweep.log" 2>&1 || { tail -30 "$dir/sweep.log"; exit 1; }
+"$dir/venv/bin/python" - "$dir" <<'EOF'
+import csv, json, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+result = json.loads((out / "run" / "result.json").read_text())
+assert result["status"] == "ok" and result["epochs_run"] == 2, result
+assert (out / "run" / "checkpoints" / "1").is_dir(), "no Orbax checkpoint"
+rows = list(csv.DictReader((out / "sweep" / "summary.csv").open()))
+assert [r["status"] for r in rows] == ["ok", "ok"], rows
+assert (out / "sweep" / "best.yaml").is_file()
+print(f"check_floors: the lowest versions train, checkpoint and sweep "
+      f"(val/accuracy {result['objective']:.3f}; sweep trials {[r['trial'] for r in rows]})")
+EOF
