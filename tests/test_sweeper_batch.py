@@ -2,6 +2,7 @@
 tells in one transaction, trials counted by the database."""
 
 import logging
+import math
 
 import optuna
 import pytest
@@ -241,3 +242,34 @@ def test_tpe_models_the_best_and_the_most_recent_trials_of_a_large_study():
                                                      n_startup_trials=10))
     assert [ours.ask(SPACE).params for _ in range(3)] == [
         theirs.ask(SPACE).params for _ in range(3)]
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "random"])
+def test_a_batch_asked_as_one_proposes_what_one_ask_at_a_time_proposes(tmp_path, algorithm):
+    """`_batch.asking` reads the study once per batch and TPE fits once per batch: the same
+    points as Optuna's own asks, batch after batch; and `finish` tells as `study.tell`."""
+    from contextlib import nullcontext
+
+    from hydra_plugins.hpjax_sweeper._search import make_sampler
+
+    def sweep(name, batched):
+        study = optuna.create_study(storage=f"sqlite:///{tmp_path / name}", direction="minimize",
+                                    sampler=make_sampler(algorithm, seed=1, n_objectives=1,
+                                                         batch_size=8, conditional=False))
+        for _ in range(4):
+            with _batch.transaction(study), (_batch.asking(study) if batched else nullcontext()):
+                trials = [study.ask(SPACE) for _ in range(8)]
+            with _batch.transaction(study):
+                for t in trials[:-1]:
+                    value = abs(math.log10(t.params["lr"]) + 2) + (t.params["act"] == "tanh")
+                    if batched:
+                        _batch.finish(study, t._trial_id, TrialState.COMPLETE, [value])
+                    else:
+                        study.tell(t, value)
+            study.tell(trials[-1], state=TrialState.FAIL)
+        return study.get_trials()
+
+    ours, theirs = sweep("a.db", True), sweep("b.db", False)
+    assert [t.params for t in ours] == [t.params for t in theirs] and len(ours) == 32
+    assert [(t.state, t.values) for t in ours] == [(t.state, t.values) for t in theirs]
+    assert len({t.params["lr"] for t in ours}) == 32
