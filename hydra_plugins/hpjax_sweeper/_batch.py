@@ -11,7 +11,9 @@ Counting a study's finished trials by loading them all costs time in proportion 
 (every batch: quadratic in the sweep); `count` asks the database to count.
 
 Both use two of Optuna's internals, `RDBStorage.scoped_session` and its tables; where these are
-missing (or for a journal file), Optuna's own one-write-at-a-time path runs.
+missing (or for a journal file), Optuna's own one-write-at-a-time path runs. `asking` reads the
+study's trials once for a batch's asks, and `finish` tells a result straight to the storage
+where the sampler does nothing after a trial.
 """
 
 import dataclasses
