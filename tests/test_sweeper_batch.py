@@ -153,7 +153,7 @@ def test_the_table_shows_the_best_twenty_and_ten_others_of_thousands(tmp_path):
     assert "the best 20 and 10 not finished of 3040 trials: summary.csv lists every one" in text
 
 
-@pytest.mark.slow  # minutes (Hydra's work for each job, scripts/bench_overhead.py): `-m slow`
+@pytest.mark.slow  # about 2 minutes (scripts/bench_overhead.py): `-m slow`
 @pytest.mark.parametrize("n", [1000])
 def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_path, n):
     """1,000 trials of 1 epoch in two batches (one compile): each has its job directory with
@@ -170,7 +170,7 @@ def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_pat
                         f"hydra.launcher.max_population={n // 2}",
                         "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
                         "model.dropout=interval(0, 0.5)", "data=iris", "model.width=8",
-                        "model.num_layers=1", "train.epochs=1",
+                        "model.num_layers=1", "train.epochs=1", "train.save_params=none",
                         "train.early_stopping.patience=null"], sweep)
     assert [len(batch) for batch in returns] == [n // 2, n // 2]
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep / 'study.db'}",
