@@ -68,6 +68,8 @@ class VmapLauncherImpl:
         # Set by hpjax's sweeper with a pruner: n -> at most n new (job number, overrides) for
         # the slots of trials that ended; their returns follow the batch's.
         self.refill: Any = None
+        # Set by hpjax's sweeper: (job number, JobReturn) of each job as soon as it has ended.
+        self.on_return: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -151,6 +153,8 @@ class VmapLauncherImpl:
             for i, end in sorted(ended.items()):
                 (n, o), c = indexed[i], configs[i]
                 returns[i] = self._run_job(n, o, c, _off_console(end) if quiet else end)
+                if self.on_return is not None:
+                    self.on_return(n, returns[i])
 
         self.quiet = quiet
         try:
