@@ -19,7 +19,7 @@ import numpy as np
 from hpjax import data as data_lib
 from hpjax import population, trainer
 from hpjax.config import Config, ConfigError
-from hpjax.fidelity import Stopper
+from hpjax.fidelity import Stopper, SuccessiveHalving
 from hpjax.hparams import signature
 from hpjax.jobs import JobEnd, members_per_trial, train_trials
 from hpjax.progress import SweepProgress
@@ -145,6 +145,9 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
     population = {"label": label, "start": round(start, 3), "end": round(time.time(), 3),
                   "members": len(jobs),
                   "compile_s": round(sum(o.result.compile_time_s for o in outcomes), 4)}
+    rule = getattr(extra.get("stopper"), "rule", extra.get("stopper"))
+    if isinstance(rule, SuccessiveHalving) and rule.promoted:  # a bracket's rungs as they ran
+        population["rungs"] = rule.table()
     for o in outcomes:
         o.result.population = population
     ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})

@@ -80,6 +80,12 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
     report = on_progress and (lambda r: on_progress(dataclasses.replace(
         r, best_member=None if r.best_member is None else owners[r.best_member])))
     pbt = stopper if isinstance(stopper, PBT) else None
+    metric = cfgs[0].objective.metric
+    if stopper is not None and metric not in cfgs[0].task.metrics():
+        raise ConfigError("objective.metric", metric, "is a host metric, known once a trial "
+                          "ends; multi-fidelity search and pruners compare trials every epoch: "
+                          "make the objective an epoch's metric (val/accuracy, val/loss, ...) "
+                          "and report it with task.host_metrics")
     if pbt is not None and len(members) != len(cfgs):
         raise ConfigError("train.repeats", cfgs[0].train.repeats, "must be 1 under PBT (and "
                           "data.cv_folds 1): a member's parameters move between trials")
@@ -124,6 +130,10 @@ def _by_trial(stopper: Stopper, owners: list[int]) -> Callable:
             epochs.append(at)
         pruned = stopper(epoch, scores, values, running, epochs=epochs)
         return {k for k, o in enumerate(owners) if o in pruned}
+
+    if hasattr(stopper, "resume"):  # a population continued from its checkpoints
+        members_stopper.resume = lambda members: stopper.resume(
+            {o for m, o in zip(members, owners, strict=True) if m.pruned_at is not None})
     return members_stopper
 
 

@@ -10,6 +10,7 @@ config. With checkpoints, a population continues from the latest epoch all its m
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 
 from hpjax import checkpoint, population, signals, trainer
 from hpjax import data as data_lib
+from hpjax import metrics as host_metrics
 from hpjax import pbt as pbt_lib
 from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError, EarlyStoppingConfig
@@ -64,7 +66,10 @@ class Member:
     train_s: float = 0.0  # its share of the population's time in the epoch program
     slot: Optional[int] = None  # its place on the member axis; None once compacted away
     test: Optional[dict] = None  # its test metrics, taken when it left the population
+    host: dict = field(default_factory=dict)  # its host metrics: {"val/f1_macro": ..., "test/..."}
     offset: int = 0  # the population's epochs before it joined (a refilled slot)
+    pruned_at: Optional[int] = None  # the epoch the sweep's schedule stopped it
+    gone: bool = False  # it left the population in an earlier run (restored from its record)
 
     @property
     def result(self) -> Result:
@@ -76,7 +81,8 @@ class Member:
         return {"config": repr(self.cfg), "rows": self.outcome.rows, "active": self.active,
                 "train_s": self.train_s, "status": r.status, "diverged_epoch": r.diverged_epoch,
                 "stopped_early": r.stopped_early, "best_epoch": self.tracker.epoch,
-                "best_row": self.tracker.row}
+                "best_row": self.tracker.row, "pruned_at": self.pruned_at, "test": self.test,
+                "host": self.host}
 
     def restore(self, meta: dict, epoch: int) -> None:
         r = self.result
@@ -86,6 +92,9 @@ class Member:
         r.epochs_run, r.resumed_from_epoch = len(self.outcome.rows), epoch
         self.tracker.epoch, self.tracker.row = meta["best_epoch"], meta["best_row"]
         self.active, self.train_s = meta["active"], meta["train_s"]
+        self.pruned_at = meta.get("pruned_at")
+        if meta.get("left"):  # it had left the population: its test metrics were taken then
+            self.gone, self.test, self.host = True, meta["test"], meta.get("host", {})
 
     def record(self, epoch: int, row: dict, finite: bool) -> bool:
         """Takes one epoch's metrics; returns whether this epoch is the member's best so far."""
@@ -103,7 +112,7 @@ class Member:
         """Stopped by the sweep's schedule (successive halving, a pruner) after `epoch`."""
         if self.result.status == "ok":
             self.result.status = "pruned"
-        self.active = False
+        self.active, self.pruned_at = False, epoch
 
     def saves_at(self, epoch: int, now: bool = False) -> bool:
         """Whether the member saves at this epoch: every `checkpoint_every` epochs, or `now`
@@ -138,12 +147,16 @@ def _fixed_activation(cfgs: list[Config]) -> Optional[int]:
 def _epoch_report(epoch: int, members: list[Member]) -> EpochReport:
     """Progress by the first member's objective, among the members that share it."""
     objective = members[0].cfg.objective
-    scores = [(m.tracker.row[objective.metric], i) for i, m in enumerate(members)
+    metric, mode = objective.metric, objective.mode
+    if metric not in members[0].cfg.task.metrics():  # a host metric: known once training ends
+        metric, mode = (members[0].cfg.train.early_stopping.monitor,
+                        members[0].cfg.train.early_stopping.mode)
+    scores = [(m.tracker.row[metric], i) for i, m in enumerate(members)
               if m.cfg.objective == objective and m.tracker.epoch is not None
               and m.result.status == "ok"]
-    best = (max if objective.mode == "max" else min)(scores) if scores else (None, None)
+    best = (max if mode == "max" else min)(scores) if scores else (None, None)
     return EpochReport(epoch, members[0].cfg.train.epochs, sum(m.active for m in members),
-                       len(members), objective.metric, *best)
+                       len(members), metric, *best)
 
 
 class _Run:
@@ -191,20 +204,31 @@ class _Run:
         return np.array([self.members[k].active for k in self.slots]
                         + [False] * (self.inputs.size - len(self.slots)))
 
-    def compact(self) -> None:
+    def compact(self, epoch: Optional[int] = None) -> None:
         """Gathers the active members into the smallest power of two that holds them, once at
         most half the slots train: frozen members stop costing compute. Each population size
-        compiles its program once. The members that leave take their test metrics along."""
+        compiles its program once. The members that leave take their test metrics along, and
+        those with checkpoints save a last one after `epoch`, marked `left`: a resumed
+        population restores them from it and does not train them again."""
         keep = [s for s, k in enumerate(self.slots) if self.members[k].active]
         size = population.padded_size(max(len(keep), 1))
         if size >= self.inputs.size or not keep:
             return
         test = self.test_metrics()
-        self.save_params([s for s in range(len(self.slots)) if s not in keep])
-        for s, k in enumerate(self.slots):
-            member = self.members[k]
-            member.test = {n: float(v[s]) for n, v in test.items()}
-            member.slot = None
+        leaving = [s for s in range(len(self.slots)) if s not in keep]
+        self.host_metrics([s for s in leaving if not self.members[self.slots[s]].gone])
+        self.save_params(leaving)
+        for s in leaving:
+            member = self.members[self.slots[s]]
+            if not member.gone:
+                member.test = {n: float(v[s]) for n, v in test.items()}
+                if member.checkpoint_dir and epoch is not None and (
+                        epoch < member.cfg.train.epochs):
+                    checkpoint.save(member.checkpoint_dir, epoch - member.offset,
+                                    _member((self.states, self.best_params), s),
+                                    {**member.meta(), "left": True})
+        for k in self.slots:
+            self.members[k].slot = None
         idx = np.array(keep + keep[-1:] * (size - len(keep)), np.int32)
         i = self.inputs
         self.place = population.Placement.of(size)
@@ -224,7 +248,8 @@ class _Run:
         members = [(s, self.members[self.slots[s]]) for s in slots]
         checkpoint.save_params([(m.params_dir, jax.device_get(_member(self.best_params, s)))
                                 for s, m in members
-                                if m.params_dir and m.tracker.epoch is not None])
+                                if m.params_dir and m.tracker.epoch is not None
+                                and not m.gone])
 
     def copy_members(self, pairs: list[tuple[int, int]]) -> None:
         """PBT's exploit: slot `dst` takes everything of slot `src` (state, best parameters,
@@ -266,6 +291,33 @@ class _Run:
         return jax.device_get(self.pop.evaluate(self.best_params, i.hp, i.fold,
                                                 *self.place.shared((self.ds.x_test,
                                                                     self.ds.y_test))))
+
+    def host_metrics(self, slots: Any) -> None:
+        """The host metrics (`hpjax.metrics`) of the members in `slots` that ask for any, from
+        their best epoch's predictions of the validation and test splits (one compiled pass of
+        the whole population per split), into `Member.host`."""
+        wanted = {}
+        for s in slots:
+            member = self.members[self.slots[s]]
+            names = host_metrics.requested(member.cfg)
+            if names and member.tracker.epoch is not None:
+                wanted[s] = (member, names)
+        if not wanted:
+            return
+        ds, i = self.ds, self.inputs
+        task = self.members[0].cfg.task.name
+        fold = np.asarray(jax.device_get(i.fold))
+        for split in ("val", "test"):
+            x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+            out = np.asarray(jax.device_get(self.pop.predict(self.best_params, i.hp, i.fold,
+                                                             self.place.shared(x))))
+            for s, (member, names) in wanted.items():
+                truth, pred = (y[fold[s]] if ds.folds else y), out[s]
+                if ds.y_std is not None:  # regression: in the targets' own units
+                    truth = truth.reshape(pred.shape) * ds.y_std + ds.y_mean
+                    pred = pred * ds.y_std + ds.y_mean
+                member.host.update({f"{split}/{k}": v for k, v in host_metrics.score(
+                    task, names, truth, pred).items()})
 
     def resume(self) -> int:
         """The first epoch to train: after the members' latest common checkpoint, else 1 (and
@@ -310,7 +362,8 @@ class _Run:
 
     def save(self, epoch: int, now: bool = False) -> None:
         for member in self.members:
-            if member.slot is not None and member.saves_at(epoch - member.offset, now):
+            if member.slot is not None and not member.gone and member.saves_at(
+                    epoch - member.offset, now):
                 checkpoint.save(member.checkpoint_dir, epoch - member.offset,
                                 _member((self.states, self.best_params), member.slot),
                                 member.meta())
@@ -318,6 +371,7 @@ class _Run:
     def finish(self, compile_s: float) -> list[Outcome]:
         """Test metrics at each member's best epoch, and the results' numbers."""
         test = self.test_metrics()
+        self.host_metrics(range(len(self.slots)))
         self.save_params(range(len(self.slots)))
         num_params = sum(int(np.prod(p.shape[1:]))
                          for p in jax.tree.leaves(self.states.params["params"]))
@@ -325,13 +379,17 @@ class _Run:
         for member in self.members:
             r, tracker = member.result, member.tracker
             if tracker.epoch is not None:
-                own = member.test if member.slot is None else {
+                own = member.test if member.slot is None or member.gone else {
                     n: float(v[member.slot]) for n, v in test.items()}
-                r.test = {f"test/{n}": v for n, v in own.items()}
+                host = member.host
+                r.test = {**{f"test/{n}": v for n, v in own.items()},
+                          **{n: v for n, v in host.items() if n.startswith("test/")}}
                 r.best_epoch = tracker.epoch
-                r.best = {n: v for n, v in tracker.row.items() if n != "epoch"}
+                r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
+                          **{n: v for n, v in host.items() if n.startswith("val/")}}
             if r.status in ("ok", "pruned") and tracker.epoch is not None:
-                r.objective = float(tracker.row[member.cfg.objective.metric])
+                value = float(r.best[member.cfg.objective.metric])
+                r.objective = value if math.isfinite(value) else None  # an undefined score
             r.compile_time_s = round(compile_s / len(self.members), 4)
             r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
             r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
@@ -357,16 +415,33 @@ def _member(tree: Any, k: int) -> Any:
     return jax.tree.map(lambda a: a[k], tree)
 
 
+def _resume_epoch(dirs: list[str]) -> tuple[Optional[int], list[Optional[int]]]:
+    """The latest epoch every member saved, or after which it had left the population (a
+    bracket's pruned members leave it); and for each member the epoch to restore it from."""
+    saved = [set(checkpoint.all_epochs(d)) if os.path.isdir(d) else set() for d in dirs]
+    if not all(saved):
+        return None, []
+    left = [max(s) if checkpoint.restore_meta(d, max(s)).get("left") else None
+            for d, s in zip(dirs, saved, strict=True)]
+    for epoch in sorted(set.union(*saved), reverse=True):
+        at = [epoch if epoch in s else (g if g is not None and g <= epoch else None)
+              for s, g in zip(saved, left, strict=True)]
+        if all(a is not None for a in at):
+            return epoch, at
+    return None, []
+
+
 def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
-    """Restores every member from their latest common checkpoint; returns its epoch, or None
-    when a member has none, or one was saved by another config (the run then starts anew)."""
-    epoch = checkpoint.common_epoch(dirs)
+    """Restores every member from their latest common checkpoint (a member that had left the
+    population, from its last one); returns its epoch, or None when a member has none, or one
+    was saved by another config (the run then starts anew)."""
+    epoch, at = _resume_epoch(dirs)
     if epoch is None:
         return None
     like = _member((run.states, run.best_params), 0)
     trees, metas = [], []
-    for d, member in zip(dirs, run.members, strict=True):
-        tree, meta = checkpoint.restore(d, epoch, like)
+    for d, member, e in zip(dirs, run.members, at, strict=True):
+        tree, meta = checkpoint.restore(d, e, like)
         if meta["config"] != repr(member.cfg):
             log.warning("checkpoint in %s is of another config: training from the start", d)
             return None
@@ -377,6 +452,7 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
         jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
     for member, meta in zip(run.members, metas, strict=True):
         member.restore(meta, epoch)
+    run.compact(epoch)  # members that had left: out again
     log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
              "" if len(dirs) == 1 else "s", epoch)
     return epoch
@@ -423,6 +499,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
         for row in member.outcome.rows:
             on_epoch(k, row)
+    if start > 1 and hasattr(stopper, "resume"):  # a bracket's rule: who it had stopped
+        stopper.resume(run.members)
     if refill is not None:
         from hpjax import refill as refill_lib
 
@@ -447,5 +525,5 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         run.save(epoch, now=stop)
         signals.check()
         if stopper is not None:
-            run.compact()
+            run.compact(epoch)
     return run.finish(CompileStats.seconds - compile_s0)

@@ -36,6 +36,7 @@ class Population:
     keep: Callable  # (mask_P, new_P, old_P) -> where(mask, new, old) per member
     spec: trainer.Spec
     take: Callable = None  # (tree_P, idx_Q) -> tree_Q: members gathered into a new population
+    predict: Callable = None  # (params_P, hp_P, fold_P, x) -> outputs_P (host metrics)
 
 
 def where(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -107,6 +108,14 @@ def _evaluate(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.A
                     in_axes=(0, 0, data_axis, data_axis))(params, hp, x, y)
 
 
+def _predict(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.Array,
+             x: jax.Array) -> jax.Array:
+    if folds:
+        x = x[fold]
+    return jax.vmap(functools.partial(trainer.predict, spec),
+                    in_axes=(0, 0, 0 if folds else None))(params, hp, x)
+
+
 def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
     """The jitted population functions of `cfg`'s signature (its traced values unused)."""
     spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
@@ -124,7 +133,8 @@ def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Populat
         evaluate=jax.jit(functools.partial(_evaluate, spec, folds)),
         keep=jax.jit(where),
         spec=spec,
-        take=jax.jit(take))
+        take=jax.jit(take),
+        predict=jax.jit(functools.partial(_predict, spec, folds)))
 
 
 _CACHE: dict[tuple, Population] = {}

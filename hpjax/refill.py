@@ -48,6 +48,7 @@ def vacate(run, slots: list[int]) -> None:  # noqa: ANN001
     if not held:
         return
     test = run.test_metrics()
+    run.host_metrics(held)
     run.save_params(held)
     for s in held:
         member = run.members[run.slots[s]]
@@ -125,7 +126,7 @@ def train(run, refill: Callable[[int], list[NewMember]], start: int, *,  # noqa:
         run.save(epoch, now=stop)
         signals.check()
         if exhausted:
-            run.compact()
+            run.compact(epoch)
 
 
 __all__ = ["NewMember", "free_slots", "join", "train", "vacate"]

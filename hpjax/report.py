@@ -137,22 +137,35 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
     position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
     regression = trials and not any(t.metric("val/accuracy") is not None for t in trials)
     metrics = list(dict.fromkeys([*objectives, *(REGRESSION_COLUMNS if regression
-                                                  else METRIC_COLUMNS)]))
+                                                  else METRIC_COLUMNS), *host_columns(trials)]))
     with io.StringIO(newline="") as f:  # written whole below: a kill leaves the old file
         w = csv.writer(f)
-        w.writerow(["trial", "rank", *keys, "status", "objective", "objective_std", *metrics,
+        w.writerow(["trial", "rank", *keys, "status", "ended", "objective", "objective_std",
+                    *metrics,
                     "best_epoch",
                     "epochs_run", "num_params", "time_s", "pareto", "error"])
         for t in trials:
             values = dict(o.split("=", 1) for o in t.overrides)
             w.writerow([t.job, position.get(t.job, ""), *(values.get(k, "") for k in keys),
-                        t.status, _cell(t.get("objective")), _cell(t.get("objective_std")),
+                        t.status, t.ended, _cell(t.get("objective")),
+                        _cell(t.get("objective_std")),
                         *(_cell(t.metric(m)) for m in metrics),
                         _cell(t.get("best_epoch")), _cell(t.get("epochs_run")),
                         _cell(t.get("num_params")),
                         f"{t.seconds:.3f}" if t.result else "", t.job in front,
                         t.get("error") or ""])
         write_atomic(path, f.getvalue())
+
+
+def host_columns(trials: list[Trial]) -> list[str]:
+    """The host metrics (`task.host_metrics`, a host objective) the trials report: val/ then
+    test/ columns."""
+    from hpjax.metrics import BY_TASK
+
+    host = {n for task in BY_TASK.values() for n in task}
+    found = {k for t in trials if t.result for k in (*t.result.best, *t.result.test)
+             if k.split("/", 1)[-1] in host}
+    return sorted(found, key=lambda k: (not k.startswith("val/"), k))
 
 
 def _cell(v: Any) -> str:

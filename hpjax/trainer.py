@@ -285,6 +285,17 @@ def epoch_metrics(spec: Spec, state: TrainState, loss: jax.Array, aux: jax.Array
             "lr": learning_rate(spec, state.opt_state), "finite": jnp.all(jnp.isfinite(loss))}
 
 
+def predict(spec: Spec, params: Any, hp: Hparams, x: jax.Array) -> jax.Array:
+    """The model's outputs for every sample of `x` (logits, or standardised regression
+    targets), in fixed-size batches (`train.eval_batch_size`)."""
+    n = x.shape[0]
+    ebs = min(spec.cfg.train.eval_batch_size, n)
+    nb = -(-n // ebs)
+    xs = jnp.pad(x, [(0, nb * ebs - n)] + [(0, 0)] * (x.ndim - 1)).reshape(nb, ebs, *x.shape[1:])
+    out = jax.lax.map(lambda xb: forward(spec, hp, params, xb)[0], xs)
+    return out.reshape(nb * ebs, *out.shape[2:])[:n]
+
+
 def evaluate(spec: Spec, params: Any, hp: Hparams, x: jax.Array, y: jax.Array) -> dict:
     """Mean loss and accuracy over `x` (regression: loss, mse, mae, r2), in fixed-size batches
     (`train.eval_batch_size`)."""

@@ -12,7 +12,13 @@ from hpjax.jobs import run
 
 
 def test_regression_reaches_a_stated_r2_and_its_metrics_are_sklearns(tmp_path):
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+    from sklearn.metrics import (
+        explained_variance_score,
+        mean_absolute_error,
+        mean_squared_error,
+        median_absolute_error,
+        r2_score,
+    )
 
     from hpjax import trainer
     from hpjax.checkpoint import load_params
@@ -20,7 +26,8 @@ def test_regression_reaches_a_stated_r2_and_its_metrics_are_sklearns(tmp_path):
 
     cfg = compose_config(["task=regression", "data=make_regression", "data.n_samples=600",
                           "train.epochs=25", "optimizer.lr=0.01", "model.width=32",
-                          "train.early_stopping.patience=null"])
+                          "train.early_stopping.patience=null",
+                          "task.host_metrics=[median_absolute_error,explained_variance]"])
     assert (cfg.objective.metric, cfg.objective.mode) == ("val/r2", "max")
     result = run(cfg, str(tmp_path))
     # a noisy linear target (noise 10): over train.seed 0-7, val r2 0.968-0.988, test r2
@@ -37,6 +44,12 @@ def test_regression_reaches_a_stated_r2_and_its_metrics_are_sklearns(tmp_path):
     assert result.test["test/r2"] == pytest.approx(r2_score(truth, pred), abs=1e-4)
     assert result.test["test/mse"] == pytest.approx(mean_squared_error(truth, pred), rel=1e-3)
     assert result.test["test/mae"] == pytest.approx(mean_absolute_error(truth, pred), rel=1e-3)
+    # host metrics (hpjax.metrics): scikit-learn's on the same predictions, in the targets' units
+    assert result.test["test/median_absolute_error"] == pytest.approx(
+        median_absolute_error(truth, pred), rel=1e-4)
+    assert result.test["test/explained_variance"] == pytest.approx(
+        explained_variance_score(truth, pred), rel=1e-4)
+    assert "val/explained_variance" in result.best
 
 
 def nan_targets(n: int = 50):

@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from hpjax import metrics as host_metrics
 from hpjax.config._schema import ConfigError, Schema, choices, groups, per_member, traced
 from hpjax.config.model import ActivationConfig
 from hpjax.config.optim import OptimizerConfig, ScheduleConfig
@@ -91,7 +92,7 @@ class ObjectiveConfig(Schema):
     mode: str = per_member("max")
 
     def __post_init__(self) -> None:
-        self._check_choice("metric", METRICS)
+        # the metric is checked against the task's (`to_config`)
         self._check_choice("mode", MODES)
 
 
@@ -157,12 +158,19 @@ def to_config(cfg: DictConfig) -> Config:
                                   f"[base_<choice>]) or `{TARGET}`: your own "
                                   f"{'Flax module class' if group == 'model' else 'function'}")
             setattr(obj, group, target_config(group, node))
-    metrics = obj.task.metrics()
-    for key, metric in (("objective.metric", obj.objective.metric),
-                        ("train.early_stopping.monitor", obj.train.early_stopping.monitor)):
-        if metric not in metrics:
+    for key, metric, allowed in (
+            ("objective.metric", obj.objective.metric, obj.task.objectives()),
+            ("train.early_stopping.monitor", obj.train.early_stopping.monitor, obj.task.metrics())):
+        if metric not in allowed:
             raise ConfigError(key, metric, f"is not a metric of task={obj.task.name}: one of "
-                              f"{', '.join(metrics)}")
+                              f"{', '.join(allowed)}")
+    host_metric = host_metrics.BY_TASK[obj.task.name].get(obj.objective.metric[len("val/"):])
+    if obj.objective.metric.startswith("val/") and host_metric and (
+            host_metric.mode != obj.objective.mode):
+        raise ConfigError("objective.mode", obj.objective.mode,
+                          f"{obj.objective.metric} is better when "
+                          f"{'higher' if host_metric.mode == 'max' else 'lower'}: set "
+                          f"objective.mode={host_metric.mode}")
     unknown = _unknown_keys(cfg, obj)
     if unknown:
         raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]),

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from hpjax.config._schema import Schema, traced
+from hpjax import metrics as host
+from hpjax.config._schema import Schema, per_member, traced
 
 LOSSES = ("mse", "huber")
 
@@ -17,16 +18,30 @@ class TaskConfig(Schema):
     # The default objective (objective.metric reads it) and its mode
     metric: str = "val/accuracy"
     mode: str = "max"
+    # scikit-learn metrics computed on the host from the best epoch's predictions of the
+    # validation and test splits, reported as val/<name> and test/<name> (hpjax.metrics);
+    # objective.metric=val/<name> computes its own
+    host_metrics: list[str] = per_member(default_factory=list)
 
     def __post_init__(self) -> None:
         self._check_name()
         self._check_choice("metric", self.metrics())
         self._check_choice("mode", ("min", "max"))
+        allowed = host.names(self.name)
+        for name in self.host_metrics:
+            self._check("host_metrics", name in allowed,
+                        f"{name!r} is not a host metric of task={self.name}: any of "
+                        f"{', '.join(allowed)}")
 
     @classmethod
     def metrics(cls) -> tuple:
         """The metrics of this task's epochs (`train/*`, `val/*`; `test/*` as `val/*`)."""
         raise NotImplementedError
+
+    @classmethod
+    def objectives(cls) -> tuple:
+        """What `objective.metric` may name: the epochs' metrics and the host metrics."""
+        return cls.metrics() + tuple(f"val/{n}" for n in host.names(cls.choice))
 
 
 @dataclass

@@ -128,6 +128,8 @@ class Stoppers:
                            and values[i] is not None and t.should_prune()}
             return pruned
 
+        if rule is not None:
+            stop.resume, stop.rule = rule.resume, rule
         return stop
 
 
@@ -173,18 +175,24 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
         impl.refill = None
 
 
-def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
-                   space: _search.SearchSpace, names: list[str], mode: str) -> list:
-    """Successive halving (one bracket) or Hyperband (its brackets, s_max down to 0, again
-    until `n_trials`): each bracket one batch, its configurations from the sampler."""
-    impl = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
+def bracket_plan(sweeper: Any, space: _search.SearchSpace) -> tuple[int, list, int]:
+    """(R, the brackets, the trials they take): `n_trials`, or null: eta^s_max for sha, one
+    pass of the brackets for hyperband."""
     top = max_epochs(sweeper, space)
     if sweeper.algorithm == "sha":
         brackets = [hpjax.successive_halving(top, sweeper.eta, sweeper.min_epochs,
                                                 sweeper.n_trials)]
     else:
         brackets = hpjax.hyperband(top, sweeper.eta, sweeper.min_epochs)
-    total = sweeper.n_trials or sum(b[0].n for b in brackets)
+    return top, brackets, sweeper.n_trials or sum(b[0].n for b in brackets)
+
+
+def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
+                   space: _search.SearchSpace, names: list[str], mode: str) -> list:
+    """Successive halving (one bracket) or Hyperband (its brackets, s_max down to 0, again
+    until `n_trials`): each bracket one batch, its configurations from the sampler."""
+    impl = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
+    top, brackets, total = bracket_plan(sweeper, space)
     log.info("%s: R = %d epochs, eta = %d: brackets %s", sweeper.algorithm, top, sweeper.eta,
              "; ".join(hpjax.bracket_table(brackets)))
     returns, started = [], 0
@@ -268,6 +276,6 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     return returns
 
 
-__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Stoppers", "check", "make_pruner",
-           "max_epochs", "population_launcher", "refilling", "refills", "sweep_brackets",
-           "sweep_pbt"]
+__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Stoppers", "bracket_plan", "check",
+           "make_pruner", "max_epochs", "population_launcher", "refilling", "refills",
+           "sweep_brackets", "sweep_pbt"]

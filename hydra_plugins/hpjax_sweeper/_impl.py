@@ -227,6 +227,8 @@ class HpjaxSweeperImpl(Sweeper):
                 total, distributions = self._enqueue_grid(study, space), space.grid_distributions
             else:
                 total, distributions = self.n_trials, space.distributions
+            if total is None:  # sha, hyperband: their brackets' trials
+                total = _fidelity.bracket_plan(self, space)[2]
             finished = _batch.count(study)[0]
         if finished:
             log.info("resuming: %d of %d trials already finished", finished, total)
