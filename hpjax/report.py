@@ -342,6 +342,12 @@ class SweepReport(Callback):
             except Exception:  # noqa: BLE001  (Hydra runs the sweep anyway; the line is a nicety)
                 pass
 
+    @property
+    def wants_jobs(self) -> bool:
+        """Whether `on_job_end` needs each job's config (a launcher may end jobs without
+        composing it when no callback does): not under hpjax's sweeper."""
+        return getattr(self, "_per_job", True)
+
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if not getattr(self, "_per_job", False):  # a single run, or hpjax's sweeper
             return
