@@ -1,5 +1,6 @@
 """Faults a real sweep meets in its first week, one test per kind (issue 13): each failed before."""
 
+import csv
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from hpjax import batch, results
 from hpjax.cli import CONF_DIR, sweep_argv
 from hpjax.progress import SweepProgress
 from hpjax.report import report
-from hydra_plugins.hpjax_sweeper import _space, _storage
+from hydra_plugins.hpjax_sweeper import _faults, _space, _storage
 from hydra_plugins.hpjax_sweeper._search import parse
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -255,6 +256,110 @@ def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
     assert trials[1].params == first.params
     result = json.loads((tmp_path / "s" / "1" / "result.json").read_text())
     assert result["resumed_from_epoch"] >= saved and result["epochs_run"] == 15
+
+
+def test_sigterm_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_rerun_resumes(
+        tmp_path):
+    # two lengths: two populations, one after the other; the signal comes during the second
+    args = ["data=iris", "model.width=8", "train.epochs=3,12", "train.checkpoint_every=1",
+            "train.early_stopping.patience=null"]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
+                             "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    sweep_dir, checkpoints = tmp_path / "s", tmp_path / "s" / "1" / "checkpoints"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not (
+            checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, out
+    assert "sweep stopped by SIGTERM: 1 unfinished jobs written as interrupted" in out
+    first = (sweep_dir / "0" / "result.json").read_text()
+    assert json.loads(first)["status"] == "ok"
+    second = json.loads((sweep_dir / "1" / "result.json").read_text())
+    saved = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert 1 <= saved < 12
+    assert (second["status"], second["error"]) == (
+        "interrupted", f"stopped by SIGTERM (checkpoint at epoch {saved})")
+    with (sweep_dir / "summary.csv").open() as f:  # Hydra's end-of-sweep callback ran
+        assert [(r["trial"], r["status"]) for r in csv.DictReader(f)] == [
+            ("0", "ok"), ("1", "interrupted")]
+
+    sweep(args, sweep_dir)  # the same command again: only the interrupted job trains
+    assert (sweep_dir / "0" / "result.json").read_text() == first
+    second = json.loads((sweep_dir / "1" / "result.json").read_text())
+    assert second["status"] == "ok" and second["epochs_run"] == 12
+    assert second["resumed_from_epoch"] >= saved
+    with (sweep_dir / "summary.csv").open() as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok"]
+
+
+@pytest.fixture
+def slurm():
+    from test_cluster import _require, _slurm_up
+
+    _require(_slurm_up(), "the SLURM cluster")
+
+
+@pytest.mark.xdist_group("slurm")  # the one-node cluster's tests run one after another
+def test_slurms_pre_timeout_signal_checkpoints_and_resubmits_the_job(slurm, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    checkpoints = sweep_dir / "0" / "checkpoints"
+
+    def signal_the_job():  # as SLURM does signal_delay_s before the time limit
+        deadline = time.time() + 120
+        while time.time() < deadline and not (checkpoints.is_dir() and any(
+                p.name.isdigit() for p in checkpoints.iterdir())):
+            time.sleep(0.05)
+        job_id = next((sweep_dir / ".submitit").rglob("*_submitted.pkl")).parent.name
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # submitit's way
+
+    thread = threading.Thread(target=signal_the_job)
+    thread.start()
+    sweep(["hydra/launcher=hpjax_slurm", *TINY, "optimizer.lr=0.01", "activation=relu",
+           "train.epochs=24", "train.checkpoint_every=1", "hydra.launcher.signal_delay_s=60"],
+          sweep_dir)  # the driver, in this process
+    thread.join()
+    scripts = list((sweep_dir / ".submitit").rglob("*_submission.sh"))
+    assert len(scripts) == 2  # the job, and the same job submitted again
+    assert all("#SBATCH --signal=USR2@60" in s.read_text() for s in scripts)  # asked of SLURM
+    first = min(scripts, key=lambda s: int(s.parent.name)).parent
+    assert "SIGUSR2 before the time limit: stopped at an epoch boundary, checkpoints saved" in \
+        (first / f"{first.name}_0_log.out").read_text()
+    result = json.loads((sweep_dir / "0" / "result.json").read_text())
+    assert (result["status"], result["epochs_run"]) == ("ok", 24)
+    assert 1 <= result["resumed_from_epoch"] < 24  # the epochs before: not trained again
+    rows = [json.loads(r) for r in (sweep_dir / "0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 25))  # continuous across the restart
+
+
+def test_heartbeats_survive_a_database_outage_and_say_so(tmp_path, caplog):
+    caplog.set_level("INFO")
+    db = tmp_path / "study.db"
+    storage = optuna.storages.RDBStorage(  # a short busy timeout: a locked database fails fast
+        f"sqlite:///{db}", heartbeat_interval=1, grace_period=3,
+        engine_kwargs={"connect_args": {"timeout": 0.05}})
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    with _faults.heartbeats(study, [trial]):
+        time.sleep(0.3)
+        lock = sqlite3.connect(db)  # the database unavailable to the worker for 4.5 s
+        lock.execute("BEGIN EXCLUSIVE")
+        time.sleep(4.5)
+        lock.rollback()
+        lock.close()
+        time.sleep(1.5)
+        # beating again: no worker would fail the trial as stale now
+        assert storage._get_stale_trial_ids(study._study_id) == []
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records
+              if "heartbeat" in r.getMessage()]
+    assert [level for level, _ in logged] == ["WARNING", "ERROR", "WARNING"], logged
+    assert logged[0][1].startswith("heartbeat of 1 running trials failed (OperationalError: ")
+    assert "database is locked" in logged[0][1]
+    assert logged[1][1].startswith("no heartbeat for ") and "beyond the grace period" in \
+        logged[1][1]
+    assert logged[2][1].startswith("heartbeats recorded again after ")
 
 
 def test_a_grid_of_a_million_points_is_enqueued_a_batch_at_a_time():

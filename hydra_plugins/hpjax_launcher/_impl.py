@@ -95,7 +95,9 @@ class VmapLauncherImpl:
             self._start()
             return [self._run_job(n, o, self._compose(n, o), self.task_function)
                     for n, o in indexed]
-        return self.run_jobs(indexed)
+        from ._interrupt import launch  # SIGINT/SIGTERM at epoch boundaries, a rerun resumes
+
+        return launch(self, indexed)
 
     def _start(self) -> None:
         setup_globals()
