@@ -373,30 +373,35 @@ class _Run:
         test = self.test_metrics()
         self.host_metrics(range(len(self.slots)))
         self.save_params(range(len(self.slots)))
+        for member in self.members:
+            if member.slot is not None and not member.gone:
+                member.test = {n: float(v[member.slot]) for n, v in test.items()}
+            self.finish_member(member, compile_s / len(self.members))
+        return [m.outcome for m in self.members]
+
+    def finish_member(self, member: Member, compile_s: float) -> Outcome:
+        """The result's numbers of a member whose test metrics are taken (`member.test`)."""
         num_params = sum(int(np.prod(p.shape[1:]))
                          for p in jax.tree.leaves(self.states.params["params"]))
         samples_per_epoch = self.pop.spec.steps_per_epoch * self.pop.spec.batch_size
-        for member in self.members:
-            r, tracker = member.result, member.tracker
-            if tracker.epoch is not None:
-                own = member.test if member.slot is None or member.gone else {
-                    n: float(v[member.slot]) for n, v in test.items()}
-                host = member.host
-                r.test = {**{f"test/{n}": v for n, v in own.items()},
-                          **{n: v for n, v in host.items() if n.startswith("test/")}}
-                r.best_epoch = tracker.epoch
-                r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
-                          **{n: v for n, v in host.items() if n.startswith("val/")}}
-            if r.status in ("ok", "pruned") and tracker.epoch is not None:
-                value = float(r.best[member.cfg.objective.metric])
-                r.objective = value if math.isfinite(value) else None  # an undefined score
-            r.compile_time_s = round(compile_s / len(self.members), 4)
-            r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
-            r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
-                if member.train_s > 0 else 0.0
-            r.num_params = num_params
-            r.pbt = pbt_lib.record(member)
-        return [m.outcome for m in self.members]
+        r, tracker = member.result, member.tracker
+        if tracker.epoch is not None:
+            host = member.host
+            r.test = {**{f"test/{n}": v for n, v in member.test.items()},
+                      **{n: v for n, v in host.items() if n.startswith("test/")}}
+            r.best_epoch = tracker.epoch
+            r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
+                      **{n: v for n, v in host.items() if n.startswith("val/")}}
+        if r.status in ("ok", "pruned") and tracker.epoch is not None:
+            value = float(r.best[member.cfg.objective.metric])
+            r.objective = value if math.isfinite(value) else None  # an undefined score
+        r.compile_time_s = round(compile_s, 4)
+        r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
+        r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
+            if member.train_s > 0 else 0.0
+        r.num_params = num_params
+        r.pbt = pbt_lib.record(member)
+        return member.outcome
 
 
 def scheduled(cfg: Config, epoch: int) -> dict:
@@ -466,7 +471,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      params_dirs: Optional[list[Optional[str]]] = None,
                      stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
                      pbt: Optional[pbt_lib.PBT] = None,
-                     refill: Optional[Callable[[int], list]] = None) -> list[Outcome]:
+                     refill: Optional[Callable[[int], list]] = None,
+                     on_left: Optional[Callable[[int, Outcome], None]] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
@@ -487,6 +493,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
       refill: called with a number of free slots at each epoch boundary, returns at most that
         many new members (`hpjax.refill.NewMember`), which train from their own fresh state in
         the slots of members that ended; their outcomes follow the configs' in the list.
+      on_left: with `refill`, called with (member index, outcome) when a member leaves its
+        slot to a new member: its outcome is final then.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -505,7 +513,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         from hpjax import refill as refill_lib
 
         refill_lib.train(run, refill, start, on_epoch=on_epoch, stopper=stopper,
-                         on_progress=on_progress or (log_report if len(cfgs) > 1 else None))
+                         on_progress=on_progress or (log_report if len(cfgs) > 1 else None),
+                         on_left=on_left, compile_s0=compile_s0)
         return run.finish(CompileStats.seconds - compile_s0)
     if pbt is not None:
         pbt.start(run.members)

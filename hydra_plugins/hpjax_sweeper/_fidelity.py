@@ -168,11 +168,23 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
         trials.extend(new)
         return [(t.number, space.overrides(t.params)) for t in new]
 
-    impl.refill = refill
+    told: set[int] = set()
+
+    def tell(number: int, ret: Any) -> None:  # as soon as the job ends: the sampler learns
+        trial = next(t for t in trials if t.number == number)
+        try:
+            with _batch.transaction(study):
+                sweeper._tell(study, trial, ret)
+        except Exception as e:  # noqa: BLE001  (told again when the batch ends)
+            log.warning("trial %d: its result is told when the batch ends (%s)", number, e)
+            return
+        told.add(number)
+
+    impl.refill, impl.on_return, sweeper._told = refill, tell, told
     try:
         yield
     finally:
-        impl.refill = None
+        impl.refill, impl.on_return, sweeper._told = None, None, set()
 
 
 def bracket_plan(sweeper: Any, space: _search.SearchSpace) -> tuple[int, list, int]:

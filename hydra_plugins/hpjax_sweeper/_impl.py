@@ -284,6 +284,8 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _tell_each(self, study: optuna.Study, trials: list, results: list) -> None:
         for trial, ret in zip(trials, results, strict=True):
+            if trial.number in getattr(self, "_told", ()):  # told as its job ended
+                continue
             try:
                 self._tell(study, trial, ret)
             except optuna.exceptions.UpdateFinishedTrialError:
