@@ -318,7 +318,7 @@ def test_slurms_pre_timeout_signal_checkpoints_and_resubmits_the_job(slurm, tmp_
     thread = threading.Thread(target=signal_the_job)
     thread.start()
     sweep(["hydra/launcher=hpjax_slurm", *TINY, "optimizer.lr=0.01", "activation=relu",
-           "train.epochs=24", "train.checkpoint_every=1", "hydra.launcher.signal_delay_s=60"],
+           "train.epochs=16", "train.checkpoint_every=1", "hydra.launcher.signal_delay_s=60"],
           sweep_dir)  # the driver, in this process
     thread.join()
     scripts = list((sweep_dir / ".submitit").rglob("*_submission.sh"))
@@ -328,10 +328,10 @@ def test_slurms_pre_timeout_signal_checkpoints_and_resubmits_the_job(slurm, tmp_
     assert "SIGUSR2 before the time limit: stopped at an epoch boundary, checkpoints saved" in \
         (first / f"{first.name}_0_log.out").read_text()
     result = json.loads((sweep_dir / "0" / "result.json").read_text())
-    assert (result["status"], result["epochs_run"]) == ("ok", 24)
-    assert 1 <= result["resumed_from_epoch"] < 24  # the epochs before: not trained again
+    assert (result["status"], result["epochs_run"]) == ("ok", 16)
+    assert 1 <= result["resumed_from_epoch"] < 16  # the epochs before: not trained again
     rows = [json.loads(r) for r in (sweep_dir / "0" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == list(range(1, 25))  # continuous across the restart
+    assert [r["epoch"] for r in rows] == list(range(1, 17))  # continuous across the restart
 
 
 def test_heartbeats_survive_a_database_outage_and_say_so(tmp_path, caplog):
@@ -394,7 +394,11 @@ def _worker(storage, study_name, sweep_dir, n_trials):
 
 
 def _fork(target, *args, delay=0.0):
-    pid = os.fork()
+    import warnings
+
+    with warnings.catch_warnings():  # JAX warns of fork; the child never uses JAX
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 1
         try:
