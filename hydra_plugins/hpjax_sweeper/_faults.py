@@ -80,6 +80,15 @@ def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: i
         retry(study, t, max_retries)
 
 
+def first_heartbeats(study: optuna.Study, trials: list) -> None:
+    """Each new trial's first heartbeat, written with its ask (in the ask's transaction on a
+    database): Optuna never fails a RUNNING trial that has no heartbeat, so a worker killed
+    between the ask and its heartbeat thread's first beat would leave it running for ever."""
+    if _optuna_heartbeats(study):
+        for t in trials:
+            study._storage.record_heartbeat(t._trial_id)
+
+
 @contextmanager
 def heartbeats(study: optuna.Study, trials: list,
                interval: Optional[int] = None) -> Iterator[None]:

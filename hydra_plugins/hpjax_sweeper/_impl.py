@@ -252,6 +252,7 @@ class HpjaxSweeperImpl(Sweeper):
                     if job_dir is not None:
                         t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
                         t.set_user_attr("job_dir", t._hpjax_job_dir)
+                _faults.first_heartbeats(study, trials)  # a worker killed now: stale, rerun
             return trials, finished, running
 
     def _job_dir(self, sweep_dir: Path) -> Any:
