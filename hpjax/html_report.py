@@ -143,6 +143,8 @@ def timeline_figure(trials: list[Trial]) -> Optional[Any]:
         p = t.get("population")
         if p:
             pop = pops.setdefault((p["start"], p["label"]), dict(p, jobs=[]))
+            if p["end"] > pop["end"]:  # a refilled population's trials end one by one
+                pop.update(p)
             pop["jobs"].append(t.job)
     if not pops:
         return None

@@ -70,6 +70,7 @@ class Member:
     offset: int = 0  # the population's epochs before it joined (a refilled slot)
     pruned_at: Optional[int] = None  # the epoch the sweep's schedule stopped it
     gone: bool = False  # it left the population in an earlier run (restored from its record)
+    origin: str = ""  # its config as it started (PBT and train.hparam_schedule change `cfg`)
 
     @property
     def result(self) -> Result:
@@ -78,7 +79,8 @@ class Member:
     def meta(self) -> dict:
         """What the host loop knows of the member, to continue it from a checkpoint."""
         r = self.result
-        return {"config": repr(self.cfg), "rows": self.outcome.rows, "active": self.active,
+        return {"config": self.origin or repr(self.cfg), "values": pbt_lib.traced_values(self.cfg),
+                "pbt": pbt_lib.record(self), "rows": self.outcome.rows, "active": self.active,
                 "train_s": self.train_s, "status": r.status, "diverged_epoch": r.diverged_epoch,
                 "stopped_early": r.stopped_early, "best_epoch": self.tracker.epoch,
                 "best_row": self.tracker.row, "pruned_at": self.pruned_at, "test": self.test,
@@ -181,6 +183,8 @@ class _Run:
         self.train_data = self.place.shared((ds.x_train, ds.y_train))
         self.val_data = self.place.shared((ds.x_val, ds.y_val))
         dirs = checkpoint_dirs or [None] * len(cfgs)
+        self.restored: list[dict] = []  # the members' checkpoint records, when continued
+        self.explorer: Optional[pbt_lib.PBT] = None  # PBT's, saved with each checkpoint
         self.members = [self.new_member(c, f, d, p)
                         for c, f, d, p in zip(cfgs, folds, dirs, params_dirs or [None] * len(cfgs),
                                               strict=True)]
@@ -198,7 +202,7 @@ class _Run:
             "ok", None, cfg.objective.metric, cfg.objective.mode, seed=cfg.train.seed,
             launcher=self.launcher, fold=fold if self.ds.folds else None)),
             BestEpoch(cfg.train.early_stopping),
-            checkpoint_dir if cfg.train.checkpoint_every else None, params_dir)
+            checkpoint_dir if cfg.train.checkpoint_every else None, params_dir, origin=repr(cfg))
 
     def active_mask(self) -> np.ndarray:
         return np.array([self.members[k].active for k in self.slots]
@@ -366,37 +370,43 @@ class _Run:
                     epoch - member.offset, now):
                 checkpoint.save(member.checkpoint_dir, epoch - member.offset,
                                 _member((self.states, self.best_params), member.slot),
-                                member.meta())
+                                {**member.meta(), **({"explorer": self.explorer.state()}
+                                                     if self.explorer is not None else {})})
 
     def finish(self, compile_s: float) -> list[Outcome]:
         """Test metrics at each member's best epoch, and the results' numbers."""
         test = self.test_metrics()
         self.host_metrics(range(len(self.slots)))
         self.save_params(range(len(self.slots)))
+        for member in self.members:
+            if member.slot is not None and not member.gone:
+                member.test = {n: float(v[member.slot]) for n, v in test.items()}
+            self.finish_member(member, compile_s / len(self.members))
+        return [m.outcome for m in self.members]
+
+    def finish_member(self, member: Member, compile_s: float) -> Outcome:
+        """The result's numbers of a member whose test metrics are taken (`member.test`)."""
         num_params = sum(int(np.prod(p.shape[1:]))
                          for p in jax.tree.leaves(self.states.params["params"]))
         samples_per_epoch = self.pop.spec.steps_per_epoch * self.pop.spec.batch_size
-        for member in self.members:
-            r, tracker = member.result, member.tracker
-            if tracker.epoch is not None:
-                own = member.test if member.slot is None or member.gone else {
-                    n: float(v[member.slot]) for n, v in test.items()}
-                host = member.host
-                r.test = {**{f"test/{n}": v for n, v in own.items()},
-                          **{n: v for n, v in host.items() if n.startswith("test/")}}
-                r.best_epoch = tracker.epoch
-                r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
-                          **{n: v for n, v in host.items() if n.startswith("val/")}}
-            if r.status in ("ok", "pruned") and tracker.epoch is not None:
-                value = float(r.best[member.cfg.objective.metric])
-                r.objective = value if math.isfinite(value) else None  # an undefined score
-            r.compile_time_s = round(compile_s / len(self.members), 4)
-            r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
-            r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
-                if member.train_s > 0 else 0.0
-            r.num_params = num_params
-            r.pbt = pbt_lib.record(member)
-        return [m.outcome for m in self.members]
+        r, tracker = member.result, member.tracker
+        if tracker.epoch is not None:
+            host = member.host
+            r.test = {**{f"test/{n}": v for n, v in member.test.items()},
+                      **{n: v for n, v in host.items() if n.startswith("test/")}}
+            r.best_epoch = tracker.epoch
+            r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
+                      **{n: v for n, v in host.items() if n.startswith("val/")}}
+        if r.status in ("ok", "pruned") and tracker.epoch is not None:
+            value = float(r.best[member.cfg.objective.metric])
+            r.objective = value if math.isfinite(value) else None  # an undefined score
+        r.compile_time_s = round(compile_s, 4)
+        r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
+        r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
+            if member.train_s > 0 else 0.0
+        r.num_params = num_params
+        r.pbt = pbt_lib.record(member)
+        return member.outcome
 
 
 def scheduled(cfg: Config, epoch: int) -> dict:
@@ -442,7 +452,7 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
     trees, metas = [], []
     for d, member, e in zip(dirs, run.members, at, strict=True):
         tree, meta = checkpoint.restore(d, e, like)
-        if meta["config"] != repr(member.cfg):
+        if meta["config"] != member.origin:
             log.warning("checkpoint in %s is of another config: training from the start", d)
             return None
         trees.append(tree)
@@ -452,6 +462,12 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
         jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
     for member, meta in zip(run.members, metas, strict=True):
         member.restore(meta, epoch)
+        changed = {k: v for k, v in (meta.get("values") or {}).items()
+                   if pbt_lib.value_of(member.cfg, k) != v}
+        if changed:  # PBT's explore, a scheduled value: the traced numbers it trained with
+            member.cfg = pbt_lib.with_values(member.cfg, changed)
+            run.set_hparams(member)
+    run.restored = metas
     run.compact(epoch)  # members that had left: out again
     log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
              "" if len(dirs) == 1 else "s", epoch)
@@ -466,7 +482,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      params_dirs: Optional[list[Optional[str]]] = None,
                      stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
                      pbt: Optional[pbt_lib.PBT] = None,
-                     refill: Optional[Callable[[int], list]] = None) -> list[Outcome]:
+                     refill: Optional[Callable[[int], list]] = None,
+                     on_left: Optional[Callable[[int, Outcome], None]] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
@@ -487,6 +504,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
       refill: called with a number of free slots at each epoch boundary, returns at most that
         many new members (`hpjax.refill.NewMember`), which train from their own fresh state in
         the slots of members that ended; their outcomes follow the configs' in the list.
+      on_left: with `refill`, called with (member index, outcome) when a member leaves its
+        slot to a new member: its outcome is final then.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -495,6 +514,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     compile_s0 = CompileStats.seconds
     run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
                checkpoint_dirs, params_dirs, refilled=refill is not None)
+    run.explorer = pbt
     start = run.resume()
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
         for row in member.outcome.rows:
@@ -505,10 +525,13 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         from hpjax import refill as refill_lib
 
         refill_lib.train(run, refill, start, on_epoch=on_epoch, stopper=stopper,
-                         on_progress=on_progress or (log_report if len(cfgs) > 1 else None))
+                         on_progress=on_progress or (log_report if len(cfgs) > 1 else None),
+                         on_left=on_left, compile_s0=compile_s0)
         return run.finish(CompileStats.seconds - compile_s0)
     if pbt is not None:
         pbt.start(run.members)
+        if start > 1:  # continued: lineages, schedules and the explorer's state as saved
+            pbt.resume(run.members, run.restored)
     for epoch in range(start, cfgs[0].train.epochs + 1):
         run.apply_schedules(epoch)
         run.epoch(epoch, on_epoch)

@@ -104,9 +104,13 @@ def test_a_pruned_sweep_keeps_its_population_full_and_ends_exactly_n_trials(tmp_
                                                              epochs)
         assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
     # one population: every trial ran in the batch's population, refilled trials included
-    populations = {json.dumps(json.loads((sweep / str(t.number) / "result.json").read_text())[
-        "population"], sort_keys=True) for t in trials}
+    populations = {(p["start"], p["label"]) for p in (json.loads(
+        (sweep / str(t.number) / "result.json").read_text())["population"] for t in trials)}
     assert len(populations) == 1
+    # each trial is told as it leaves its slot, so the sampler learns from it at once: pruned
+    # trial 1 (epoch 1) before trial 0 (4 epochs), and trial 0 before trial 4 (epochs 2-5)
+    done = {t.number: t.datetime_complete for t in trials}
+    assert done[1] < done[3] < done[0] < done[2] < done[4]
 
 
 def test_two_drivers_with_a_pruner_end_exactly_n_trials_pruned_ones_pruned(tmp_path):

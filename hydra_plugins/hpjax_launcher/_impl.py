@@ -77,6 +77,8 @@ class VmapLauncherImpl:
         # Set by hpjax's sweeper with a pruner: n -> at most n new (job number, overrides) for
         # the slots of trials that ended; their returns follow the batch's.
         self.refill: Any = None
+        # Set by hpjax's sweeper: (job number, JobReturn) of each job as soon as it has ended.
+        self.on_return: Any = None
         self._templates: Optional[_fast.Templates] = None
         self._file_only = _FileOnly()
 
@@ -93,7 +95,9 @@ class VmapLauncherImpl:
             self._start()
             return [self._run_job(n, o, self._compose(n, o), self.task_function)
                     for n, o in indexed]
-        return self.run_jobs(indexed)
+        from ._interrupt import launch  # SIGINT/SIGTERM at epoch boundaries, a rerun resumes
+
+        return launch(self, indexed)
 
     def _start(self) -> None:
         setup_globals()
@@ -166,6 +170,8 @@ class VmapLauncherImpl:
             for i, end in sorted(ended.items()):
                 (n, o), c = indexed[i], configs[i]
                 returns[i] = self._run_job(n, o, c, _off_console(end) if quiet else end)
+                if self.on_return is not None:
+                    self.on_return(n, returns[i])
 
         self.quiet = quiet
         try:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hpjax
 
-from . import _batch, _search
+from . import _batch, _faults, _search
 
 log = logging.getLogger(__name__)
 
@@ -164,15 +164,29 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
                 new = [space.ask(study, distributions) for _ in range(room)]
                 for t in new:
                     if job_dir is not None:
-                        t.set_user_attr("job_dir", str(job_dir(t.number)))
+                        t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
+                        t.set_user_attr("job_dir", t._hpjax_job_dir)
+                _faults.first_heartbeats(study, new)
         trials.extend(new)
         return [(t.number, space.overrides(t.params)) for t in new]
 
-    impl.refill = refill
+    told: set[int] = set()
+
+    def tell(number: int, ret: Any) -> None:  # as soon as the job ends: the sampler learns
+        trial = next(t for t in trials if t.number == number)
+        try:
+            with _batch.transaction(study):
+                sweeper._tell(study, trial, ret)
+        except Exception as e:  # noqa: BLE001  (told again when the batch ends)
+            log.warning("trial %d: its result is told when the batch ends (%s)", number, e)
+            return
+        told.add(number)
+
+    impl.refill, impl.on_return, sweeper._told = refill, tell, told
     try:
         yield
     finally:
-        impl.refill = None
+        impl.refill, impl.on_return, sweeper._told = None, None, set()
 
 
 def bracket_plan(sweeper: Any, space: _search.SearchSpace) -> tuple[int, list, int]:

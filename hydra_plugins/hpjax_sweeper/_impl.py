@@ -252,6 +252,7 @@ class HpjaxSweeperImpl(Sweeper):
                     if job_dir is not None:
                         t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
                         t.set_user_attr("job_dir", t._hpjax_job_dir)
+                _faults.first_heartbeats(study, trials)  # a worker killed now: stale, rerun
             return trials, finished, running
 
     def _job_dir(self, sweep_dir: Path) -> Any:
@@ -283,6 +284,8 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _tell_each(self, study: optuna.Study, trials: list, results: list) -> None:
         for trial, ret in zip(trials, results, strict=True):
+            if trial.number in getattr(self, "_told", ()):  # told as its job ended
+                continue
             try:
                 self._tell(study, trial, ret)
             except optuna.exceptions.UpdateFinishedTrialError:
