@@ -320,5 +320,5 @@ def load(job_dir: str, member: int = 0) -> Trained:
     spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
                         ds.n_train, None, ds.y_scale, ds.num_classes)
     hp = hparams(cfg)
-    module = spec.model.build(trainer._model_hp(spec, hp)) if spec.target else spec.model
+    module = spec.model.build(trainer._model_hp(spec, hp))
     return Trained(cfg, variables, module, ds, Result.read(job_dir), spec, hp)
