@@ -19,10 +19,11 @@ import numpy as np
 from hpjax import data as data_lib
 from hpjax import population, trainer
 from hpjax.config import Config, ConfigError
-from hpjax.fidelity import Stopper
+from hpjax.fidelity import Stopper, SuccessiveHalving
 from hpjax.hparams import signature
 from hpjax.jobs import JobEnd, members_per_trial, train_trials
 from hpjax.progress import SweepProgress
+from hpjax.results import Outcome
 
 log = logging.getLogger("hpjax")
 
@@ -103,9 +104,11 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
                 progress: SweepProgress, label: str, train: Callable = train_trials,
                 ids: Optional[list[int]] = None,
                 stoppers: Optional[Callable[[list[int]], Stopper]] = None,
-                refill: Optional[Callable[[int], list[tuple[int, Job]]]] = None) -> None:
+                refill: Optional[Callable[[int], list[tuple[int, Job]]]] = None,
+                on_ended: Optional[Callable[[], None]] = None) -> None:
     """Trains one chunk as one population and sets `ends[id]` for each of its jobs.
-    `refill(n)`: at most n new (id, job) of the chunk's signature for slots that free up."""
+    `refill(n)`: at most n new (id, job) of the chunk's signature for slots that free up; a job
+    that leaves its slot ends at once (`ends[id]` set, then `on_ended()`)."""
     jobs, ids = list(jobs), list(range(len(jobs))) if ids is None else list(ids)
     extra: dict = {"stopper": stoppers(ids)} if stoppers is not None else {}
     names = [job.name for job in jobs]
@@ -118,9 +121,19 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
                 names.append(job.name)
             return [(job.cfg, job.output_dir) for _, job in joined]
         extra["refill"] = new_trials
+
+        def trial_end(i: int, outcome: Outcome) -> None:
+            outcome.result.population = {"label": label, "start": round(start, 3),
+                                         "end": round(time.time(), 3), "members": len(jobs),
+                                         "compile_s": outcome.result.compile_time_s,
+                                         "refilled": True}
+            ends[ids[i]] = JobEnd(outcome)
+            if on_ended is not None:
+                on_ended()
+        extra["on_trial_end"] = trial_end
+    start = time.time()
     on_progress = progress.population(f"{label}: {len(jobs)} trials", jobs[0].cfg.train.epochs,
                                       names)
-    start = time.time()
     try:
         outcomes = train([job.cfg for job in jobs], launcher=launcher, on_progress=on_progress,
                          output_dirs=[job.output_dir for job in jobs], **extra)
@@ -140,11 +153,15 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
                     f"failed ({type(e).__name__}: {e})", half, len(jobs) - half)
         for part in (slice(None, half), slice(half, None)):
             train_chunk(jobs[part], ends, launcher=launcher, progress=progress, label=label,
-                        train=train, ids=ids[part], stoppers=stoppers, refill=refill)
+                        train=train, ids=ids[part], stoppers=stoppers, refill=refill,
+                        on_ended=on_ended)
         return
     population = {"label": label, "start": round(start, 3), "end": round(time.time(), 3),
                   "members": len(jobs),
                   "compile_s": round(sum(o.result.compile_time_s for o in outcomes), 4)}
+    rule = getattr(extra.get("stopper"), "rule", extra.get("stopper"))
+    if isinstance(rule, SuccessiveHalving) and rule.promoted:  # a bracket's rungs as they ran
+        population["rungs"] = rule.table()
     for o in outcomes:
         o.result.population = population
     ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})
@@ -223,8 +240,9 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
                     f" chunk {c}/{len(chunks)}" if len(chunks) > 1 else "")
                 train_chunk([jobs[i] for i in chunk], ends, launcher=launcher,
                             progress=progress, label=label, train=train, ids=chunk,
-                            stoppers=stoppers, refill=refill and chunk_refill(
-                                signature(first)) if members_per_trial(first) == 1 else None)
+                            stoppers=stoppers, on_ended=tell,
+                            refill=chunk_refill(signature(first)) if refill is not None
+                            and members_per_trial(first) == 1 else None)
                 tell()
             while deferred and g == len(planned):  # refilled jobs of another signature
                 later = list(deferred)
@@ -235,8 +253,8 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
                         ids = [later[i] for i in chunk]
                         train_chunk([jobs[i] for i in ids], ends, launcher=launcher,
                                     progress=progress, label=f"population {g}+", train=train,
-                                    ids=ids, stoppers=stoppers, refill=refill and chunk_refill(
-                                        signature(jobs[ids[0]].cfg)))
+                                    ids=ids, stoppers=stoppers, on_ended=tell,
+                                    refill=chunk_refill(signature(jobs[ids[0]].cfg)))
                         tell()
     return [ends[i] for i in range(len(jobs))]
 

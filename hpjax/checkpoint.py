@@ -67,6 +67,15 @@ def restore(directory: str, epoch: int, like: Any) -> tuple[Any, dict]:
     return jax.tree.unflatten(treedef, leaves), restored["meta"]
 
 
+def restore_meta(directory: str, epoch: int) -> dict:
+    """What the host knew of one member at `epoch` (its arrays stay on disk)."""
+    import orbax.checkpoint as ocp
+
+    with _manager(directory) as manager:
+        return manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
+            "meta"]
+
+
 def clear(directory: str) -> None:
     """Removes a member's checkpoints: its training starts anew."""
     if Path(directory).is_dir():

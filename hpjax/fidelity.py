@@ -107,6 +107,17 @@ class SuccessiveHalving:
         self.promoted.append((epoch, len(alive), keep))
         return pruned
 
+    def table(self) -> str:
+        """The rungs as they ran: `4x1 2x2 1x4` (trials x epochs), as far as they got."""
+        if not self.promoted:
+            return ""
+        return " ".join([f"{n}x{e}" for e, n, _ in self.promoted]
+                        + [f"{self.promoted[-1][2]}x{self.rung_epochs[-1]}"])
+
+    def resume(self, out: set[int]) -> None:
+        """Continues a bracket from a checkpoint: the trials it had stopped are `out`."""
+        self.out = set(out)
+
 
 @dataclass(frozen=True)
 class HalvingStoppers:

@@ -143,14 +143,18 @@ def timeline_figure(trials: list[Trial]) -> Optional[Any]:
         p = t.get("population")
         if p:
             pop = pops.setdefault((p["start"], p["label"]), dict(p, jobs=[]))
+            if p["end"] > pop["end"]:  # a refilled population's trials end one by one
+                pop.update(p)
             pop["jobs"].append(t.job)
     if not pops:
         return None
     t0 = min(p["start"] for p in pops.values())
     ordered = sorted(pops.values(), key=lambda p: p["start"])
-    labels = [f"{i + 1}: {p['label']} ({p['members']} trials)" for i, p in enumerate(ordered)]
+    labels = [f"{i + 1}: {p['label']} ({p['members']} trials" + (
+        f", rungs {p['rungs']})" if p.get("rungs") else ")") for i, p in enumerate(ordered)]
     hover = [f"{p['label']}<br>trials {', '.join(map(str, p['jobs']))}" +
-             (f"<br>rung {p['rung']}" if p.get("rung") is not None else "") for p in ordered]
+             (f"<br>rungs (trials x epochs) {p['rungs']}" if p.get("rungs") else "")
+             for p in ordered]
     compile_s = [p["compile_s"] for p in ordered]
     run_s = [max(p["end"] - p["start"] - p["compile_s"], 0.0) for p in ordered]
     fig = go.Figure([

@@ -55,14 +55,16 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                  output_dirs: Optional[list[str]] = None,
                  on_epoch: Optional[Callable[[int, dict], None]] = None,
                  stopper: Optional[Stopper] = None,
-                 refill: Optional[Callable[[int], list]] = None) -> list[Outcome]:
+                 refill: Optional[Callable[[int], list]] = None,
+                 on_trial_end: Optional[Callable[[int, Outcome], None]] = None) -> list[Outcome]:
     """Trains trials of one signature as one population, each trial's seeds and folds as
     members of their own; a trial of several members reports their mean. `output_dirs`: the
     trials' job directories, where their checkpoints and best variables go. `on_epoch` sees
     (member, row). `stopper` (`hpjax.fidelity.Stopper`) sees the trials' objectives after every
     epoch and prunes trials (all their members). `refill(n)` gives at most n new trials as
     (config, job directory or None) for the slots of trials that ended (trials of one member
-    only: `train.repeats` and `data.cv_folds` 1); their outcomes follow the configs'."""
+    only: `train.repeats` and `data.cv_folds` 1); their outcomes follow the configs'.
+    `on_trial_end(trial, outcome)`: a refilled population's trial that left its slot, final."""
     members, folds, owners, dirs, params = [], [], [], [], []
     for i, cfg in enumerate(cfgs):
         for r in range(cfg.train.repeats):
@@ -104,6 +106,8 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
     outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
                                 on_epoch=on_epoch, checkpoint_dirs=dirs or None, pbt=pbt,
                                 params_dirs=params or None, refill=new_members,
+                                on_left=new_members and on_trial_end and (
+                                    lambda k, o: on_trial_end(owners[k], aggregate([o]))),
                                 stopper=None if stopper is None or pbt is not None
                                 else _by_trial(stopper, owners))
     return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
@@ -130,6 +134,10 @@ def _by_trial(stopper: Stopper, owners: list[int]) -> Callable:
             epochs.append(at)
         pruned = stopper(epoch, scores, values, running, epochs=epochs)
         return {k for k, o in enumerate(owners) if o in pruned}
+
+    if hasattr(stopper, "resume"):  # a population continued from its checkpoints
+        members_stopper.resume = lambda members: stopper.resume(
+            {o for m, o in zip(members, owners, strict=True) if m.pruned_at is not None})
     return members_stopper
 
 

@@ -10,6 +10,7 @@ config. With checkpoints, a population continues from the latest epoch all its m
 import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,9 @@ class Member:
     test: Optional[dict] = None  # its test metrics, taken when it left the population
     host: dict = field(default_factory=dict)  # its host metrics: {"val/f1_macro": ..., "test/..."}
     offset: int = 0  # the population's epochs before it joined (a refilled slot)
+    pruned_at: Optional[int] = None  # the epoch the sweep's schedule stopped it
+    gone: bool = False  # it left the population in an earlier run (restored from its record)
+    origin: str = ""  # its config as it started (PBT and train.hparam_schedule change `cfg`)
 
     @property
     def result(self) -> Result:
@@ -75,10 +79,12 @@ class Member:
     def meta(self) -> dict:
         """What the host loop knows of the member, to continue it from a checkpoint."""
         r = self.result
-        return {"config": repr(self.cfg), "rows": self.outcome.rows, "active": self.active,
+        return {"config": self.origin or repr(self.cfg), "values": pbt_lib.traced_values(self.cfg),
+                "pbt": pbt_lib.record(self), "rows": self.outcome.rows, "active": self.active,
                 "train_s": self.train_s, "status": r.status, "diverged_epoch": r.diverged_epoch,
                 "stopped_early": r.stopped_early, "best_epoch": self.tracker.epoch,
-                "best_row": self.tracker.row}
+                "best_row": self.tracker.row, "pruned_at": self.pruned_at, "test": self.test,
+                "host": self.host}
 
     def restore(self, meta: dict, epoch: int) -> None:
         r = self.result
@@ -88,6 +94,9 @@ class Member:
         r.epochs_run, r.resumed_from_epoch = len(self.outcome.rows), epoch
         self.tracker.epoch, self.tracker.row = meta["best_epoch"], meta["best_row"]
         self.active, self.train_s = meta["active"], meta["train_s"]
+        self.pruned_at = meta.get("pruned_at")
+        if meta.get("left"):  # it had left the population: its test metrics were taken then
+            self.gone, self.test, self.host = True, meta["test"], meta.get("host", {})
 
     def record(self, epoch: int, row: dict, finite: bool) -> bool:
         """Takes one epoch's metrics; returns whether this epoch is the member's best so far."""
@@ -105,7 +114,7 @@ class Member:
         """Stopped by the sweep's schedule (successive halving, a pruner) after `epoch`."""
         if self.result.status == "ok":
             self.result.status = "pruned"
-        self.active = False
+        self.active, self.pruned_at = False, epoch
 
     def saves_at(self, epoch: int, now: bool = False) -> bool:
         """Whether the member saves at this epoch: every `checkpoint_every` epochs, or `now`
@@ -174,6 +183,8 @@ class _Run:
         self.train_data = self.place.shared((ds.x_train, ds.y_train))
         self.val_data = self.place.shared((ds.x_val, ds.y_val))
         dirs = checkpoint_dirs or [None] * len(cfgs)
+        self.restored: list[dict] = []  # the members' checkpoint records, when continued
+        self.explorer: Optional[pbt_lib.PBT] = None  # PBT's, saved with each checkpoint
         self.members = [self.new_member(c, f, d, p)
                         for c, f, d, p in zip(cfgs, folds, dirs, params_dirs or [None] * len(cfgs),
                                               strict=True)]
@@ -191,27 +202,37 @@ class _Run:
             "ok", None, cfg.objective.metric, cfg.objective.mode, seed=cfg.train.seed,
             launcher=self.launcher, fold=fold if self.ds.folds else None)),
             BestEpoch(cfg.train.early_stopping),
-            checkpoint_dir if cfg.train.checkpoint_every else None, params_dir)
+            checkpoint_dir if cfg.train.checkpoint_every else None, params_dir, origin=repr(cfg))
 
     def active_mask(self) -> np.ndarray:
         return np.array([self.members[k].active for k in self.slots]
                         + [False] * (self.inputs.size - len(self.slots)))
 
-    def compact(self) -> None:
+    def compact(self, epoch: Optional[int] = None) -> None:
         """Gathers the active members into the smallest power of two that holds them, once at
         most half the slots train: frozen members stop costing compute. Each population size
-        compiles its program once. The members that leave take their test metrics along."""
+        compiles its program once. The members that leave take their test metrics along, and
+        those with checkpoints save a last one after `epoch`, marked `left`: a resumed
+        population restores them from it and does not train them again."""
         keep = [s for s, k in enumerate(self.slots) if self.members[k].active]
         size = population.padded_size(max(len(keep), 1))
         if size >= self.inputs.size or not keep:
             return
         test = self.test_metrics()
-        self.host_metrics([s for s in range(len(self.slots)) if s not in keep])
-        self.save_params([s for s in range(len(self.slots)) if s not in keep])
-        for s, k in enumerate(self.slots):
-            member = self.members[k]
-            member.test = {n: float(v[s]) for n, v in test.items()}
-            member.slot = None
+        leaving = [s for s in range(len(self.slots)) if s not in keep]
+        self.host_metrics([s for s in leaving if not self.members[self.slots[s]].gone])
+        self.save_params(leaving)
+        for s in leaving:
+            member = self.members[self.slots[s]]
+            if not member.gone:
+                member.test = {n: float(v[s]) for n, v in test.items()}
+                if member.checkpoint_dir and epoch is not None and (
+                        epoch < member.cfg.train.epochs):
+                    checkpoint.save(member.checkpoint_dir, epoch - member.offset,
+                                    _member((self.states, self.best_params), s),
+                                    {**member.meta(), "left": True})
+        for k in self.slots:
+            self.members[k].slot = None
         idx = np.array(keep + keep[-1:] * (size - len(keep)), np.int32)
         i = self.inputs
         self.place = population.Placement.of(size)
@@ -231,7 +252,8 @@ class _Run:
         members = [(s, self.members[self.slots[s]]) for s in slots]
         checkpoint.save_params([(m.params_dir, jax.device_get(_member(self.best_params, s)))
                                 for s, m in members
-                                if m.params_dir and m.tracker.epoch is not None])
+                                if m.params_dir and m.tracker.epoch is not None
+                                and not m.gone])
 
     def copy_members(self, pairs: list[tuple[int, int]]) -> None:
         """PBT's exploit: slot `dst` takes everything of slot `src` (state, best parameters,
@@ -344,40 +366,47 @@ class _Run:
 
     def save(self, epoch: int, now: bool = False) -> None:
         for member in self.members:
-            if member.slot is not None and member.saves_at(epoch - member.offset, now):
+            if member.slot is not None and not member.gone and member.saves_at(
+                    epoch - member.offset, now):
                 checkpoint.save(member.checkpoint_dir, epoch - member.offset,
                                 _member((self.states, self.best_params), member.slot),
-                                member.meta())
+                                {**member.meta(), **({"explorer": self.explorer.state()}
+                                                     if self.explorer is not None else {})})
 
     def finish(self, compile_s: float) -> list[Outcome]:
         """Test metrics at each member's best epoch, and the results' numbers."""
         test = self.test_metrics()
         self.host_metrics(range(len(self.slots)))
         self.save_params(range(len(self.slots)))
+        for member in self.members:
+            if member.slot is not None and not member.gone:
+                member.test = {n: float(v[member.slot]) for n, v in test.items()}
+            self.finish_member(member, compile_s / len(self.members))
+        return [m.outcome for m in self.members]
+
+    def finish_member(self, member: Member, compile_s: float) -> Outcome:
+        """The result's numbers of a member whose test metrics are taken (`member.test`)."""
         num_params = sum(int(np.prod(p.shape[1:]))
                          for p in jax.tree.leaves(self.states.params["params"]))
         samples_per_epoch = self.pop.spec.steps_per_epoch * self.pop.spec.batch_size
-        for member in self.members:
-            r, tracker = member.result, member.tracker
-            if tracker.epoch is not None:
-                own = member.test if member.slot is None else {
-                    n: float(v[member.slot]) for n, v in test.items()}
-                host = member.host
-                r.test = {**{f"test/{n}": v for n, v in own.items()},
-                          **{n: v for n, v in host.items() if n.startswith("test/")}}
-                r.best_epoch = tracker.epoch
-                r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
-                          **{n: v for n, v in host.items() if n.startswith("val/")}}
-            if r.status in ("ok", "pruned") and tracker.epoch is not None:
-                value = float(r.best[member.cfg.objective.metric])
-                r.objective = value if math.isfinite(value) else None  # an undefined score
-            r.compile_time_s = round(compile_s / len(self.members), 4)
-            r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
-            r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
-                if member.train_s > 0 else 0.0
-            r.num_params = num_params
-            r.pbt = pbt_lib.record(member)
-        return [m.outcome for m in self.members]
+        r, tracker = member.result, member.tracker
+        if tracker.epoch is not None:
+            host = member.host
+            r.test = {**{f"test/{n}": v for n, v in member.test.items()},
+                      **{n: v for n, v in host.items() if n.startswith("test/")}}
+            r.best_epoch = tracker.epoch
+            r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
+                      **{n: v for n, v in host.items() if n.startswith("val/")}}
+        if r.status in ("ok", "pruned") and tracker.epoch is not None:
+            value = float(r.best[member.cfg.objective.metric])
+            r.objective = value if math.isfinite(value) else None  # an undefined score
+        r.compile_time_s = round(compile_s, 4)
+        r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
+        r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
+            if member.train_s > 0 else 0.0
+        r.num_params = num_params
+        r.pbt = pbt_lib.record(member)
+        return member.outcome
 
 
 def scheduled(cfg: Config, epoch: int) -> dict:
@@ -396,17 +425,34 @@ def _member(tree: Any, k: int) -> Any:
     return jax.tree.map(lambda a: a[k], tree)
 
 
+def _resume_epoch(dirs: list[str]) -> tuple[Optional[int], list[Optional[int]]]:
+    """The latest epoch every member saved, or after which it had left the population (a
+    bracket's pruned members leave it); and for each member the epoch to restore it from."""
+    saved = [set(checkpoint.all_epochs(d)) if os.path.isdir(d) else set() for d in dirs]
+    if not all(saved):
+        return None, []
+    left = [max(s) if checkpoint.restore_meta(d, max(s)).get("left") else None
+            for d, s in zip(dirs, saved, strict=True)]
+    for epoch in sorted(set.union(*saved), reverse=True):
+        at = [epoch if epoch in s else (g if g is not None and g <= epoch else None)
+              for s, g in zip(saved, left, strict=True)]
+        if all(a is not None for a in at):
+            return epoch, at
+    return None, []
+
+
 def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
-    """Restores every member from their latest common checkpoint; returns its epoch, or None
-    when a member has none, or one was saved by another config (the run then starts anew)."""
-    epoch = checkpoint.common_epoch(dirs)
+    """Restores every member from their latest common checkpoint (a member that had left the
+    population, from its last one); returns its epoch, or None when a member has none, or one
+    was saved by another config (the run then starts anew)."""
+    epoch, at = _resume_epoch(dirs)
     if epoch is None:
         return None
     like = _member((run.states, run.best_params), 0)
     trees, metas = [], []
-    for d, member in zip(dirs, run.members, strict=True):
-        tree, meta = checkpoint.restore(d, epoch, like)
-        if meta["config"] != repr(member.cfg):
+    for d, member, e in zip(dirs, run.members, at, strict=True):
+        tree, meta = checkpoint.restore(d, e, like)
+        if meta["config"] != member.origin:
             log.warning("checkpoint in %s is of another config: training from the start", d)
             return None
         trees.append(tree)
@@ -416,6 +462,13 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
         jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
     for member, meta in zip(run.members, metas, strict=True):
         member.restore(meta, epoch)
+        changed = {k: v for k, v in (meta.get("values") or {}).items()
+                   if pbt_lib.value_of(member.cfg, k) != v}
+        if changed:  # PBT's explore, a scheduled value: the traced numbers it trained with
+            member.cfg = pbt_lib.with_values(member.cfg, changed)
+            run.set_hparams(member)
+    run.restored = metas
+    run.compact(epoch)  # members that had left: out again
     log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
              "" if len(dirs) == 1 else "s", epoch)
     return epoch
@@ -429,7 +482,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      params_dirs: Optional[list[Optional[str]]] = None,
                      stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
                      pbt: Optional[pbt_lib.PBT] = None,
-                     refill: Optional[Callable[[int], list]] = None) -> list[Outcome]:
+                     refill: Optional[Callable[[int], list]] = None,
+                     on_left: Optional[Callable[[int, Outcome], None]] = None) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
@@ -450,6 +504,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
       refill: called with a number of free slots at each epoch boundary, returns at most that
         many new members (`hpjax.refill.NewMember`), which train from their own fresh state in
         the slots of members that ended; their outcomes follow the configs' in the list.
+      on_left: with `refill`, called with (member index, outcome) when a member leaves its
+        slot to a new member: its outcome is final then.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -458,18 +514,24 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     compile_s0 = CompileStats.seconds
     run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
                checkpoint_dirs, params_dirs, refilled=refill is not None)
+    run.explorer = pbt
     start = run.resume()
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
         for row in member.outcome.rows:
             on_epoch(k, row)
+    if start > 1 and hasattr(stopper, "resume"):  # a bracket's rule: who it had stopped
+        stopper.resume(run.members)
     if refill is not None:
         from hpjax import refill as refill_lib
 
         refill_lib.train(run, refill, start, on_epoch=on_epoch, stopper=stopper,
-                         on_progress=on_progress or (log_report if len(cfgs) > 1 else None))
+                         on_progress=on_progress or (log_report if len(cfgs) > 1 else None),
+                         on_left=on_left, compile_s0=compile_s0)
         return run.finish(CompileStats.seconds - compile_s0)
     if pbt is not None:
         pbt.start(run.members)
+        if start > 1:  # continued: lineages, schedules and the explorer's state as saved
+            pbt.resume(run.members, run.restored)
     for epoch in range(start, cfgs[0].train.epochs + 1):
         run.apply_schedules(epoch)
         run.epoch(epoch, on_epoch)
@@ -486,5 +548,5 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         run.save(epoch, now=stop)
         signals.check()
         if stopper is not None:
-            run.compact()
+            run.compact(epoch)
     return run.finish(CompileStats.seconds - compile_s0)

@@ -41,19 +41,22 @@ def free_slots(run) -> list[int]:  # noqa: ANN001  (a `hpjax.loop._Run`)
         range(len(run.slots), run.inputs.size))
 
 
-def vacate(run, slots: list[int]) -> None:  # noqa: ANN001
+def vacate(run, slots: list[int]) -> list[int]:  # noqa: ANN001
     """The members in `slots` leave: their test metrics (at their best epoch) and best
-    variables are taken now."""
+    variables are taken now. Returns their indices."""
     held = [s for s in slots if s < len(run.slots)]
     if not held:
-        return
+        return []
     test = run.test_metrics()
     run.host_metrics(held)
     run.save_params(held)
+    left = []
     for s in held:
+        left.append(run.slots[s])
         member = run.members[run.slots[s]]
         member.test = {n: float(v[s]) for n, v in test.items()}
         member.slot = None
+    return left
 
 
 def join(run, slots: list[int], new: list[NewMember], epoch: int) -> None:  # noqa: ANN001
@@ -92,11 +95,14 @@ def join(run, slots: list[int], new: list[NewMember], epoch: int) -> None:  # no
 
 def train(run, refill: Callable[[int], list[NewMember]], start: int, *,  # noqa: ANN001
           on_epoch: Optional[Callable] = None, stopper: Optional[Callable] = None,
-          on_progress: Optional[Callable] = None) -> None:
+          on_progress: Optional[Callable] = None, on_left: Optional[Callable] = None,
+          compile_s0: float = 0.0) -> None:
     """The host loop of a refilled population, from epoch `start`: before each epoch, free
     slots are offered to `refill`; after it, members that reached their `train.epochs` end.
     Once `refill` gives fewer than asked, no more are asked and the population is gathered
-    smaller as its members end."""
+    smaller as its members end. `on_left(member index, outcome)`: a member that left its slot
+    to a new one, its result final (its compile time: its share so far)."""
+    from hpjax.compile import CompileStats
     from hpjax.loop import _epoch_report
 
     epoch, exhausted = start - 1, False
@@ -106,7 +112,10 @@ def train(run, refill: Callable[[int], list[NewMember]], start: int, *,  # noqa:
             new = refill(len(free))[:len(free)]
             exhausted = len(new) < len(free)
             if new:
-                vacate(run, free[:len(new)])
+                left = vacate(run, free[:len(new)])
+                for k in left if on_left is not None else ():
+                    on_left(k, run.finish_member(run.members[k], (
+                        CompileStats.seconds - compile_s0) / len(run.members)))
                 join(run, free[:len(new)], new, epoch)
                 log.info("epoch %d: %d new member%s in freed slots", epoch, len(new),
                          "" if len(new) == 1 else "s")
@@ -126,7 +135,7 @@ def train(run, refill: Callable[[int], list[NewMember]], start: int, *,  # noqa:
         run.save(epoch, now=stop)
         signals.check()
         if exhausted:
-            run.compact()
+            run.compact(epoch)
 
 
 __all__ = ["NewMember", "free_slots", "join", "train", "vacate"]

@@ -140,13 +140,15 @@ def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None
                                                   else METRIC_COLUMNS), *host_columns(trials)]))
     with io.StringIO(newline="") as f:  # written whole below: a kill leaves the old file
         w = csv.writer(f)
-        w.writerow(["trial", "rank", *keys, "status", "objective", "objective_std", *metrics,
+        w.writerow(["trial", "rank", *keys, "status", "ended", "objective", "objective_std",
+                    *metrics,
                     "best_epoch",
                     "epochs_run", "num_params", "time_s", "pareto", "error"])
         for t in trials:
             values = dict(o.split("=", 1) for o in t.overrides)
             w.writerow([t.job, position.get(t.job, ""), *(values.get(k, "") for k in keys),
-                        t.status, _cell(t.get("objective")), _cell(t.get("objective_std")),
+                        t.status, t.ended, _cell(t.get("objective")),
+                        _cell(t.get("objective_std")),
                         *(_cell(t.metric(m)) for m in metrics),
                         _cell(t.get("best_epoch")), _cell(t.get("epochs_run")),
                         _cell(t.get("num_params")),
@@ -339,6 +341,12 @@ class SweepReport(Callback):
                 log.info("%s", grid_space(config))
             except Exception:  # noqa: BLE001  (Hydra runs the sweep anyway; the line is a nicety)
                 pass
+
+    @property
+    def wants_jobs(self) -> bool:
+        """Whether `on_job_end` needs each job's config (a launcher may end jobs without
+        composing it when no callback does): not under hpjax's sweeper."""
+        return getattr(self, "_per_job", True)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if not getattr(self, "_per_job", False):  # a single run, or hpjax's sweeper

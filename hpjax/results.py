@@ -57,8 +57,9 @@ def json_safe(metrics: dict) -> dict:
 class Result:
     """What one trial produced, as written to its `result.json`."""
 
-    # "ok", "diverged", "failed" (a config error, in a sweep), or "pruned" (stopped by a
-    # bracket or a pruner at `epochs_run`; its objective is its best epoch's so far)
+    # "ok", "diverged", "failed" (a config error, in a sweep), "pruned" (stopped by a
+    # bracket or a pruner at `epochs_run`; its objective is its best epoch's so far), or
+    # "interrupted" (SIGINT/SIGTERM under Hydra's basic sweeper; a rerun trains it again)
     status: str
     objective: Optional[float]  # null unless ok; the task function then returns the worst
     objective_metric: str

@@ -4,7 +4,9 @@ Inside `deferred()`, the first SIGINT or SIGTERM is only recorded; the training 
 `requested()` at each epoch boundary, saves the checkpoints of members with
 `train.checkpoint_every`, and raises `Interrupted`, which the sweeper turns into failed
 (`interrupted`) trials, a summary and exit code 128 + the signal. A second signal raises at once.
-Outside `deferred()` (or off the main thread) nothing changes.
+Outside `deferred()` (or off the main thread) nothing changes. Under Hydra's own sweepers the
+vmap launcher enters `deferred()` itself (`hydra_plugins/hpjax_launcher/_interrupt.py`); inside
+hpjax's sweeper, which entered it first, it leaves the signal to the sweeper (`active()`).
 """
 
 import signal
@@ -15,6 +17,7 @@ from typing import Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _requested: Optional[int] = None
+_depth = 0  # nested deferred() blocks: the outermost one owns the handlers
 
 
 class Interrupted(KeyboardInterrupt):
@@ -41,21 +44,28 @@ def _record(signum: int, frame: object) -> None:
     _requested = signum
 
 
+def active() -> bool:
+    """Whether a `deferred()` block is handling SIGINT/SIGTERM now."""
+    return _depth > 0
+
+
 @contextmanager
-def deferred() -> Iterator[None]:
-    """Records SIGINT/SIGTERM instead of raising, until the loop reaches an epoch boundary."""
-    global _requested
-    if threading.current_thread() is not threading.main_thread():
+def deferred(signums: tuple = SIGNALS) -> Iterator[None]:
+    """Records SIGINT/SIGTERM (or `signums`: a SLURM job's pre-timeout USR2) instead of raising,
+    until the loop reaches an epoch boundary. A block inside another changes nothing: the outer
+    one keeps its handlers and its signal."""
+    global _requested, _depth
+    if threading.current_thread() is not threading.main_thread() or _depth:
         yield
         return
-    saved = {s: signal.signal(s, _record) for s in SIGNALS}
-    _requested = None
+    saved = {s: signal.signal(s, _record) for s in signums}
+    _requested, _depth = None, 1
     try:
         yield
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
-        _requested = None
+        _requested, _depth = None, 0
 
 
 def check() -> None:
@@ -64,4 +74,4 @@ def check() -> None:
         raise Interrupted(_requested)
 
 
-__all__ = ["Interrupted", "check", "deferred", "requested"]
+__all__ = ["Interrupted", "active", "check", "deferred", "requested"]

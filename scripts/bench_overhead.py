@@ -118,10 +118,12 @@ def _instrument() -> None:
     _patch(hpjax.results.Result, "write", "job files")
     for module in (hpjax.results, hpjax.jobs):
         _patch(module, "write_metrics", "job files")
-    try:
-        from hydra_plugins.hpjax_launcher import _writer
-        for name in _writer.__all__:
-            _patch(_writer, name, "job files")
+    try:  # the vmap launcher's templated jobs
+        from hydra_plugins.hpjax_launcher import _fast
+        _patch(_fast.Templates, "job", "compose")
+        _patch(_fast, "write_hydra_files", "job files")
+        _patch(_fast.JobLogFiles, "move", "callbacks+log")
+        _patch(launcher.VmapLauncherImpl, "_job_logging", "callbacks+log")
     except ImportError:
         pass
     _patch(Callbacks, "on_job_start", "callbacks+log")

@@ -1,5 +1,6 @@
 """Faults a real sweep meets in its first week, one test per kind (issue 13): each failed before."""
 
+import csv
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from hpjax import batch, results
 from hpjax.cli import CONF_DIR, sweep_argv
 from hpjax.progress import SweepProgress
 from hpjax.report import report
-from hydra_plugins.hpjax_sweeper import _space, _storage
+from hydra_plugins.hpjax_sweeper import _faults, _space, _storage
 from hydra_plugins.hpjax_sweeper._search import parse
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -255,6 +256,228 @@ def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
     assert trials[1].params == first.params
     result = json.loads((tmp_path / "s" / "1" / "result.json").read_text())
     assert result["resumed_from_epoch"] >= saved and result["epochs_run"] == 15
+
+
+def test_sigterm_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_rerun_resumes(
+        tmp_path):
+    # two lengths: two populations, one after the other; the signal comes during the second
+    args = ["data=iris", "model.width=8", "train.epochs=3,12", "train.checkpoint_every=1",
+            "train.early_stopping.patience=null"]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
+                             "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    sweep_dir, checkpoints = tmp_path / "s", tmp_path / "s" / "1" / "checkpoints"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not (
+            checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, out
+    assert "sweep stopped by SIGTERM: 1 unfinished jobs written as interrupted" in out
+    first = (sweep_dir / "0" / "result.json").read_text()
+    assert json.loads(first)["status"] == "ok"
+    second = json.loads((sweep_dir / "1" / "result.json").read_text())
+    saved = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    assert 1 <= saved < 12
+    assert (second["status"], second["error"]) == (
+        "interrupted", f"stopped by SIGTERM (checkpoint at epoch {saved})")
+    with (sweep_dir / "summary.csv").open() as f:  # Hydra's end-of-sweep callback ran
+        assert [(r["trial"], r["status"]) for r in csv.DictReader(f)] == [
+            ("0", "ok"), ("1", "interrupted")]
+
+    sweep(args, sweep_dir)  # the same command again: only the interrupted job trains
+    assert (sweep_dir / "0" / "result.json").read_text() == first
+    second = json.loads((sweep_dir / "1" / "result.json").read_text())
+    assert second["status"] == "ok" and second["epochs_run"] == 12
+    assert second["resumed_from_epoch"] >= saved
+    with (sweep_dir / "summary.csv").open() as f:
+        assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok"]
+
+
+@pytest.fixture
+def slurm():
+    from test_cluster import _require, _slurm_up
+
+    _require(_slurm_up(), "the SLURM cluster")
+
+
+@pytest.mark.xdist_group("slurm")  # the one-node cluster's tests run one after another
+def test_slurms_pre_timeout_signal_checkpoints_and_resubmits_the_job(slurm, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    checkpoints = sweep_dir / "0" / "checkpoints"
+
+    def signal_the_job():  # as SLURM does signal_delay_s before the time limit
+        deadline = time.time() + 120
+        while time.time() < deadline and not (checkpoints.is_dir() and any(
+                p.name.isdigit() for p in checkpoints.iterdir())):
+            time.sleep(0.05)
+        job_id = next((sweep_dir / ".submitit").rglob("*_submitted.pkl")).parent.name
+        subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # submitit's way
+
+    thread = threading.Thread(target=signal_the_job)
+    thread.start()
+    sweep(["hydra/launcher=hpjax_slurm", *TINY, "optimizer.lr=0.01", "activation=relu",
+           "train.epochs=16", "train.checkpoint_every=1", "hydra.launcher.signal_delay_s=60"],
+          sweep_dir)  # the driver, in this process
+    thread.join()
+    scripts = list((sweep_dir / ".submitit").rglob("*_submission.sh"))
+    assert len(scripts) == 2  # the job, and the same job submitted again
+    assert all("#SBATCH --signal=USR2@60" in s.read_text() for s in scripts)  # asked of SLURM
+    first = min(scripts, key=lambda s: int(s.parent.name)).parent
+    assert "SIGUSR2 before the time limit: stopped at an epoch boundary, checkpoints saved" in \
+        (first / f"{first.name}_0_log.out").read_text()
+    result = json.loads((sweep_dir / "0" / "result.json").read_text())
+    assert (result["status"], result["epochs_run"]) == ("ok", 16)
+    assert 1 <= result["resumed_from_epoch"] < 16  # the epochs before: not trained again
+    rows = [json.loads(r) for r in (sweep_dir / "0" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 17))  # continuous across the restart
+
+
+def test_heartbeats_survive_a_database_outage_and_say_so(tmp_path, caplog):
+    caplog.set_level("INFO")
+    db = tmp_path / "study.db"
+    storage = optuna.storages.RDBStorage(  # a short busy timeout: a locked database fails fast
+        f"sqlite:///{db}", heartbeat_interval=1, grace_period=3,
+        engine_kwargs={"connect_args": {"timeout": 0.05}})
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    with _faults.heartbeats(study, [trial]):
+        time.sleep(0.3)
+        lock = sqlite3.connect(db)  # the database unavailable to the worker for 4.5 s
+        lock.execute("BEGIN EXCLUSIVE")
+        time.sleep(4.5)
+        lock.rollback()
+        lock.close()
+        time.sleep(1.5)
+        # beating again: no worker would fail the trial as stale now
+        assert storage._get_stale_trial_ids(study._study_id) == []
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records
+              if "heartbeat" in r.getMessage()]
+    assert [level for level, _ in logged] == ["WARNING", "ERROR", "WARNING"], logged
+    assert logged[0][1].startswith("heartbeat of 1 running trials failed (OperationalError: ")
+    assert "database is locked" in logged[0][1]
+    assert logged[1][1].startswith("no heartbeat for ") and "beyond the grace period" in \
+        logged[1][1]
+    assert logged[2][1].startswith("heartbeats recorded again after ")
+
+
+def _tiny(cfg):  # a task of the user's own: the workers import no JAX
+    time.sleep(0.02)
+    return (cfg.x - 0.3) ** 2
+
+
+def _worker(storage, study_name, sweep_dir, n_trials):
+    """One sweep process of a shared study, forked from the test (so it imports nothing):
+    Hydra's multirun with hpjax's sweeper, Hydra's basic launcher and `_tiny`."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.global_hydra import GlobalHydra
+
+    ConfigStore.instance().store(name="tiny", node={
+        "defaults": ["_self_", {"override hydra/sweeper": "hpjax"},
+                     {"override hydra/launcher": "basic"}],
+        "x": 0.0, "objective": {"mode": "min"}})
+    GlobalHydra.instance().clear()
+    hydra_ = Hydra.create_main_hydra2(task_name="worker",
+                                      config_search_path=create_config_search_path(None))
+    hydra_.multirun(config_name="tiny", task_function=_tiny, with_log_configuration=False,
+                    overrides=["hydra.sweeper.algorithm=random", "x=interval(0, 1)",
+                               f"hydra.sweeper.n_trials={n_trials}",
+                               f"hydra.sweeper.storage={storage}",
+                               f"hydra.sweeper.study_name={study_name}",
+                               # SQLite keeps whole seconds, and 8 processes share 2 cores
+                               "hydra.sweeper.heartbeat_interval=1",
+                               "hydra.sweeper.grace_period=4", "hydra.sweeper.poll_s=0.25",
+                               f"hydra.sweep.dir={sweep_dir}"])
+
+
+def _fork(target, *args, delay=0.0):
+    import warnings
+
+    with warnings.catch_warnings():  # JAX warns of fork; the child never uses JAX
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            time.sleep(delay)
+            target(*args)
+            code = 0
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_eight_workers_starting_and_dying_at_random_run_exactly_n_trials(backend, tmp_path):
+    import sqlalchemy
+    from hydra.core.plugins import Plugins
+
+    if backend == "postgresql":
+        from test_cluster import PG_URL, _postgres_up, _require
+
+        _require(_postgres_up(), "PostgreSQL")
+        storage = url = PG_URL
+    else:
+        storage, url = "null", f"sqlite:///{tmp_path / 's' / 'study.db'}"
+    # what every worker needs, imported once here: the forked workers start in ~0.1 s of CPU
+    optuna.storages.RDBStorage("sqlite:///:memory:")
+    Plugins.instance()
+    name, n_trials = f"many-{os.getpid()}-{time.time_ns()}", 16
+    rng = np.random.default_rng(0)
+    delays = rng.uniform(0, 1.5, size=8)  # each starts at its own time
+    pids = [_fork(_worker, storage, name, tmp_path / "s", n_trials, delay=d) for d in delays]
+    engine = sqlalchemy.create_engine(url)
+
+    def asked() -> int:
+        if backend == "sqlite" and not (tmp_path / "s" / "study.db").exists():
+            return 0
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sqlalchemy.text(
+                    "SELECT COUNT(*) FROM trials t JOIN studies s ON s.study_id = t.study_id "
+                    "WHERE s.study_name = :name"), {"name": name}).scalar()
+        except sqlalchemy.exc.SQLAlchemyError:  # not created yet
+            return 0
+
+    # two workers killed with SIGKILL at random points: after 3 and after 8 asked trials
+    killed = [pids[int(k)] for k in rng.choice(8, size=2, replace=False)]
+    for pid, after in zip(killed, (3, 8), strict=True):
+        deadline = time.time() + 60
+        while asked() < after and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
+    codes, deadline = {}, time.time() + 120
+    while len(codes) < len(pids) and time.time() < deadline:  # a trial left running: a hang
+        for pid in set(pids) - set(codes):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                codes[pid] = os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    for pid in set(pids) - set(codes):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    engine.dispose()
+    assert len(codes) == len(pids), "workers still waiting after 120 s"
+    assert [codes[p] for p in pids if p not in killed] == [0] * 6  # no "database is locked"
+    assert [codes[p] for p in killed] == [-signal.SIGKILL] * 2
+    trials = optuna.load_study(study_name=name, storage=url).get_trials()
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == n_trials and len({t.params["x"] for t in done}) == n_trials
+    lost = [t for t in trials if t.state.name != "COMPLETE"]
+    assert len(lost) <= 2  # at most the killed workers' running trials (batches of 1)
+    for t in lost:  # failed as stale by a live worker, and run again with its parameters
+        assert t.state.name == "FAIL"
+        [again] = [d for d in done if d.user_attrs.get("retry_of") == t.number]
+        assert again.params == t.params
 
 
 def test_a_grid_of_a_million_points_is_enqueued_a_batch_at_a_time():

@@ -1,5 +1,7 @@
 """Hyperband's brackets, successive halving inside a population, and the sweeper's use of them."""
 
+import logging
+
 import pytest
 
 from conftest import compose_config
@@ -93,6 +95,40 @@ def test_survivors_continue_from_their_state(bracket_run):
     assert compiles <= 3 * 4
 
 
+def test_a_bracket_that_dies_resumes_from_its_checkpoints(bracket_run, tmp_path):
+    """The bracket above with `train.checkpoint_every=1`, killed during epoch 4 (after the
+    third epoch's checkpoints) and run again on its job directories, as a requeued SLURM job
+    is: it trains epoch 4 only, the trials pruned before (gone from the population) are
+    restored from their last checkpoint, and every result equals the uninterrupted run's."""
+    _, halved, _, _, _ = bracket_run
+    cfgs = [compose_config([*SMALL, f"optimizer.lr={lr}", "train.checkpoint_every=1"])
+            for lr in LRS]
+    dirs = [str(tmp_path / str(i)) for i in range(len(cfgs))]
+
+    class Killed(Exception):
+        pass
+
+    def killed_at_4(report):
+        if report.epoch == 4:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_trials(cfgs, stopper=fidelity.SuccessiveHalving([1, 2, 4], 2, "max"),
+                     output_dirs=dirs, on_progress=killed_at_4)
+    epochs = []
+    resumed = train_trials(cfgs, stopper=fidelity.SuccessiveHalving([1, 2, 4], 2, "max"),
+                           output_dirs=dirs, on_progress=lambda r: epochs.append(r.epoch))
+    assert epochs == [4]  # one epoch trained, by the one trial left
+    for r, h in zip(resumed, halved, strict=True):
+        assert (r.result.status, r.result.epochs_run, r.result.best_epoch) == (
+            h.result.status, h.result.epochs_run, h.result.best_epoch)
+        assert r.result.resumed_from_epoch == 3
+        assert [row["val/loss"] for row in r.rows] == pytest.approx(
+            [row["val/loss"] for row in h.rows], rel=1e-5)
+        assert r.result.objective == pytest.approx(h.result.objective, rel=1e-5)
+        assert r.result.test == pytest.approx(h.result.test, rel=1e-5)
+
+
 TINY = [*SMALL, "hydra/sweeper=hpjax", "optimizer.lr=tag(log, interval(1e-3, 0.3))",
         "model.dropout=interval(0, 0.3)"]
 
@@ -108,8 +144,21 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     from test_sweeper import read_summary, trials_in
 
     sweep = tmp_path / "hb"
-    multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
-              "hydra.sweeper.eta=2"], sweep)
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    sweeper_log = logging.getLogger("hydra_plugins.hpjax_sweeper._fidelity")
+    sweeper_log.addHandler(handler)
+    try:
+        multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
+                  "hydra.sweeper.eta=2"], sweep)
+    finally:
+        sweeper_log.removeHandler(handler)
+    # the log says per rung how many went on
+    assert [line for line in lines if " rung " in line] == [
+        "[bracket 1: 4x1 2x2 1x4] rung 1 (epoch 1): 4 trials, 2 promoted",
+        "[bracket 1: 4x1 2x2 1x4] rung 2 (epoch 2): 2 trials, 1 promoted",
+        "[bracket 2: 3x2 1x4] rung 1 (epoch 2): 3 trials, 1 promoted"]
     trials = sorted(trials_in(sweep), key=lambda t: t.number)
     assert [t.user_attrs["bracket"] for t in trials] == [0] * 4 + [1] * 3 + [2] * 3
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
@@ -132,8 +181,31 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     assert epochs == (2 * 1 + 1 * 2 + 4) + (2 * 2 + 4) + 3 * 4
     summary = read_summary(sweep)
     assert sorted(r["status"] for r in summary) == ["ok"] * 5 + ["pruned"] * 5
+    for row in summary:  # summary.csv says how each ended, as the table does
+        assert row["ended"] == ("ok" if row["status"] == "ok"
+                                else f"pruned at epoch {row['epochs_run']}")
+    # report.html's population timeline labels each bracket's population with its rungs
+    from hpjax.html_report import timeline_figure
+    from hpjax.report import read_trials
+
+    labels = list(dict.fromkeys(timeline_figure(read_trials(sweep)).data[0].y))
+    assert [label.split("(", 1)[1] for label in labels] == [
+        "4 trials, rungs 4x1 2x2 1x4)", "3 trials, rungs 3x2 1x4)", "3 trials)"]
     best = min(summary, key=lambda r: int(r["rank"] or 99))
     assert best["status"] == "ok"
+    # run again: nothing left to train, and n_trials=null is the brackets' 10 in the log
+    lines.clear()
+    impl_log = logging.getLogger("hydra_plugins.hpjax_sweeper._impl")
+    impl_log.addHandler(handler)
+    try:
+        multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
+                  "hydra.sweeper.eta=2"], sweep)
+    finally:
+        impl_log.removeHandler(handler)
+    assert "resuming: 10 of 10 trials already finished" in lines
+    assert any(line.startswith("search space: ") and ", 10 trials (hyperband)" in line
+               for line in lines)
+    assert len(trials_in(sweep)) == 10
 
 
 @pytest.mark.parametrize("overrides, match", [

@@ -104,6 +104,42 @@ def test_a_pruned_sweep_keeps_its_population_full_and_ends_exactly_n_trials(tmp_
                                                              epochs)
         assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
     # one population: every trial ran in the batch's population, refilled trials included
-    populations = {json.dumps(json.loads((sweep / str(t.number) / "result.json").read_text())[
-        "population"], sort_keys=True) for t in trials}
+    populations = {(p["start"], p["label"]) for p in (json.loads(
+        (sweep / str(t.number) / "result.json").read_text())["population"] for t in trials)}
     assert len(populations) == 1
+    # each trial is told as it leaves its slot, so the sampler learns from it at once: pruned
+    # trial 1 (epoch 1) before trial 0 (4 epochs), and trial 0 before trial 4 (epochs 2-5)
+    done = {t.number: t.datetime_complete for t in trials}
+    assert done[1] < done[3] < done[0] < done[2] < done[4]
+
+
+def test_two_drivers_with_a_pruner_end_exactly_n_trials_pruned_ones_pruned(tmp_path):
+    """Two `hpjax -m` processes on one SQLite study, each refilling its population from the
+    sampler: together exactly n_trials distinct trials, each run once; odd ones PRUNED."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from optuna.trial import TrialState
+    from test_sweeper import trials_in
+
+    args = ["-m", *SMALL, "train.epochs=2", "hydra/sweeper=hpjax",
+            "optimizer.lr=tag(log, interval(1e-3, 0.3))", "hydra.sweeper.algorithm=random",
+            "hydra.sweeper.n_trials=8", "hydra.sweeper.batch_size=2", "hydra.sweeper.poll_s=0.2",
+            "hydra.sweeper.pruner={_target_: test_refill.OddTrialsPruner}",
+            # without heartbeats a worker must not fail the other's running trials
+            "hydra.sweeper.fail_stale_trials=false", "hydra.sweep.dir=sweep"]
+    exe = str(Path(sys.executable).parent / "hpjax")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    workers = [subprocess.Popen([exe, *args], cwd=tmp_path, stdout=subprocess.PIPE, env=env,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = sorted(trials_in(tmp_path / "sweep"), key=lambda t: t.number)
+    assert [t.number for t in trials] == list(range(8))
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED] * 4
+    assert [len(t.intermediate_values) for t in trials] == [2, 1] * 4
+    ran = sorted(int(n) for out in outputs for n in re.findall(r"#(\d+) : ", out))
+    assert ran == list(range(8))  # each trial ran once, in one of the two drivers

@@ -8,16 +8,25 @@ hpjax's own runs one job after another, as Hydra's basic launcher does.
 
 import copy
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
 import hpjax
 
+from . import _fast
 from ._compose import install as install_fast_sweep_configs
 
 log = logging.getLogger(__name__)
@@ -68,6 +77,10 @@ class VmapLauncherImpl:
         # Set by hpjax's sweeper with a pruner: n -> at most n new (job number, overrides) for
         # the slots of trials that ended; their returns follow the batch's.
         self.refill: Any = None
+        # Set by hpjax's sweeper: (job number, JobReturn) of each job as soon as it has ended.
+        self.on_return: Any = None
+        self._templates: Optional[_fast.Templates] = None
+        self._file_only = _FileOnly()
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -82,7 +95,9 @@ class VmapLauncherImpl:
             self._start()
             return [self._run_job(n, o, self._compose(n, o), self.task_function)
                     for n, o in indexed]
-        return self.run_jobs(indexed)
+        from ._interrupt import launch  # SIGINT/SIGTERM at epoch boundaries, a rerun resumes
+
+        return launch(self, indexed)
 
     def _start(self) -> None:
         setup_globals()
@@ -130,10 +145,14 @@ class VmapLauncherImpl:
 
     def run_jobs(self, indexed: list[tuple[int, list]]) -> list[JobReturn]:
         """Trains jobs given as (job number, overrides) as populations, then ends each under
-        Hydra's `run_job`; with `refill`, the refilled jobs' returns follow."""
+        Hydra's `run_job` (or as `_fast` ends it, with the same files); with `refill`, the
+        refilled jobs' returns follow."""
         indexed = list(indexed)
         self._start()
         hpjax.enable_compilation_cache()
+        fast = self._fast_jobs(indexed)
+        if fast is not None:
+            return self._run_fast(fast)
         configs = [self._compose(n, o) for n, o in indexed]
         jobs = [self._job(n, c) for (n, _), c in zip(indexed, configs, strict=True)]
         returns: dict[int, JobReturn] = {}
@@ -151,6 +170,8 @@ class VmapLauncherImpl:
             for i, end in sorted(ended.items()):
                 (n, o), c = indexed[i], configs[i]
                 returns[i] = self._run_job(n, o, c, _off_console(end) if quiet else end)
+                if self.on_return is not None:
+                    self.on_return(n, returns[i])
 
         self.quiet = quiet
         try:
@@ -161,3 +182,76 @@ class VmapLauncherImpl:
         finally:
             self.quiet = False
         return [returns[i] for i in range(len(indexed))]
+
+    # -- the fast path: one composition per template (`_fast`) -----------------------------------
+    def _fast_jobs(self, indexed: list[tuple[int, list]]) -> Optional[list]:
+        """The batch's jobs composed from templates; None where Hydra's path must run them (a
+        batch that logs each job on the terminal, up to PER_TRIAL_LINES jobs, runs Hydra's)."""
+        if len(indexed) <= PER_TRIAL_LINES or self.refill is not None or _fast.wants_jobs(
+                self.hydra_context.callbacks):
+            return None
+        if self._templates is None:
+            loader = self.hydra_context.config_loader
+            self._templates = _fast.Templates(self._compose, hpjax.validate,
+                                              loader.repository.group_exists)
+        try:
+            return [self._templates.job(n, o) for n, o in indexed]
+        except _fast.Ineligible as e:
+            log.debug("the batch runs Hydra's run_job: %s", e)
+            return None
+
+    def _run_fast(self, fast: list) -> list[JobReturn]:
+        jobs = [hpjax.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
+        returns: dict[int, JobReturn] = {}
+        logs: list = []  # the jobs' log files, set up at the first job that ends
+
+        def end_jobs(ended: dict) -> None:
+            for i, end in sorted(ended.items()):
+                if not logs:
+                    logs.append(self._job_logging(fast[i]))
+                returns[i] = self._end_fast(fast[i], end, logs[0])
+
+        self.quiet = True
+        try:
+            hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
+                             memory_budget_mb=self.memory_budget_mb, progress=self.progress,
+                             stoppers=self.stoppers, on_ended=end_jobs)
+        finally:
+            self.quiet = False
+            for h in logging.root.handlers:
+                h.removeFilter(self._file_only)
+            if logs:
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [returns[i] for i in range(len(fast))]
+
+    def _job_logging(self, job: "_fast.FastJob") -> "_fast.JobLogFiles":
+        """Hydra's job logging, configured once for the batch; each job gets its own file."""
+        from hydra.core.hydra_config import HydraConfig
+
+        config = job.template.job
+        first = config.hydra.runtime.output_dir
+        os.makedirs(first, exist_ok=True)
+        saved = HydraConfig.instance().cfg
+        HydraConfig.instance().set_config(config)
+        try:
+            configure_log(config.hydra.job_logging, config.hydra.verbose)
+        finally:
+            HydraConfig.instance().cfg = saved
+        for h in logging.root.handlers:  # the jobs' INFO lines go to their files only
+            if type(h) is logging.StreamHandler:
+                h.addFilter(self._file_only)
+        return _fast.JobLogFiles(first)
+
+    def _end_fast(self, job: "_fast.FastJob", end: Any,
+                  logs: "_fast.JobLogFiles") -> JobReturn:
+        """What run_job does for a job, with its files from the template."""
+        os.makedirs(job.output_dir, exist_ok=True)
+        logs.move(job.output_dir)
+        _fast.write_hydra_files(job, str(job.template.job.hydra.output_subdir))
+        try:
+            value = end.finish(job.output_dir, job.cfg.objective.metric, job.cfg.objective.mode)
+            status = JobStatus.COMPLETED
+        except Exception as e:  # as run_job: the job fails, the sweep goes on
+            value, status = e, JobStatus.FAILED
+        ok = end.crash is None and end.error is None and end.outcome is not None
+        return _fast.job_return(job, status, value, end.outcome.result if ok else None)

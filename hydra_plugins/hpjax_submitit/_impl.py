@@ -9,6 +9,12 @@ killed, its node lost) is submitted again, up to `max_retries` times, into the s
 directories: with `train.checkpoint_every` its trials continue from their last checkpoint. A trial
 that still has none fails under Hydra, and the sweep goes on.
 
+SLURM's signal before the time limit (`signal_delay_s`, 120 s by default: `#SBATCH
+--signal=USR2@120`, submitit's preemption signal) stops the job's training at the next epoch
+boundary, after a checkpoint of every trial with `train.checkpoint_every`; the job returns
+`Signalled`, and the driver submits it again at once (not counted in `max_retries`; at most
+`MAX_SIGNALLED` times), where its trials continue from their checkpoints.
+
 The driver asks SLURM about all its pending jobs in one `squeue` call per poll. A query that fails
 says nothing: its jobs count as running, since submitting a job again while the first may still run
 would train its trials twice into the same directories.
@@ -17,9 +23,12 @@ would train its trials twice into the same directories.
 import logging
 import os
 import re
+import signal
+import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -39,6 +48,37 @@ Outcome = Union[list[JobReturn], str]
 _ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
           "OUT_OF_MEMORY", "PREEMPTED", "TIMEOUT")
 _QUERY_TIMEOUT_S = 60
+MAX_SIGNALLED = 20  # resubmissions of one job stopped by its pre-timeout signal
+
+
+@dataclass
+class Signalled:
+    """What a submitted job returns when its pre-timeout signal stopped it at an epoch boundary
+    (checkpoints saved): the driver submits it again."""
+
+    signal: str
+    host: str
+
+
+def _preempt_signal() -> int:
+    """submitit's preemption and timeout signal: USR2, or $SUBMITIT_PREEMPT_SIGNAL."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return getattr(signal, name if name.startswith("SIG") else f"SIG{name}", signal.SIGUSR2)
+
+
+def until_signalled(run: Callable[[], list[JobReturn]]) -> Union[list[JobReturn], Signalled]:
+    """Runs a submitted job's trials with its pre-timeout signal deferred to the next epoch
+    boundary (instead of submitit's handler, which requeues the job at once, mid-epoch)."""
+    from hpjax import signals
+
+    with signals.deferred((_preempt_signal(),)):
+        try:
+            return run()
+        except signals.Interrupted as e:
+            name = signal.Signals(e.signum).name
+            log.warning("%s before the time limit: stopped at an epoch boundary, checkpoints "
+                        "saved; the driver submits this job again", name)
+            return Signalled(name, socket.gethostname())
 
 
 class SlurmQueryError(RuntimeError):
@@ -168,12 +208,14 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
             setup_globals()
             vmap = self._vmap()
             vmap.stoppers = self.stoppers
-            return vmap.run_jobs(unit)
-        returns = []
-        for num, overrides in unit:
-            returns.append(super().__call__(overrides, "hydra.sweep.dir", num,
-                                            f"job_id_for_{num}", singleton_state))
-        return returns
+            return until_signalled(lambda: vmap.run_jobs(unit))
+
+        def one_by_one() -> list[JobReturn]:
+            return [super(HpjaxSubmititImpl, self).__call__(
+                overrides, "hydra.sweep.dir", num, f"job_id_for_{num}", singleton_state)
+                for num, overrides in unit]
+
+        return until_signalled(one_by_one)
 
     # -- in the driver -------------------------------------------------------------------------
     def _units(self, indexed: Unit) -> list[Unit]:
@@ -227,7 +269,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         """Every unit's JobReturns by job number, once its job ended; a job that ended without a
         result is submitted again (`max_retries`), then its trials fail."""
         returns: dict[int, JobReturn] = {}
-        tries = [0] * len(units)
+        tries, signalled = [0] * len(units), [0] * len(units)
         pending = dict(enumerate(jobs))
         watch = JobWatch(self._EXECUTOR == "slurm", grace_s=2 * self.poll_s)
         while pending:
@@ -238,6 +280,17 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
                                                                       strict=True)})
                     continue
                 nums = [num for num, _ in units[u]]
+                if isinstance(outcome, Signalled):
+                    signalled[u] += 1
+                    if signalled[u] <= MAX_SIGNALLED:
+                        log.warning("submitit job %s (trials %s) stopped at an epoch boundary on "
+                                    "%s before its time limit: submitting it again, its trials "
+                                    "continue from their checkpoints (%d of at most %d)",
+                                    job.job_id, nums, outcome.signal, signalled[u],
+                                    MAX_SIGNALLED)
+                        pending[u] = executor.submit(self, units[u], state)
+                        continue
+                    outcome = f"stopped by {outcome.signal} {signalled[u]} times"
                 if tries[u] < self.max_retries:
                     tries[u] += 1
                     log.warning("submitit job %s (trials %s) ended without a result (%s): "

@@ -49,9 +49,11 @@ def record(study: optuna.Study, trial: optuna.Trial, result: Any, job_dir: str) 
     numbers as user attributes."""
     values = {}
     if len(study.directions) == 1:
-        done = study._storage.get_trial(trial._trial_id).intermediate_values
-        values = {epoch: value for epoch, value in
-                  epoch_values(job_dir, result.objective_metric).items() if epoch not in done}
+        values = epoch_values(job_dir, result.objective_metric)
+        if not isinstance(getattr(study._storage, "_backend", study._storage),
+                          optuna.storages.RDBStorage):  # (a database: `write` skips them)
+            done = study._storage.get_trial(trial._trial_id).intermediate_values
+            values = {epoch: v for epoch, v in values.items() if epoch not in done}
     attrs = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
              "num_params": result.num_params, "objective_metric": result.objective_metric,
              **{k: v for k, v in result.test.items()
@@ -77,6 +79,9 @@ def write(study: optuna.Study, trial_id: int, values: dict[int, float], attrs: d
     with _create_scoped_session(backend.scoped_session, True) as session:
         existing = {a.key: a for a in session.query(models.TrialUserAttributeModel)
                     .filter_by(trial_id=trial_id)}
+        if values:  # steps a pruner's live reports stored already are kept
+            done = {step for (step,) in session.query(model.step).filter_by(trial_id=trial_id)}
+            values = {step: v for step, v in values.items() if step not in done}
         for step, value in values.items():
             stored, kind = model.intermediate_value_to_stored_repr(value)
             session.add(model(trial_id=trial_id, step=step, intermediate_value=stored,

@@ -100,6 +100,53 @@ def transaction(study: optuna.Study) -> Iterator[None]:
         batch.session.close()
 
 
+@contextmanager
+def asking(study: optuna.Study) -> Iterator[None]:
+    """The block's asks create trials without looking for WAITING ones first when the database
+    says there are none: Optuna's ask reads back every unfinished trial to find them, the batch's
+    own RUNNING trials included (the larger part of an ask, growing with the batch)."""
+    storage = rdb(study)
+    if storage is None or "_pop_waiting_trial_id" in vars(study):
+        yield
+        return
+    import sqlalchemy
+
+    with storage.engine.connect() as conn:
+        waiting = conn.execute(sqlalchemy.text(
+            "SELECT COUNT(*) FROM trials WHERE study_id = :sid AND state = 'WAITING'"),
+            {"sid": study._study_id}).scalar()
+    if waiting:
+        yield
+        return
+    study._pop_waiting_trial_id = lambda: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del study._pop_waiting_trial_id
+
+
+def _after_trial_is_a_no_op(sampler: Any) -> bool:
+    if type(sampler).after_trial is optuna.samplers.BaseSampler.after_trial:
+        return True
+    return isinstance(sampler, (optuna.samplers.TPESampler, optuna.samplers.RandomSampler)) \
+        and getattr(sampler, "_constraints_func", None) is None and type(
+            getattr(sampler, "_random_sampler", sampler)) is optuna.samplers.RandomSampler
+
+
+def finish(study: optuna.Study, trial_id: int, state: TrialState,
+           values: Optional[list] = None) -> None:
+    """`study.tell` of a COMPLETE (finite values, checked by the caller) or FAIL trial: straight
+    to the storage where the sampler does nothing after a trial (random, TPE without
+    constraints), skipping the two reads of the trial that `tell` makes to check it."""
+    if not _after_trial_is_a_no_op(study.sampler):
+        number = study._storage.get_trial_number_from_id(trial_id)
+        study.tell(number, values, state=state)
+        return
+    if not study._storage.set_trial_state_values(trial_id, state, values):
+        raise optuna.exceptions.UpdateFinishedTrialError(
+            f"trial {trial_id} could not be set to {state.name}")
+
+
 def count(study: optuna.Study) -> tuple[int, int]:
     """(finished, running): trials that count toward n_trials (COMPLETE, PRUNED, or FAIL with a
     final status), and trials RUNNING."""
@@ -170,7 +217,11 @@ class _SavedHydraConfig(JobReturn):
 
 
 def slim(returns: list) -> list:
-    """The batch's returns, each keeping its Hydra config on disk only (where it was saved)."""
+    """The batch's returns, each keeping its Hydra config on disk only (where it was saved),
+    and no told result (the vmap launcher's light returns carry one)."""
+    for ret in returns:
+        if getattr(ret, "result", None) is not None:
+            ret.result = None
     return [_SavedHydraConfig(**{f.name: getattr(ret, f.name)
                                  for f in dataclasses.fields(JobReturn)})
             if type(ret) is JobReturn else ret for ret in returns]
@@ -198,4 +249,5 @@ def bar(finished: int, total: int, width: int = 20) -> str:
     return f"|{'█' * done}{'░' * (width - done)}| {100 * finished // max(total, 1)}%"
 
 
-__all__ = ["Milestones", "bar", "slim", "best_line", "count", "finished_trials", "transaction"]
+__all__ = ["Milestones", "asking", "bar", "slim", "best_line", "count", "finish", "finished_trials",
+           "transaction"]

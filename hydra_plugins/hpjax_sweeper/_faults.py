@@ -13,12 +13,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 import hpjax
@@ -80,55 +80,106 @@ def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: i
         retry(study, t, max_retries)
 
 
+def first_heartbeats(study: optuna.Study, trials: list) -> None:
+    """Each new trial's first heartbeat, written with its ask (in the ask's transaction on a
+    database): Optuna never fails a RUNNING trial that has no heartbeat, so a worker killed
+    between the ask and its heartbeat thread's first beat would leave it running for ever."""
+    if _optuna_heartbeats(study):
+        for t in trials:
+            study._storage.record_heartbeat(t._trial_id)
+
+
 @contextmanager
 def heartbeats(study: optuna.Study, trials: list,
                interval: Optional[int] = None) -> Iterator[None]:
     """Records the batch's heartbeats while it runs, as `Study.optimize` does for its trial, so
     that other workers know it is alive: Optuna's (an RDB storage), else hpjax's own every
-    `interval` seconds (a journal file); nothing without heartbeats."""
-    if not _optuna_heartbeats(study):
-        if not interval:
-            yield
-            return
-        thread = _Heartbeat(study._storage, [t._trial_id for t in trials], interval)
-        thread.start()
-        try:
-            yield
-        finally:
-            thread.stop.set()
-            thread.join()
-        return
-    with ExitStack() as stack:
-        for t in trials:
-            stack.enter_context(get_heartbeat_thread(t._trial_id, study._storage))
+    `interval` seconds (a journal file); nothing without heartbeats. One thread for the batch,
+    which survives a database error (Optuna's own thread dies at the first one, silently
+    leaving its trial to be failed as stale by another worker)."""
+    storage = study._storage
+    if _optuna_heartbeats(study):
+        every = storage.get_heartbeat_interval()
+        rdb = getattr(storage, "_backend", storage)  # Optuna caches an RDBStorage
+        grace = getattr(rdb, "grace_period", None) or 2 * every
+        beat = storage.record_heartbeat
+    elif interval:
+        every, grace = interval, 2 * interval
+
+        def beat(trial_id: int) -> None:
+            storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
+    else:
         yield
+        return
+    thread = _Heartbeat(beat, [t._trial_id for t in trials], every, grace)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.stop.set()
+        thread.join()
 
 
 HEARTBEAT = "hpjax:heartbeat"  # a trial's latest heartbeat (seconds since the epoch), journal
 
 
 class _Heartbeat(threading.Thread):
-    """hpjax's heartbeats for a storage without Optuna's: the time, in each running trial's
-    system attributes, every `interval` seconds. An error is logged and retried at the next
-    beat; the thread does not die silently."""
+    """A batch's heartbeats: `beat(trial id)` for each running trial every `interval` seconds.
+    A database error is logged once and retried at the next beat; an outage longer than
+    `grace` seconds (when other workers may fail these trials as stale and run them again) is
+    logged as an error once, and the recovery as a line."""
 
-    def __init__(self, storage: Any, trial_ids: list[int], interval: int) -> None:
+    def __init__(self, beat: Callable[[int], None], trial_ids: list[int], interval: float,
+                 grace: float) -> None:
         super().__init__(daemon=True, name="hpjax-heartbeat")
-        self.storage, self.trial_ids, self.interval = storage, list(trial_ids), interval
-        self.stop = threading.Event()
+        self.beat, self.trial_ids, self.interval = beat, list(trial_ids), interval
+        self.grace, self.stop = grace, threading.Event()
+        self.last_ok = time.monotonic()  # the last beat recorded for all trials
+        self.failing = False  # in an outage (its first failure logged)
+        self.failures = 0  # failed beats, all outages
+        self.past_grace = False  # this outage outlasted the grace period (logged)
 
     def run(self) -> None:
         while True:
-            for trial_id in list(self.trial_ids):
-                try:
-                    self.storage.set_trial_system_attr(trial_id, HEARTBEAT, time.time())
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    self.trial_ids.remove(trial_id)
-                except Exception as e:  # noqa: BLE001
-                    log.warning("heartbeat of trial id %d failed (%r): retrying in %d s",
-                                trial_id, e, self.interval)
+            self._beat_all()
             if self.stop.wait(self.interval):
                 return
+
+    def _beat_all(self) -> None:
+        error = None
+        for trial_id in list(self.trial_ids):
+            try:
+                self.beat(trial_id)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                self.trial_ids.remove(trial_id)
+            except Exception as e:  # noqa: BLE001  (the database's errors, whatever the driver)
+                error = e
+        now = time.monotonic()
+        if error is None:
+            if self.failing:
+                log.warning("heartbeats recorded again after %.0f s without", now - self.last_ok)
+            self.last_ok, self.failing, self.past_grace = now, False, False
+            return
+        self.failures += 1
+        if not self.failing:
+            self.failing = True
+            log.warning("heartbeat of %d running trials failed (%s): retrying every %g s "
+                        "(other workers fail them as stale after %g s without one)",
+                        len(self.trial_ids), _one_line(error), self.interval, self.grace)
+        elif now - self.last_ok >= self.grace and not self.past_grace:
+            self.past_grace = True
+            log.error("no heartbeat for %.0f s, beyond the grace period: another worker may "
+                      "have failed these trials and run them again; their results here will "
+                      "not be told (still retrying)", now - self.last_ok)
+
+
+def _one_line(e: BaseException) -> str:
+    """The error's first line, from its root cause (Optuna wraps the driver's error in a
+    `StorageInternalError` that does not name it)."""
+    while e.__cause__ is not None or e.__context__ is not None:
+        e = e.__cause__ or e.__context__
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def carry_checkpoints(trials: list) -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hpjax
 
-from . import _batch, _search
+from . import _batch, _faults, _search
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ class Stoppers:
                            and values[i] is not None and t.should_prune()}
             return pruned
 
+        if rule is not None:
+            stop.resume, stop.rule = rule.resume, rule
         return stop
 
 
@@ -162,15 +164,41 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
                 new = [space.ask(study, distributions) for _ in range(room)]
                 for t in new:
                     if job_dir is not None:
-                        t.set_user_attr("job_dir", str(job_dir(t.number)))
+                        t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
+                        t.set_user_attr("job_dir", t._hpjax_job_dir)
+                _faults.first_heartbeats(study, new)
         trials.extend(new)
         return [(t.number, space.overrides(t.params)) for t in new]
 
-    impl.refill = refill
+    told: set[int] = set()
+
+    def tell(number: int, ret: Any) -> None:  # as soon as the job ends: the sampler learns
+        trial = next(t for t in trials if t.number == number)
+        try:
+            with _batch.transaction(study):
+                sweeper._tell(study, trial, ret)
+        except Exception as e:  # noqa: BLE001  (told again when the batch ends)
+            log.warning("trial %d: its result is told when the batch ends (%s)", number, e)
+            return
+        told.add(number)
+
+    impl.refill, impl.on_return, sweeper._told = refill, tell, told
     try:
         yield
     finally:
-        impl.refill = None
+        impl.refill, impl.on_return, sweeper._told = None, None, set()
+
+
+def bracket_plan(sweeper: Any, space: _search.SearchSpace) -> tuple[int, list, int]:
+    """(R, the brackets, the trials they take): `n_trials`, or null: eta^s_max for sha, one
+    pass of the brackets for hyperband."""
+    top = max_epochs(sweeper, space)
+    if sweeper.algorithm == "sha":
+        brackets = [hpjax.successive_halving(top, sweeper.eta, sweeper.min_epochs,
+                                                sweeper.n_trials)]
+    else:
+        brackets = hpjax.hyperband(top, sweeper.eta, sweeper.min_epochs)
+    return top, brackets, sweeper.n_trials or sum(b[0].n for b in brackets)
 
 
 def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
@@ -178,13 +206,7 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     """Successive halving (one bracket) or Hyperband (its brackets, s_max down to 0, again
     until `n_trials`): each bracket one batch, its configurations from the sampler."""
     impl = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
-    top = max_epochs(sweeper, space)
-    if sweeper.algorithm == "sha":
-        brackets = [hpjax.successive_halving(top, sweeper.eta, sweeper.min_epochs,
-                                                sweeper.n_trials)]
-    else:
-        brackets = hpjax.hyperband(top, sweeper.eta, sweeper.min_epochs)
-    total = sweeper.n_trials or sum(b[0].n for b in brackets)
+    top, brackets, total = bracket_plan(sweeper, space)
     log.info("%s: R = %d epochs, eta = %d: brackets %s", sweeper.algorithm, top, sweeper.eta,
              "; ".join(hpjax.bracket_table(brackets)))
     returns, started = [], 0
@@ -268,6 +290,6 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     return returns
 
 
-__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Stoppers", "check", "make_pruner",
-           "max_epochs", "population_launcher", "refilling", "refills", "sweep_brackets",
-           "sweep_pbt"]
+__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Stoppers", "bracket_plan", "check",
+           "make_pruner", "max_epochs", "population_launcher", "refilling", "refills",
+           "sweep_brackets", "sweep_pbt"]

@@ -227,6 +227,8 @@ class HpjaxSweeperImpl(Sweeper):
                 total, distributions = self._enqueue_grid(study, space), space.grid_distributions
             else:
                 total, distributions = self.n_trials, space.distributions
+            if total is None:  # sha, hyperband: their brackets' trials
+                total = _fidelity.bracket_plan(self, space)[2]
             finished = _batch.count(study)[0]
         if finished:
             log.info("resuming: %d of %d trials already finished", finished, total)
@@ -244,11 +246,13 @@ class HpjaxSweeperImpl(Sweeper):
             if self.algorithm == "grid":
                 self._enqueue_grid(study, space, room)
             job_dir = self._job_dir(sweep_dir)
-            with _batch.transaction(study):
+            with _batch.transaction(study), _batch.asking(study):
                 trials = [space.ask(study, distributions) for _ in range(max(room, 0))]
                 for t in trials:
                     if job_dir is not None:
-                        t.set_user_attr("job_dir", str(job_dir(t.number)))
+                        t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
+                        t.set_user_attr("job_dir", t._hpjax_job_dir)
+                _faults.first_heartbeats(study, trials)  # a worker killed now: stale, rerun
             return trials, finished, running
 
     def _job_dir(self, sweep_dir: Path) -> Any:
@@ -280,6 +284,8 @@ class HpjaxSweeperImpl(Sweeper):
 
     def _tell_each(self, study: optuna.Study, trials: list, results: list) -> None:
         for trial, ret in zip(trials, results, strict=True):
+            if trial.number in getattr(self, "_told", ()):  # told as its job ended
+                continue
             try:
                 self._tell(study, trial, ret)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -298,9 +304,10 @@ class HpjaxSweeperImpl(Sweeper):
 
     # -- telling results ---------------------------------------------------------------------
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
-        output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") \
-            if ret.hydra_cfg is not None else None
-        if output_dir:
+        output_dir = getattr(ret, "output_dir", None)  # the vmap launcher's light returns
+        if output_dir is None and ret.hydra_cfg is not None:
+            output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
+        if output_dir and str(output_dir) != getattr(trial, "_hpjax_job_dir", None):
             trial.set_user_attr("job_dir", str(output_dir))
         if ret.status != JobStatus.COMPLETED:
             trial.set_user_attr("status", "failed")
@@ -308,7 +315,8 @@ class HpjaxSweeperImpl(Sweeper):
             study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %r", trial.number, ret._return_value)
             return
-        result = hpjax.read_result(output_dir) if output_dir else None
+        result = getattr(ret, "result", None) or (hpjax.read_result(output_dir) if output_dir
+                                                  else None)
         if result is not None:
             _attrs.record(study, trial, result, output_dir)
             self._tell_result(study, trial._trial_id, result)
@@ -360,18 +368,18 @@ def _quiet_optuna() -> None:
 def _tell_values(study: optuna.Study, trial_id: int, status: str, values: list) -> None:
     """A trial is COMPLETE with finite values, PRUNED when a bracket or pruner stopped it
     (Optuna takes its last reported value); else FAIL, its `status` saying why."""
-    storage, number = study._storage, study._storage.get_trial_number_from_id(trial_id)
+    storage = study._storage
     if status == "pruned":
         storage.set_trial_user_attr(trial_id, "status", "pruned")
-        study.tell(number, state=TrialState.PRUNED)
+        study.tell(storage.get_trial_number_from_id(trial_id), state=TrialState.PRUNED)
         return
     finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
     if status == "ok" and finite and len(values) == len(study.directions):
         storage.set_trial_user_attr(trial_id, "status", "ok")
-        study.tell(number, [float(v) for v in values])
+        _batch.finish(study, trial_id, TrialState.COMPLETE, [float(v) for v in values])
         return
     storage.set_trial_user_attr(trial_id, "status", status if status != "ok" else "failed")
     if status == "ok":
         storage.set_trial_user_attr(trial_id, "error",
                                     f"objective values {values} are not finite numbers")
-    study.tell(number, state=TrialState.FAIL)
+    _batch.finish(study, trial_id, TrialState.FAIL)
