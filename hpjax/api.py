@@ -271,6 +271,8 @@ class Trained:
         if self.data.y_std is not None:
             out = out * self.data.y_std + self.data.y_mean
             return out[:, 0] if self.data.y_std.ndim == 0 else out
+        if self.config.task.name == "binary":
+            return self.data.classes[(out[:, 0] > 0).astype(int)]
         return self.data.classes[np.argmax(out, -1)]
 
     def evaluate(self, split: str = "test") -> dict:
@@ -319,8 +321,9 @@ def load(job_dir: str, member: int = 0) -> Trained:
         fold = member % cfg.data.cv_folds
         ds = dataclasses.replace(ds, folds=0, **{f: getattr(ds, f)[fold] for f in (
             "x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
-    spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
-                        ds.n_train, None, ds.y_scale, ds.num_classes)
+    k = trainer.outputs(cfg, ds.num_classes)
+    spec = trainer.Spec(static(cfg), cfg.model.module(k), ds.input_shape, ds.n_train, None,
+                        ds.y_scale, k)
     hp = hparams(cfg)
     module = spec.model.build(trainer._model_hp(spec, hp))
     return Trained(cfg, variables, module, ds, Result.read(job_dir), spec, hp)

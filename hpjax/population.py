@@ -116,9 +116,10 @@ def _predict(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.Ar
 
 def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
     """The jitted population functions of `cfg`'s signature (its traced values unused)."""
-    spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
-                        ds.n_train, activation, ds.y_scale, ds.num_classes)
-    trainer.check_model(spec, ds.num_classes, {
+    k = trainer.outputs(cfg, ds.num_classes)
+    spec = trainer.Spec(static(cfg), cfg.model.module(k), ds.input_shape, ds.n_train,
+                        activation, ds.y_scale, k)
+    trainer.check_model(spec, k, {
         **{k: getattr(cfg.model, k) for k in spec.model.traced},
         **({"activation": cfg.activation.index} if "activation" in spec.model.fill else {}),
         **({"negative_slope": cfg.activation.negative_slope}

@@ -43,6 +43,10 @@ class Spec:
         return self.cfg.task.name == "regression"
 
     @property
+    def binary(self) -> bool:
+        return self.cfg.task.name == "binary"
+
+    @property
     def batch_size(self) -> int:
         return self.cfg.train.batch_size
 
@@ -72,6 +76,21 @@ def member_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return init_key, dropout_key, data_key
 
 
+def outputs(cfg: Config, num_classes: int) -> int:
+    """The model's outputs per sample: one per class (or regression target); one logit for
+    task=binary.
+
+    Raises:
+      ConfigError: task=binary on data of other than two classes.
+    """
+    if cfg.task.name != "binary":
+        return num_classes
+    if num_classes != 2:
+        raise ConfigError("task", "binary", f"needs data of two classes; {cfg.data.name} has "
+                          f"{num_classes}: use task=classification")
+    return 1
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | float = 0.0):
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
     return optax.softmax_cross_entropy(logits, targets)
@@ -88,6 +107,11 @@ def task_loss(spec: Spec, hp: Hparams, out: jax.Array, y: jax.Array,
         else:
             loss = optax.squared_error(out, y).mean(-1)
         return loss, jnp.abs(out - y).mean(-1)
+    if spec.binary:
+        z, positive = out[:, 0], y == 1
+        target = positive * (1.0 - smoothing) + 0.5 * smoothing
+        return (optax.sigmoid_binary_cross_entropy(z, target),
+                ((z > 0) == positive).astype(jnp.float32))
     return cross_entropy(out, y, smoothing), (jnp.argmax(out, -1) == y).astype(jnp.float32)
 
 
@@ -223,9 +247,10 @@ def check_model(spec: Spec, num_classes: int, values: Optional[dict] = None) -> 
     if out.shape != (spec.batch_size, num_classes):
         raise ConfigError("model._target_", model.target,
                           f"returns outputs of shape {tuple(out.shape)} for a batch of "
-                          f"{spec.batch_size}; needs ({spec.batch_size}, {num_classes}), one "
-                          f"logit per class: set its output size, e.g. "
-                          "num_classes: ${data.num_classes}")
+                          f"{spec.batch_size}; needs ({spec.batch_size}, {num_classes}), "
+                          + ("one logit (task=binary): set its output size to 1"
+                             if spec.binary else "one logit per class: set its output size, "
+                             "e.g. num_classes: ${data.num_classes}"))
 
 
 def batches(spec: Spec, state: TrainState, n: int) -> jax.Array:
