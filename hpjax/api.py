@@ -90,11 +90,12 @@ def _own_logging() -> Any:
 
 
 @contextlib.contextmanager
-def hydra_session(config_dir: Optional[str] = None) -> Any:
+def hydra_session(config_dir: Optional[str] = None, keep_logging: bool = True) -> Any:
     """A Hydra instance over `config_dir` (default hpjax's `conf/`), as the `hpjax` command's,
-    for runs in this process: the caller's logging is kept (`_own_logging`) and Hydra's global
-    state is cleared after, whatever happens. `train`, `sweep` and the tests' in-process
-    multirun use it.
+    for runs in this process: Hydra's global state is cleared after, whatever happens, and with
+    `keep_logging` the caller's logging comes back as it was (`_own_logging`; off: the jobs'
+    logging setup stays, as under the `hpjax` command). `train`, `sweep` and the tests'
+    in-process multirun use it.
 
     Examples:
       >>> with hydra_session() as hydra_:  # doctest: +SKIP
@@ -110,7 +111,7 @@ def hydra_session(config_dir: Optional[str] = None) -> Any:
     register()
     GlobalHydra.instance().clear()
     try:
-        with _own_logging():
+        with _own_logging() if keep_logging else contextlib.nullcontext():
             yield Hydra.create_main_hydra2(task_name="hpjax", config_search_path=(
                 create_config_search_path(str(Path(config_dir or CONF_DIR).resolve()))))
     finally:

@@ -138,7 +138,7 @@ def multirun(overrides, sweep_dir):
     from hpjax.api import hydra_session
     from hpjax.app import train_task
 
-    with hydra_session() as hydra_:
+    with hydra_session(keep_logging=False) as hydra_:  # tests watch the jobs' loggers
         return hydra_.multirun(config_name="config", task_function=train_task,
                                overrides=[*overrides, f"hydra.sweep.dir={sweep_dir}"],
                                with_log_configuration=False)
