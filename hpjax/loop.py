@@ -70,6 +70,7 @@ class Member:
     offset: int = 0  # the population's epochs before it joined (a refilled slot)
     pruned_at: Optional[int] = None  # the epoch the sweep's schedule stopped it
     gone: bool = False  # it left the population in an earlier run (restored from its record)
+    origin: str = ""  # its config as it started (PBT and train.hparam_schedule change `cfg`)
 
     @property
     def result(self) -> Result:
@@ -78,7 +79,8 @@ class Member:
     def meta(self) -> dict:
         """What the host loop knows of the member, to continue it from a checkpoint."""
         r = self.result
-        return {"config": repr(self.cfg), "rows": self.outcome.rows, "active": self.active,
+        return {"config": self.origin or repr(self.cfg), "values": pbt_lib.traced_values(self.cfg),
+                "pbt": pbt_lib.record(self), "rows": self.outcome.rows, "active": self.active,
                 "train_s": self.train_s, "status": r.status, "diverged_epoch": r.diverged_epoch,
                 "stopped_early": r.stopped_early, "best_epoch": self.tracker.epoch,
                 "best_row": self.tracker.row, "pruned_at": self.pruned_at, "test": self.test,
@@ -181,6 +183,8 @@ class _Run:
         self.train_data = self.place.shared((ds.x_train, ds.y_train))
         self.val_data = self.place.shared((ds.x_val, ds.y_val))
         dirs = checkpoint_dirs or [None] * len(cfgs)
+        self.restored: list[dict] = []  # the members' checkpoint records, when continued
+        self.explorer: Optional[pbt_lib.PBT] = None  # PBT's, saved with each checkpoint
         self.members = [self.new_member(c, f, d, p)
                         for c, f, d, p in zip(cfgs, folds, dirs, params_dirs or [None] * len(cfgs),
                                               strict=True)]
@@ -198,7 +202,7 @@ class _Run:
             "ok", None, cfg.objective.metric, cfg.objective.mode, seed=cfg.train.seed,
             launcher=self.launcher, fold=fold if self.ds.folds else None)),
             BestEpoch(cfg.train.early_stopping),
-            checkpoint_dir if cfg.train.checkpoint_every else None, params_dir)
+            checkpoint_dir if cfg.train.checkpoint_every else None, params_dir, origin=repr(cfg))
 
     def active_mask(self) -> np.ndarray:
         return np.array([self.members[k].active for k in self.slots]
@@ -366,7 +370,8 @@ class _Run:
                     epoch - member.offset, now):
                 checkpoint.save(member.checkpoint_dir, epoch - member.offset,
                                 _member((self.states, self.best_params), member.slot),
-                                member.meta())
+                                {**member.meta(), **({"explorer": self.explorer.state()}
+                                                     if self.explorer is not None else {})})
 
     def finish(self, compile_s: float) -> list[Outcome]:
         """Test metrics at each member's best epoch, and the results' numbers."""
@@ -401,6 +406,8 @@ class _Run:
             if member.train_s > 0 else 0.0
         r.num_params = num_params
         r.pbt = pbt_lib.record(member)
+        if member.offset:  # a refilled slot: the population's epochs before it joined
+            r.population = {**(r.population or {}), "joined_epoch": member.offset}
         return member.outcome
 
 
@@ -447,7 +454,7 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
     trees, metas = [], []
     for d, member, e in zip(dirs, run.members, at, strict=True):
         tree, meta = checkpoint.restore(d, e, like)
-        if meta["config"] != repr(member.cfg):
+        if meta["config"] != member.origin:
             log.warning("checkpoint in %s is of another config: training from the start", d)
             return None
         trees.append(tree)
@@ -457,6 +464,12 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
         jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
     for member, meta in zip(run.members, metas, strict=True):
         member.restore(meta, epoch)
+        changed = {k: v for k, v in (meta.get("values") or {}).items()
+                   if pbt_lib.value_of(member.cfg, k) != v}
+        if changed:  # PBT's explore, a scheduled value: the traced numbers it trained with
+            member.cfg = pbt_lib.with_values(member.cfg, changed)
+            run.set_hparams(member)
+    run.restored = metas
     run.compact(epoch)  # members that had left: out again
     log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
              "" if len(dirs) == 1 else "s", epoch)
@@ -503,6 +516,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     compile_s0 = CompileStats.seconds
     run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
                checkpoint_dirs, params_dirs, refilled=refill is not None)
+    run.explorer = pbt
     start = run.resume()
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
         for row in member.outcome.rows:
@@ -518,6 +532,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         return run.finish(CompileStats.seconds - compile_s0)
     if pbt is not None:
         pbt.start(run.members)
+        if start > 1:  # continued: lineages, schedules and the explorer's state as saved
+            pbt.resume(run.members, run.restored)
     for epoch in range(start, cfgs[0].train.epochs + 1):
         run.apply_schedules(epoch)
         run.epoch(epoch, on_epoch)

@@ -122,11 +122,41 @@ class PBT:
             run.set_hparams(m)
             self.copies.append((epoch, donor, k))
 
+    def state(self) -> dict:
+        """What a checkpoint keeps of the explorer: its random state and its exploits."""
+        return {"rng": self.rng.bit_generator.state, "copies": self.copies}
+
+    def resume(self, members: list, metas: list[dict]) -> None:
+        """Continues from checkpoints' `meta`s: each member's lineage, schedule and root, and
+        the explorer's state, so later exploits are those of an uninterrupted run."""
+        for m, meta in zip(members, metas, strict=True):
+            if meta.get("pbt"):
+                m.lineage, m.schedule, m.root = (meta["pbt"]["lineage"], meta["pbt"]["schedule"],
+                                                 meta["pbt"]["root"])
+        saved = next((meta["explorer"] for meta in metas if meta.get("explorer")), None)
+        if saved is not None:
+            self.rng.bit_generator.state = saved["rng"]
+            self.copies = [tuple(c) for c in saved["copies"]]
+
     def _explore(self, key: str, value: float) -> float:
         b = self.bounds[key]
         if self.rng.random() < self.resample_probability:
             return b.sample(self.rng)
         return b.clip(value * (0.8 if self.rng.random() < 0.5 else 1.2))
+
+
+def traced_values(cfg: Config) -> dict[str, float]:
+    """The config's traced float values by dotted key: what PBT and `train.hparam_schedule`
+    may have changed, kept in a checkpoint."""
+    out = {}
+    for group, values in hparams(cfg).items():
+        for name, v in values.items():
+            if np.asarray(v).dtype == np.float32:
+                try:
+                    out[f"{group}.{name}"] = float(value_of(cfg, f"{group}.{name}"))
+                except AttributeError:  # pragma: no cover  (a number not of a config key)
+                    pass
+    return out
 
 
 def record(member: Any) -> Optional[dict]:
@@ -136,4 +166,5 @@ def record(member: Any) -> Optional[dict]:
     return {"lineage": member.lineage, "schedule": member.schedule, "root": member.root}
 
 
-__all__ = ["PBT", "Bounds", "check_keys", "record", "value_of", "with_values"]
+__all__ = ["PBT", "Bounds", "check_keys", "record", "traced_values", "value_of",
+           "with_values"]

@@ -140,3 +140,38 @@ def test_pbt_with_a_static_key_fails_before_anything_trains(tmp_path):
                   "schedule.warmup_fraction=interval(0.05, 0.2)"],
                  tmp_path / "bad2")
     assert "PBT changes traced numbers only" in str(info.value) + str(info.value.__cause__)
+
+
+def test_a_pbt_population_that_dies_resumes_from_its_checkpoints(pbt_run, tmp_path):
+    """The population above with `train.checkpoint_every=1`, killed during epoch 3 (after two
+    exploits) and run again on its job directories: it trains epochs 3 and 4 only, and its
+    exploits, lineages, schedules and numbers equal the uninterrupted run's."""
+    pbt, outcomes, _ = pbt_run
+    cfgs = [compose_config([*BASE, f"optimizer.lr={lr}", "train.checkpoint_every=1"])
+            for lr in LRS]
+    dirs = [str(tmp_path / str(i)) for i in range(len(cfgs))]
+
+    def explorer():
+        return pbt_lib.PBT(dict(pbt.bounds), interval=1, fraction=0.25,
+                           resample_probability=0.25, seed=0)
+
+    class Killed(Exception):
+        pass
+
+    def killed_at_3(report):
+        if report.epoch == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_trials(cfgs, stopper=explorer(), output_dirs=dirs, on_progress=killed_at_3)
+    epochs, again = [], explorer()
+    resumed = train_trials(cfgs, stopper=again, output_dirs=dirs,
+                           on_progress=lambda r: epochs.append(r.epoch))
+    assert epochs == [3, 4]
+    assert again.copies == pbt.copies
+    for r, o in zip(resumed, outcomes, strict=True):
+        assert r.result.resumed_from_epoch == 2
+        assert r.result.pbt == o.result.pbt
+        assert [row["val/loss"] for row in r.rows] == pytest.approx(
+            [row["val/loss"] for row in o.rows], rel=1e-5)
+        assert r.result.test == pytest.approx(o.result.test, rel=1e-5)

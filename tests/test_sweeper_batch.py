@@ -2,6 +2,7 @@
 tells in one transaction, trials counted by the database."""
 
 import logging
+import math
 
 import optuna
 import pytest
@@ -152,7 +153,7 @@ def test_the_table_shows_the_best_twenty_and_ten_others_of_thousands(tmp_path):
     assert "the best 20 and 10 not finished of 3040 trials: summary.csv lists every one" in text
 
 
-@pytest.mark.slow  # minutes (Hydra's work for each job, scripts/bench_overhead.py): `-m slow`
+@pytest.mark.slow  # about 2 minutes (scripts/bench_overhead.py): `-m slow`
 @pytest.mark.parametrize("n", [1000])
 def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_path, n):
     """1,000 trials of 1 epoch in two batches (one compile): each has its job directory with
@@ -169,7 +170,7 @@ def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_pat
                         f"hydra.launcher.max_population={n // 2}",
                         "optimizer.lr=tag(log, interval(1e-3, 1e-1))",
                         "model.dropout=interval(0, 0.5)", "data=iris", "model.width=8",
-                        "model.num_layers=1", "train.epochs=1",
+                        "model.num_layers=1", "train.epochs=1", "train.save_params=none",
                         "train.early_stopping.patience=null"], sweep)
     assert [len(batch) for batch in returns] == [n // 2, n // 2]
     storage = optuna.storages.RDBStorage(f"sqlite:///{sweep / 'study.db'}",
@@ -241,3 +242,34 @@ def test_tpe_models_the_best_and_the_most_recent_trials_of_a_large_study():
                                                      n_startup_trials=10))
     assert [ours.ask(SPACE).params for _ in range(3)] == [
         theirs.ask(SPACE).params for _ in range(3)]
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "random"])
+def test_a_batch_asked_as_one_proposes_what_one_ask_at_a_time_proposes(tmp_path, algorithm):
+    """`_batch.asking` reads the study once per batch and TPE fits once per batch: the same
+    points as Optuna's own asks, batch after batch; and `finish` tells as `study.tell`."""
+    from contextlib import nullcontext
+
+    from hydra_plugins.hpjax_sweeper._search import make_sampler
+
+    def sweep(name, batched):
+        study = optuna.create_study(storage=f"sqlite:///{tmp_path / name}", direction="minimize",
+                                    sampler=make_sampler(algorithm, seed=1, n_objectives=1,
+                                                         batch_size=8, conditional=False))
+        for _ in range(4):
+            with _batch.transaction(study), (_batch.asking(study) if batched else nullcontext()):
+                trials = [study.ask(SPACE) for _ in range(8)]
+            with _batch.transaction(study):
+                for t in trials[:-1]:
+                    value = abs(math.log10(t.params["lr"]) + 2) + (t.params["act"] == "tanh")
+                    if batched:
+                        _batch.finish(study, t._trial_id, TrialState.COMPLETE, [value])
+                    else:
+                        study.tell(t, value)
+            study.tell(trials[-1], state=TrialState.FAIL)
+        return study.get_trials()
+
+    ours, theirs = sweep("a.db", True), sweep("b.db", False)
+    assert [t.params for t in ours] == [t.params for t in theirs] and len(ours) == 32
+    assert [(t.state, t.values) for t in ours] == [(t.state, t.values) for t in theirs]
+    assert len({t.params["lr"] for t in ours}) == 32

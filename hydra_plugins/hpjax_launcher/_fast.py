@@ -14,8 +14,9 @@ at each place a job differs (the overridden values, `hydra.overrides.task`, `hyd
 (numbers without Hydra's parser), each value converted by its config node's own validation, the
 validated `Config` with the values replaced (`dataclasses.replace`: the schemas' checks run again),
 and the slots filled with each value's YAML as PyYAML writes it. The files are byte for byte
-Hydra's (tests/test_launcher_fast.py compares them for floats, strings needing quotes, nulls,
-interpolations). A job's log file gets a handler of its own, made like the first job's.
+Hydra's (tests/test_launcher_fast.py runs a sweep both ways and compares every file; scalars
+needing quotes, nulls, infinities against PyYAML). A job's log file gets a handler of its own,
+made like the first job's.
 
 Anything else takes Hydra's path for the whole batch (`Ineligible`): a `+key`/`~key` override, a
 list or dict value, a `hydra.*` override, a value another config value interpolates, an

@@ -210,6 +210,8 @@ class VmapLauncherImpl:
                 if not logs:
                     logs.append(self._job_logging(fast[i]))
                 returns[i] = self._end_fast(fast[i], end, logs[0])
+                if self.on_return is not None:
+                    self.on_return(fast[i].index, returns[i])
 
         self.quiet = True
         try:

@@ -11,7 +11,9 @@ Counting a study's finished trials by loading them all costs time in proportion 
 (every batch: quadratic in the sweep); `count` asks the database to count.
 
 Both use two of Optuna's internals, `RDBStorage.scoped_session` and its tables; where these are
-missing (or for a journal file), Optuna's own one-write-at-a-time path runs.
+missing (or for a journal file), Optuna's own one-write-at-a-time path runs. `asking` reads the
+study's trials once for a batch's asks, and `finish` tells a result straight to the storage
+where the sampler does nothing after a trial.
 """
 
 import dataclasses
@@ -102,27 +104,67 @@ def transaction(study: optuna.Study) -> Iterator[None]:
 
 @contextmanager
 def asking(study: optuna.Study) -> Iterator[None]:
-    """The block's asks create trials without looking for WAITING ones first when the database
-    says there are none: Optuna's ask reads back every unfinished trial to find them, the batch's
-    own RUNNING trials included (the larger part of an ask, growing with the batch)."""
-    storage = rdb(study)
-    if storage is None or "_pop_waiting_trial_id" in vars(study):
+    """A batch's asks at the cost of one. Optuna's ask reads back every unfinished trial of the
+    study (the batch's own RUNNING trials included) to look for WAITING ones, and a sampler that
+    models the study (TPE, with the constant liar) reads the study's trials again at each ask and
+    each parameter. In the block, an ask looks for WAITING trials only when the database has
+    some, and the study's trials are read once: later reads see them plus the block's own new
+    trials (another worker's trial that finishes meanwhile is seen from the next batch on, as
+    with any parallel sampler). The samplers propose the same points (tested)."""
+    if "_get_trials" in vars(study):  # nested
         yield
         return
-    import sqlalchemy
+    storage = study._storage
+    read, create = study._get_trials, storage.create_new_trial
+    start: list = []  # the study's trials when the block began
+    new: list = []  # the block's new trials: [id, its FrozenTrial, whether that is final]
+    finished: dict = {}  # states -> the trials in them (a list that stays the same)
 
-    with storage.engine.connect() as conn:
-        waiting = conn.execute(sqlalchemy.text(
-            "SELECT COUNT(*) FROM trials WHERE study_id = :sid AND state = 'WAITING'"),
-            {"sid": study._study_id}).scalar()
-    if waiting:
-        yield
-        return
-    study._pop_waiting_trial_id = lambda: None  # type: ignore[method-assign]
+    def create_new_trial(*args: Any, **kwargs: Any) -> int:
+        trial_id = create(*args, **kwargs)
+        new.append([trial_id, None, False])
+        return trial_id
+
+    def get_trials(deepcopy: bool = True, states: Any = None, use_cache: bool = False) -> list:
+        if deepcopy:
+            return read(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        if not start:  # (read during the block's first ask: without its new trial)
+            ours = {item[0] for item in new}
+            start.append([t for t in read(deepcopy=False, states=None, use_cache=False)
+                          if t._trial_id not in ours])
+        if states is not None and TrialState.RUNNING not in states:
+            key = tuple(states)
+            if key not in finished:
+                finished[key] = [t for t in start[0] if t.state in states]
+            return finished[key]
+        for i, item in enumerate(new):  # the last one may still be taking its parameters
+            last = i == len(new) - 1
+            if item[1] is None or last or not item[2]:
+                item[1], item[2] = storage.get_trial(item[0]), not last
+        trials = start[0] + [item[1] for item in new]
+        return trials if states is None else [t for t in trials if t.state in states]
+
+    study._get_trials = get_trials  # type: ignore[method-assign]
+    storage.create_new_trial = create_new_trial  # type: ignore[method-assign]
+    if _no_waiting(study):
+        study._pop_waiting_trial_id = lambda: None  # type: ignore[method-assign]
     try:
         yield
     finally:
-        del study._pop_waiting_trial_id
+        del study._get_trials, storage.create_new_trial
+        vars(study).pop("_pop_waiting_trial_id", None)
+
+
+def _no_waiting(study: optuna.Study) -> bool:
+    storage = rdb(study)
+    if storage is None:
+        return False
+    import sqlalchemy
+
+    with storage.engine.connect() as conn:
+        return not conn.execute(sqlalchemy.text(
+            "SELECT COUNT(*) FROM trials WHERE study_id = :sid AND state = 'WAITING'"),
+            {"sid": study._study_id}).scalar()
 
 
 def _after_trial_is_a_no_op(sampler: Any) -> bool:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hpjax
 
-from . import _batch, _search
+from . import _batch, _faults, _search
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,9 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
                 new = [space.ask(study, distributions) for _ in range(room)]
                 for t in new:
                     if job_dir is not None:
-                        t.set_user_attr("job_dir", str(job_dir(t.number)))
+                        t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
+                        t.set_user_attr("job_dir", t._hpjax_job_dir)
+                _faults.first_heartbeats(study, new)
         trials.extend(new)
         return [(t.number, space.overrides(t.params)) for t in new]
 

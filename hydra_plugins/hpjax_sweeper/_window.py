@@ -28,7 +28,10 @@ class _Window:
 
     def _get_trials(self, deepcopy: bool = False, states: Any = None,
                     use_cache: bool = False) -> list:
-        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        return self._select(self._study._get_trials(deepcopy=deepcopy, states=states,
+                                                    use_cache=use_cache))
+
+    def _select(self, trials: list) -> list:
         if len(trials) <= self._size:
             return trials
         finished, running = [], []
@@ -46,11 +49,46 @@ class _Window:
 
 
 class WindowedTPESampler(optuna.samplers.TPESampler):
-    """`optuna.samplers.TPESampler` that models at most `max_observations` finished trials."""
+    """`optuna.samplers.TPESampler` that models at most `max_observations` finished trials, and
+    fits its densities once for the asks that see the same trials (a batch's: the sweeper reads
+    the finished trials once per batch, `_batch.asking`)."""
 
     def __init__(self, *, max_observations: int = MAX_OBSERVATIONS, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._max_observations = max_observations
+        self._windows: dict = {}  # (id, length) of the trials read -> their window
+        self._fitted: dict = {}  # (below?, search space, trial numbers) -> density
 
     def _sample(self, study: optuna.Study, trial: Any, search_space: dict) -> dict:
-        return super()._sample(_Window(study, self._max_observations), trial, search_space)
+        return super()._sample(_CachedWindow(study, self._max_observations, self._windows),
+                               trial, search_space)
+
+    def _build_parzen_estimator(self, study: Any, search_space: dict, trials: list,
+                                handle_below: bool) -> Any:
+        key = (handle_below, tuple(search_space.items()), tuple(t.number for t in trials))
+        if key not in self._fitted:
+            if len(self._fitted) >= 64:
+                self._fitted.clear()
+            self._fitted[key] = super()._build_parzen_estimator(study, search_space, trials,
+                                                                handle_below)
+        return self._fitted[key]
+
+
+class _CachedWindow(_Window):
+    """`_Window` that computes the window of one list of trials once (the list a batch's
+    asks share)."""
+
+    def __init__(self, study: optuna.Study, size: int, cache: dict) -> None:
+        super().__init__(study, size)
+        self._cache = cache
+
+    def _get_trials(self, deepcopy: bool = False, states: Any = None,
+                    use_cache: bool = False) -> list:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        if deepcopy or any(s == TrialState.RUNNING for s in states or ()):
+            return self._select(trials)
+        key = (id(trials), len(trials), trials[-1].number if trials else -1)
+        if key not in self._cache:
+            self._cache.clear()  # (the list it keys stays alive with its window)
+            self._cache[key] = (trials, self._select(trials))
+        return self._cache[key][1]
