@@ -5,7 +5,7 @@ import json
 import optuna
 import pytest
 
-from conftest import compose_config
+from conftest import child_env, compose_config
 from hpjax.compile import CompileStats
 from hpjax.jobs import train_trials
 
@@ -119,7 +119,6 @@ def test_a_pruned_sweep_keeps_its_population_full_and_ends_exactly_n_trials(tmp_
 def test_two_drivers_with_a_pruner_end_exactly_n_trials_pruned_ones_pruned(tmp_path):
     """Two `hpjax -m` processes on one SQLite study, each refilling its population from the
     sampler: together exactly n_trials distinct trials, each run once; odd ones PRUNED."""
-    import os
     import re
     import subprocess
     import sys
@@ -135,7 +134,7 @@ def test_two_drivers_with_a_pruner_end_exactly_n_trials_pruned_ones_pruned(tmp_p
             # without heartbeats a worker must not fail the other's running trials
             "hydra.sweeper.fail_stale_trials=false", "hydra.sweep.dir=sweep"]
     exe = str(Path(sys.executable).parent / "hpjax")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = child_env({"PYTHONPATH": str(Path(__file__).parent)})
     workers = [subprocess.Popen([exe, *args], cwd=tmp_path, stdout=subprocess.PIPE, env=env,
                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [w.communicate(timeout=300)[0] for w in workers]
