@@ -89,8 +89,19 @@ def _own_logging() -> Any:
             lg.disabled, lg.propagate = disabled, propagate
 
 
-def _hydra(config_dir: Optional[str]) -> Any:
-    """A Hydra instance over `config_dir` (default hpjax's `conf/`), as the `hpjax` command's."""
+@contextlib.contextmanager
+def hydra_session(config_dir: Optional[str] = None, keep_logging: bool = True) -> Any:
+    """A Hydra instance over `config_dir` (default hpjax's `conf/`), as the `hpjax` command's,
+    for runs in this process: Hydra's global state is cleared after, whatever happens, and with
+    `keep_logging` the caller's logging comes back as it was (`_own_logging`; off: the jobs'
+    logging setup stays, as under the `hpjax` command). `train`, `sweep` and the tests'
+    in-process multirun use it.
+
+    Examples:
+      >>> with hydra_session() as hydra_:  # doctest: +SKIP
+      ...     hydra_.multirun(config_name="config", task_function=hpjax.app.train_task,
+      ...                     overrides=["optimizer.lr=0.01,0.1"], with_log_configuration=False)
+    """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
     from hydra.core.global_hydra import GlobalHydra
@@ -99,8 +110,12 @@ def _hydra(config_dir: Optional[str]) -> Any:
 
     register()
     GlobalHydra.instance().clear()
-    return Hydra.create_main_hydra2(task_name="hpjax", config_search_path=(
-        create_config_search_path(str(Path(config_dir or CONF_DIR).resolve()))))
+    try:
+        with _own_logging() if keep_logging else contextlib.nullcontext():
+            yield Hydra.create_main_hydra2(task_name="hpjax", config_search_path=(
+                create_config_search_path(str(Path(config_dir or CONF_DIR).resolve()))))
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def train(overrides: Sequence[str] = (), output_dir: Optional[str] = None, *,
@@ -126,16 +141,10 @@ def train(overrides: Sequence[str] = (), output_dir: Optional[str] = None, *,
 
         enable_compilation_cache()
         return run(cfg)
-    from hydra.core.global_hydra import GlobalHydra
-
-    hydra_ = _hydra(config_dir)
-    try:
-        with _own_logging():
-            hydra_.run(config_name=config_name, task_function=_train_task,
-                       overrides=[*overrides, f"hydra.run.dir={Path(output_dir).resolve()}"],
-                       with_log_configuration=False)
-    finally:
-        GlobalHydra.instance().clear()
+    with hydra_session(config_dir) as hydra_:
+        hydra_.run(config_name=config_name, task_function=_train_task,
+                   overrides=[*overrides, f"hydra.run.dir={Path(output_dir).resolve()}"],
+                   with_log_configuration=False)
     return Result.read(output_dir)
 
 
@@ -173,22 +182,16 @@ def sweep(overrides: Sequence[str] = (), sweep_dir: Optional[str] = None, *,
     """
     import csv
 
-    from hydra.core.global_hydra import GlobalHydra
-
     from hpjax.app import train_task
     from hpjax.results import Result
 
-    hydra_ = _hydra(config_dir)
     extra = [f"hydra.sweep.dir={Path(sweep_dir).resolve()}"] if sweep_dir else []
-    try:
+    with hydra_session(config_dir) as hydra_:
         cfg = hydra_.compose_config(config_name, [*overrides, *extra], run_mode=_multirun())
         directory = Path(str(cfg.hydra.sweep.dir)).resolve()
-        with _own_logging():
-            hydra_.multirun(config_name=config_name, task_function=train_task,
-                            overrides=[*overrides, f"hydra.sweep.dir={directory}"],
-                            with_log_configuration=False)
-    finally:
-        GlobalHydra.instance().clear()
+        hydra_.multirun(config_name=config_name, task_function=train_task,
+                        overrides=[*overrides, f"hydra.sweep.dir={directory}"],
+                        with_log_configuration=False)
     summary = directory / "summary.csv"
     table = list(csv.DictReader(summary.open())) if summary.exists() else []
     study = None
@@ -269,6 +272,8 @@ class Trained:
         if self.data.y_std is not None:
             out = out * self.data.y_std + self.data.y_mean
             return out[:, 0] if self.data.y_std.ndim == 0 else out
+        if self.config.task.name == "binary":
+            return self.data.classes[(out[:, 0] > 0).astype(int)]
         return self.data.classes[np.argmax(out, -1)]
 
     def evaluate(self, split: str = "test") -> dict:
@@ -317,8 +322,9 @@ def load(job_dir: str, member: int = 0) -> Trained:
         fold = member % cfg.data.cv_folds
         ds = dataclasses.replace(ds, folds=0, **{f: getattr(ds, f)[fold] for f in (
             "x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
-    spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
-                        ds.n_train, None, ds.y_scale, ds.num_classes)
+    k = trainer.outputs(cfg, ds.num_classes)
+    spec = trainer.Spec(static(cfg), cfg.model.module(k), ds.input_shape, ds.n_train, None,
+                        ds.y_scale, k)
     hp = hparams(cfg)
-    module = spec.model.build(trainer._model_hp(spec, hp)) if spec.target else spec.model
+    module = spec.model.build(trainer._model_hp(spec, hp))
     return Trained(cfg, variables, module, ds, Result.read(job_dir), spec, hp)

@@ -126,7 +126,7 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
             outcome.result.population = {"label": label, "start": round(start, 3),
                                          "end": round(time.time(), 3), "members": len(jobs),
                                          "compile_s": outcome.result.compile_time_s,
-                                         "refilled": True}
+                                         **(outcome.result.population or {})}
             ends[ids[i]] = JobEnd(outcome)
             if on_ended is not None:
                 on_ended()
@@ -162,8 +162,8 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
     rule = getattr(extra.get("stopper"), "rule", extra.get("stopper"))
     if isinstance(rule, SuccessiveHalving) and rule.promoted:  # a bracket's rungs as they ran
         population["rungs"] = rule.table()
-    for o in outcomes:
-        o.result.population = population
+    for o in outcomes:  # (a refilled trial's says when it joined)
+        o.result.population = {**population, **(o.result.population or {})}
     ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})
 
 

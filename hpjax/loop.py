@@ -406,6 +406,8 @@ class _Run:
             if member.train_s > 0 else 0.0
         r.num_params = num_params
         r.pbt = pbt_lib.record(member)
+        if member.offset:  # a refilled slot: the population's epochs before it joined
+            r.population = {**(r.population or {}), "joined_epoch": member.offset}
         return member.outcome
 
 

@@ -85,7 +85,7 @@ REGRESSION = {
                                      "explained variance score, at most 1"),
 }
 
-BY_TASK = {"classification": CLASSIFICATION, "regression": REGRESSION}
+BY_TASK = {"classification": CLASSIFICATION, "binary": CLASSIFICATION, "regression": REGRESSION}
 
 
 def names(task: str) -> tuple:
@@ -106,6 +106,8 @@ def score(task: str, wanted: tuple, y: np.ndarray, outputs: np.ndarray) -> dict:
     """{name: value} of the `wanted` host metrics; NaN where the outputs are not finite or the
     score is undefined (ROC AUC with a class missing from the split)."""
     out = {}
+    if task == "binary":  # one logit z: as the two logits (0, z), whose softmax is (1-p, p)
+        outputs = np.concatenate([np.zeros_like(outputs), outputs], -1)
     finite = bool(np.all(np.isfinite(outputs)))
     for name in wanted:
         value = math.nan

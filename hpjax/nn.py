@@ -21,7 +21,8 @@ Examples:
   ...         return nn.Dense(self.num_classes)(x)
 """
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 import flax.linen as nn
@@ -29,14 +30,26 @@ import jax
 import jax.numpy as jnp
 
 from hpjax.config import ACTIVATIONS
-from hpjax.model import activate
+
+
+def _activation_fns(negative_slope: jax.Array) -> list[Callable]:
+    fns = {
+        "relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu, "elu": jax.nn.elu,
+        "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope),
+        "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "softplus": jax.nn.softplus,
+    }
+    return [fns[name] for name in ACTIVATIONS]
 
 
 def activation(x: jax.Array, index: jax.Array | int,
                negative_slope: jax.Array | float = 0.01) -> jax.Array:
     """Applies `hpjax.config.ACTIVATIONS[index]` (relu, gelu, silu, elu, leaky_relu, tanh,
-    sigmoid, softplus); a traced index switches between them inside one program."""
-    return activate(x, index, jnp.asarray(negative_slope, jnp.float32))
+    sigmoid, softplus); a traced index switches between them inside one program, a Python int
+    compiles just that one (faster under vmap, where a switch computes them all)."""
+    fns = _activation_fns(jnp.asarray(negative_slope, jnp.float32))
+    if isinstance(index, int):
+        return fns[index](x)
+    return jax.lax.switch(index, fns, x)
 
 
 def activation_index(name: str) -> int:
@@ -44,11 +57,35 @@ def activation_index(name: str) -> int:
     return ACTIVATIONS.index({"swish": "silu"}.get(name, name))
 
 
-class Dropout(nn.Module):
-    """`flax.linen.Dropout` whose `rate` may be a traced scalar.
+def noise_words(shape: Sequence[int]) -> int:
+    """How many random 32-bit words the dropout of an activation of `shape` reads (one per 4
+    units)."""
+    return -(-math.prod(shape) // 4)
 
-    Kept units are scaled by 1 / (1 - rate), so the expected output is the input; a rate of 1
-    drops every unit.
+
+def dropout(x: jax.Array, rate: jax.Array, words: jax.Array) -> jax.Array:
+    """Inverted dropout with a traced rate, from `noise_words(x.shape)` random 32-bit words.
+
+    Each word gives four units one random byte, and a unit is kept when its byte is below the
+    keep probability rounded to a multiple of 1/256 (rate 0.1 drops 26/256 = 10.16% of units; 0,
+    0.25, 0.5 are exact). Kept units are scaled by that realised probability, so the expected
+    output is the input. One byte per unit costs far less than one float per unit
+    (`jax.random.bernoulli`).
+    """
+    threshold = jnp.round((1.0 - rate) * 256.0)  # units kept: byte < threshold
+    # Reinterpreting the words as bytes (no shifts and masks per unit) lets XLA fuse the mask
+    # into the activation's loop.
+    n = math.prod(x.shape)
+    byte = jax.lax.bitcast_convert_type(words, jnp.uint8).reshape(-1)[:n].reshape(x.shape)
+    return jnp.where(byte.astype(jnp.float32) < threshold,
+                     x * (256.0 / jnp.maximum(threshold, 1.0)), 0.0).astype(x.dtype)
+
+
+class Dropout(nn.Module):
+    """`flax.linen.Dropout` whose `rate` may be a traced scalar (`hpjax.nn.dropout`'s masks).
+
+    The rate is rounded to a multiple of 1/256 and kept units are scaled by the realised keep
+    probability, so the expected output is the input; a rate of 1 drops every unit.
     """
 
     rate: float
@@ -62,12 +99,14 @@ class Dropout(nn.Module):
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
         if deterministic:
             return inputs
-        keep = 1.0 - jnp.asarray(self.rate, jnp.float32)
         shape = list(inputs.shape)
         for dim in self.broadcast_dims:
             shape[dim] = 1
         if rng is None:
             rng = self.make_rng(self.rng_collection)
-        mask = jax.random.uniform(rng, shape) < keep
-        mask = jnp.broadcast_to(mask, inputs.shape)
-        return jnp.where(mask, inputs / jnp.maximum(keep, 1e-12), 0.0).astype(inputs.dtype)
+        words = jax.random.bits(rng, (noise_words(shape),), jnp.uint32)
+        rate = jnp.asarray(self.rate, jnp.float32)
+        if not self.broadcast_dims:
+            return dropout(inputs, rate, words)
+        scale = dropout(jnp.ones(shape, inputs.dtype), rate, words)
+        return inputs * jnp.broadcast_to(scale, inputs.shape)

@@ -54,17 +54,20 @@ def take(tree: Any, idx: jax.Array) -> Any:
 def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Array,
            fold: jax.Array, x: jax.Array, y: jax.Array, seeds: jax.Array,
            owner: jax.Array) -> tuple:
-    """One epoch of every member. Each step's dropout noise is drawn once per distinct seed
-    (`seeds`; member i has `seeds[owner[i]]`) and shared by the members with that seed: the
-    same numbers as drawing per member, for a fraction of the random-number work. A frozen
+    """One epoch of every member. Each step's dropout key is made once per distinct seed
+    (`seeds`; member i has `seeds[owner[i]]`) and shared by the members with that seed; when
+    they all share one (a sweep's usual `train.seed`), it stays unbatched, so the dropout masks'
+    random bits are drawn once for the whole population: the same numbers as drawing per
+    member, for a fraction of the random-number work. A frozen
     member (`active` false) keeps its state. The active members that share a seed are at one
     step (a refilled population gives each member a seed row of its own: members at different
     epochs)."""
     if folds:  # cross-validation: each member reads its own fold's arrays
         x, y = x[fold], y[fold]
     data_axis = 0 if folds else None
+    one_seed = seeds.shape[0] == 1
     step_fn = jax.vmap(functools.partial(trainer.train_step, spec),
-                       in_axes=(0, data_axis, data_axis, 0, 0, 0))
+                       in_axes=(0, data_axis, data_axis, 0, 0, None if one_seed else 0))
     order = jax.vmap(functools.partial(trainer.batches, spec), in_axes=(0, None))(
         states, spec.n_train)
     dropout_keys = jax.vmap(lambda s: trainer.member_keys(s)[1])(seeds)
@@ -75,7 +78,7 @@ def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Ar
     def step(s: Any, t_idx: tuple) -> tuple:
         t, idx = t_idx
         noise = jax.vmap(functools.partial(trainer.noise, spec))(dropout_keys, row_step + t)
-        return step_fn(hp, x, y, s, idx, jax.tree.map(lambda w: w[owner], noise))
+        return step_fn(hp, x, y, s, idx, noise[0] if one_seed else noise[owner])
 
     steps = jnp.arange(spec.steps_per_epoch)
     new, (loss, acc) = jax.lax.scan(step, states, (steps, jnp.swapaxes(order, 0, 1)))
@@ -88,15 +91,10 @@ def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Ar
 
 
 def _init(spec: trainer.Spec, hp: Any, seeds: jax.Array, owner: jax.Array) -> Any:
-    """Every member's state; the parameters are drawn once per distinct seed, in a loop (a
-    vmapped threefry draw compiles about twice as long). A `_target_` module's may depend on
-    its traced numbers: drawn once per member."""
-    if spec.target:
-        params = jax.lax.map(lambda a: trainer.init_params(spec, *a), (seeds[owner], hp))
-        return jax.vmap(functools.partial(trainer.init_state, spec))(hp, params)
-    params = jax.lax.map(functools.partial(trainer.init_params, spec), seeds)
-    return jax.vmap(functools.partial(trainer.init_state, spec))(
-        hp, jax.tree.map(lambda p: p[owner], params))
+    """Every member's state. The parameters are drawn for each member, in a loop (a vmapped
+    threefry draw compiles about twice as long): a module's may depend on its traced numbers."""
+    params = jax.lax.map(lambda a: trainer.init_params(spec, *a), (seeds[owner], hp))
+    return jax.vmap(functools.partial(trainer.init_state, spec))(hp, params)
 
 
 def _evaluate(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.Array,
@@ -118,14 +116,14 @@ def _predict(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.Ar
 
 def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
     """The jitted population functions of `cfg`'s signature (its traced values unused)."""
-    spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
-                        ds.n_train, activation, ds.y_scale, ds.num_classes)
-    if spec.target:
-        trainer.check_model(spec, ds.num_classes, {
-            **{k: getattr(cfg.model, k) for k in spec.model.traced},
-            **({"activation": cfg.activation.index} if "activation" in spec.model.fill else {}),
-            **({"negative_slope": cfg.activation.negative_slope}
-               if "negative_slope" in spec.model.fill else {})})
+    k = trainer.outputs(cfg, ds.num_classes)
+    spec = trainer.Spec(static(cfg), cfg.model.module(k), ds.input_shape, ds.n_train,
+                        activation, ds.y_scale, k)
+    trainer.check_model(spec, k, {
+        **{k: getattr(cfg.model, k) for k in spec.model.traced},
+        **({"activation": cfg.activation.index} if "activation" in spec.model.fill else {}),
+        **({"negative_slope": cfg.activation.negative_slope}
+           if "negative_slope" in spec.model.fill else {})})
     folds = bool(ds.folds)
     return Population(
         init=jax.jit(functools.partial(_init, spec)),

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from hpjax.config import Config, ConfigError
-from hpjax.model import TargetModel, dropout_noise
+from hpjax.model import TargetModel
 
 Hparams = Mapping[str, Mapping[str, jax.Array]]
 _SCHEDULE = "schedule_"  # prefix of the schedule's numbers among the optimizer's hyperparams
@@ -31,7 +31,7 @@ class Spec:
     """The static part of one program."""
 
     cfg: Config  # the static view: traced and per-member keys unreadable
-    model: Any  # the Flax module (built-in), or a `hpjax.model.TargetModel` (`model._target_`)
+    model: TargetModel  # builds the Flax module (`model._target_`, or a built-in model's)
     input_shape: tuple
     n_train: int
     activation: Optional[int] = None  # an index that fixes the activation; None: traced
@@ -41,6 +41,10 @@ class Spec:
     @property
     def regression(self) -> bool:
         return self.cfg.task.name == "regression"
+
+    @property
+    def binary(self) -> bool:
+        return self.cfg.task.name == "binary"
 
     @property
     def batch_size(self) -> int:
@@ -53,11 +57,6 @@ class Spec:
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.cfg.train.epochs
-
-
-    @property
-    def target(self) -> bool:
-        return isinstance(self.model, TargetModel)
 
 
 @flax.struct.dataclass
@@ -77,6 +76,21 @@ def member_keys(seed: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return init_key, dropout_key, data_key
 
 
+def outputs(cfg: Config, num_classes: int) -> int:
+    """The model's outputs per sample: one per class (or regression target); one logit for
+    task=binary.
+
+    Raises:
+      ConfigError: task=binary on data of other than two classes.
+    """
+    if cfg.task.name != "binary":
+        return num_classes
+    if num_classes != 2:
+        raise ConfigError("task", "binary", f"needs data of two classes; {cfg.data.name} has "
+                          f"{num_classes}: use task=classification")
+    return 1
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: jax.Array | float = 0.0):
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
     return optax.softmax_cross_entropy(logits, targets)
@@ -93,6 +107,11 @@ def task_loss(spec: Spec, hp: Hparams, out: jax.Array, y: jax.Array,
         else:
             loss = optax.squared_error(out, y).mean(-1)
         return loss, jnp.abs(out - y).mean(-1)
+    if spec.binary:
+        z, positive = out[:, 0], y == 1
+        target = positive * (1.0 - smoothing) + 0.5 * smoothing
+        return (optax.sigmoid_binary_cross_entropy(z, target),
+                ((z > 0) == positive).astype(jnp.float32))
     return cross_entropy(out, y, smoothing), (jnp.argmax(out, -1) == y).astype(jnp.float32)
 
 
@@ -124,45 +143,35 @@ def learning_rate(spec: Spec, opt_state: Any) -> jax.Array:
 
 
 def _model_hp(spec: Spec, hp: Hparams) -> dict:
+    """The module's traced constructor arguments: `model._traced_` and the activation."""
     act = hp["activation"]
-    out = {"activation": act["name"] if spec.activation is None else spec.activation,
-           "negative_slope": act["negative_slope"]}
-    if spec.target:
-        return {**out, **hp.get("model", {})}
-    return {**out, "dropout": hp["model"]["dropout"]}
-
-
-# The model's numbers for a forward pass that only shapes things (init, memory estimates): the
-# parameters do not depend on them.
-SHAPING_HP = {"activation": 0, "negative_slope": 0.01, "dropout": 0.0}
+    return {"activation": act["name"] if spec.activation is None else spec.activation,
+            "negative_slope": act["negative_slope"], **hp.get("model", {})}
 
 
 def shaping_hp(spec: Spec) -> dict:
     """Numbers of the right structure for a pass that only shapes things."""
-    model = {k: np.float32(0.0) for k in spec.model.traced} if spec.target else {}
     return {"activation": {"name": np.int32(0), "negative_slope": np.float32(0.01)},
-            "model": model}
+            "model": {k: np.float32(0.0) for k in spec.model.traced}}
 
 
 def init_params(spec: Spec, seed: jax.Array, hp: Optional[Hparams] = None) -> Any:
-    """A member's initial variables (`TrainState.params`). A built-in model's depend on its seed
-    alone; a `_target_` module is built with the member's traced numbers (`hp`; None: zeros)."""
+    """A member's initial variables (`TrainState.params`): the module is built with the
+    member's `model._traced_` numbers (`hp`; None: zeros), which its parameters may depend on,
+    and the first activation as a Python int (parameters do not depend on the activation; a
+    traced one would compile every branch of its switch into the initialisation)."""
     dummy = jnp.zeros((1, *spec.input_shape), jnp.float32)
     key = member_keys(seed)[0]
-    if spec.target:
-        module = spec.model.build(_model_hp(spec, hp if hp is not None else shaping_hp(spec)))
-        variables = module.init({"params": key, "dropout": key}, dummy, train=False)
-        return {k: v for k, v in variables.items() if k != "intermediates"}
-    return {"params": spec.model.init(key, dummy, SHAPING_HP)["params"]}
+    model_hp = _model_hp(spec, hp if hp is not None else shaping_hp(spec))
+    module = spec.model.build({**model_hp, "activation": spec.activation or 0})
+    variables = module.init({"params": key, "dropout": key}, dummy, train=False)
+    return {k: v for k, v in variables.items() if k != "intermediates"}
 
 
 def forward(spec: Spec, hp: Hparams, variables: Any, x: jax.Array,
             step_noise: Any = None) -> tuple[jax.Array, dict]:
     """(the model's outputs, its updated collections other than params); `step_noise`: a
-    training step's randomness (`noise`), None evaluates."""
-    if not spec.target:
-        return spec.model.apply({"params": variables["params"]}, x, _model_hp(spec, hp),
-                                step_noise), {}
+    training step's dropout key (`noise`), None evaluates."""
     module = spec.model.build(_model_hp(spec, hp))
     if step_noise is None:
         return module.apply(variables, x, train=False), {}
@@ -175,12 +184,9 @@ def forward(spec: Spec, hp: Hparams, variables: Any, x: jax.Array,
 
 def intermediates(spec: Spec, variables: Any, x: jax.Array) -> tuple:
     """(outputs, every module's output) of an evaluation pass with shaping numbers."""
-    if spec.target:
-        module = spec.model.build(_model_hp(spec, shaping_hp(spec)))
-        return module.apply(variables, x, train=False, capture_intermediates=True,
-                            mutable=["intermediates"])
-    return spec.model.apply({"params": variables["params"]}, x, SHAPING_HP,
-                            capture_intermediates=True, mutable=["intermediates"])
+    module = spec.model.build(_model_hp(spec, shaping_hp(spec)))
+    return module.apply(variables, x, train=False, capture_intermediates=True,
+                        mutable=["intermediates"])
 
 
 def init_state(spec: Spec, hp: Hparams, params: Any) -> TrainState:
@@ -189,13 +195,10 @@ def init_state(spec: Spec, hp: Hparams, params: Any) -> TrainState:
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, dropout_key, data_key)
 
 
-def noise(spec: Spec, dropout_key: jax.Array, step: jax.Array) -> Any:
-    """The randomness of the dropout layers at optimizer step `step`: random words for a
-    built-in model, a key (`rngs={"dropout": key}`) for a `_target_` module."""
-    key = jax.random.fold_in(dropout_key, step)
-    if spec.target:
-        return key
-    return dropout_noise(key, spec.model.dropout_shapes(spec.batch_size))
+def noise(spec: Spec, dropout_key: jax.Array, step: jax.Array) -> jax.Array:
+    """The randomness of the dropout layers at optimizer step `step`: the module's
+    `rngs={"dropout": key}`."""
+    return jax.random.fold_in(dropout_key, step)
 
 
 def check_model(spec: Spec, num_classes: int, values: Optional[dict] = None) -> None:
@@ -206,9 +209,9 @@ def check_model(spec: Spec, num_classes: int, values: Optional[dict] = None) -> 
     Raises:
       ConfigError: naming the key to leave out of `model._traced_`, or the output's shape.
     """
-    if not spec.target:
-        return
     model = spec.model
+    if model.trusted:
+        return
     x = jax.ShapeDtypeStruct((spec.batch_size, *spec.input_shape), jnp.float32)
     hp = shaping_hp(spec)
     hp["activation"]["name"] = 0 if spec.activation is None else spec.activation
@@ -244,9 +247,10 @@ def check_model(spec: Spec, num_classes: int, values: Optional[dict] = None) -> 
     if out.shape != (spec.batch_size, num_classes):
         raise ConfigError("model._target_", model.target,
                           f"returns outputs of shape {tuple(out.shape)} for a batch of "
-                          f"{spec.batch_size}; needs ({spec.batch_size}, {num_classes}), one "
-                          f"logit per class: set its output size, e.g. "
-                          "num_classes: ${data.num_classes}")
+                          f"{spec.batch_size}; needs ({spec.batch_size}, {num_classes}), "
+                          + ("one logit (task=binary): set its output size to 1"
+                             if spec.binary else "one logit per class: set its output size, "
+                             "e.g. num_classes: ${data.num_classes}"))
 
 
 def batches(spec: Spec, state: TrainState, n: int) -> jax.Array:

@@ -75,12 +75,16 @@ def read(sweep_dir: Path) -> list[dict]:
 def to_target(run: dict, target: float, grouping: str, batch: int) -> tuple:
     """(epochs, seconds) until a validation accuracy >= target: epochs in training order (the
     trials of one batch or bracket train side by side, epoch by epoch; batches one after
-    another)."""
+    another; a trial that took a refilled slot from the population's epoch it joined at)."""
     trials = run["trials"]
+
+    def population(t: dict) -> dict:
+        return t["result"].get("population") or {}
+
     group = {t["number"]: t.get("bracket", 0) if grouping == "bracket"
-             else t["number"] // batch for t in trials}
-    events = sorted((group[t["number"]], r["epoch"], t["number"], r["val/accuracy"] or 0.0)
-                    for t in trials for r in t["rows"])
+             else population(t).get("start", t["number"] // batch) for t in trials}
+    events = sorted((group[t["number"]], population(t).get("joined_epoch", 0) + r["epoch"],
+                     t["number"], r["val/accuracy"] or 0.0) for t in trials for r in t["rows"])
     for i, (*_, acc) in enumerate(events, start=1):
         if acc >= target:
             return i, run["seconds"] * i / len(events)

@@ -24,7 +24,8 @@ for dep in tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
 EOF
 echo "check_floors: installing the lowest versions: $(tr '\n' ' ' < "$dir/constraints.txt")"
 python3 -m venv "$dir/venv"
-"$dir/venv/bin/pip" install -q -c "$dir/constraints.txt" -e . 2>&1 | grep -v "is ignored" || true
+"$dir/venv/bin/pip" install -q -c "$dir/constraints.txt" -e . > "$dir/pip.log" 2>&1 ||
+  { grep -v "is ignored" "$dir/pip.log" | tail -30; exit 1; }
 "$dir/venv/bin/pip" check >/dev/null || { "$dir/venv/bin/pip" check; exit 1; }
 # each pinned version is the one installed (a constraint pip could not meet fails the install)
 "$dir/venv/bin/python" - "$dir/constraints.txt" <<'EOF'

@@ -135,22 +135,13 @@ def test_a_population_split_over_two_devices_gives_the_same_trials(cli, tmp_path
 
 def multirun(overrides, sweep_dir):
     """`hpjax -m <overrides>` in this process: Hydra's own multirun with hpjax's task."""
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.global_hydra import GlobalHydra
-
+    from hpjax.api import hydra_session
     from hpjax.app import train_task
-    from hpjax.cli import CONF_DIR
 
-    GlobalHydra.instance().clear()
-    hydra_ = Hydra.create_main_hydra2(task_name="hpjax", config_search_path=(
-        create_config_search_path(str(CONF_DIR))))
-    try:
+    with hydra_session(keep_logging=False) as hydra_:  # tests watch the jobs' loggers
         return hydra_.multirun(config_name="config", task_function=train_task,
                                overrides=[*overrides, f"hydra.sweep.dir={sweep_dir}"],
                                with_log_configuration=False)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def test_the_vmap_path_with_hpjaxs_task_keeps_hydras_launcher_contract(tmp_path):

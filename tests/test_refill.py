@@ -107,6 +107,9 @@ def test_a_pruned_sweep_keeps_its_population_full_and_ends_exactly_n_trials(tmp_
     populations = {(p["start"], p["label"]) for p in (json.loads(
         (sweep / str(t.number) / "result.json").read_text())["population"] for t in trials)}
     assert len(populations) == 1
+    joined = {t.number: json.loads((sweep / str(t.number) / "result.json").read_text())[
+        "population"].get("joined_epoch") for t in trials}
+    assert joined == {0: None, 1: None, 2: None, 3: None, 4: 1, 5: 1, 6: 2, 7: 4, 8: 4, 9: 5}
     # each trial is told as it leaves its slot, so the sampler learns from it at once: pruned
     # trial 1 (epoch 1) before trial 0 (4 epochs), and trial 0 before trial 4 (epochs 2-5)
     done = {t.number: t.datetime_complete for t in trials}

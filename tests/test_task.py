@@ -52,6 +52,38 @@ def test_regression_reaches_a_stated_r2_and_its_metrics_are_sklearns(tmp_path):
     assert "val/explained_variance" in result.best
 
 
+def test_binary_task_trains_one_logit_to_a_stated_accuracy_and_sklearns_roc_auc(tmp_path):
+    from scipy.special import expit
+    from sklearn.metrics import roc_auc_score
+
+    from hpjax import trainer
+    from hpjax.checkpoint import load_params
+    from hpjax.hparams import hparams, static
+
+    cfg = compose_config(["task=binary", "data=breast_cancer", "train.epochs=10",
+                          "model.width=16", "optimizer.lr=0.01",
+                          "train.early_stopping.patience=null",
+                          "task.host_metrics=[roc_auc]"])
+    result = run(cfg, str(tmp_path))
+    # one logit: 30 features, two hidden layers of 16, one output
+    assert result.num_params == (30 * 16 + 16) + (16 * 16 + 16) + (16 + 1)
+    # over train.seed 0-2: val accuracy 0.953-0.988, test 0.930-0.953 (task=classification's
+    # two softmax logits: val 0.953-0.977, test 0.930)
+    assert result.objective > 0.93 and result.test["test/accuracy"] > 0.9
+    ds = data_lib.load(cfg.data)
+    spec = trainer.Spec(static(cfg), cfg.model.module(1), ds.input_shape, ds.n_train, None,
+                        1.0, 1)
+    z = np.asarray(trainer.forward(spec, hparams(cfg), load_params(str(tmp_path / "params")),
+                                   ds.x_test)[0])[:, 0]
+    assert result.test["test/accuracy"] == pytest.approx(np.mean((z > 0) == (ds.y_test == 1)),
+                                                         abs=1e-6)
+    assert result.test["test/roc_auc"] == pytest.approx(roc_auc_score(ds.y_test, expit(z)),
+                                                        abs=1e-6)
+    with pytest.raises(ConfigError, match=r"^task='binary': needs data of two classes; iris has "
+                       r"3: use task=classification$"):
+        run(compose_config(["task=binary", "data=iris"]))
+
+
 def nan_targets(n: int = 50):
     y = np.linspace(0, 1, n)
     y[3] = np.nan

@@ -132,11 +132,18 @@ def test_dropout_drops_the_rounded_rate_and_keeps_the_mean(rate, dropped):
     import jax
     import jax.numpy as jnp
 
-    from hpjax.model import dropout, dropout_noise
+    from hpjax.nn import Dropout, dropout, noise_words
+
+    def dropout_noise(key, shapes):
+        return [jax.random.bits(key, (noise_words(s),), jnp.uint32) for s in shapes]
 
     x = jnp.ones((257, 129))  # not a multiple of 4 units: the last draw is cut
     (words,) = dropout_noise(jax.random.key(0), [x.shape])
     assert words.shape == (-(-257 * 129 // 4),)
+    # hpjax.nn.Dropout (every model's) draws these words from its dropout key
+    module = np.asarray(Dropout(rate).apply({}, x, deterministic=False,
+                                            rng=jax.random.key(0)))
+    np.testing.assert_array_equal(module, np.asarray(dropout(x, jnp.float32(rate), words)))
     out = np.asarray(jax.jit(dropout)(x, jnp.float32(rate), words))
     zero = (out == 0).mean()
     n = x.size

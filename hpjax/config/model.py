@@ -29,8 +29,16 @@ class ModelConfig(Schema):
         self._check_choice("norm", NORMS)
 
     def module(self, num_classes: int) -> Any:
-        """The Flax module, built from this config's static keys."""
+        """The model as a `_target_` module is built (`hpjax.model.TargetModel`): this config's
+        static keys as constructor arguments, `dropout` traced, the activation filled."""
         raise NotImplementedError
+
+    def _target(self, cls_name: str, **static: Any) -> Any:
+        from hpjax import model
+
+        return model.TargetModel(getattr(model, cls_name), {**static, "norm": self.norm},
+                                 ("dropout",), ("activation", "negative_slope"),
+                                 f"hpjax.model.{cls_name}", trusted=True)
 
 
 @dataclass
@@ -58,9 +66,7 @@ class MLPConfig(ModelConfig, choice="mlp"):
         return tuple(self.width)
 
     def module(self, num_classes: int) -> Any:
-        from hpjax.model import MLP
-
-        return MLP(self.widths, num_classes, self.norm)
+        return self._target("MLP", widths=self.widths, num_classes=num_classes)
 
 
 @dataclass
@@ -83,10 +89,8 @@ class CNNConfig(ModelConfig, choice="cnn"):
         self._check("width", self.width >= 1, "must be an integer >= 1")
 
     def module(self, num_classes: int) -> Any:
-        from hpjax.model import CNN
-
-        return CNN(tuple(self.channels), self.kernel_size, self.pool, self.width, num_classes,
-                   self.norm)
+        return self._target("CNN", channels=tuple(self.channels), kernel_size=self.kernel_size,
+                            pool=self.pool, width=self.width, num_classes=num_classes)
 
 
 @dataclass

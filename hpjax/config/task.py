@@ -56,6 +56,19 @@ class ClassificationTaskConfig(TaskConfig, choice="classification"):
 
 
 @dataclass
+class BinaryTaskConfig(TaskConfig, choice="binary"):
+    """Two classes and one logit: sigmoid binary cross-entropy (Optax; `train.label_smoothing`
+    pulls the targets toward 0.5), a sample predicted positive when its logit is > 0. The
+    model's output size is 1 (a `_target_` module's `num_classes: 1`)."""
+
+    name: str = "binary"
+
+    @classmethod
+    def metrics(cls) -> tuple:
+        return ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
+
+
+@dataclass
 class RegressionTaskConfig(TaskConfig, choice="regression"):
     """One output per target, mean squared error or Huber loss (Optax), on targets standardised
     with the training split's mean and std; `mse` and `mae` are reported in the targets' units,

@@ -41,8 +41,8 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 Unit = list[tuple[int, list]]  # the (job number, overrides) that one submitit job runs
-# A job's outcome: its JobReturns, or why it has none
-Outcome = Union[list[JobReturn], str]
+# A job's outcome: its JobReturns, its pre-timeout signal, or why it has none
+Outcome = Union[list[JobReturn], "Signalled", str]
 
 # SLURM states of a job that will not write a result any more
 _ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
