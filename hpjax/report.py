@@ -371,16 +371,11 @@ class SweepReport(Callback):
         if not sweep_dir.is_dir():
             return
         objectives = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
-        best = report(sweep_dir, parse_objectives(objectives) if objectives else None)
-        keep = OmegaConf.select(config, "hydra.sweeper.keep_params", default=None)
-        if keep is not None:
-            keep_params(sweep_dir, int(keep), parse_objectives(objectives) if objectives else None)
-        log.info("sweep results in %s: summary.csv%s, one directory per trial",
-                 sweep_dir.resolve(), ", best.yaml" if best else "")
-
-
         objectives = parse_objectives(objectives) if objectives else None
         best = report(sweep_dir, objectives)
+        keep = OmegaConf.select(config, "hydra.sweeper.keep_params", default=None)
+        if keep is not None:
+            keep_params(sweep_dir, int(keep), objectives)
         html = html_enabled() and _write_html(sweep_dir, objectives)
         log.info("sweep results in %s: summary.csv%s%s, one directory per trial",
                  sweep_dir.resolve(), ", best.yaml" if best else "",
