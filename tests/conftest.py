@@ -1,10 +1,13 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-# Tests count compilations: JAX's persistent cache (hpjax turns it on) would hide them. This also
-# reaches every `hpjax` the tests start; tests of the cache itself set their own folder.
+# Tests count compilations in this process: JAX's persistent cache (hpjax turns it on) would hide
+# them. The processes the tests start (`hpjax`, its SLURM and submitit jobs) count nothing and
+# share one cache for the whole run instead, so each compiles a program once, not once per test
+# (`child_env()`; tests of the cache itself set their own folder).
 os.environ["HPJAX_COMPILATION_CACHE"] = "off"
 # One JAX device (a user gets one per core by default): tests compare numbers across runs;
 # the population split over devices has a test of its own.
@@ -25,6 +28,8 @@ from hpjax.cli import CONF_DIR, register
 from hpjax.config import to_config
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+CHILD_CACHE = os.path.join(tempfile.gettempdir(), "hpjax-tests-jax-cache-"
+                           + os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
 register()
 
 # Small runs for tests: the default config minus most epochs.
@@ -61,12 +66,18 @@ def make_cfg():
     return compose_config
 
 
+def child_env(env=None):
+    """The environment of a process a test starts: this one's, with the run's shared compilation
+    cache, and `env` on top."""
+    return {**os.environ, "HPJAX_COMPILATION_CACHE": CHILD_CACHE, **(env or {})}
+
+
 def run_cli(args, cwd, module=False, env=None):
     """Runs `hpjax <args>` (or `python -m hpjax`) in a fresh process; returns CompletedProcess."""
     script = str(Path(sys.executable).parent / "hpjax")
     exe = [sys.executable, "-m", "hpjax"] if module else [script]
     return subprocess.run(exe + list(args), cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+                          env=child_env(env))
 
 
 @pytest.fixture

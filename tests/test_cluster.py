@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy
 from omegaconf import OmegaConf
 
-from conftest import run_cli
+from conftest import child_env, run_cli
 
 PG_URL = "postgresql://hpjax:hpjax@localhost:5432/hpjax"
 
@@ -78,7 +78,8 @@ def side_by_side(runs: dict, grid: list, cwd: Path) -> dict:
     exe = str(Path(sys.executable).parent / "hpjax")
     procs = {name: subprocess.Popen([exe, "-m", *launcher, *grid, f"hydra.sweep.dir={name}"],
                                     cwd=cwd, stdout=open(cwd / f"{name}.log", "w"),
-                                    stderr=subprocess.STDOUT) for name, launcher in runs.items()}
+                                    stderr=subprocess.STDOUT, env=child_env())
+             for name, launcher in runs.items()}
     for name, proc in procs.items():
         assert proc.wait(timeout=300) == 0, (cwd / f"{name}.log").read_text()[-3000:]
     return {name: cwd / name for name in runs}
@@ -126,7 +127,7 @@ def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_pa
             "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
     driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+                              text=True, env=child_env())
     checkpoints = tmp_path / "sweep" / "0" / "checkpoints"
 
     def saved() -> list:
@@ -158,7 +159,8 @@ def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path):
     sweep = tmp_path / "sweep"
     log = tmp_path / "driver.log"
     driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
-                              cwd=tmp_path, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+                              cwd=tmp_path, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                              env=child_env())
 
     def study():
         storage = optuna.storages.RDBStorage(f"sqlite:///{sweep / 'study.db'}",
@@ -204,7 +206,7 @@ def test_three_workers_on_postgres_run_exactly_n_trials(postgres, tmp_path):
     exe = str(Path(sys.executable).parent / "hpjax")
     logs = [tmp_path / f"worker{i}.log" for i in range(3)]
     workers = [subprocess.Popen([exe, *args], cwd=tmp_path, stdout=open(log, "w"),
-                                stderr=subprocess.STDOUT) for log in logs]
+                                stderr=subprocess.STDOUT, env=child_env()) for log in logs]
     # Only the workers create the tables: a reader that did too would race them.
     def study() -> optuna.Study:
         storage = optuna.storages.RDBStorage(PG_URL, skip_table_creation=True)

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
 from test_launcher import multirun
 
-from conftest import compose_config, sgd_configs
+from conftest import child_env, compose_config, sgd_configs
 from hpjax import batch, results
 from hpjax.cli import CONF_DIR, sweep_argv
 from hpjax.progress import SweepProgress
@@ -233,7 +233,7 @@ def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
             "train.epochs=15", "train.checkpoint_every=1"]
     proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
                              "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=child_env())
     checkpoints = tmp_path / "s" / "0" / "checkpoints"
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline and not (
@@ -265,7 +265,7 @@ def test_sigterm_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_rer
             "train.early_stopping.patience=null"]
     proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
                              "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, env=child_env())
     sweep_dir, checkpoints = tmp_path / "s", tmp_path / "s" / "1" / "checkpoints"
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline and not (
