@@ -116,10 +116,15 @@ def rank(trials: list[Trial], objectives: dict) -> tuple[list[Trial], set]:
         values = [t.metric(m) for m in objectives]
         if t.ok and all(v is not None and math.isfinite(v) for v in values):
             scored.append((t, [s * v for s, v in zip(signs, values, strict=True)]))
-    front = {t.job for t, v in scored if not any(_dominates(w, v) for _, w in scored)}
+    if len(signs) == 1:  # the front: the best value's trials (pairs would cost n squared)
+        best = min((v[0] for _, v in scored), default=None)
+        front = {t.job for t, v in scored if v[0] == best}
+    else:
+        front = {t.job for t, v in scored if not any(_dominates(w, v) for _, w in scored)}
     scored.sort(key=lambda tv: (tv[0].job not in front, tv[1][0], tv[0].job))
     ranked = [t for t, _ in scored]
-    return ranked + [t for t in trials if t not in ranked], front
+    jobs = {t.job for t in ranked}
+    return ranked + [t for t in trials if t.job not in jobs], front
 
 
 def swept_keys(trials: list[Trial]) -> list[str]:

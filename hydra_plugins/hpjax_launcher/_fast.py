@@ -44,6 +44,8 @@ _FLOAT = re.compile(r"-?(?:[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-
 _KEY = re.compile(r"[A-Za-z_][\w\-]*(?:\.[A-Za-z_][\w\-]*)*\Z")
 _PLAIN = re.compile(r"[\w./=,+\-]+\Z", re.ASCII)  # with '=' or a leading '/': never quoted
 _SLOT = "HPJAXSLOT{}Z"
+# keys whose values `hpjax.config.to_config` checks against others after its schemas' checks
+_CHECKED_ELSEWHERE = ("objective.", "task.", "model._target_", "data._target_")
 
 
 class Ineligible(Exception):
@@ -246,6 +248,8 @@ class Templates:
         with read_write(task), open_dict(task):
             del task["hydra"]
         keys = [p.key for p in parsed if not p.group]
+        if any(k.startswith(_CHECKED_ELSEWHERE) for k in keys):
+            raise Ineligible("the objective and the task are checked together by to_config")
         for text in _interpolations(task):
             if ":" in text or any(k.rsplit(".", 1)[-1] in text for k in keys):
                 raise Ineligible(f"the interpolation {text} may depend on a job's values")
@@ -287,6 +291,9 @@ class Templates:
                 raise
             except Exception as e:  # a bad value: Hydra's path fails the job as usual
                 raise Ineligible(f"{k}={v}: {e}") from None
+        if any(k.startswith("train.early_stopping.") for k in template.keys) and \
+                cfg.train.early_stopping.monitor not in cfg.task.metrics():
+            raise Ineligible("train.early_stopping.monitor is not a metric of the task")
         output_dir = os.path.abspath(os.path.join(template.sweep_dir, str(index)))
         lines = [p.line for p in parsed]
         return FastJob(index, overrides, template, cfg, output_dir, {

@@ -39,13 +39,16 @@ class _Window:
             (running if t.state == TrialState.RUNNING else finished).append(t)
         if len(finished) <= self._size:
             return trials
+        return self._finished_window(finished) + running
+
+    def _finished_window(self, finished: list) -> list:
         sign = -1.0 if self._study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
         best = heapq.nsmallest(self._size // 10, (t for t in finished if t.state ==
                                                   TrialState.COMPLETE and t.values),
                                key=lambda t: sign * t.values[0])
         kept = {t.number for t in best}
         recent = [t for t in finished if t.number not in kept][-(self._size - len(best)):]
-        return sorted(best + recent, key=lambda t: t.number) + running
+        return sorted(best + recent, key=lambda t: t.number)
 
 
 class WindowedTPESampler(optuna.samplers.TPESampler):
@@ -86,9 +89,19 @@ class _CachedWindow(_Window):
                     use_cache: bool = False) -> list:
         trials = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
         if deepcopy or any(s == TrialState.RUNNING for s in states or ()):
-            return self._select(trials)
+            return self._select(trials)  # (its finished trials' window: cached below)
         key = (id(trials), len(trials), trials[-1].number if trials else -1)
         if key not in self._cache:
             self._cache.clear()  # (the list it keys stays alive with its window)
             self._cache[key] = (trials, self._select(trials))
+        return self._cache[key][1]
+
+    def _finished_window(self, finished: list) -> list:
+        # a batch's asks see the same finished trials (in the same objects) at every ask
+        key = ("finished", len(finished), finished[0].number, finished[-1].number,
+               id(finished[-1]))
+        if self._cache.get(key, (None,))[0] is not finished[-1]:
+            if len(self._cache) > 8:
+                self._cache.clear()
+            self._cache[key] = (finished[-1], super()._finished_window(finished))
         return self._cache[key][1]
