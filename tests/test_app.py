@@ -18,7 +18,7 @@ def test_help_lists_groups_and_their_choices(cli):
     assert ("data: breast_cancer, csv, diabetes, digits, iris, make_regression, mnist1d, npz, "
             "synthetic, wine\n") in out.stdout
     assert "model: cnn, cnn1d, mlp\n" in out.stdout
-    assert "task: classification, regression\n" in out.stdout
+    assert "task: binary, classification, regression\n" in out.stdout
     assert "base_" not in out.stdout
 
 
