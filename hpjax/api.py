@@ -97,10 +97,11 @@ def hydra_session(config_dir: Optional[str] = None, keep_logging: bool = True) -
     logging setup stays, as under the `hpjax` command). `train`, `sweep` and the tests'
     in-process multirun use it.
 
-    Examples:
-      >>> with hydra_session() as hydra_:  # doctest: +SKIP
-      ...     hydra_.multirun(config_name="config", task_function=hpjax.app.train_task,
-      ...                     overrides=["optimizer.lr=0.01,0.1"], with_log_configuration=False)
+    Example (a sweep of two trials)::
+
+        with hydra_session() as hydra_:
+            hydra_.multirun(config_name="config", task_function=hpjax.app.train_task,
+                            overrides=["optimizer.lr=0.01,0.1"], with_log_configuration=False)
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path

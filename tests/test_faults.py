@@ -228,13 +228,12 @@ def test_installs_declare_what_they_use_and_start_off_linux(monkeypatch):
     assert compile_lib.usable_cores() == os.cpu_count()
 
 
-def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
-    args = [*HPJAX, "hydra.sweeper.n_trials=1", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
-            "train.epochs=15", "train.checkpoint_every=1"]
+def sigterm_once_saved(args, tmp_path, checkpoints) -> str:
+    """Runs `hpjax -m <args> hydra.sweep.dir=s` in a process, sends it SIGTERM once a checkpoint
+    is in `checkpoints`, checks it exits 143 and returns its output."""
     proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
                              "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=child_env())
-    checkpoints = tmp_path / "s" / "0" / "checkpoints"
     deadline = time.time() + 120
     while proc.poll() is None and time.time() < deadline and not (
             checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
@@ -242,6 +241,14 @@ def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
     proc.send_signal(signal.SIGTERM)
     out = proc.communicate(timeout=120)[0]
     assert proc.returncode == 143, out
+    return out
+
+
+def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
+    args = [*HPJAX, "hydra.sweeper.n_trials=1", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
+            "train.epochs=15", "train.checkpoint_every=1"]
+    checkpoints = tmp_path / "s" / "0" / "checkpoints"
+    out = sigterm_once_saved(args, tmp_path, checkpoints)
     assert "sweep stopped by SIGTERM" in out
     assert (tmp_path / "s" / "summary.csv").exists()  # Hydra's end-of-sweep callback ran
     [first, *rest] = study_trials(tmp_path / "s")
@@ -263,17 +270,8 @@ def test_sigterm_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_rer
     # two lengths: two populations, one after the other; the signal comes during the second
     args = ["data=iris", "model.width=8", "train.epochs=3,12", "train.checkpoint_every=1",
             "train.early_stopping.patience=null"]
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
-                             "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=child_env())
     sweep_dir, checkpoints = tmp_path / "s", tmp_path / "s" / "1" / "checkpoints"
-    deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline and not (
-            checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 143, out
+    out = sigterm_once_saved(args, tmp_path, checkpoints)
     assert "sweep stopped by SIGTERM: 1 unfinished jobs written as interrupted" in out
     first = (sweep_dir / "0" / "result.json").read_text()
     assert json.loads(first)["status"] == "ok"

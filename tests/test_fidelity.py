@@ -1,5 +1,6 @@
 """Hyperband's brackets, successive halving inside a population, and the sweeper's use of them."""
 
+import contextlib
 import logging
 
 import pytest
@@ -8,6 +9,20 @@ from conftest import compose_config
 from hpjax import fidelity
 from hpjax.compile import CompileStats
 from hpjax.jobs import train_trials
+
+
+@contextlib.contextmanager
+def logged(name: str):
+    """The messages logger `name` logs inside the block (whatever its level and propagation)."""
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_hyperband_brackets_are_the_papers_for_r81_eta3():
@@ -144,16 +159,10 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     from test_sweeper import read_summary, trials_in
 
     sweep = tmp_path / "hb"
-    lines = []
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    sweeper_log = logging.getLogger("hydra_plugins.hpjax_sweeper._fidelity")
-    sweeper_log.addHandler(handler)
-    try:
-        multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
-                  "hydra.sweeper.eta=2"], sweep)
-    finally:
-        sweeper_log.removeHandler(handler)
+    hyperband = [*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
+                 "hydra.sweeper.eta=2"]
+    with logged("hydra_plugins.hpjax_sweeper._fidelity") as lines:
+        multirun(hyperband, sweep)
     # the log says per rung how many went on
     assert [line for line in lines if " rung " in line] == [
         "[bracket 1: 4x1 2x2 1x4] rung 1 (epoch 1): 4 trials, 2 promoted",
@@ -194,14 +203,8 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     best = min(summary, key=lambda r: int(r["rank"] or 99))
     assert best["status"] == "ok"
     # run again: nothing left to train, and n_trials=null is the brackets' 10 in the log
-    lines.clear()
-    impl_log = logging.getLogger("hydra_plugins.hpjax_sweeper._impl")
-    impl_log.addHandler(handler)
-    try:
-        multirun([*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
-                  "hydra.sweeper.eta=2"], sweep)
-    finally:
-        impl_log.removeHandler(handler)
+    with logged("hydra_plugins.hpjax_sweeper._impl") as lines:
+        multirun(hyperband, sweep)
     assert "resuming: 10 of 10 trials already finished" in lines
     assert any(line.startswith("search space: ") and ", 10 trials (hyperband)" in line
                for line in lines)
