@@ -44,6 +44,10 @@ class TaskConfig(Schema):
         return cls.metrics() + tuple(f"val/{n}" for n in host.names(cls.choice))
 
 
+# what a classification task (softmax or sigmoid) reports each epoch
+ACCURACY_METRICS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
+
+
 @dataclass
 class ClassificationTaskConfig(TaskConfig, choice="classification"):
     """One logit per class, softmax cross-entropy (with `train.label_smoothing`), accuracy."""
@@ -52,7 +56,7 @@ class ClassificationTaskConfig(TaskConfig, choice="classification"):
 
     @classmethod
     def metrics(cls) -> tuple:
-        return ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
+        return ACCURACY_METRICS
 
 
 @dataclass
@@ -65,7 +69,7 @@ class BinaryTaskConfig(TaskConfig, choice="binary"):
 
     @classmethod
     def metrics(cls) -> tuple:
-        return ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
+        return ACCURACY_METRICS
 
 
 @dataclass
