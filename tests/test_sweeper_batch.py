@@ -273,3 +273,103 @@ def test_a_batch_asked_as_one_proposes_what_one_ask_at_a_time_proposes(tmp_path,
     assert [t.params for t in ours] == [t.params for t in theirs] and len(ours) == 32
     assert [(t.state, t.values) for t in ours] == [(t.state, t.values) for t in theirs]
     assert len({t.params["lr"] for t in ours}) == 32
+
+
+def _rows(path):
+    """Every row of a study's database that describes its trials (ids and timestamps left
+    out): what Optuna, optuna-dashboard and a resumed sweep read."""
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        q = lambda sql: [tuple(r) for r in conn.execute(sqlalchemy.text(sql))]
+        number = "(SELECT number FROM trials t WHERE t.trial_id = x.trial_id)"
+        rows = {
+            "trials": q("SELECT number, state, datetime_complete IS NULL FROM trials "
+                        "ORDER BY number"),
+            "params": q(f"SELECT {number}, param_name, param_value, distribution_json FROM "
+                        "trial_params x ORDER BY 1, 2"),
+            "values": q(f"SELECT {number}, objective, value, value_type FROM trial_values x "
+                        "ORDER BY 1, 2"),
+            "steps": q(f"SELECT {number}, step, intermediate_value FROM "
+                       "trial_intermediate_values x ORDER BY 1, 2"),
+            "user": q(f"SELECT {number}, key, value_json FROM trial_user_attributes x "
+                      "ORDER BY 1, 2"),
+            "system": q(f"SELECT {number}, key, value_json FROM trial_system_attributes x "
+                        "ORDER BY 1, 2"),
+            "heartbeats": q(f"SELECT {number} FROM trial_heartbeats x ORDER BY 1"),
+        }
+    engine.dispose()
+    return rows
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+@pytest.mark.parametrize("algorithm", ["tpe", "random"])
+def test_a_batch_written_in_bulk_is_the_study_optunas_own_writes_make(tmp_path, algorithm):
+    """`_bulk`: a batch's asks run in memory and are written in one transaction, its results
+    told the same way; the database holds what Optuna's one-write-at-a-time path writes, row for
+    row (numbers, parameters, values, objective per epoch, attributes, heartbeats), and TPE
+    proposes the same points from it."""
+    from hydra_plugins.hpjax_sweeper import _bulk
+    from hydra_plugins.hpjax_sweeper._search import make_sampler
+
+    def sweep(name, bulk):
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / name}",
+                                             heartbeat_interval=60)
+        study = optuna.create_study(storage=storage, direction="minimize",
+                                    sampler=make_sampler(algorithm, seed=1, n_objectives=1,
+                                                         batch_size=8, conditional=False))
+        attrs = lambda n: {"job_dir": f"/sweep/{n}"}
+        for _ in range(3):
+            if bulk:
+                assert _bulk.applies(study)
+                trials = _bulk.ask(study, 8, lambda s: s.ask(SPACE), attrs, heartbeat=True)
+            else:
+                trials = [study.ask(SPACE) for _ in range(8)]
+                for t in trials:
+                    t.set_user_attr("job_dir", f"/sweep/{t.number}")
+                    study._storage.record_heartbeat(t._trial_id)
+            outcomes = []
+            for i, t in enumerate(trials):
+                value = abs(math.log10(t.params["lr"]) + 2) + (t.params["act"] == "tanh")
+                ok = i != 7
+                outcomes.append(_bulk.Outcome(
+                    t._trial_id, TrialState.COMPLETE if ok else TrialState.FAIL,
+                    [value] if ok else None, {0: value + 1, 1: value} if ok else {},
+                    {"status": "ok" if ok else "failed", "epochs_run": 2}))
+            if bulk:
+                assert _bulk.tell(study, outcomes) == []
+            else:
+                for o in outcomes:
+                    for step, v in o.intermediate.items():
+                        study._storage.set_trial_intermediate_value(o.trial_id, step, v)
+                    for k, v in o.user_attrs.items():
+                        study._storage.set_trial_user_attr(o.trial_id, k, v)
+                    study.tell(study._storage.get_trial_number_from_id(o.trial_id), o.values,
+                               state=o.state)
+        assert [t.number for t in trials] == list(range(16, 24))
+        assert trials[0].params == study.trials[16].params  # the returned trials are the rows'
+        storage.engine.dispose()
+        return _rows(tmp_path / name)
+
+    ours, theirs = sweep("a.db", True), sweep("b.db", False)
+    assert ours == theirs
+    assert len(ours["trials"]) == 24 and len(ours["heartbeats"]) == 24
+    assert len({row[2] for row in ours["params"] if row[1] == "lr"}) == 24
+
+
+def test_a_bulk_batch_checks_distributions_and_refuses_finished_trials(tmp_path):
+    from hydra_plugins.hpjax_sweeper import _bulk
+
+    study = make_study(tmp_path)
+    study.tell(study.ask(SPACE), 0.5)
+    other = {"lr": optuna.distributions.IntDistribution(1, 10), "act": SPACE["act"]}
+    with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+        _bulk.ask(study, 2, lambda s: s.ask(other), lambda n: {}, heartbeat=False)
+    assert len(reloaded(tmp_path)) == 1  # nothing written
+    trials = _bulk.ask(study, 2, lambda s: s.ask(SPACE), lambda n: {}, heartbeat=False)
+    study._storage.set_trial_state_values(trials[0]._trial_id, TrialState.FAIL)  # "elsewhere"
+    refused = _bulk.tell(study, [_bulk.Outcome(t._trial_id, TrialState.COMPLETE, [0.1])
+                                 for t in trials])
+    assert refused == [trials[0]._trial_id]
+    assert [(t.state, t.value) for t in reloaded(tmp_path)] == [
+        (TrialState.COMPLETE, 0.5), (TrialState.FAIL, None), (TrialState.COMPLETE, 0.1)]

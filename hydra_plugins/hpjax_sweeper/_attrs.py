@@ -43,22 +43,24 @@ def epoch_values(job_dir: str | Path, metric: str) -> dict[int, float]:
     return values
 
 
-def record(study: optuna.Study, trial: optuna.Trial, result: Any, job_dir: str) -> None:
-    """Before the trial is told: its objective per epoch as intermediate values (single
-    objective; steps already reported, by a pruner's live reports, are kept) and its result's
-    numbers as user attributes."""
+def of_result(study: optuna.Study, trial_id: int, result: Any,
+              job_dir: str) -> tuple[dict[int, float], dict]:
+    """What a trial's result adds to the study: its objective per epoch as intermediate values
+    (single objective; outside a database, steps a pruner's live reports stored already are
+    left out: `write` leaves them out in a database) and its result's numbers as user
+    attributes."""
     values = {}
     if len(study.directions) == 1:
         values = epoch_values(job_dir, result.objective_metric)
         if not isinstance(getattr(study._storage, "_backend", study._storage),
-                          optuna.storages.RDBStorage):  # (a database: `write` skips them)
-            done = study._storage.get_trial(trial._trial_id).intermediate_values
+                          optuna.storages.RDBStorage):
+            done = study._storage.get_trial(trial_id).intermediate_values
             values = {epoch: v for epoch, v in values.items() if epoch not in done}
     attrs = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
              "num_params": result.num_params, "objective_metric": result.objective_metric,
              **{k: v for k, v in result.test.items()
                 if isinstance(v, (int, float)) and math.isfinite(v)}}
-    write(study, trial._trial_id, values, attrs)
+    return values, attrs
 
 
 def write(study: optuna.Study, trial_id: int, values: dict[int, float], attrs: dict) -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hpjax
 
-from . import _batch, _faults, _search
+from . import _batch, _search
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +159,7 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
             room = min(n, total - finished - running)
             if room <= 0:
                 return []
-            job_dir = sweeper._job_dir(sweep_dir)
-            with _batch.transaction(study):
-                new = [space.ask(study, distributions) for _ in range(room)]
-                for t in new:
-                    if job_dir is not None:
-                        t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
-                        t.set_user_attr("job_dir", t._hpjax_job_dir)
-                _faults.first_heartbeats(study, new)
+            new = sweeper._ask(study, sweep_dir, space, distributions, room)
         trials.extend(new)
         return [(t.number, space.overrides(t.params)) for t in new]
 

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 import hpjax
 from hpjax import signals
 
-from . import _attrs, _batch, _checks, _faults, _fidelity, _search, _storage
+from . import _attrs, _batch, _bulk, _checks, _faults, _fidelity, _search, _storage
 
 log = logging.getLogger(__name__)
 
@@ -245,15 +245,28 @@ class HpjaxSweeperImpl(Sweeper):
             room = min(self.batch_size, total - finished - running)
             if self.algorithm == "grid":
                 self._enqueue_grid(study, space, room)
-            job_dir = self._job_dir(sweep_dir)
+            return self._ask(study, sweep_dir, space, distributions, room), finished, running
+
+    def _ask(self, study: optuna.Study, sweep_dir: Path, space: _search.SearchSpace,
+             distributions: dict, n: int) -> list[optuna.Trial]:
+        """`n` new trials, with their job directories and first heartbeats (a worker killed
+        after this leaves them stale, to be run again), written at once."""
+        job_dir = self._job_dir(sweep_dir)
+        attrs = (lambda n: {"job_dir": str(job_dir(n))}) if job_dir else (lambda n: {})
+        if n > 0 and _bulk.applies(study):
+            trials = _bulk.ask(study, n, lambda s: space.ask(s, distributions), attrs,
+                               heartbeat=_faults._optuna_heartbeats(study))
+        else:
             with _batch.transaction(study), _batch.asking(study):
-                trials = [space.ask(study, distributions) for _ in range(max(room, 0))]
+                trials = [space.ask(study, distributions) for _ in range(max(n, 0))]
                 for t in trials:
-                    if job_dir is not None:
-                        t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
-                        t.set_user_attr("job_dir", t._hpjax_job_dir)
-                _faults.first_heartbeats(study, trials)  # a worker killed now: stale, rerun
-            return trials, finished, running
+                    for key, value in attrs(t.number).items():
+                        t.set_user_attr(key, value)
+                _faults.first_heartbeats(study, trials)
+        for t in trials:
+            if job_dir is not None:
+                t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
+        return trials
 
     def _job_dir(self, sweep_dir: Path) -> Any:
         """Trial number -> job directory, where the default `hydra.sweep.subdir` is in use."""
@@ -274,24 +287,31 @@ class HpjaxSweeperImpl(Sweeper):
         return _batch.slim(results)
 
     def _tell_batch(self, study: optuna.Study, trials: list, results: list) -> None:
-        """Tells a batch's results in one transaction; one by one if a write is refused (a
-        trial another worker marked failed meanwhile: it is skipped, with a warning)."""
+        """Tells a batch's results: in bulk where the study allows (`_bulk`), else in one
+        transaction; one by one if a write is refused (a trial another worker marked failed
+        meanwhile: it is skipped, with a warning)."""
+        told = getattr(self, "_told", ())  # told as its job ended
+        pending = [(t, r) for t, r in zip(trials, results, strict=True) if t.number not in told]
+        if _bulk.tells_in_bulk(study):
+            outcomes = [(t, self._outcome(study, t, r)) for t, r in pending]
+            refused = set(_bulk.tell(study, [o for _, o in outcomes if o.state != PRUNED]))
+            for t, o in outcomes:
+                if o.trial_id in refused:
+                    _warn_refused(t.number)
+            pending = [(t, r) for (t, r), (_, o) in zip(pending, outcomes, strict=True)
+                       if o.state == PRUNED]
         try:
             with _batch.transaction(study):
-                self._tell_each(study, trials, results)
+                self._tell_each(study, pending)
         except optuna.exceptions.StorageInternalError:
-            self._tell_each(study, trials, results)
+            self._tell_each(study, pending)
 
-    def _tell_each(self, study: optuna.Study, trials: list, results: list) -> None:
-        for trial, ret in zip(trials, results, strict=True):
-            if trial.number in getattr(self, "_told", ()):  # told as its job ended
-                continue
+    def _tell_each(self, study: optuna.Study, pending: list) -> None:
+        for trial, ret in pending:
             try:
                 self._tell(study, trial, ret)
             except optuna.exceptions.UpdateFinishedTrialError:
-                log.warning("trial %d was marked failed by another worker while it ran (two "
-                            "workers on one study need heartbeat_interval, or "
-                            "fail_stale_trials=false): its result is not told", trial.number)
+                _warn_refused(trial.number)
 
     def _launch(self, batch: list[list[str]], numbers: list[int]) -> list[JobReturn]:
         # Job directory = trial number, so a resumed sweep never overwrites an earlier trial's.
@@ -304,34 +324,53 @@ class HpjaxSweeperImpl(Sweeper):
 
     # -- telling results ---------------------------------------------------------------------
     def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
+        _apply(study, self._outcome(study, trial, ret))
+
+    def _outcome(self, study: optuna.Study, trial: optuna.Trial,
+                 ret: JobReturn) -> _bulk.Outcome:
+        """What the study keeps of a job: its state and values, objective per epoch, and user
+        attributes (status, error, test metrics, job directory where it moved)."""
         output_dir = getattr(ret, "output_dir", None)  # the vmap launcher's light returns
         if output_dir is None and ret.hydra_cfg is not None:
             output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
+        attrs = {}
         if output_dir and str(output_dir) != getattr(trial, "_hpjax_job_dir", None):
-            trial.set_user_attr("job_dir", str(output_dir))
+            attrs["job_dir"] = str(output_dir)
         if ret.status != JobStatus.COMPLETED:
-            trial.set_user_attr("status", "failed")
-            trial.set_user_attr("error", repr(ret._return_value)[:500])
-            study.tell(trial, state=TrialState.FAIL)
             log.warning("trial %d failed: %r", trial.number, ret._return_value)
-            return
+            return _bulk.Outcome(trial._trial_id, TrialState.FAIL, user_attrs={
+                **attrs, "status": "failed", "error": repr(ret._return_value)[:500]})
         result = getattr(ret, "result", None) or (hpjax.read_result(output_dir) if output_dir
                                                   else None)
-        if result is not None:
-            _attrs.record(study, trial, result, output_dir)
-            self._tell_result(study, trial._trial_id, result)
-        else:  # a task function of its own: its return value is the objective
+        if result is None:  # a task function of its own: its return value is the objective
             value = ret.return_value
-            _tell_values(study, trial._trial_id, "ok", list(value) if isinstance(
-                value, (list, tuple)) else [value])
+            return _final(study, trial._trial_id, "ok", list(value) if isinstance(
+                value, (list, tuple)) else [value], user_attrs=attrs)
+        intermediate, more = _attrs.of_result(study, trial._trial_id, result, output_dir)
+        outcome = self._result_outcome(study, trial._trial_id, result)
+        outcome.intermediate, outcome.user_attrs = intermediate, {**attrs, **more,
+                                                                  **outcome.user_attrs}
+        return outcome
+
+    def _result_outcome(self, study: optuna.Study, trial_id: int,
+                        result: "hpjax.Result") -> _bulk.Outcome:
+        values = ([result.metric(n) for n in self.objectives] if self.objectives
+                  else [result.objective])
+        attrs = {"error": result.error[:500]} if result.error else {}
+        return _final(study, trial_id, result.status, values, user_attrs=attrs)
 
     def _tell_result(self, study: optuna.Study, trial_id: int, result: "hpjax.Result") -> None:
         """Tells a trial's result.json: the sweeper's objectives, else the trial's own."""
-        values = ([result.metric(n) for n in self.objectives] if self.objectives
-                  else [result.objective])
-        if result.error:
-            study._storage.set_trial_user_attr(trial_id, "error", result.error[:500])
-        _tell_values(study, trial_id, result.status, values)
+        _apply(study, self._result_outcome(study, trial_id, result))
+
+
+PRUNED = TrialState.PRUNED
+
+
+def _warn_refused(number: int) -> None:
+    log.warning("trial %d was marked failed by another worker while it ran (two workers on one "
+                "study need heartbeat_interval, or fail_stale_trials=false): its result is not "
+                "told", number)
 
 
 def _check(algorithm: str, n_trials: Optional[int], batch_size: int, direction: Optional[str],
@@ -365,21 +404,27 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with")
 
 
-def _tell_values(study: optuna.Study, trial_id: int, status: str, values: list) -> None:
+def _final(study: optuna.Study, trial_id: int, status: str, values: list,
+           user_attrs: dict) -> _bulk.Outcome:
     """A trial is COMPLETE with finite values, PRUNED when a bracket or pruner stopped it
     (Optuna takes its last reported value); else FAIL, its `status` saying why."""
-    storage = study._storage
     if status == "pruned":
-        storage.set_trial_user_attr(trial_id, "status", "pruned")
-        study.tell(storage.get_trial_number_from_id(trial_id), state=TrialState.PRUNED)
-        return
+        return _bulk.Outcome(trial_id, PRUNED, user_attrs={**user_attrs, "status": "pruned"})
     finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
     if status == "ok" and finite and len(values) == len(study.directions):
-        storage.set_trial_user_attr(trial_id, "status", "ok")
-        _batch.finish(study, trial_id, TrialState.COMPLETE, [float(v) for v in values])
-        return
-    storage.set_trial_user_attr(trial_id, "status", status if status != "ok" else "failed")
+        return _bulk.Outcome(trial_id, TrialState.COMPLETE, [float(v) for v in values],
+                             user_attrs={**user_attrs, "status": "ok"})
+    user_attrs = {**user_attrs, "status": status if status != "ok" else "failed"}
     if status == "ok":
-        storage.set_trial_user_attr(trial_id, "error",
-                                    f"objective values {values} are not finite numbers")
-    _batch.finish(study, trial_id, TrialState.FAIL)
+        user_attrs["error"] = f"objective values {values} are not finite numbers"
+    return _bulk.Outcome(trial_id, TrialState.FAIL, user_attrs=user_attrs)
+
+
+def _apply(study: optuna.Study, outcome: _bulk.Outcome) -> None:
+    """Tells one outcome through the storage (one transaction of a database's writes)."""
+    storage, trial_id = study._storage, outcome.trial_id
+    _attrs.write(study, trial_id, outcome.intermediate, outcome.user_attrs)
+    if outcome.state == PRUNED:
+        study.tell(storage.get_trial_number_from_id(trial_id), state=PRUNED)
+    else:
+        _batch.finish(study, trial_id, outcome.state, outcome.values)
