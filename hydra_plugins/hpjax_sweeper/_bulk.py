@@ -53,7 +53,7 @@ class Staged:
     def __init__(self, storage: Any, study_id: int, first_number: int) -> None:
         self._storage, self._study_id = storage, study_id
         self._first_number = first_number
-        self._read: Optional[list] = None
+        self._read: Optional[dict] = None  # states -> the study's trials in them
         self.new: list[FrozenTrial] = []
         self._by_id: dict[int, FrozenTrial] = {}
 
@@ -108,12 +108,18 @@ class Staged:
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True,
                        states: Any = None) -> list[FrozenTrial]:
+        read, new = self.pieces(states)
+        return copy.deepcopy(read + new) if deepcopy else read + new
+
+    def pieces(self, states: Any = None) -> tuple[list, list]:
+        """(the study's trials in `states` as read for the batch: the same list at every ask,
+        the batch's new trials in `states`)."""
         if self._read is None:
-            self._read = self._storage.get_all_trials(study_id, deepcopy=False)
-        trials = self._read + self.new
-        if states is not None:
-            trials = [t for t in trials if t.state in states]
-        return copy.deepcopy(trials) if deepcopy else trials
+            self._read = {None: self._storage.get_all_trials(self._study_id, deepcopy=False)}
+        key = None if states is None else tuple(states)
+        if key not in self._read:  # (filtered once: a batch's asks filter alike)
+            self._read[key] = [t for t in self._read[None] if t.state in states]
+        return self._read[key], [t for t in self.new if states is None or t.state in states]
 
     def get_n_trials(self, study_id: int, state: Any = None) -> int:
         return len(self.get_all_trials(study_id, deepcopy=False, states=(
@@ -139,10 +145,14 @@ def ask(study: optuna.Study, n: int, ask_one: Callable[[optuna.Study], optuna.Tr
     storage, sid = study._storage, study._study_id
     staged = Staged(storage, sid, _count_trials(study))
     study._storage = staged
+    study._pop_waiting_trial_id = lambda: None  # (`applies`: the study has none)
+    study._get_trials = lambda deepcopy=True, states=None, use_cache=False: (
+        staged.get_all_trials(sid, deepcopy=deepcopy, states=states))  # (filtered once)
     try:
         trials = [ask_one(study) for _ in range(n)]
     finally:
         study._storage = storage
+        del study._pop_waiting_trial_id, study._get_trials
     ids = write(study, staged.new, user_attrs, heartbeat=heartbeat)
     for trial, frozen, (trial_id, number) in zip(trials, staged.new, ids, strict=True):
         frozen._trial_id, frozen.number = trial_id, number
