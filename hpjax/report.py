@@ -68,19 +68,23 @@ class Trial:
 def read_trials(sweep_dir: Path) -> list[Trial]:
     """One `Trial` per numbered job directory; one without `result.json` is `incomplete`."""
     trials = []
-    for job_dir in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()),
-                          key=lambda p: int(p.name)):
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    with os.scandir(sweep_dir) as entries:
+        jobs = sorted(int(e.name) for e in entries if e.name.isdigit() and e.is_dir())
+    for job in jobs:
+        job_dir = os.path.join(sweep_dir, str(job))
+        overrides_file = os.path.join(job_dir, ".hydra", "overrides.yaml")
         try:
-            overrides = _read_overrides(overrides_file) if overrides_file.exists() else []
+            overrides = _read_overrides(overrides_file)
+        except FileNotFoundError:
+            overrides = []
         except Exception as e:  # noqa: BLE001  (a torn file: this trial's problem only)
             log.warning("%s is unreadable (%s)", overrides_file, e)
             overrides = []
-        trials.append(Trial(int(job_dir.name), job_dir, overrides, Result.read(job_dir)))
+        trials.append(Trial(job, Path(job_dir), overrides, Result.read(job_dir)))
     return trials
 
 
-def _read_overrides(path: Path) -> list[str]:
+def _read_overrides(path: str | Path) -> list[str]:
     """A job's `.hydra/overrides.yaml`: a list of strings, read with libyaml where there is
     one (a sweep's report reads thousands)."""
     import yaml
@@ -136,9 +140,11 @@ def swept_keys(trials: list[Trial]) -> list[str]:
     return list(keys)
 
 
-def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None:
+def write_summary_csv(trials: list[Trial], objectives: dict, path: Path,
+                      ranking: Optional[tuple] = None) -> None:
+    """One row per trial; `ranking`: `rank(trials, objectives)` where already known."""
     keys = swept_keys(trials)
-    ranked, front = rank(trials, objectives)
+    ranked, front = ranking or rank(trials, objectives)
     position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
     regression = trials and not any(t.metric("val/accuracy") is not None for t in trials)
     metrics = list(dict.fromkeys([*objectives, *(REGRESSION_COLUMNS if regression
@@ -212,10 +218,11 @@ def write_best_yaml(best: Trial, objectives: dict, path: Path,
 TOP, NOT_OK = 20, 10
 
 
-def format_table(trials: list[Trial], objectives: dict, top: int = TOP) -> Any:
+def format_table(trials: list[Trial], objectives: dict, top: int = TOP,
+                 ranking: Optional[tuple] = None) -> Any:
     from rich.table import Table
 
-    ranked, front = rank(trials, objectives)
+    ranked, front = ranking or rank(trials, objectives)
     several = len(objectives) > 1
     title = (f"{len(trials)} trials, " + (f"Pareto front of {', '.join(objectives)} first"
                                            if several else f"ranked by {next(iter(objectives))}"))
@@ -264,8 +271,9 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
     if not trials:
         return None
     objectives = objectives_of(trials, sweeper_objectives)
-    write_summary_csv(trials, objectives, sweep_dir / "summary.csv")
-    ranked, _ = rank(trials, objectives)
+    ranking = rank(trials, objectives)
+    write_summary_csv(trials, objectives, sweep_dir / "summary.csv", ranking)
+    ranked = ranking[0]
     best = ranked[0] if ranked and ranked[0].ok else None
     if best is not None:
         try:
@@ -277,7 +285,7 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
             log.warning("best.yaml not written: trial %d's config is unreadable (%s)", best.job,
                         e)
     console = console or Console(width=max(120, Console().width))
-    console.print(format_table(trials, objectives))
+    console.print(format_table(trials, objectives, ranking=ranking))
     failed = [t for t in trials if t.get("error")]
     for t in failed[:NOT_OK]:
         console.print(f"trial {t.job} failed: {t.get('error')}")

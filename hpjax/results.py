@@ -6,13 +6,14 @@ sweeper, resume) goes through `Result.read`, so a missing or unreadable file is 
 once.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -109,47 +110,59 @@ class Result:
     def metric(self, name: str) -> Optional[float]:
         """A metric by name: `val/accuracy` (best epoch), `test/accuracy`, or a top-level number
         such as `num_params`, `train_time_s`, `objective`."""
-        for where in (self.best, self.test, asdict(self)):
-            value = where.get(name)
+        for value in (self.best.get(name), self.test.get(name),
+                      getattr(self, name, None) if name in _NAMES else None):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
         return None
 
+    def as_dict(self) -> dict:
+        """The fields as `dataclasses.asdict` gives them, without its deep copy (a result's
+        values are JSON's: numbers, strings, lists and dicts of them)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def write(self, output_dir: str | Path) -> None:
         """Writes `result.json` whole or not at all (a kill mid-write leaves the old file)."""
-        write_atomic(Path(output_dir) / RESULT_FILE, json.dumps(
-            json_safe(asdict(self)) | {"best": json_safe(self.best)}, indent=2))
+        write_atomic(os.path.join(output_dir, RESULT_FILE), json.dumps(
+            json_safe(self.as_dict()) | {"best": json_safe(self.best)}, indent=2))
 
     @classmethod
     def read(cls, job_dir: str | Path) -> Optional["Result"]:
         """The job's `result.json`, or None when it has none (or one that does not parse)."""
-        path = Path(job_dir) / RESULT_FILE
+        path = os.path.join(job_dir, RESULT_FILE)
         try:
-            data = json.loads(path.read_text())
+            with open(path, "rb") as f:
+                data = json.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
             log.warning("%s is unreadable (%s): the trial counts as incomplete", path, e)
             return None
-        names = {f.name for f in dataclasses.fields(cls)}
         try:
-            return cls(**{k: v for k, v in data.items() if k in names})
+            return cls(**{k: v for k, v in data.items() if k in _NAMES})
         except (TypeError, AttributeError) as e:  # JSON, but not a whole result
             log.warning("%s is not a trial's result (%s): the trial counts as incomplete",
                         path, e)
             return None
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Result))
+_NAMES = frozenset(_FIELDS)
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Writes a file whole or not at all: a temporary file beside it, renamed over it (a kill
     mid-write leaves the old file, or none)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    head, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(head, f".{name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text)
+        with open(tmp, "wb") as f:
+            f.write(text.encode())
         os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def read_metrics(job_dir: str | Path) -> list[dict]:
@@ -175,7 +188,7 @@ def metrics_line(row: dict) -> str:
 
 
 def write_metrics(rows: list, output_dir: str | Path) -> None:
-    write_atomic(Path(output_dir) / METRICS_FILE, "".join(map(metrics_line, rows)))
+    write_atomic(os.path.join(output_dir, METRICS_FILE), "".join(map(metrics_line, rows)))
 
 
 @dataclass

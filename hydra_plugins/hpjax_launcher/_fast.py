@@ -76,6 +76,8 @@ def scalar_yaml(value: Any) -> str:
     if ("=" in value or value.startswith("/")) and not value.startswith("-") \
             and _PLAIN.match(value):
         return value
+    if len(value) < 50 and _INT.match(value):  # a job's number as a string (hydra.job.id)
+        return f"'{value}'"
     text = _rendered.get(value)
     if text is None:
         text = yaml.dump([value], Dumper=get_omega_conf_dumper(), default_flow_style=False,
@@ -167,6 +169,19 @@ class Overrides:
         return parsed
 
 
+@dataclasses.dataclass(frozen=True)
+class DirnameRule:
+    """`hydra.job.config.override_dirname`, read once: `exclude_keys`, `item_sep`, `kv_sep`."""
+
+    exclude_keys: frozenset
+    item_sep: str
+    kv_sep: str
+
+    @classmethod
+    def of(cls, names: Any) -> "DirnameRule":
+        return cls(frozenset(names.exclude_keys), str(names.item_sep), str(names.kv_sep))
+
+
 def overrides_dirname(parsed: list[Parsed], names: Any) -> str:
     """`hydra.job.override_dirname` as Hydra builds it (`get_overrides_dirname`)."""
     lines = sorted(p.line for p in parsed if p.key not in names.exclude_keys)
@@ -216,12 +231,14 @@ class Template:
     nodes: list[Any]  # their config nodes (they convert values as the config would)
     cfg: Any  # the validated `hpjax.Config` of the first job
     task_name: str
-    names: Any  # hydra.job.config.override_dirname
+    names: DirnameRule  # hydra.job.config.override_dirname
     config: Text
     hydra: Text
     overrides: Text
     job: DictConfig  # the first job's composed config (logging)
     sweep_dir: str
+    output_subdir: str  # hydra.output_subdir (.hydra)
+    hydra_config: Any = None  # HydraConfig's copy of `job`, made at its first batch's logging
 
 
 class Templates:
@@ -258,7 +275,7 @@ class Templates:
         hydra_only = OmegaConf.masked_copy(config, "hydra")
         return Template(
             keys=keys, nodes=[_node(task, k) for k in keys], cfg=cfg, task_name=hydra.job.name,
-            names=hydra.job.config.override_dirname,
+            names=DirnameRule.of(hydra.job.config.override_dirname),
             config=Text(OmegaConf.to_container(task, resolve=False, enum_to_str=True),
                         [tuple(k.split(".")) for k in keys]),
             hydra=Text(OmegaConf.to_container(hydra_only, resolve=False, enum_to_str=True),
@@ -267,7 +284,7 @@ class Templates:
                            ("hydra", "job", "num"), ("hydra", "runtime", "output_dir")]),
             overrides=Text(OmegaConf.to_container(hydra.overrides.task),
                            [(i,) for i in range(n_task)]),
-            job=config, sweep_dir=str(hydra.sweep.dir))
+            job=config, sweep_dir=str(hydra.sweep.dir), output_subdir=str(hydra.output_subdir))
 
     def job(self, index: int, overrides: list) -> "FastJob":
         parsed = [self.parse(line) for line in overrides]
@@ -314,11 +331,12 @@ class FastJob:
 
 
 def write_hydra_files(job: FastJob, subdir: str = ".hydra") -> None:
+    """The job's directory (made here) with its `.hydra/` files."""
     hydra_dir = os.path.join(job.output_dir, subdir)
     os.makedirs(hydra_dir, exist_ok=True)
     for name, text in job.files.items():
-        with open(os.path.join(hydra_dir, name), "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(os.path.join(hydra_dir, name), "wb") as f:
+            f.write(text.encode())
 
 
 # -- a job's log file -----------------------------------------------------------------------------

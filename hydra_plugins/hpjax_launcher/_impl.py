@@ -230,11 +230,15 @@ class VmapLauncherImpl:
         """Hydra's job logging, configured once for the batch; each job gets its own file."""
         from hydra.core.hydra_config import HydraConfig
 
-        config = job.template.job
+        template = job.template
+        config = template.job
         first = config.hydra.runtime.output_dir
         os.makedirs(first, exist_ok=True)
         saved = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(config)
+        if template.hydra_config is None:  # its masked copy: tens of ms, once per template
+            HydraConfig.instance().set_config(config)
+            template.hydra_config = HydraConfig.instance().cfg
+        HydraConfig.instance().cfg = template.hydra_config
         try:
             configure_log(config.hydra.job_logging, config.hydra.verbose)
         finally:
@@ -247,9 +251,8 @@ class VmapLauncherImpl:
     def _end_fast(self, job: "_fast.FastJob", end: Any,
                   logs: "_fast.JobLogFiles") -> JobReturn:
         """What run_job does for a job, with its files from the template."""
-        os.makedirs(job.output_dir, exist_ok=True)
+        _fast.write_hydra_files(job, job.template.output_subdir)  # makes the job's directory
         logs.move(job.output_dir)
-        _fast.write_hydra_files(job, str(job.template.job.hydra.output_subdir))
         try:
             value = end.finish(job.output_dir, job.cfg.objective.metric, job.cfg.objective.mode)
             status = JobStatus.COMPLETED
