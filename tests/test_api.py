@@ -99,14 +99,11 @@ def test_a_64_member_populations_params_are_its_best_and_load_predicts_as_it_did
     best_epochs = {json.loads((sweep / str(k) / "result.json").read_text())["best_epoch"]
                    for k in range(64)}
     assert len(best_epochs) > 1 and 3 in best_epochs  # not every member's best is its last
-    for k in (0, 63):
-        model = hpjax.load(sweep / str(k))
-        logits = np.asarray(model.apply(model.data.x_test))
-        # one member alone against the 64-member program: float rounding apart
-        np.testing.assert_allclose(logits, seen["logits"][k], rtol=1e-5, atol=1e-5)
-        assert list(np.argmax(logits, -1)) == list(np.argmax(seen["logits"][k], -1))
-        assert model.evaluate()["test/accuracy"] == pytest.approx(
-            model.result.test["test/accuracy"], abs=1 / 23)  # (a prediction on a rounding tie)
+    model = hpjax.load(sweep / "63")
+    logits = np.asarray(model.apply(model.data.x_test))
+    # one member alone against the 64-member program: float rounding apart
+    np.testing.assert_allclose(logits, seen["logits"][63], rtol=1e-5, atol=1e-5)
+    assert list(np.argmax(logits, -1)) == list(np.argmax(seen["logits"][63], -1))
     # an earlier version's job: its variables as an Orbax checkpoint in params/
     job = sweep / "5"
     variables = msgpack_restore((job / "params.msgpack").read_bytes())
@@ -114,7 +111,6 @@ def test_a_64_member_populations_params_are_its_best_and_load_predicts_as_it_did
         (job / "params").resolve(), args=ocp.args.PyTreeSave(variables))
     (job / "params.msgpack").unlink()
     old = hpjax.load(job)
+    assert jax.tree.structure(old.variables) == jax.tree.structure(variables)
     assert all(np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(old.variables), jax.tree.leaves(variables), strict=True))
-    np.testing.assert_allclose(np.asarray(old.apply(old.data.x_test)), seen["logits"][5],
-                               rtol=1e-5, atol=1e-5)
