@@ -305,20 +305,23 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
 
 
 def keep_params(sweep_dir: Path, keep: int, sweeper_objectives: Optional[dict] = None) -> int:
-    """Removes the saved parameters (`params/`) of every trial but the best `keep` (in the
-    table's order); returns how many were removed."""
+    """Removes the saved parameters (`params.msgpack`, `params/`) of every trial but the best
+    `keep` (in the table's order); returns how many were removed."""
     import shutil
 
-    from hpjax.checkpoint import PARAMS_DIR
+    from hpjax.checkpoint import PARAMS_DIR, PARAMS_FILE
 
     trials = read_trials(sweep_dir)
     ranked, _ = rank(trials, objectives_of(trials, sweeper_objectives)) if trials else ([], 0)
     kept = {t.job for t in ranked[:max(keep, 0)] if t.ok}
     removed = 0
     for t in trials:
-        path = t.job_dir / PARAMS_DIR
-        if t.job not in kept and path.is_dir():
-            shutil.rmtree(path)
+        if t.job in kept:
+            continue
+        file, folder = t.job_dir / PARAMS_FILE, t.job_dir / PARAMS_DIR  # (an Orbax one before)
+        if file.is_file() or folder.is_dir():
+            file.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     if removed:
         log.info("kept the parameters of the best %d trials (hydra.sweeper.keep_params)", keep)
