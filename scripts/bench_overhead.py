@@ -10,6 +10,8 @@ milliseconds per trial split by stage (each stage's own time, the stages it call
 - study: asking and telling Optuna (the hpjax sweeper's study work, counting trials included),
 - compose: composing and validating the jobs' configs (the sweeper's batch check included),
 - job files: `.hydra/*.yaml`, `metrics.jsonl`, `result.json` (written, or queued and flushed),
+- params: taking each trial's best parameters off the device and saving them (`train.save_params`:
+  host work inside the population's training, counted here and not as training),
 - callbacks+log: Hydra's callbacks, configuring the job's logging, log records,
 - read result: reading `result.json` back (to tell the study),
 - run_job, launcher: the rest of Hydra's `run_job` and the launcher's own work,
@@ -35,7 +37,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-STAGES = ("study", "compose", "job files", "callbacks+log", "read result", "run_job",
+STAGES = ("study", "compose", "job files", "params", "callbacks+log", "read result", "run_job",
           "launcher", "report")
 COMMON = ["data=iris", "train.epochs=1", "hydra.launcher.max_population=64"]
 CASES = {
@@ -138,6 +140,7 @@ def _instrument() -> None:
     _patch(hpjax.report, "report", "report")
     for module in (hpjax.loop, hpjax.jobs):
         _patch(module, "train_population", "training")
+    _patch(hpjax.loop._Run, "save_params", "params")
     _patch(sweeper.HpjaxSweeperImpl, "sweep", "sweep")
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     _patch(BasicSweeper, "sweep", "sweep")

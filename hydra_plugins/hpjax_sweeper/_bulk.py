@@ -193,21 +193,22 @@ def write(study: optuna.Study, new: list[FrozenTrial], user_attrs: Callable[[int
             row.number = before + i
             t.user_attrs.update(user_attrs(row.number))
         _check_distributions(session, sid, new)
-        added: list = []
+        params, user, system, beats = [], [], [], []
         for row, t in zip(rows, new, strict=True):
             tid = row.trial_id
-            added += [models.TrialParamModel(
-                trial_id=tid, param_name=name, param_value=dist.to_internal_repr(t.params[name]),
-                distribution_json=optuna.distributions.distribution_to_json(dist))
-                for name, dist in t.distributions.items()]
-            added += [models.TrialUserAttributeModel(trial_id=tid, key=k, value_json=json.dumps(v))
-                      for k, v in t.user_attrs.items()]
-            added += [models.TrialSystemAttributeModel(trial_id=tid, key=k,
-                                                       value_json=json.dumps(v))
-                      for k, v in t.system_attrs.items()]
-            if heartbeat:
-                added.append(models.TrialHeartbeatModel(trial_id=tid))
-        session.add_all(added)
+            params += [{"trial_id": tid, "param_name": name,
+                        "param_value": dist.to_internal_repr(t.params[name]),
+                        "distribution_json": optuna.distributions.distribution_to_json(dist)}
+                       for name, dist in t.distributions.items()]
+            user += [{"trial_id": tid, "key": k, "value_json": json.dumps(v)}
+                     for k, v in t.user_attrs.items()]
+            system += [{"trial_id": tid, "key": k, "value_json": json.dumps(v)}
+                       for k, v in t.system_attrs.items()]
+            beats += [{"trial_id": tid}] if heartbeat else []
+        _insert(session, models.TrialParamModel, params)
+        _insert(session, models.TrialUserAttributeModel, user)
+        _insert(session, models.TrialSystemAttributeModel, system)
+        _insert(session, models.TrialHeartbeatModel, beats)
         ids = [(row.trial_id, row.number) for row in rows]
     return ids
 
@@ -228,6 +229,15 @@ def _check_distributions(session: Any, study_id: int, new: list[FrozenTrial]) ->
                 seen[name] = (optuna.distributions.json_to_distribution(record[0])
                               if record is not None else dist)
             optuna.distributions.check_distribution_compatibility(seen[name], dist)
+
+
+def _insert(session: Any, model: Any, rows: list[dict]) -> None:
+    """Rows of one of Optuna's tables in one statement (an executemany): the ORM would flush
+    them one object at a time."""
+    if rows:
+        import sqlalchemy
+
+        session.execute(sqlalchemy.insert(model.__table__), rows)
 
 
 @dataclasses.dataclass
@@ -263,7 +273,8 @@ def tell(study: optuna.Study, outcomes: list[Outcome]) -> list[int]:
             steps = set(session.query(models.TrialIntermediateValueModel.trial_id,
                                       models.TrialIntermediateValueModel.step).filter(
                 models.TrialIntermediateValueModel.trial_id.in_(ids)))
-            added: list = []
+            user, steps_added, values = [], [], []
+            model = models.TrialIntermediateValueModel
             for o in chunk:
                 row = rows.get(o.trial_id)
                 if row is None or row.state != TrialState.RUNNING:
@@ -273,21 +284,23 @@ def tell(study: optuna.Study, outcomes: list[Outcome]) -> list[int]:
                     if (o.trial_id, key) in attrs:
                         attrs[o.trial_id, key].value_json = json.dumps(value)
                     else:
-                        added.append(models.TrialUserAttributeModel(
-                            trial_id=o.trial_id, key=key, value_json=json.dumps(value)))
-                model = models.TrialIntermediateValueModel
+                        user.append({"trial_id": o.trial_id, "key": key,
+                                     "value_json": json.dumps(value)})
                 for step, value in o.intermediate.items():
                     if (o.trial_id, step) not in steps:
                         stored, kind = model.intermediate_value_to_stored_repr(value)
-                        added.append(model(trial_id=o.trial_id, step=step,
-                                           intermediate_value=stored,
-                                           intermediate_value_type=kind))
+                        steps_added.append({"trial_id": o.trial_id, "step": step,
+                                            "intermediate_value": stored,
+                                            "intermediate_value_type": kind})
                 for objective, value in enumerate(o.values or ()):
                     stored, kind = models.TrialValueModel.value_to_stored_repr(value)
-                    added.append(models.TrialValueModel(trial_id=o.trial_id, objective=objective,
-                                                        value=stored, value_type=kind))
+                    values.append({"trial_id": o.trial_id, "objective": objective,
+                                   "value": stored, "value_type": kind})
                 row.state, row.datetime_complete = o.state, now
-            session.add_all(added)
+            session.flush()  # (the rows' updates before the inserts that refer to them)
+            _insert(session, models.TrialUserAttributeModel, user)
+            _insert(session, model, steps_added)
+            _insert(session, models.TrialValueModel, values)
     return refused
 
 
