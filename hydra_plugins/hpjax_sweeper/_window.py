@@ -1,11 +1,14 @@
 """TPE whose cost stops growing with the study: it models at most `max_observations` finished
-trials, the best tenth of them by the first objective and the most recent for the rest.
+trials (500), the best tenth of them by the first objective and the most recent for the rest.
 
 TPE fits its two densities to every finished trial at every ask, so an ask costs time in
 proportion to the study (measured in memory on the 2-core machine: 11 ms per ask and tell at
 1,000 trials, 25 ms at 3,000, 104 ms at 10,000). The "good" density is built from the best
 trials (at most 25: Optuna's default gamma), which the window always keeps; only the "bad"
-density sees a sample, the most recent trials.
+density sees a sample, the most recent trials. With the study read once per batch and each
+trial converted once, what is left of an ask is the model, in proportion to the window: about
+19,000 Python calls an ask with a window of 1,000 at 1,000 trials and at 10,000 alike (cProfile's
+count); a window of 500 halves it.
 """
 
 import heapq
@@ -18,7 +21,7 @@ from optuna.trial import TrialState
 
 from ._bulk import Staged
 
-MAX_OBSERVATIONS = 1000
+MAX_OBSERVATIONS = 500
 
 
 class _Window:
