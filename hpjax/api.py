@@ -299,7 +299,8 @@ def load(job_dir: str, member: int = 0) -> Trained:
     """A trial's model back from its job directory: config, best variables and `predict`.
 
     Args:
-      job_dir: a job directory with `.hydra/` and `params/` (kept by `train.save_params=best`).
+      job_dir: a job directory with `.hydra/` and `params.msgpack` (kept by
+        `train.save_params=best`), or an earlier version's Orbax `params/`.
       member: with several seeds or folds per trial, which member's variables.
     Raises:
       FileNotFoundError: the job kept no parameters.
@@ -307,14 +308,18 @@ def load(job_dir: str, member: int = 0) -> Trained:
     from hpjax import checkpoint, trainer
     from hpjax import data as data_lib
     from hpjax.hparams import hparams, static
-    from hpjax.jobs import members_per_trial, params_dir
+    from hpjax.jobs import members_per_trial, orbax_params_dir, params_path
     from hpjax.results import Result
 
     cfg = job_config(job_dir)
-    path = Path(params_dir(str(job_dir), member, members_per_trial(cfg)))
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no saved parameters (train.save_params=best keeps "
-                                "them)")
+    members = members_per_trial(cfg)
+    path = Path(params_path(str(job_dir), member, members))
+    if not path.is_file():  # a job of an earlier version: an Orbax checkpoint
+        orbax = Path(orbax_params_dir(str(job_dir), member, members))
+        if not orbax.is_dir():
+            raise FileNotFoundError(f"{path}: no saved parameters (train.save_params=best keeps "
+                                    "them)")
+        path = orbax
     variables = checkpoint.load_params(str(path))
     ds = data_lib.load(cfg.data, cfg.task.name == "regression")
     if ds.folds:

@@ -9,6 +9,7 @@ fail: each fails alone (its error in its `result.json`), the others train.
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,11 +39,22 @@ class Job:
     error: Optional[ConfigError] = None
 
 
+_MEMBER_BYTES: dict[tuple, int] = {}  # by what determines them: a batch's shapes repeat
+
+
 def member_bytes(cfg: Config, ds: data_lib.Dataset) -> int:
     """An upper estimate of one member's memory: parameters, gradients and two optimizer
     moments (8 copies), the activations of a training batch kept for the backward pass (8
     copies of every module output), a copy of its fold's data in cross-validation, and a fixed
-    overhead measured on CPU."""
+    overhead measured on CPU. Computed once per signature and data shape (its shape tracing
+    cost about 120 ms a batch)."""
+    key = (signature(cfg), ds.input_shape, ds.num_classes, ds.n_train, ds.n_val, ds.folds)
+    if key not in _MEMBER_BYTES:
+        _MEMBER_BYTES[key] = _member_bytes(cfg, ds)
+    return _MEMBER_BYTES[key]
+
+
+def _member_bytes(cfg: Config, ds: data_lib.Dataset) -> int:
     import jax
     import jax.numpy as jnp
 
@@ -105,10 +117,11 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
                 ids: Optional[list[int]] = None,
                 stoppers: Optional[Callable[[list[int]], Stopper]] = None,
                 refill: Optional[Callable[[int], list[tuple[int, Job]]]] = None,
-                on_ended: Optional[Callable[[], None]] = None) -> None:
+                on_ended: Optional[Callable[[], None]] = None, quiet: bool = False) -> None:
     """Trains one chunk as one population and sets `ends[id]` for each of its jobs.
     `refill(n)`: at most n new (id, job) of the chunk's signature for slots that free up; a job
-    that leaves its slot ends at once (`ends[id]` set, then `on_ended()`)."""
+    that leaves its slot ends at once (`ends[id]` set, then `on_ended()`). `quiet`: without a
+    live display, its epochs are logged at DEBUG (a sweep's batch like the one before)."""
     jobs, ids = list(jobs), list(range(len(jobs))) if ids is None else list(ids)
     extra: dict = {"stopper": stoppers(ids)} if stoppers is not None else {}
     names = [job.name for job in jobs]
@@ -133,7 +146,9 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
         extra["on_trial_end"] = trial_end
     start = time.time()
     on_progress = progress.population(f"{label}: {len(jobs)} trials", jobs[0].cfg.train.epochs,
-                                      names)
+                                      names) if not quiet or progress.live else (
+        lambda r: log.debug("%s: epoch %d/%d, %d/%d members running", label, r.epoch, r.epochs,
+                            r.running, r.members))
     try:
         outcomes = train([job.cfg for job in jobs], launcher=launcher, on_progress=on_progress,
                          output_dirs=[job.output_dir for job in jobs], **extra)
@@ -154,7 +169,7 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
         for part in (slice(None, half), slice(half, None)):
             train_chunk(jobs[part], ends, launcher=launcher, progress=progress, label=label,
                         train=train, ids=ids[part], stoppers=stoppers, refill=refill,
-                        on_ended=on_ended)
+                        on_ended=on_ended, quiet=quiet)
         return
     population = {"label": label, "start": round(start, 3), "end": round(time.time(), 3),
                   "members": len(jobs),
@@ -165,6 +180,19 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
     for o in outcomes:  # (a refilled trial's says when it joined)
         o.result.population = {**population, **(o.result.population or {})}
     ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})
+
+
+_LAUNCHED: dict[str, list] = {}  # sweep directory -> the lines its last batch logged
+
+
+def _repeated(jobs: list[Job], lines: list) -> bool:
+    """Whether a batch's launch lines repeat those of the sweep's batch before: its lines (and
+    its populations' epochs) then go to DEBUG, so that a sweep of thousands of trials in
+    batches of 64 shows them once, not four lines a batch."""
+    sweep = os.path.dirname(os.path.abspath(jobs[0].output_dir)) if jobs else ""
+    repeated = _LAUNCHED.get(sweep) == lines
+    _LAUNCHED[sweep] = lines
+    return repeated
 
 
 def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int = 64,
@@ -225,22 +253,26 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
     tell()
     planned = plan([job.cfg for job in jobs], max_population=max_population,
                    memory_budget_mb=memory_budget_mb)
-    log.info("Launching %d jobs as %d population%s (hydra/launcher=%s)", len(jobs), len(planned),
-             "" if len(planned) == 1 else "s", launcher)
+    lines = [("Launching %d jobs as %d population%s (hydra/launcher=%s)", len(jobs),
+              len(planned), "" if len(planned) == 1 else "s", launcher)]
+    for g, chunks in enumerate(planned, start=1):
+        lines.append(("population %d/%d: %d trials (%s)", g, len(planned),
+                      sum(map(len, chunks)), describe(jobs[chunks[0][0]].cfg)))
+        if len(chunks) > 1:
+            lines.append(("  in %d chunks of at most %d (hydra.launcher.max_population, "
+                          "memory_budget_mb)", len(chunks), len(chunks[0])))
+    quiet = _repeated(jobs, lines)
+    for line in lines:
+        log.log(logging.DEBUG if quiet else logging.INFO, *line)
     with progress.running():
         for g, chunks in enumerate(planned, start=1):
             first = jobs[chunks[0][0]].cfg
-            log.info("population %d/%d: %d trials (%s)", g, len(planned),
-                     sum(map(len, chunks)), describe(first))
-            if len(chunks) > 1:
-                log.info("  in %d chunks of at most %d (hydra.launcher.max_population, "
-                         "memory_budget_mb)", len(chunks), len(chunks[0]))
             for c, chunk in enumerate(chunks, start=1):
                 label = f"population {g}/{len(planned)}" + (
                     f" chunk {c}/{len(chunks)}" if len(chunks) > 1 else "")
                 train_chunk([jobs[i] for i in chunk], ends, launcher=launcher,
                             progress=progress, label=label, train=train, ids=chunk,
-                            stoppers=stoppers, on_ended=tell,
+                            stoppers=stoppers, on_ended=tell, quiet=quiet,
                             refill=chunk_refill(signature(first)) if refill is not None
                             and members_per_trial(first) == 1 else None)
                 tell()

@@ -8,6 +8,7 @@ goes on from the next one: the epochs before are not trained again, and the metr
 """
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -89,29 +90,35 @@ def common_epoch(directories: list[str]) -> Optional[int]:
     return max(common) if common else None
 
 
-PARAMS_DIR = "params"  # in a job directory: the best epoch's variables (`train.save_params`)
+PARAMS_FILE = "params.msgpack"  # in a job directory: the best epoch's variables (save_params)
+PARAMS_DIR = "params"  # a trial of several members: params/member_<k>.msgpack; Orbax's, before
 
 
 def save_params(items: list[tuple[str, Any]]) -> None:
-    """Saves each `(directory, variables)` as an Orbax checkpoint whose keys are the model's own
-    names (`{"params": {"Dense_0": {"kernel": ...}}, "batch_stats": ...}`), readable by Orbax
-    without hpjax: `orbax.checkpoint.StandardCheckpointer().restore(directory)`."""
-    import orbax.checkpoint as ocp
+    """Saves each `(path, variables)` as one file of Flax's msgpack serialization, keyed by the
+    model's own names (`{"params": {"Dense_0": {"kernel": ...}}, "batch_stats": ...}`), readable
+    without hpjax: `flax.serialization.msgpack_restore(Path(path).read_bytes())`. Each file is
+    written whole or not at all (a temporary file, then renamed over it)."""
+    from flax import serialization
 
-    if not items:
-        return
-    # One file per array rather than Orbax's default OCDBT store: about a third faster for a
-    # model this small (0.18 s a trial against 0.28 s, measured on a loaded 2-core machine), and
-    # StandardCheckpointer restores either.
-    checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_ocdbt=False))
-    for directory, variables in items:
-        checkpointer.save(Path(directory).resolve(), args=ocp.args.PyTreeSave(variables),
-                          force=True)
+    # An Orbax checkpoint per trial cost about 15 ms of CPU (its event loops, a tensorstore per
+    # array, a folder renamed); this file about 0.4 ms for the iris MLP (measured on 2 cores).
+    for path, variables in items:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(serialization.msgpack_serialize(variables))
+        os.replace(tmp, path)
 
 
-def load_params(directory: str) -> dict:
-    """The variables `save_params` saved, as NumPy arrays."""
-    import orbax.checkpoint as ocp
+def load_params(path: str) -> dict:
+    """The variables `save_params` saved, as NumPy arrays; `path` may also be the `params/`
+    folder that Orbax wrote before (runs of earlier versions)."""
+    if Path(path).is_dir():
+        import orbax.checkpoint as ocp
 
-    with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(Path(directory).resolve())
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(Path(path).resolve())
+    from flax import serialization
+
+    return serialization.msgpack_restore(Path(path).read_bytes())

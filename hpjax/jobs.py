@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from hpjax.checkpoint import PARAMS_DIR
+from hpjax.checkpoint import PARAMS_DIR, PARAMS_FILE
 from hpjax.compile import CompileStats
 from hpjax.config import Config, ConfigError
 from hpjax.fidelity import Stopper
@@ -43,9 +43,16 @@ def checkpoint_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
     return path if members == 1 else os.path.join(path, f"member_{member}")
 
 
-def params_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
-    """Where a trial's member keeps its best variables: `params/` in the job directory
-    (`params/member_<k>/` for each of several seeds or folds)."""
+def params_path(output_dir: str, member: int = 0, members: int = 1) -> str:
+    """Where a trial's member keeps its best variables: `params.msgpack` in the job directory
+    (`params/member_<k>.msgpack` for each of several seeds or folds)."""
+    if members == 1:
+        return os.path.join(output_dir, PARAMS_FILE)
+    return os.path.join(output_dir, PARAMS_DIR, f"member_{member}.msgpack")
+
+
+def orbax_params_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
+    """Where earlier versions kept them as an Orbax checkpoint: `params/` (`params/member_<k>/`)."""
     path = os.path.join(output_dir, PARAMS_DIR)
     return path if members == 1 else os.path.join(path, f"member_{member}")
 
@@ -77,7 +84,7 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                 if output_dirs and all(output_dirs):
                     k, n = r * cfg.data.cv_folds + f, members_per_trial(cfg)
                     dirs.append(checkpoint_dir(output_dirs[i], k, n))
-                    params.append(params_dir(output_dirs[i], k, n)
+                    params.append(params_path(output_dirs[i], k, n)
                                   if cfg.train.save_params == "best" else None)
     report = on_progress and (lambda r: on_progress(dataclasses.replace(
         r, best_member=None if r.best_member is None else owners[r.best_member])))
@@ -100,12 +107,12 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
             for cfg, output_dir in refill(n):
                 owners.append(owners[-1] + 1)
                 out.append(NewMember(cfg, 0, output_dir and checkpoint_dir(output_dir),
-                                     params_dir(output_dir) if output_dir and
+                                     params_path(output_dir) if output_dir and
                                      cfg.train.save_params == "best" else None))
             return out
     outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
                                 on_epoch=on_epoch, checkpoint_dirs=dirs or None, pbt=pbt,
-                                params_dirs=params or None, refill=new_members,
+                                params_paths=params or None, refill=new_members,
                                 on_left=new_members and on_trial_end and (
                                     lambda k, o: on_trial_end(owners[k], aggregate([o]))),
                                 stopper=None if stopper is None or pbt is not None

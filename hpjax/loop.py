@@ -61,7 +61,7 @@ class Member:
     outcome: Outcome
     tracker: BestEpoch
     checkpoint_dir: Optional[str] = None
-    params_dir: Optional[str] = None  # where its best epoch's variables go (train.save_params)
+    params_path: Optional[str] = None  # where its best epoch's variables go (train.save_params)
     active: bool = True
     train_s: float = 0.0  # its share of the population's time in the epoch program
     slot: Optional[int] = None  # its place on the member axis; None once compacted away
@@ -161,13 +161,16 @@ def _epoch_report(epoch: int, members: list[Member]) -> EpochReport:
                        len(members), metric, *best)
 
 
+_SPLITS_SHOWN: set[tuple[int, int]] = set()  # (members, devices) of the splits logged
+
+
 class _Run:
     """One population's training: the compiled functions, the device state and the members.
     `refilled`: slots are given to new members as others leave (`hpjax.refill`)."""
 
     def __init__(self, cfgs: list[Config], folds: list[int], launcher: str,
                  checkpoint_dirs: Optional[list[str]],
-                 params_dirs: Optional[list[Optional[str]]] = None,
+                 params_paths: Optional[list[Optional[str]]] = None,
                  refilled: bool = False) -> None:
         cfg0 = cfgs[0]
         self.launcher = launcher
@@ -177,8 +180,11 @@ class _Run:
         self.pop = population.get(cfg0, ds, None if refilled else _fixed_activation(cfgs))
         self.place = population.Placement.of(population.padded_size(len(cfgs)))
         if self.place.devices > 1:
-            log.info("population of %d split over %d devices",
-                     population.padded_size(len(cfgs)), self.place.devices)
+            split = (population.padded_size(len(cfgs)), self.place.devices)
+            # once per process at INFO: a sweep's every batch would repeat it
+            log.log(logging.DEBUG if split in _SPLITS_SHOWN else logging.INFO,
+                    "population of %d split over %d devices", *split)
+            _SPLITS_SHOWN.add(split)
         self.inputs = population.stack(cfgs, folds, self.place, own_rows=refilled)
         self.train_data = self.place.shared((ds.x_train, ds.y_train))
         self.val_data = self.place.shared((ds.x_val, ds.y_val))
@@ -186,8 +192,8 @@ class _Run:
         self.restored: list[dict] = []  # the members' checkpoint records, when continued
         self.explorer: Optional[pbt_lib.PBT] = None  # PBT's, saved with each checkpoint
         self.members = [self.new_member(c, f, d, p)
-                        for c, f, d, p in zip(cfgs, folds, dirs, params_dirs or [None] * len(cfgs),
-                                              strict=True)]
+                        for c, f, d, p in zip(cfgs, folds, dirs,
+                                              params_paths or [None] * len(cfgs), strict=True)]
         for k, member in enumerate(self.members):
             member.slot = k
         self.slots = list(range(len(cfgs)))  # the member in each slot (padding excluded)
@@ -197,12 +203,12 @@ class _Run:
         self.best_params = jax.tree.map(jnp.copy, self.states.params)
 
     def new_member(self, cfg: Config, fold: int, checkpoint_dir: Optional[str],
-                   params_dir: Optional[str]) -> Member:
+                   params_path: Optional[str]) -> Member:
         return Member(cfg, Outcome(Result(
             "ok", None, cfg.objective.metric, cfg.objective.mode, seed=cfg.train.seed,
             launcher=self.launcher, fold=fold if self.ds.folds else None)),
             BestEpoch(cfg.train.early_stopping),
-            checkpoint_dir if cfg.train.checkpoint_every else None, params_dir, origin=repr(cfg))
+            checkpoint_dir if cfg.train.checkpoint_every else None, params_path, origin=repr(cfg))
 
     def active_mask(self) -> np.ndarray:
         return np.array([self.members[k].active for k in self.slots]
@@ -248,12 +254,17 @@ class _Run:
                  "" if len(keep) == 1 else "s")
 
     def save_params(self, slots: Any) -> None:
-        """Saves the best variables of the members in `slots` that keep them."""
+        """Saves the best variables of the members in `slots` that keep them: the population's
+        tree comes to the host once and each member is a NumPy slice of it (a jax index per
+        member and leaf cost about 5 ms a member)."""
         members = [(s, self.members[self.slots[s]]) for s in slots]
-        checkpoint.save_params([(m.params_dir, jax.device_get(_member(self.best_params, s)))
-                                for s, m in members
-                                if m.params_dir and m.tracker.epoch is not None
-                                and not m.gone])
+        members = [(s, m) for s, m in members
+                   if m.params_path and m.tracker.epoch is not None and not m.gone]
+        if not members:
+            return
+        best = jax.device_get(self.best_params)
+        checkpoint.save_params([(m.params_path, jax.tree.map(lambda a, s=s: a[s], best))
+                                for s, m in members])
 
     def copy_members(self, pairs: list[tuple[int, int]]) -> None:
         """PBT's exploit: slot `dst` takes everything of slot `src` (state, best parameters,
@@ -481,7 +492,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      on_epoch: Optional[Callable[[int, dict], None]] = None,
                      on_progress: Optional[Callable[[EpochReport], None]] = None,
                      checkpoint_dirs: Optional[list[str]] = None,
-                     params_dirs: Optional[list[Optional[str]]] = None,
+                     params_paths: Optional[list[Optional[str]]] = None,
                      stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
                      pbt: Optional[pbt_lib.PBT] = None,
                      refill: Optional[Callable[[int], list]] = None,
@@ -497,7 +508,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         population of several members logs it.
       checkpoint_dirs: one folder per member, where a member with `train.checkpoint_every` > 0
         saves its state; a population whose members all saved an epoch continues from there.
-      params_dirs: one folder (or None) per member, where its best epoch's variables are saved
+      params_paths: one file (or None) per member, where its best epoch's variables are saved
         when it leaves the population (`hpjax.checkpoint.save_params`).
       stopper: called after every epoch with (epoch, members); the members whose indices it
         returns stop there as `pruned`, and once at most half the slots train the population
@@ -515,7 +526,7 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     CompileStats.install()
     compile_s0 = CompileStats.seconds
     run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
-               checkpoint_dirs, params_dirs, refilled=refill is not None)
+               checkpoint_dirs, params_paths, refilled=refill is not None)
     run.explorer = pbt
     start = run.resume()
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):

@@ -32,7 +32,7 @@ class NewMember:
     cfg: Config
     fold: int = 0
     checkpoint_dir: Optional[str] = None
-    params_dir: Optional[str] = None
+    params_path: Optional[str] = None
 
 
 def free_slots(run) -> list[int]:  # noqa: ANN001  (a `hpjax.loop._Run`)
@@ -76,7 +76,7 @@ def join(run, slots: list[int], new: list[NewMember], epoch: int) -> None:  # no
         fold[s], seeds[s] = nm.fold, nm.cfg.train.seed
         if nm.checkpoint_dir and nm.cfg.train.checkpoint_every:
             checkpoint.clear(nm.checkpoint_dir)  # a new trial: nothing to continue from
-        member = run.new_member(nm.cfg, nm.fold, nm.checkpoint_dir, nm.params_dir)
+        member = run.new_member(nm.cfg, nm.fold, nm.checkpoint_dir, nm.params_path)
         member.slot, member.offset = s, epoch
         run.members.append(member)
         if s < len(run.slots):

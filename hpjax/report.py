@@ -11,6 +11,7 @@ import io
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -68,25 +69,38 @@ class Trial:
 def read_trials(sweep_dir: Path) -> list[Trial]:
     """One `Trial` per numbered job directory; one without `result.json` is `incomplete`."""
     trials = []
-    for job_dir in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and p.name.isdigit()),
-                          key=lambda p: int(p.name)):
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+    with os.scandir(sweep_dir) as entries:
+        jobs = sorted(int(e.name) for e in entries if e.name.isdigit() and e.is_dir())
+    for job in jobs:
+        job_dir = os.path.join(sweep_dir, str(job))
+        overrides_file = os.path.join(job_dir, ".hydra", "overrides.yaml")
         try:
-            overrides = _read_overrides(overrides_file) if overrides_file.exists() else []
+            overrides = _read_overrides(overrides_file)
+        except FileNotFoundError:
+            overrides = []
         except Exception as e:  # noqa: BLE001  (a torn file: this trial's problem only)
             log.warning("%s is unreadable (%s)", overrides_file, e)
             overrides = []
-        trials.append(Trial(int(job_dir.name), job_dir, overrides, Result.read(job_dir)))
+        trials.append(Trial(job, Path(job_dir), overrides, Result.read(job_dir)))
     return trials
 
 
-def _read_overrides(path: Path) -> list[str]:
-    """A job's `.hydra/overrides.yaml`: a list of strings, read with libyaml where there is
-    one (a sweep's report reads thousands)."""
+# An override YAML reads back as the text it is: `key=value` of plain characters only.
+_PLAIN_OVERRIDE = re.compile(r"- ([A-Za-z_][\w.\-]*=[\w./=,+\-]*)\Z", re.ASCII)
+
+
+def _read_overrides(path: str | Path) -> list[str]:
+    """A job's `.hydra/overrides.yaml`: a list of strings (a sweep's report reads thousands:
+    plain `- key=value` lines are taken as they are, anything else is read as YAML)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    lines = text.splitlines()
+    plain = [_PLAIN_OVERRIDE.match(line) for line in lines]
+    if lines and all(plain) and text.endswith("\n"):
+        return [m.group(1) for m in plain]
     import yaml
 
-    with open(path) as f:
-        return [str(o) for o in yaml.load(f, Loader=getattr(yaml, "CSafeLoader",
+    return [str(o) for o in yaml.load(text, Loader=getattr(yaml, "CSafeLoader",
                                                            yaml.SafeLoader)) or []]
 
 
@@ -136,9 +150,11 @@ def swept_keys(trials: list[Trial]) -> list[str]:
     return list(keys)
 
 
-def write_summary_csv(trials: list[Trial], objectives: dict, path: Path) -> None:
+def write_summary_csv(trials: list[Trial], objectives: dict, path: Path,
+                      ranking: Optional[tuple] = None) -> None:
+    """One row per trial; `ranking`: `rank(trials, objectives)` where already known."""
     keys = swept_keys(trials)
-    ranked, front = rank(trials, objectives)
+    ranked, front = ranking or rank(trials, objectives)
     position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
     regression = trials and not any(t.metric("val/accuracy") is not None for t in trials)
     metrics = list(dict.fromkeys([*objectives, *(REGRESSION_COLUMNS if regression
@@ -212,10 +228,11 @@ def write_best_yaml(best: Trial, objectives: dict, path: Path,
 TOP, NOT_OK = 20, 10
 
 
-def format_table(trials: list[Trial], objectives: dict, top: int = TOP) -> Any:
+def format_table(trials: list[Trial], objectives: dict, top: int = TOP,
+                 ranking: Optional[tuple] = None) -> Any:
     from rich.table import Table
 
-    ranked, front = rank(trials, objectives)
+    ranked, front = ranking or rank(trials, objectives)
     several = len(objectives) > 1
     title = (f"{len(trials)} trials, " + (f"Pareto front of {', '.join(objectives)} first"
                                            if several else f"ranked by {next(iter(objectives))}"))
@@ -264,8 +281,9 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
     if not trials:
         return None
     objectives = objectives_of(trials, sweeper_objectives)
-    write_summary_csv(trials, objectives, sweep_dir / "summary.csv")
-    ranked, _ = rank(trials, objectives)
+    ranking = rank(trials, objectives)
+    write_summary_csv(trials, objectives, sweep_dir / "summary.csv", ranking)
+    ranked = ranking[0]
     best = ranked[0] if ranked and ranked[0].ok else None
     if best is not None:
         try:
@@ -277,7 +295,7 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
             log.warning("best.yaml not written: trial %d's config is unreadable (%s)", best.job,
                         e)
     console = console or Console(width=max(120, Console().width))
-    console.print(format_table(trials, objectives))
+    console.print(format_table(trials, objectives, ranking=ranking))
     failed = [t for t in trials if t.get("error")]
     for t in failed[:NOT_OK]:
         console.print(f"trial {t.job} failed: {t.get('error')}")
@@ -287,20 +305,23 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
 
 
 def keep_params(sweep_dir: Path, keep: int, sweeper_objectives: Optional[dict] = None) -> int:
-    """Removes the saved parameters (`params/`) of every trial but the best `keep` (in the
-    table's order); returns how many were removed."""
+    """Removes the saved parameters (`params.msgpack`, `params/`) of every trial but the best
+    `keep` (in the table's order); returns how many were removed."""
     import shutil
 
-    from hpjax.checkpoint import PARAMS_DIR
+    from hpjax.checkpoint import PARAMS_DIR, PARAMS_FILE
 
     trials = read_trials(sweep_dir)
     ranked, _ = rank(trials, objectives_of(trials, sweeper_objectives)) if trials else ([], 0)
     kept = {t.job for t in ranked[:max(keep, 0)] if t.ok}
     removed = 0
     for t in trials:
-        path = t.job_dir / PARAMS_DIR
-        if t.job not in kept and path.is_dir():
-            shutil.rmtree(path)
+        if t.job in kept:
+            continue
+        file, folder = t.job_dir / PARAMS_FILE, t.job_dir / PARAMS_DIR  # (an Orbax one before)
+        if file.is_file() or folder.is_dir():
+            file.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     if removed:
         log.info("kept the parameters of the best %d trials (hydra.sweeper.keep_params)", keep)

@@ -6,13 +6,16 @@ sweeper, resume) goes through `Result.read`, so a missing or unreadable file is 
 once.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -109,47 +112,158 @@ class Result:
     def metric(self, name: str) -> Optional[float]:
         """A metric by name: `val/accuracy` (best epoch), `test/accuracy`, or a top-level number
         such as `num_params`, `train_time_s`, `objective`."""
-        for where in (self.best, self.test, asdict(self)):
-            value = where.get(name)
+        for value in (self.best.get(name), self.test.get(name),
+                      getattr(self, name, None) if name in _NAMES else None):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
         return None
 
+    def as_dict(self) -> dict:
+        """The fields as `dataclasses.asdict` gives them, without its deep copy (a result's
+        values are JSON's: numbers, strings, lists and dicts of them)."""
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def write(self, output_dir: str | Path) -> None:
         """Writes `result.json` whole or not at all (a kill mid-write leaves the old file)."""
-        write_atomic(Path(output_dir) / RESULT_FILE, json.dumps(
-            json_safe(asdict(self)) | {"best": json_safe(self.best)}, indent=2))
+        write_atomic(os.path.join(output_dir, RESULT_FILE), json.dumps(
+            json_safe(self.as_dict()) | {"best": json_safe(self.best)}, indent=2))
 
     @classmethod
     def read(cls, job_dir: str | Path) -> Optional["Result"]:
         """The job's `result.json`, or None when it has none (or one that does not parse)."""
-        path = Path(job_dir) / RESULT_FILE
+        path = os.path.join(job_dir, RESULT_FILE)
         try:
-            data = json.loads(path.read_text())
+            with open(path, "rb") as f:
+                data = json.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
             log.warning("%s is unreadable (%s): the trial counts as incomplete", path, e)
             return None
-        names = {f.name for f in dataclasses.fields(cls)}
         try:
-            return cls(**{k: v for k, v in data.items() if k in names})
+            return cls(**{k: v for k, v in data.items() if k in _NAMES})
         except (TypeError, AttributeError) as e:  # JSON, but not a whole result
             log.warning("%s is not a trial's result (%s): the trial counts as incomplete",
                         path, e)
             return None
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Result))
+_NAMES = frozenset(_FIELDS)
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Writes a file whole or not at all: a temporary file beside it, renamed over it (a kill
-    mid-write leaves the old file, or none)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    mid-write leaves the old file, or none). Inside `background_writes()`, the writer's thread
+    writes it, after everything asked before."""
+    if _writer is not None:
+        _writer.submit(_write_atomic, path, text)
+    else:
+        _write_atomic(path, text)
+
+
+def _write_atomic(path: str | Path, text: str) -> None:
+    head, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(head, f".{name}.tmp{os.getpid()}")
     try:
-        tmp.write_text(text)
+        with open(tmp, "wb") as f:
+            f.write(text.encode())
         os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class Writer:
+    """Writes files from a thread of its own, in the order they are asked for.
+
+    A batch's jobs each write five files (`.hydra/*.yaml`, `metrics.jsonl`, `result.json`) and a
+    log; the system calls cost about 0.1 ms a file (more for a new directory) and release the
+    GIL, so the launcher's thread goes on with the next job while this one writes. Whoever reads
+    what was written (the sweeper telling results, the report) waits for `flush()` first; a kill
+    before then loses the unwritten files of jobs without a `result.json` (written last), which
+    count as incomplete and run again.
+    """
+
+    def __init__(self) -> None:
+        self.tag: Any = None  # what the next writes belong to (a job): `flush()` says which failed
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._failed: dict = {}  # tag -> the first error of its writes
+        self._log: Optional[tuple] = None  # (path, open file) of the log being appended to
+        self._thread = threading.Thread(target=self._run, name="hpjax-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable, *args: Any) -> None:
+        """Calls `fn(*args)` on the writer's thread, after everything submitted before."""
+        self._queue.put((fn, args, self.tag))
+
+    def append(self, path: str, text: str, mode: str = "a", encoding: Optional[str] = None) -> None:
+        """Appends `text` to a log file (opened with `mode` if it is not the one open)."""
+        self.submit(self._append, path, text, mode, encoding)
+
+    def flush(self) -> dict:
+        """Waits until everything submitted is written; returns {tag: error} of writes that
+        failed since the last flush."""
+        done = threading.Event()
+        self._queue.put((None, done, None))
+        done.wait()
+        failed, self._failed = self._failed, {}
+        return failed
+
+    def close(self) -> dict:
+        failed = self.flush()
+        self._queue.put((None, None, None))
+        self._thread.join()
+        return failed
+
+    def _append(self, path: str, text: str, mode: str, encoding: Optional[str]) -> None:
+        if self._log is None or self._log[0] != path:
+            self._close_log()
+            self._log = (path, open(path, mode, encoding=encoding))
+        self._log[1].write(text)
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            log, self._log = self._log[1], None
+            log.close()
+
+    def _run(self) -> None:
+        while True:
+            fn, args, tag = self._queue.get()
+            if fn is None:
+                try:
+                    self._close_log()
+                except OSError as e:
+                    self._failed.setdefault(tag, e)
+                if args is None:
+                    return
+                args.set()
+                continue
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001  (the job's, told at the next flush)
+                self._failed.setdefault(tag, e)
+
+
+_writer: Optional[Writer] = None  # the writer of `background_writes()` in progress
+
+
+@contextlib.contextmanager
+def background_writes() -> Iterator[Writer]:
+    """Within it, `write_atomic` (`result.json`, `metrics.jsonl`) hands its files to a `Writer`;
+    at its end everything is written."""
+    global _writer
+    if _writer is not None:  # nested: the outer one flushes
+        yield _writer
+        return
+    _writer = writer = Writer()
+    try:
+        yield writer
     finally:
-        tmp.unlink(missing_ok=True)
+        _writer = None
+        for tag, error in writer.close().items():
+            log.error("files of %s were not written: %s", tag, error)
 
 
 def read_metrics(job_dir: str | Path) -> list[dict]:
@@ -175,7 +289,7 @@ def metrics_line(row: dict) -> str:
 
 
 def write_metrics(rows: list, output_dir: str | Path) -> None:
-    write_atomic(Path(output_dir) / METRICS_FILE, "".join(map(metrics_line, rows)))
+    write_atomic(os.path.join(output_dir, METRICS_FILE), "".join(map(metrics_line, rows)))
 
 
 @dataclass

@@ -35,7 +35,7 @@ def test_regression_reaches_a_stated_r2_and_its_metrics_are_sklearns(tmp_path):
     assert result.objective > 0.95 and result.test["test/r2"] > 0.95
     ds = data_lib.load(cfg.data, regression=True)
     assert ds.y_test.dtype == np.float32 and abs(ds.y_train.mean()) < 1e-5
-    params = load_params(str(tmp_path / "params"))
+    params = load_params(str(tmp_path / "params.msgpack"))
     spec = trainer.Spec(static(cfg), cfg.model.module(1), ds.input_shape, ds.n_train, None,
                         ds.y_scale, 1)
     pred = np.asarray(trainer.forward(spec, hparams(cfg), params, ds.x_test)[0])[:, 0]
@@ -73,8 +73,8 @@ def test_binary_task_trains_one_logit_to_a_stated_accuracy_and_sklearns_roc_auc(
     ds = data_lib.load(cfg.data)
     spec = trainer.Spec(static(cfg), cfg.model.module(1), ds.input_shape, ds.n_train, None,
                         1.0, 1)
-    z = np.asarray(trainer.forward(spec, hparams(cfg), load_params(str(tmp_path / "params")),
-                                   ds.x_test)[0])[:, 0]
+    variables = load_params(str(tmp_path / "params.msgpack"))
+    z = np.asarray(trainer.forward(spec, hparams(cfg), variables, ds.x_test)[0])[:, 0]
     assert result.test["test/accuracy"] == pytest.approx(np.mean((z > 0) == (ds.y_test == 1)),
                                                          abs=1e-6)
     assert result.test["test/roc_auc"] == pytest.approx(roc_auc_score(ds.y_test, expit(z)),

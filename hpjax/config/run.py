@@ -58,8 +58,8 @@ class TrainConfig(Schema):
     # directory; a trial run again into the same directory continues from there. 0: off
     checkpoint_every: int = per_member(0)
     early_stopping: EarlyStoppingConfig = per_member(default_factory=EarlyStoppingConfig)
-    # Keep the best epoch's variables (parameters, batch statistics) as an Orbax checkpoint in
-    # params/ of the job directory, for `hpjax.load`: best, or none
+    # Keep the best epoch's variables (parameters, batch statistics) in params.msgpack of the
+    # job directory (Flax's msgpack serialization), for `hpjax.load`: best, or none
     save_params: str = per_member("best")
     # Traced values that change during training, as PBT's best trial did: entries
     # "EPOCH: key=value key=value" set those keys from that epoch on (best_schedule.yaml)

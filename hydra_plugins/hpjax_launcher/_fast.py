@@ -76,6 +76,8 @@ def scalar_yaml(value: Any) -> str:
     if ("=" in value or value.startswith("/")) and not value.startswith("-") \
             and _PLAIN.match(value):
         return value
+    if len(value) < 50 and _INT.match(value):  # a job's number as a string (hydra.job.id)
+        return f"'{value}'"
     text = _rendered.get(value)
     if text is None:
         text = yaml.dump([value], Dumper=get_omega_conf_dumper(), default_flow_style=False,
@@ -167,6 +169,19 @@ class Overrides:
         return parsed
 
 
+@dataclasses.dataclass(frozen=True)
+class DirnameRule:
+    """`hydra.job.config.override_dirname`, read once: `exclude_keys`, `item_sep`, `kv_sep`."""
+
+    exclude_keys: frozenset
+    item_sep: str
+    kv_sep: str
+
+    @classmethod
+    def of(cls, names: Any) -> "DirnameRule":
+        return cls(frozenset(names.exclude_keys), str(names.item_sep), str(names.kv_sep))
+
+
 def overrides_dirname(parsed: list[Parsed], names: Any) -> str:
     """`hydra.job.override_dirname` as Hydra builds it (`get_overrides_dirname`)."""
     lines = sorted(p.line for p in parsed if p.key not in names.exclude_keys)
@@ -216,12 +231,14 @@ class Template:
     nodes: list[Any]  # their config nodes (they convert values as the config would)
     cfg: Any  # the validated `hpjax.Config` of the first job
     task_name: str
-    names: Any  # hydra.job.config.override_dirname
+    names: DirnameRule  # hydra.job.config.override_dirname
     config: Text
     hydra: Text
     overrides: Text
     job: DictConfig  # the first job's composed config (logging)
     sweep_dir: str
+    output_subdir: str  # hydra.output_subdir (.hydra)
+    hydra_config: Any = None  # HydraConfig's copy of `job`, made at its first batch's logging
 
 
 class Templates:
@@ -258,7 +275,7 @@ class Templates:
         hydra_only = OmegaConf.masked_copy(config, "hydra")
         return Template(
             keys=keys, nodes=[_node(task, k) for k in keys], cfg=cfg, task_name=hydra.job.name,
-            names=hydra.job.config.override_dirname,
+            names=DirnameRule.of(hydra.job.config.override_dirname),
             config=Text(OmegaConf.to_container(task, resolve=False, enum_to_str=True),
                         [tuple(k.split(".")) for k in keys]),
             hydra=Text(OmegaConf.to_container(hydra_only, resolve=False, enum_to_str=True),
@@ -267,7 +284,7 @@ class Templates:
                            ("hydra", "job", "num"), ("hydra", "runtime", "output_dir")]),
             overrides=Text(OmegaConf.to_container(hydra.overrides.task),
                            [(i,) for i in range(n_task)]),
-            job=config, sweep_dir=str(hydra.sweep.dir))
+            job=config, sweep_dir=str(hydra.sweep.dir), output_subdir=str(hydra.output_subdir))
 
     def job(self, index: int, overrides: list) -> "FastJob":
         parsed = [self.parse(line) for line in overrides]
@@ -313,12 +330,19 @@ class FastJob:
     files: dict  # .hydra/ file name -> text
 
 
-def write_hydra_files(job: FastJob, subdir: str = ".hydra") -> None:
-    hydra_dir = os.path.join(job.output_dir, subdir)
-    os.makedirs(hydra_dir, exist_ok=True)
-    for name, text in job.files.items():
-        with open(os.path.join(hydra_dir, name), "w", encoding="utf-8") as f:
-            f.write(text)
+def write_hydra_files(job: FastJob, subdir: str = ".hydra", writer: Any = None) -> None:
+    """The job's directory (made here) with its `.hydra/` files; by `writer`'s thread if given."""
+    if writer is not None:
+        writer.submit(_write_files, os.path.join(job.output_dir, subdir), job.files)
+    else:
+        _write_files(os.path.join(job.output_dir, subdir), job.files)
+
+
+def _write_files(directory: str, files: dict) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for name, text in files.items():
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(text.encode())
 
 
 # -- a job's log file -----------------------------------------------------------------------------
@@ -326,8 +350,8 @@ class JobLogFiles:
     """The root logger's file handlers that Hydra's job logging opened in the first job's
     directory, reopened in each next job's (same formatter, level, filters, mode)."""
 
-    def __init__(self, first_dir: str) -> None:
-        self.dir = first_dir
+    def __init__(self, first_dir: str, writer: Any = None) -> None:
+        self.dir, self.writer = first_dir, writer
         root = logging.getLogger()
         self.slots = [i for i, h in enumerate(root.handlers) if isinstance(
             h, logging.FileHandler) and os.path.dirname(h.baseFilename) == first_dir]
@@ -343,8 +367,11 @@ class JobLogFiles:
         root = logging.getLogger()
         for i in self.slots:
             old = root.handlers[i]
-            new = logging.FileHandler(os.path.join(job_dir, os.path.basename(old.baseFilename)),
-                                      mode=old.mode, encoding=old.encoding, delay=old.delay)
+            path = os.path.join(job_dir, os.path.basename(old.baseFilename))
+            new = logging.FileHandler(path, mode=old.mode, encoding=old.encoding,
+                                      delay=old.delay) if self.writer is None else \
+                WrittenFileHandler(self.writer, path, mode=old.mode, encoding=old.encoding,
+                                   delay=old.delay)
             new.setLevel(old.level)
             new.setFormatter(old.formatter)
             for f in old.filters:
@@ -352,6 +379,31 @@ class JobLogFiles:
             root.handlers[i] = new
             old.close()
         self.dir = job_dir
+
+
+class WrittenFileHandler(logging.FileHandler):
+    """A `logging.FileHandler` whose file a `hpjax.results.Writer` writes: each record is
+    formatted here and appended by the writer's thread, after the files asked for before it
+    (the job's directory first)."""
+
+    def __init__(self, writer: Any, filename: str, mode: str = "a",
+                 encoding: Optional[str] = None, delay: bool = False) -> None:
+        super().__init__(filename, mode, encoding, delay=True)
+        self.delay, self.writer, self._next_mode = delay, writer, mode
+        if not delay:  # the file exists from now on, as FileHandler opens it
+            self._append("")
+
+    def _append(self, text: str) -> None:
+        self.writer.append(self.baseFilename, text, self._next_mode, self.encoding)
+        self._next_mode = "a"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001  (as logging's handlers do)
+            self.handleError(record)
+            return
+        self._append(text)
 
 
 class FastReturn(JobReturn):

@@ -38,7 +38,7 @@ class HpjaxSweeperConf:
     # Direction of a single objective, min or max (as objective.mode); null: the app's
     # objective.mode (min when it has none)
     direction: Optional[str] = None
-    # Keep the trained parameters (params/ in each job directory) of only the best this many
+    # Keep the trained parameters (params.msgpack in each job directory) of only the best this many
     # trials when the sweep ends; null: keep every trial's
     keep_params: Optional[int] = None
     # Mark trials left running by a killed sweep as failed when it resumes (one driver per study)
