@@ -207,17 +207,18 @@ class VmapLauncherImpl:
         jobs = [hpjax.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
         returns: dict[int, JobReturn] = {}
         logs: list = []  # the jobs' log files, set up at the first job that ends
+        cwd = os.getcwd()  # every job's working_dir (the jobs do not change directory)
 
         def written(writer: Any) -> None:  # a job whose files failed to write fails
             for i, error in writer.flush().items():
-                returns[i] = _fast.job_return(fast[i], JobStatus.FAILED, error, None)
+                returns[i] = _fast.job_return(fast[i], JobStatus.FAILED, error, None, cwd)
 
         def end_jobs(ended: dict) -> None:
             for i, end in sorted(ended.items()):
                 if not logs:
                     logs.append(self._job_logging(fast[i], writer))
                 writer.tag = i
-                returns[i] = self._end_fast(fast[i], end, logs[0], writer)
+                returns[i] = self._end_fast(fast[i], end, logs[0], writer, cwd)
             writer.tag = None
             if self.on_return is not None:
                 written(writer)
@@ -263,7 +264,7 @@ class VmapLauncherImpl:
         return _fast.JobLogFiles(first, writer)
 
     def _end_fast(self, job: "_fast.FastJob", end: Any, logs: "_fast.JobLogFiles",
-                  writer: Any = None) -> JobReturn:
+                  writer: Any = None, cwd: Optional[str] = None) -> JobReturn:
         """What run_job does for a job, with its files from the template (written by `writer`
         where there is one)."""
         _fast.write_hydra_files(job, job.template.output_subdir, writer)  # and the directory
@@ -274,4 +275,4 @@ class VmapLauncherImpl:
         except Exception as e:  # as run_job: the job fails, the sweep goes on
             value, status = e, JobStatus.FAILED
         ok = end.crash is None and end.error is None and end.outcome is not None
-        return _fast.job_return(job, status, value, end.outcome.result if ok else None)
+        return _fast.job_return(job, status, value, end.outcome.result if ok else None, cwd)
