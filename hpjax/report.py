@@ -11,6 +11,7 @@ import io
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -84,13 +85,22 @@ def read_trials(sweep_dir: Path) -> list[Trial]:
     return trials
 
 
+# An override YAML reads back as the text it is: `key=value` of plain characters only.
+_PLAIN_OVERRIDE = re.compile(r"- ([A-Za-z_][\w.\-]*=[\w./=,+\-]*)\Z", re.ASCII)
+
+
 def _read_overrides(path: str | Path) -> list[str]:
-    """A job's `.hydra/overrides.yaml`: a list of strings, read with libyaml where there is
-    one (a sweep's report reads thousands)."""
+    """A job's `.hydra/overrides.yaml`: a list of strings (a sweep's report reads thousands:
+    plain `- key=value` lines are taken as they are, anything else is read as YAML)."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    lines = text.splitlines()
+    plain = [_PLAIN_OVERRIDE.match(line) for line in lines]
+    if lines and all(plain) and text.endswith("\n"):
+        return [m.group(1) for m in plain]
     import yaml
 
-    with open(path) as f:
-        return [str(o) for o in yaml.load(f, Loader=getattr(yaml, "CSafeLoader",
+    return [str(o) for o in yaml.load(text, Loader=getattr(yaml, "CSafeLoader",
                                                            yaml.SafeLoader)) or []]
 
 

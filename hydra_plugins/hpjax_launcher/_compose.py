@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 try:  # Hydra's internals: without them, Hydra composes every job itself
@@ -48,9 +49,17 @@ class FastSweepConfigs:
         values = [o for o in parsed if not self._is_group(o.key_or_group)]
         if master_config is not self._master:  # templates belong to one master config
             self._templates, self._master = {}, master_config
-        if groups not in self._templates:
-            self._templates[groups] = self.compose(master_config, list(groups))
-        cfg = copy.deepcopy(self._templates[groups])
+        # Choices of distinct groups compose alike in any order (the sweeper checks a job as
+        # `data=iris activation=relu`, the launcher runs it as `activation=relu data=iris`).
+        plain = [o for o in parsed if self._is_group(o.key_or_group)]
+        if len({o.key_or_group for o in plain}) == len(plain) and all(
+                o.type == OverrideType.CHANGE for o in plain):
+            key = tuple(sorted(groups))
+        else:
+            key = groups
+        if key not in self._templates:
+            self._templates[key] = self.compose(master_config, list(groups))
+        cfg = copy.deepcopy(self._templates[key])
         ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
         with open_dict(cfg.hydra):
             cfg.hydra.overrides.task = [o.input_line for o in parsed]

@@ -330,12 +330,18 @@ class FastJob:
     files: dict  # .hydra/ file name -> text
 
 
-def write_hydra_files(job: FastJob, subdir: str = ".hydra") -> None:
-    """The job's directory (made here) with its `.hydra/` files."""
-    hydra_dir = os.path.join(job.output_dir, subdir)
-    os.makedirs(hydra_dir, exist_ok=True)
-    for name, text in job.files.items():
-        with open(os.path.join(hydra_dir, name), "wb") as f:
+def write_hydra_files(job: FastJob, subdir: str = ".hydra", writer: Any = None) -> None:
+    """The job's directory (made here) with its `.hydra/` files; by `writer`'s thread if given."""
+    if writer is not None:
+        writer.submit(_write_files, os.path.join(job.output_dir, subdir), job.files)
+    else:
+        _write_files(os.path.join(job.output_dir, subdir), job.files)
+
+
+def _write_files(directory: str, files: dict) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for name, text in files.items():
+        with open(os.path.join(directory, name), "wb") as f:
             f.write(text.encode())
 
 
@@ -344,8 +350,8 @@ class JobLogFiles:
     """The root logger's file handlers that Hydra's job logging opened in the first job's
     directory, reopened in each next job's (same formatter, level, filters, mode)."""
 
-    def __init__(self, first_dir: str) -> None:
-        self.dir = first_dir
+    def __init__(self, first_dir: str, writer: Any = None) -> None:
+        self.dir, self.writer = first_dir, writer
         root = logging.getLogger()
         self.slots = [i for i, h in enumerate(root.handlers) if isinstance(
             h, logging.FileHandler) and os.path.dirname(h.baseFilename) == first_dir]
@@ -361,8 +367,11 @@ class JobLogFiles:
         root = logging.getLogger()
         for i in self.slots:
             old = root.handlers[i]
-            new = logging.FileHandler(os.path.join(job_dir, os.path.basename(old.baseFilename)),
-                                      mode=old.mode, encoding=old.encoding, delay=old.delay)
+            path = os.path.join(job_dir, os.path.basename(old.baseFilename))
+            new = logging.FileHandler(path, mode=old.mode, encoding=old.encoding,
+                                      delay=old.delay) if self.writer is None else \
+                WrittenFileHandler(self.writer, path, mode=old.mode, encoding=old.encoding,
+                                   delay=old.delay)
             new.setLevel(old.level)
             new.setFormatter(old.formatter)
             for f in old.filters:
@@ -370,6 +379,31 @@ class JobLogFiles:
             root.handlers[i] = new
             old.close()
         self.dir = job_dir
+
+
+class WrittenFileHandler(logging.FileHandler):
+    """A `logging.FileHandler` whose file a `hpjax.results.Writer` writes: each record is
+    formatted here and appended by the writer's thread, after the files asked for before it
+    (the job's directory first)."""
+
+    def __init__(self, writer: Any, filename: str, mode: str = "a",
+                 encoding: Optional[str] = None, delay: bool = False) -> None:
+        super().__init__(filename, mode, encoding, delay=True)
+        self.delay, self.writer, self._next_mode = delay, writer, mode
+        if not delay:  # the file exists from now on, as FileHandler opens it
+            self._append("")
+
+    def _append(self, text: str) -> None:
+        self.writer.append(self.baseFilename, text, self._next_mode, self.encoding)
+        self._next_mode = "a"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + self.terminator
+        except Exception:  # noqa: BLE001  (as logging's handlers do)
+            self.handleError(record)
+            return
+        self._append(text)
 
 
 class FastReturn(JobReturn):
@@ -401,8 +435,9 @@ class FastReturn(JobReturn):
         return OmegaConf.load(os.path.join(self.output_dir, ".hydra", name))
 
 
-def job_return(job: FastJob, status: JobStatus, value: Any, result: Any) -> FastReturn:
-    ret = FastReturn(overrides=list(job.overrides), working_dir=os.getcwd(),
+def job_return(job: FastJob, status: JobStatus, value: Any, result: Any,
+               cwd: Optional[str] = None) -> FastReturn:
+    ret = FastReturn(overrides=list(job.overrides), working_dir=cwd or os.getcwd(),
                      task_name=job.template.task_name, status=status, _return_value=value)
     ret.output_dir, ret.result = job.output_dir, result
     return ret

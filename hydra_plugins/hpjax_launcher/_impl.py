@@ -25,6 +25,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict, read_write
 
 import hpjax
+from hpjax.results import background_writes
 
 from . import _fast
 from ._compose import install as install_fast_sweep_configs
@@ -201,23 +202,37 @@ class VmapLauncherImpl:
             return None
 
     def _run_fast(self, fast: list) -> list[JobReturn]:
+        """Trains templated jobs and ends each with its files, written by a `Writer` thread
+        (flushed before the sweeper sees a return: `on_return`, the batch's end)."""
         jobs = [hpjax.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
         returns: dict[int, JobReturn] = {}
         logs: list = []  # the jobs' log files, set up at the first job that ends
+        cwd = os.getcwd()  # every job's working_dir (the jobs do not change directory)
+
+        def written(writer: Any) -> None:  # a job whose files failed to write fails
+            for i, error in writer.flush().items():
+                returns[i] = _fast.job_return(fast[i], JobStatus.FAILED, error, None, cwd)
 
         def end_jobs(ended: dict) -> None:
             for i, end in sorted(ended.items()):
                 if not logs:
-                    logs.append(self._job_logging(fast[i]))
-                returns[i] = self._end_fast(fast[i], end, logs[0])
-                if self.on_return is not None:
+                    logs.append(self._job_logging(fast[i], writer))
+                writer.tag = i
+                returns[i] = self._end_fast(fast[i], end, logs[0], writer, cwd)
+            writer.tag = None
+            if self.on_return is not None:
+                written(writer)
+                for i in sorted(ended):
                     self.on_return(fast[i].index, returns[i])
 
         self.quiet = True
         try:
-            hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
-                             memory_budget_mb=self.memory_budget_mb, progress=self.progress,
-                             stoppers=self.stoppers, on_ended=end_jobs)
+            with background_writes() as writer:
+                hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
+                                 memory_budget_mb=self.memory_budget_mb,
+                                 progress=self.progress, stoppers=self.stoppers,
+                                 on_ended=end_jobs)
+                written(writer)
         finally:
             self.quiet = False
             for h in logging.root.handlers:
@@ -226,7 +241,7 @@ class VmapLauncherImpl:
                 configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [returns[i] for i in range(len(fast))]
 
-    def _job_logging(self, job: "_fast.FastJob") -> "_fast.JobLogFiles":
+    def _job_logging(self, job: "_fast.FastJob", writer: Any) -> "_fast.JobLogFiles":
         """Hydra's job logging, configured once for the batch; each job gets its own file."""
         from hydra.core.hydra_config import HydraConfig
 
@@ -246,12 +261,13 @@ class VmapLauncherImpl:
         for h in logging.root.handlers:  # the jobs' INFO lines go to their files only
             if type(h) is logging.StreamHandler:
                 h.addFilter(self._file_only)
-        return _fast.JobLogFiles(first)
+        return _fast.JobLogFiles(first, writer)
 
-    def _end_fast(self, job: "_fast.FastJob", end: Any,
-                  logs: "_fast.JobLogFiles") -> JobReturn:
-        """What run_job does for a job, with its files from the template."""
-        _fast.write_hydra_files(job, job.template.output_subdir)  # makes the job's directory
+    def _end_fast(self, job: "_fast.FastJob", end: Any, logs: "_fast.JobLogFiles",
+                  writer: Any = None, cwd: Optional[str] = None) -> JobReturn:
+        """What run_job does for a job, with its files from the template (written by `writer`
+        where there is one)."""
+        _fast.write_hydra_files(job, job.template.output_subdir, writer)  # and the directory
         logs.move(job.output_dir)
         try:
             value = end.finish(job.output_dir, job.cfg.objective.metric, job.cfg.objective.mode)
@@ -259,4 +275,4 @@ class VmapLauncherImpl:
         except Exception as e:  # as run_job: the job fails, the sweep goes on
             value, status = e, JobStatus.FAILED
         ok = end.crash is None and end.error is None and end.outcome is not None
-        return _fast.job_return(job, status, value, end.outcome.result if ok else None)
+        return _fast.job_return(job, status, value, end.outcome.result if ok else None, cwd)
