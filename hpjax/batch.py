@@ -150,8 +150,10 @@ def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
         lambda r: log.debug("%s: epoch %d/%d, %d/%d members running", label, r.epoch, r.epochs,
                             r.running, r.members))
     try:
+        # a smaller last batch pads to the size the batches before compiled
         outcomes = train([job.cfg for job in jobs], launcher=launcher, on_progress=on_progress,
-                         output_dirs=[job.output_dir for job in jobs], **extra)
+                         output_dirs=[job.output_dir for job in jobs], pad_to_compiled=True,
+                         **extra)
     except ConfigError as e:
         ends.update({i: JobEnd(error=e) for i in ids})
         return

@@ -63,7 +63,8 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
                  on_epoch: Optional[Callable[[int, dict], None]] = None,
                  stopper: Optional[Stopper] = None,
                  refill: Optional[Callable[[int], list]] = None,
-                 on_trial_end: Optional[Callable[[int, Outcome], None]] = None) -> list[Outcome]:
+                 on_trial_end: Optional[Callable[[int, Outcome], None]] = None,
+                 pad_to_compiled: bool = False) -> list[Outcome]:
     """Trains trials of one signature as one population, each trial's seeds and folds as
     members of their own; a trial of several members reports their mean. `output_dirs`: the
     trials' job directories, where their checkpoints and best variables go. `on_epoch` sees
@@ -71,7 +72,8 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
     epoch and prunes trials (all their members). `refill(n)` gives at most n new trials as
     (config, job directory or None) for the slots of trials that ended (trials of one member
     only: `train.repeats` and `data.cv_folds` 1); their outcomes follow the configs'.
-    `on_trial_end(trial, outcome)`: a refilled population's trial that left its slot, final."""
+    `on_trial_end(trial, outcome)`: a refilled population's trial that left its slot, final.
+    `pad_to_compiled`: see `hpjax.loop.train_population` (a launcher's batches)."""
     members, folds, owners, dirs, params = [], [], [], [], []
     for i, cfg in enumerate(cfgs):
         for r in range(cfg.train.repeats):
@@ -113,6 +115,7 @@ def train_trials(cfgs: list[Config], *, launcher: str = "basic",
     outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
                                 on_epoch=on_epoch, checkpoint_dirs=dirs or None, pbt=pbt,
                                 params_paths=params or None, refill=new_members,
+                                pad_to_compiled=pad_to_compiled,
                                 on_left=new_members and on_trial_end and (
                                     lambda k, o: on_trial_end(owners[k], aggregate([o]))),
                                 stopper=None if stopper is None or pbt is not None

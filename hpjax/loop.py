@@ -171,21 +171,24 @@ class _Run:
     def __init__(self, cfgs: list[Config], folds: list[int], launcher: str,
                  checkpoint_dirs: Optional[list[str]],
                  params_paths: Optional[list[Optional[str]]] = None,
-                 refilled: bool = False) -> None:
+                 refilled: bool = False, pad: bool = False) -> None:
         cfg0 = cfgs[0]
         self.launcher = launcher
         self.ds = ds = data_lib.load(cfg0.data, cfg0.task.name == "regression")
         check_fits(cfg0, ds)
         # a refilled slot may take any activation: it stays traced
         self.pop = population.get(cfg0, ds, None if refilled else _fixed_activation(cfgs))
-        self.place = population.Placement.of(population.padded_size(len(cfgs)))
+        # `pad`: a size this program already ran at, when larger (a sweep's smaller last batch)
+        size = population.compiled_size(self.pop, len(cfgs)) if pad else \
+            population.padded_size(len(cfgs))
+        self.place = population.Placement.of(size)
         if self.place.devices > 1:
-            split = (population.padded_size(len(cfgs)), self.place.devices)
+            split = (size, self.place.devices)
             # once per process at INFO: a sweep's every batch would repeat it
             log.log(logging.DEBUG if split in _SPLITS_SHOWN else logging.INFO,
                     "population of %d split over %d devices", *split)
             _SPLITS_SHOWN.add(split)
-        self.inputs = population.stack(cfgs, folds, self.place, own_rows=refilled)
+        self.inputs = population.stack(cfgs, folds, self.place, own_rows=refilled, size=size)
         self.train_data = self.place.shared((ds.x_train, ds.y_train))
         self.val_data = self.place.shared((ds.x_val, ds.y_val))
         dirs = checkpoint_dirs or [None] * len(cfgs)
@@ -353,6 +356,7 @@ class _Run:
         c0, t0 = CompileStats.seconds, time.perf_counter()
         self.states, m = self.pop.epoch(self.states, i.hp, self.place.per_member(active),
                                         i.fold, *self.train_data, i.seeds, i.owner)
+        self.pop.sizes.add(i.size)
         jax.block_until_ready(self.states)
         t1 = time.perf_counter()
         val = self.pop.evaluate(self.states.params, i.hp, i.fold, *self.val_data)
@@ -496,7 +500,8 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
                      pbt: Optional[pbt_lib.PBT] = None,
                      refill: Optional[Callable[[int], list]] = None,
-                     on_left: Optional[Callable[[int, Outcome], None]] = None) -> list[Outcome]:
+                     on_left: Optional[Callable[[int, Outcome], None]] = None,
+                     pad_to_compiled: bool = False) -> list[Outcome]:
     """Trains configs of one signature together; returns one `Outcome` per config, in order.
 
     Args:
@@ -519,6 +524,9 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         the slots of members that ended; their outcomes follow the configs' in the list.
       on_left: with `refill`, called with (member index, outcome) when a member leaves its
         slot to a new member: its outcome is final then.
+      pad_to_compiled: without a stopper, PBT or refill, pad the population to a larger size
+        its program already ran at in this process (`population.compiled_size`: a sweep's
+        smaller last batch), instead of compiling its own size.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
@@ -526,7 +534,10 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
     CompileStats.install()
     compile_s0 = CompileStats.seconds
     run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
-               checkpoint_dirs, params_paths, refilled=refill is not None)
+               checkpoint_dirs, params_paths, refilled=refill is not None,
+               # (a stopper would gather the members into their own size, PBT and refills
+               # use the free slots)
+               pad=pad_to_compiled and refill is None and stopper is None and pbt is None)
     run.explorer = pbt
     start = run.resume()
     for k, member in enumerate(run.members if on_epoch and start > 1 else ()):

@@ -7,7 +7,7 @@ smaller batch reuses the program, and split over the devices where there are sev
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import jax
@@ -37,6 +37,8 @@ class Population:
     spec: trainer.Spec
     take: Callable = None  # (tree_P, idx_Q) -> tree_Q: members gathered into a new population
     predict: Callable = None  # (params_P, hp_P, fold_P, x) -> outputs_P (host metrics)
+    # the population sizes its epoch program ran at in this process (compiled)
+    sizes: set = field(default_factory=set, compare=False, hash=False)
 
 
 def where(mask: jax.Array, new: Any, old: Any) -> Any:
@@ -152,6 +154,21 @@ def padded_size(n: int) -> int:
     return 1 << (n - 1).bit_length()
 
 
+# A smaller population pads to a size already compiled when it is at most this many times its own
+PAD_TO_COMPILED = 4
+
+
+def compiled_size(pop: Population, n: int) -> int:
+    """The size of a population of `n` members: the next power of two, or, when its program
+    has not run at that size but has at a larger one (at most `PAD_TO_COMPILED` times), that
+    size: a sweep's smaller last batch (10,000 = 156 x 64 + 16) reuses the program of the
+    batches before instead of compiling its own, its padding members' results dropped."""
+    size = padded_size(n)
+    if size in pop.sizes:
+        return size
+    return min((s for s in pop.sizes if size < s <= PAD_TO_COMPILED * size), default=size)
+
+
 def distinct_seeds(seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(distinct seeds, padded to a power of two so that their count rarely recompiles; for each
     member the index of its seed in them)."""
@@ -212,11 +229,11 @@ class Stacked:
 
 
 def stack(cfgs: list[Config], folds: list[int], place: Placement,
-          own_rows: bool = False) -> Stacked:
-    """The members' `hparams` stacked along the member axis, padded by repeating the last;
-    `own_rows`: each member draws its randomness from a seed row of its own (members of a
-    refilled population train at different epochs)."""
-    size = padded_size(len(cfgs))
+          own_rows: bool = False, size: Optional[int] = None) -> Stacked:
+    """The members' `hparams` stacked along the member axis, padded by repeating the last to
+    `size` (default: the next power of two); `own_rows`: each member draws its randomness from
+    a seed row of its own (members of a refilled population train at different epochs)."""
+    size = size or padded_size(len(cfgs))
     hp_list = [hparams(c) for c in cfgs]
     hp_list += hp_list[-1:] * (size - len(cfgs))
     hp = jax.tree.map(lambda *xs: np.stack(xs), *hp_list)

@@ -72,6 +72,14 @@ def child_env(env=None):
     return {**os.environ, "HPJAX_COMPILATION_CACHE": CHILD_CACHE, **(env or {})}
 
 
+@pytest.fixture
+def jobs_share_the_cache(monkeypatch):
+    """For a driver in this process whose jobs are processes of their own (submitit, SLURM):
+    they inherit its environment, so they get the run's shared compilation cache. The driver
+    itself trains nothing, so nothing here turns the cache on in this process."""
+    monkeypatch.setenv("HPJAX_COMPILATION_CACHE", CHILD_CACHE)
+
+
 def run_cli(args, cwd, module=False, env=None):
     """Runs `hpjax <args>` (or `python -m hpjax`) in a fresh process; returns CompletedProcess."""
     script = str(Path(sys.executable).parent / "hpjax")

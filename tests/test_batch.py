@@ -78,6 +78,7 @@ def test_a_batch_like_the_sweeps_one_before_logs_its_lines_at_debug(tmp_path, ca
     from hpjax.progress import EpochReport
 
     def one_epoch(cfgs, on_progress, **kw):
+        assert kw["pad_to_compiled"]  # a smaller last batch reuses the batches' program
         on_progress(EpochReport(1, 1, len(cfgs), len(cfgs), "val/accuracy", 0.5, 0))
         raise ConfigError("data", "iris", "stops here")  # every job ends, nothing trains
 

@@ -301,7 +301,8 @@ def slurm():
 
 
 @pytest.mark.xdist_group("slurm")  # the one-node cluster's tests run one after another
-def test_slurms_pre_timeout_signal_checkpoints_and_resubmits_the_job(slurm, tmp_path):
+def test_slurms_pre_timeout_signal_checkpoints_and_resubmits_the_job(slurm, tmp_path,
+                                                                   jobs_share_the_cache):
     sweep_dir = tmp_path / "sweep"
     checkpoints = sweep_dir / "0" / "checkpoints"
 

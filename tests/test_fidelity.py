@@ -268,7 +268,7 @@ def hpjax_status(job_dir):
 
 
 @pytest.mark.usefixtures("unset_version_base")
-def test_a_bracket_runs_as_one_submitit_job(tmp_path):
+def test_a_bracket_runs_as_one_submitit_job(tmp_path, jobs_share_the_cache):
     """With hpjax's submitit launchers (hpjax_slurm; here its local twin) a bracket is one
     submitted job that applies the rule inside its population; the driver tells the study."""
     from optuna.trial import TrialState

@@ -2,6 +2,7 @@
 own `run_job` leaves: the same files, byte for byte, and the same returns."""
 
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from omegaconf._utils import get_omega_conf_dumper
 
 from hydra_plugins.hpjax_launcher import _fast, _impl
@@ -103,3 +105,47 @@ def test_overrides_are_parsed_as_hydra_parses_them(line):
 def test_other_overrides_take_hydras_path(line):
     with pytest.raises(_fast.Ineligible):
         _fast.Overrides(lambda key: False).parse(line)
+
+
+def _log_config(path, disable=False):
+    return OmegaConf.create({
+        "version": 1, "disable_existing_loggers": disable,
+        "formatters": {"simple": {"format": "%(message)s"}},
+        "handlers": {"file": {"class": "logging.FileHandler", "formatter": "simple",
+                              "filename": str(path)}},
+        "root": {"level": "INFO", "handlers": ["file"]}})
+
+
+def test_logging_configs_are_put_back_without_dictconfig_while_nothing_else_changed_them(
+        tmp_path):
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    states = _impl.LoggingStates()
+    sweep, jobs = _log_config(tmp_path / "sweep.log"), _log_config(tmp_path / "job.log")
+    try:
+        states.apply("hydra", sweep, False)
+        first = root.handlers[:]
+        states.apply("jobs", jobs, False)
+        job_handlers = root.handlers[:]
+        root.handlers[0] = logging.FileHandler(tmp_path / "job 2.log")  # a job's own file
+        states.apply("hydra", sweep, False)
+        assert root.handlers == first  # put back: the same handler objects
+        states.apply("jobs", jobs, False)
+        assert root.handlers == job_handlers
+        logging.getLogger("hpjax.test").info("a line")
+        states.apply("hydra", sweep, False)
+        assert (tmp_path / "job.log").read_text() == "a line\n"
+        root.addHandler(logging.NullHandler())  # someone else's change: configured again
+        states.apply("jobs", jobs, False)
+        assert root.handlers != job_handlers and len(root.handlers) == 1
+        states.apply("hydra", sweep, False)
+        disabling = _log_config(tmp_path / "x.log", disable=True)
+        states.apply("x", disabling, False)
+        x = root.handlers[:]
+        states.apply("hydra", sweep, False)
+        states.apply("x", disabling, False)
+        assert root.handlers != x  # a config that disables loggers is applied every time
+    finally:
+        for h in root.handlers:
+            h.close()
+        root.handlers[:], root.level = saved[0], saved[1]

@@ -22,14 +22,25 @@ def test_new_numeric_values_with_the_same_signature_compile_nothing():
     own = ["train.batch_size=48"]
     train_population(sgd_configs([0.1, 0.05, 0.02, 0.01], own), launcher="vmap")
     before = CompileStats.count
-    outcomes = train_population(
-        sgd_configs([0.3, 0.2], [*own, "model.dropout=0.2", "train.seed=5", "activation=tanh"]),
-        launcher="vmap")
-    # 2 members pad to 2, not 4: one new program; a second batch of 2 then compiles nothing
+    two = sgd_configs([0.3, 0.2], [*own, "model.dropout=0.2", "train.seed=5", "activation=tanh"])
+    # a launcher's 2 members pad to the 4 compiled (a sweep's smaller last batch): nothing
+    # compiles, and the padding members' results are dropped
+    padded = train_population(two, launcher="vmap", pad_to_compiled=True)
+    assert CompileStats.count == before
+    # otherwise 2 members pad to 2: one new program; the same numbers (1e-5)
+    outcomes = train_population(two, launcher="vmap")
     first = CompileStats.count
+    assert first > before
+    for a, b in zip(padded, outcomes, strict=True):
+        assert len(a.rows) == len(b.rows) == 4
+        for ra, rb in zip(a.rows, b.rows, strict=True):
+            for k in ("train/loss", "val/loss", "val/accuracy"):
+                assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), k
+        assert a.result.test == pytest.approx(b.result.test, rel=1e-5, abs=1e-6)
+    # a second batch of 2 then compiles nothing (its own size preferred to a padded one)
     train_population(sgd_configs([0.03, 0.04], [*own, "model.dropout=0.4", "activation=tanh"]),
-                     launcher="vmap")
-    assert CompileStats.count == first > before
+                     launcher="vmap", pad_to_compiled=True)
+    assert CompileStats.count == first
     assert all(o.result.status == "ok" for o in outcomes)
 
 

@@ -110,7 +110,7 @@ def test_random_sweep_writes_jobs_summary_and_a_reproducible_best(cli, tmp_path)
     out = cli("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
               "hydra.sweeper.n_trials=8", "hydra.sweeper.batch_size=4",
               "optimizer.lr=tag(log, interval(1e-3, 3e-2))", "model.dropout=interval(0, 0.5)",
-              "activation=choice(relu, tanh, gelu)", "train.batch_size=choice(32, 64, 128)",
+              "activation=choice(relu, tanh, gelu)", "train.batch_size=choice(64, 128)",
               "train.epochs=4", "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     sweep = tmp_path / "sweep"
@@ -120,7 +120,7 @@ def test_random_sweep_writes_jobs_summary_and_a_reproducible_best(cli, tmp_path)
     assert {r["status"] for r in rows} == {"ok"}
     for r in rows:
         assert 1e-3 <= float(r["optimizer.lr"]) <= 3e-2
-        assert r["train.batch_size"] in {"32", "64", "128"}
+        assert r["train.batch_size"] in {"64", "128"}  # static: one program each
         saved = json.loads((sweep / r["trial"] / "result.json").read_text())
         assert float(r["objective"]) == saved["objective"]
     assert len(trials_in(sweep, optuna.trial.TrialState.COMPLETE)) == 8
@@ -202,8 +202,10 @@ def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
     while time.time() < deadline and proc.poll() is None:
         try:
             # read once the driver made the study: a reader opening the database first could
-            # race it (Optuna writes its schema version on opening)
+            # race it (Optuna writes its schema version on opening); the study only once two
+            # trials' results are there (opening it every 50 ms cost 10 s of CPU)
             if "study 'hpjax' in" in log.read_text() and len(
+                    list(sweep.glob("*/result.json"))) >= 2 and len(
                     trials_in(sweep, optuna.trial.TrialState.COMPLETE)) >= 2:
                 break
         except (KeyError, sqlalchemy.exc.OperationalError,

@@ -435,8 +435,9 @@ class FastReturn(JobReturn):
         return OmegaConf.load(os.path.join(self.output_dir, ".hydra", name))
 
 
-def job_return(job: FastJob, status: JobStatus, value: Any, result: Any) -> FastReturn:
-    ret = FastReturn(overrides=list(job.overrides), working_dir=os.getcwd(),
+def job_return(job: FastJob, status: JobStatus, value: Any, result: Any,
+               cwd: Optional[str] = None) -> FastReturn:
+    ret = FastReturn(overrides=list(job.overrides), working_dir=cwd or os.getcwd(),
                      task_name=job.template.task_name, status=status, _return_value=value)
     ret.output_dir, ret.result = job.output_dir, result
     return ret

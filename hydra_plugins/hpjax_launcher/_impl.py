@@ -22,7 +22,7 @@ from hydra.core.utils import (
     setup_globals,
 )
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import hpjax
 from hpjax.results import background_writes
@@ -63,6 +63,46 @@ def _off_console(end: Any) -> Any:
     return task
 
 
+class LoggingStates:
+    """Hydra's logging configs (the sweep's, the jobs' of a template) applied by `configure_log`
+    the first time, and after that by putting back the root logger's handlers and level it set,
+    while nothing but the jobs' log files (`_fast.JobLogFiles`) changed them since: a batch
+    switches three times (`logging.config.dictConfig`: milliseconds each)."""
+
+    def __init__(self) -> None:
+        self._states: dict = {}  # key -> (root handlers, level) that configure_log left
+        self._left: Optional[tuple] = None  # (handlers, level) as `apply` last left the root
+
+    def apply(self, key: Any, log_config: Any, verbose: Any) -> None:
+        root = logging.getLogger()
+        state = self._states.get(key)
+        if state is not None and self._unchanged(root):
+            kept = {id(h) for s in self._states.values() for h in s[0]}
+            for h in root.handlers:  # a job's own log file (JobLogFiles moved it there)
+                if id(h) not in kept:
+                    h.close()
+            root.handlers[:] = state[0]
+            root.setLevel(state[1])
+        else:
+            configure_log(log_config, verbose)
+            state = (tuple(root.handlers), root.level)
+            # Not kept: a config that disables other loggers or sets levels (dictConfig does it
+            # again each time), or a file not opened to append to (the next dictConfig closes
+            # it; put back, it would open again where it was).
+            if not verbose and log_config is not None and OmegaConf.select(
+                    log_config, "disable_existing_loggers", default=True) is False and all(
+                    h.mode == "a" for h in state[0] if isinstance(h, logging.FileHandler)):
+                self._states[key] = state
+        self._left = state
+
+    def _unchanged(self, root: logging.Logger) -> bool:
+        if self._left is None or root.level != self._left[1] or len(
+                root.handlers) != len(self._left[0]):
+            return False
+        return all(a is b or isinstance(a, logging.FileHandler) and isinstance(
+            b, logging.FileHandler) for a, b in zip(root.handlers, self._left[0], strict=True))
+
+
 class VmapLauncherImpl:
     in_process = True  # trains in the sweeper's process: stoppers may report to the study live
     def __init__(self, max_population: int, memory_budget_mb: Optional[int]) -> None:
@@ -82,6 +122,7 @@ class VmapLauncherImpl:
         self.on_return: Any = None
         self._templates: Optional[_fast.Templates] = None
         self._file_only = _FileOnly()
+        self._logging = LoggingStates()
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -102,7 +143,7 @@ class VmapLauncherImpl:
 
     def _start(self) -> None:
         setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        self._logging.apply("hydra", self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
     def _compose(self, index: int, overrides: list) -> DictConfig:
@@ -207,17 +248,18 @@ class VmapLauncherImpl:
         jobs = [hpjax.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
         returns: dict[int, JobReturn] = {}
         logs: list = []  # the jobs' log files, set up at the first job that ends
+        cwd = os.getcwd()  # every job's working_dir (the jobs do not change directory)
 
         def written(writer: Any) -> None:  # a job whose files failed to write fails
             for i, error in writer.flush().items():
-                returns[i] = _fast.job_return(fast[i], JobStatus.FAILED, error, None)
+                returns[i] = _fast.job_return(fast[i], JobStatus.FAILED, error, None, cwd)
 
         def end_jobs(ended: dict) -> None:
             for i, end in sorted(ended.items()):
                 if not logs:
                     logs.append(self._job_logging(fast[i], writer))
                 writer.tag = i
-                returns[i] = self._end_fast(fast[i], end, logs[0], writer)
+                returns[i] = self._end_fast(fast[i], end, logs[0], writer, cwd)
             writer.tag = None
             if self.on_return is not None:
                 written(writer)
@@ -237,7 +279,8 @@ class VmapLauncherImpl:
             for h in logging.root.handlers:
                 h.removeFilter(self._file_only)
             if logs:
-                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                self._logging.apply("hydra", self.config.hydra.hydra_logging,
+                                    self.config.hydra.verbose)
         return [returns[i] for i in range(len(fast))]
 
     def _job_logging(self, job: "_fast.FastJob", writer: Any) -> "_fast.JobLogFiles":
@@ -254,7 +297,8 @@ class VmapLauncherImpl:
             template.hydra_config = HydraConfig.instance().cfg
         HydraConfig.instance().cfg = template.hydra_config
         try:
-            configure_log(config.hydra.job_logging, config.hydra.verbose)
+            self._logging.apply(("jobs", id(template)), config.hydra.job_logging,
+                                config.hydra.verbose)
         finally:
             HydraConfig.instance().cfg = saved
         for h in logging.root.handlers:  # the jobs' INFO lines go to their files only
@@ -263,7 +307,7 @@ class VmapLauncherImpl:
         return _fast.JobLogFiles(first, writer)
 
     def _end_fast(self, job: "_fast.FastJob", end: Any, logs: "_fast.JobLogFiles",
-                  writer: Any = None) -> JobReturn:
+                  writer: Any = None, cwd: Optional[str] = None) -> JobReturn:
         """What run_job does for a job, with its files from the template (written by `writer`
         where there is one)."""
         _fast.write_hydra_files(job, job.template.output_subdir, writer)  # and the directory
@@ -274,4 +318,4 @@ class VmapLauncherImpl:
         except Exception as e:  # as run_job: the job fails, the sweep goes on
             value, status = e, JobStatus.FAILED
         ok = end.crash is None and end.error is None and end.outcome is not None
-        return _fast.job_return(job, status, value, end.outcome.result if ok else None)
+        return _fast.job_return(job, status, value, end.outcome.result if ok else None, cwd)
