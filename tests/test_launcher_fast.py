@@ -120,6 +120,8 @@ def test_logging_configs_are_put_back_without_dictconfig_while_nothing_else_chan
         tmp_path):
     root = logging.getLogger()
     saved = root.handlers[:], root.level
+    loggers = [x for x in logging.Logger.manager.loggerDict.values()
+               if isinstance(x, logging.Logger) and not x.disabled]
     states = _impl.LoggingStates()
     sweep, jobs = _log_config(tmp_path / "sweep.log"), _log_config(tmp_path / "job.log")
     try:
@@ -148,4 +150,7 @@ def test_logging_configs_are_put_back_without_dictconfig_while_nothing_else_chan
     finally:
         for h in root.handlers:
             h.close()
-        root.handlers[:], root.level = saved[0], saved[1]
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for x in loggers:  # disable_existing_loggers disabled them
+            x.disabled = False
