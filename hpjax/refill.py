@@ -103,7 +103,7 @@ def train(run, refill: Callable[[int], list[NewMember]], start: int, *,  # noqa:
     smaller as its members end. `on_left(member index, outcome)`: a member that left its slot
     to a new one, its result final (its compile time: its share so far)."""
     from hpjax.compile import CompileStats
-    from hpjax.loop import _epoch_report
+    from hpjax.member import epoch_report
 
     epoch, exhausted = start - 1, False
     while True:
@@ -130,7 +130,7 @@ def train(run, refill: Callable[[int], list[NewMember]], start: int, *,  # noqa:
             if member.active and epoch - member.offset >= member.cfg.train.epochs:
                 member.active = False
         if on_progress is not None:
-            on_progress(_epoch_report(epoch, run.members))
+            on_progress(epoch_report(epoch, run.members))
         stop = signals.requested() is not None
         run.save(epoch, now=stop)
         signals.check()
