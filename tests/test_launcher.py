@@ -27,7 +27,8 @@ class TestVmapLauncherIntegration(IntegrationTestSuite):
     pass
 
 
-GRID = ["optimizer.lr=1e-3,3e-3,1e-2,3e-2", "model.dropout=0,0.3", "train.seed=0,1",
+# 8 trials (the basic launcher trains them one by one); seed 1 holds the grid's worst case
+GRID = ["optimizer.lr=1e-3,3e-3,1e-2,3e-2", "model.dropout=0,0.3", "train.seed=1",
         "activation=relu", "train.epochs=5", "train.early_stopping.patience=3"]
 
 
@@ -35,8 +36,8 @@ def test_vmap_and_basic_launchers_give_the_same_trials(cli, tmp_path):
     for launcher in ("basic", "vmap"):
         out = cli("-m", f"hydra/launcher={launcher}", *GRID, f"hydra.sweep.dir={launcher}")
         assert out.returncode == 0, out.stderr
-    assert "Launching 16 jobs as 1 population" in out.stdout + out.stderr
-    for i in range(16):
+    assert "Launching 8 jobs as 1 population" in out.stdout + out.stderr
+    for i in range(8):
         a, b = (json.loads((tmp_path / d / str(i) / "result.json").read_text())
                 for d in ("basic", "vmap"))
         assert (a["launcher"], b["launcher"]) == ("basic", "vmap")
@@ -44,14 +45,15 @@ def test_vmap_and_basic_launchers_give_the_same_trials(cli, tmp_path):
         assert a["epochs_run"] == b["epochs_run"]
         rows = [[json.loads(line) for line in (tmp_path / d / str(i) / "metrics.jsonl").open()]
                 for d in ("basic", "vmap")]
-        # Measured: batched and single matrix products round differently (1e-7). At lr <= 1e-2
-        # that stays: losses differ by at most 6.5e-6 (1e-5 is the bound), accuracies and best
-        # epochs not at all. Adam at lr=3e-2 amplifies it: in one trial of the four (dropout 0.3,
-        # seed 1) the difference grew from 1e-7 after epoch 1 to 2e-2 in val/loss by epoch 4,
-        # its val/accuracy moved by one sample, and its best epoch (the first of the best
-        # accuracy) from 2 to 5 in one run. Those trials are held to what a sweep sees: the same
-        # status, the objective within two validation samples.
-        tight = i < 12  # the grid's trials with lr <= 1e-2
+        # Measured on this grid with seeds 0 and 1 (16 trials): batched and single matrix
+        # products round differently (1e-7). At lr <= 1e-2 that stays: losses differ by at most
+        # 6.5e-6 (1e-5 is the bound), accuracies and best epochs not at all. Adam at lr=3e-2
+        # amplifies it: in one trial of the four (dropout 0.3, seed 1) the difference grew from
+        # 1e-7 after epoch 1 to 2e-2 in val/loss by epoch 4, its val/accuracy moved by one
+        # sample, and its best epoch (the first of the best accuracy) from 2 to 5 in one run.
+        # Those trials are held to what a sweep sees: the same status, the objective within two
+        # validation samples.
+        tight = i < 6  # the grid's trials with lr <= 1e-2
         for ra, rb in zip(*rows, strict=True):
             assert ra["lr"] == pytest.approx(rb["lr"], rel=1e-6)
             if tight:
