@@ -57,4 +57,26 @@ assert [r["status"] for r in rows] == ["ok", "ok"], rows
 assert (out / "sweep" / "best.yaml").is_file()
 print(f"check_floors: the lowest versions train, checkpoint and sweep "
       f"(val/accuracy {result['objective']:.3f}; sweep trials {[r['trial'] for r in rows]})")
+
+# hpjax's TPE (its window over Optuna's TPE internals) past its window, asked in bulk
+import warnings
+
+warnings.simplefilter("ignore")  # (Optuna calls multivariate TPE experimental)
+import optuna
+from hydra_plugins.hpjax_sweeper import _bulk
+from hydra_plugins.hpjax_sweeper._window import WindowedTPESampler
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+         "act": optuna.distributions.CategoricalDistribution(["relu", "tanh"])}
+study = optuna.create_study(storage=f"sqlite:///{out / 'tpe.db'}", direction="maximize",
+                            sampler=WindowedTPESampler(seed=0, multivariate=True,
+                                                       constant_liar=True, n_startup_trials=4,
+                                                       max_observations=8))
+for _ in range(3):
+    trials = _bulk.ask(study, 6, lambda s: s.ask(space), lambda n: {}, heartbeat=False)
+    _bulk.tell(study, [_bulk.Outcome(t._trial_id, optuna.trial.TrialState.COMPLETE,
+                                     [-abs(t.params["lr"] - 0.01)]) for t in trials])
+assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 18
+print("check_floors: hpjax's TPE and bulk asks work on these versions")
 EOF

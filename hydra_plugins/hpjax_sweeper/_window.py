@@ -75,9 +75,10 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         return super()._sample(_CachedWindow(study, self._max_observations, self._windows),
                                trial, search_space)
 
-    def _get_internal_repr(self, trials: list, search_space: dict, study: Any) -> dict:
+    def _get_internal_repr(self, trials: list, search_space: dict, study: Any = None) -> dict:
         """Optuna's, with each finished trial's row computed once (an ask sees the same window
-        of trials as the last, plus a few: each row was converted again at every ask)."""
+        of trials as the last, plus a few: each row was converted again at every ask). (Optuna
+        before 5 passes no study, and its `_get_params` takes none.)"""
         rows_of = self._rows.setdefault(tuple(search_space.items()), {})
         if len(rows_of) > 4 * self._max_observations:
             rows_of.clear()
@@ -85,7 +86,7 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         for t in trials:
             row = rows_of.get(t.number)
             if row is None:
-                params = self._get_params(t, study)
+                params = self._get_params(t) if study is None else self._get_params(t, study)
                 row = (tuple(d.to_internal_repr(params[n]) for n, d in search_space.items())
                        if search_space.keys() <= params.keys() else ())
                 if t.state.is_finished():
