@@ -83,11 +83,20 @@ def clear(directory: str) -> None:
         shutil.rmtree(directory)
 
 
-def common_epoch(directories: list[str]) -> Optional[int]:
-    """The latest epoch every member saved, or None when one of them has none."""
-    saved = [set(all_epochs(d)) if Path(d).is_dir() else set() for d in directories]
-    common = set.intersection(*saved) if saved else set()
-    return max(common) if common else None
+def resume_epoch(dirs: list[str]) -> tuple[Optional[int], list[Optional[int]]]:
+    """The latest epoch every member saved, or after which it had left the population (a
+    bracket's pruned members leave it); and for each member the epoch to restore it from."""
+    saved = [set(all_epochs(d)) if os.path.isdir(d) else set() for d in dirs]
+    if not all(saved):
+        return None, []
+    left = [max(s) if restore_meta(d, max(s)).get("left") else None
+            for d, s in zip(dirs, saved, strict=True)]
+    for epoch in sorted(set.union(*saved), reverse=True):
+        at = [epoch if epoch in s else (g if g is not None and g <= epoch else None)
+              for s, g in zip(saved, left, strict=True)]
+        if all(a is not None for a in at):
+            return epoch, at
+    return None, []
 
 
 PARAMS_FILE = "params.msgpack"  # in a job directory: the best epoch's variables (save_params)

@@ -10,7 +10,6 @@ config. With checkpoints, a population continues from the latest epoch all its m
 import dataclasses
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from typing import Any, Optional
@@ -324,27 +323,11 @@ def _member(tree: Any, k: int) -> Any:
     return jax.tree.map(lambda a: a[k], tree)
 
 
-def _resume_epoch(dirs: list[str]) -> tuple[Optional[int], list[Optional[int]]]:
-    """The latest epoch every member saved, or after which it had left the population (a
-    bracket's pruned members leave it); and for each member the epoch to restore it from."""
-    saved = [set(checkpoint.all_epochs(d)) if os.path.isdir(d) else set() for d in dirs]
-    if not all(saved):
-        return None, []
-    left = [max(s) if checkpoint.restore_meta(d, max(s)).get("left") else None
-            for d, s in zip(dirs, saved, strict=True)]
-    for epoch in sorted(set.union(*saved), reverse=True):
-        at = [epoch if epoch in s else (g if g is not None and g <= epoch else None)
-              for s, g in zip(saved, left, strict=True)]
-        if all(a is not None for a in at):
-            return epoch, at
-    return None, []
-
-
 def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
     """Restores every member from their latest common checkpoint (a member that had left the
     population, from its last one); returns its epoch, or None when a member has none, or one
     was saved by another config (the run then starts anew)."""
-    epoch, at = _resume_epoch(dirs)
+    epoch, at = checkpoint.resume_epoch(dirs)
     if epoch is None:
         return None
     like = _member((run.states, run.best_params), 0)

@@ -252,7 +252,7 @@ class HpjaxSweeperImpl(Sweeper):
         """`n` new trials, with their job directories and first heartbeats (a worker killed
         after this leaves them stale, to be run again), written at once."""
         job_dir = self._job_dir(sweep_dir)
-        attrs = (lambda n: {"job_dir": str(job_dir(n))}) if job_dir else (lambda n: {})
+        attrs = (lambda number: {"job_dir": str(job_dir(number))}) if job_dir else (lambda _: {})
         if n > 0 and _bulk.applies(study):
             trials = _bulk.ask(study, n, lambda s: space.ask(s, distributions), attrs,
                                heartbeat=_faults._optuna_heartbeats(study))
