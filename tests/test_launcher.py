@@ -87,7 +87,8 @@ def test_mixed_batch_runs_as_one_population_per_signature(cli, tmp_path):
     ["optimizer.lr=0.01", "activation=relu"],
     ["optimizer=momentum", "optimizer.lr=0.02", "optimizer.momentum=0.5", "activation=tanh"],
     ["optimizer.lr=0.03", "optimizer=sgd", "data=iris", "model.width=[16,32]"],
-    ["+train.note=x", "objective.metric='val/loss'", "train.seed=3", "search=tpe"],
+    ["+train.note=x", "objective.metric='val/loss'", "objective.mode=min", "train.seed=3",
+     "search=tpe"],
     ["model.dropout=0.25", "train.early_stopping.patience=null", "schedule=step"],
 ])
 def test_fast_sweep_configs_equal_hydras_own(overrides, tmp_path):

@@ -76,6 +76,15 @@ def test_an_unknown_or_misdirected_host_metric_stops_before_training():
         compose_config(["task=regression", "data=diabetes", "objective.metric=val/max_error"])
     with pytest.raises(ConfigError, match="is not a metric of task=regression"):
         compose_config(["task=regression", "objective.metric=val/f1_macro"])
+    # the epochs' own metrics too: a loss is better lower (the default mode is max)
+    with pytest.raises(ConfigError, match=r"^objective\.mode='max': val/loss is better when "
+                       r"lower: set objective\.mode=min$"):
+        compose_config(["objective.metric=val/loss"])
+    with pytest.raises(ConfigError, match=r"^objective\.mode='min': val/r2 is better when "
+                       r"higher: set objective\.mode=max$"):
+        compose_config(["task=regression", "data=diabetes", "objective.mode=min"])
+    cfg = compose_config(["objective.metric=val/loss", "objective.mode=min"])
+    assert (cfg.objective.metric, cfg.objective.mode) == ("val/loss", "min")
     from hpjax.jobs import train_trials
 
     with pytest.raises(ConfigError, match=r"^objective\.metric='val/f1_macro': is a host metric, "

@@ -11,7 +11,7 @@ from hpjax.config._schema import ConfigError, Schema, choices, groups, per_membe
 from hpjax.config.model import ActivationConfig
 from hpjax.config.optim import OptimizerConfig, ScheduleConfig
 from hpjax.config.target import TARGET, target_config
-from hpjax.config.task import TaskConfig
+from hpjax.config.task import EPOCH_METRIC_MODES, TaskConfig
 
 METRICS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy", "val/mse", "val/mae",
            "val/r2", "train/mae")
@@ -164,13 +164,13 @@ def to_config(cfg: DictConfig) -> Config:
         if metric not in allowed:
             raise ConfigError(key, metric, f"is not a metric of task={obj.task.name}: one of "
                               f"{', '.join(allowed)}")
-    host_metric = host_metrics.BY_TASK[obj.task.name].get(obj.objective.metric[len("val/"):])
-    if obj.objective.metric.startswith("val/") and host_metric and (
-            host_metric.mode != obj.objective.mode):
+    name = obj.objective.metric.split("/", 1)[-1]
+    host_metric = host_metrics.BY_TASK[obj.task.name].get(name)
+    mode = host_metric.mode if host_metric else EPOCH_METRIC_MODES.get(name)
+    if mode is not None and mode != obj.objective.mode:
         raise ConfigError("objective.mode", obj.objective.mode,
                           f"{obj.objective.metric} is better when "
-                          f"{'higher' if host_metric.mode == 'max' else 'lower'}: set "
-                          f"objective.mode={host_metric.mode}")
+                          f"{'higher' if mode == 'max' else 'lower'}: set objective.mode={mode}")
     unknown = _unknown_keys(cfg, obj)
     if unknown:
         raise ConfigError(unknown[0], OmegaConf.select(cfg, unknown[0]),

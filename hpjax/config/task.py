@@ -46,6 +46,8 @@ class TaskConfig(Schema):
 
 # what a classification task (softmax or sigmoid) reports each epoch
 ACCURACY_METRICS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy")
+# which way each epoch metric is better (an objective the other way is a mistake)
+EPOCH_METRIC_MODES = {"loss": "min", "mse": "min", "mae": "min", "accuracy": "max", "r2": "max"}
 
 
 @dataclass
