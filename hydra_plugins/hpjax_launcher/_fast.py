@@ -441,16 +441,3 @@ def job_return(job: FastJob, status: JobStatus, value: Any, result: Any,
                      task_name=job.template.task_name, status=status, _return_value=value)
     ret.output_dir, ret.result = job.output_dir, result
     return ret
-
-
-def wants_jobs(callbacks: Any) -> bool:
-    """Whether a callback has its own `on_job_start`/`on_job_end` (they need each job's
-    composed config) and has not said it ignores this sweep's jobs (`wants_jobs = False`)."""
-    from hydra.experimental.callback import Callback
-
-    for c in getattr(callbacks, "callbacks", ()):
-        own = any(getattr(type(c), name, None) is not getattr(Callback, name)
-                  for name in ("on_job_start", "on_job_end"))
-        if own and getattr(c, "wants_jobs", True):
-            return True
-    return False

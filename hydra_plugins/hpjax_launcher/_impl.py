@@ -229,7 +229,7 @@ class VmapLauncherImpl:
     def _fast_jobs(self, indexed: list[tuple[int, list]]) -> Optional[list]:
         """The batch's jobs composed from templates; None where Hydra's path must run them (a
         batch that logs each job on the terminal, up to PER_TRIAL_LINES jobs, runs Hydra's)."""
-        if len(indexed) <= PER_TRIAL_LINES or self.refill is not None or _fast.wants_jobs(
+        if len(indexed) <= PER_TRIAL_LINES or self.refill is not None or wants_jobs(
                 self.hydra_context.callbacks):
             return None
         if self._templates is None:
@@ -319,3 +319,16 @@ class VmapLauncherImpl:
             value, status = e, JobStatus.FAILED
         ok = end.crash is None and end.error is None and end.outcome is not None
         return _fast.job_return(job, status, value, end.outcome.result if ok else None, cwd)
+
+
+def wants_jobs(callbacks: Any) -> bool:
+    """Whether a callback has its own `on_job_start`/`on_job_end` (they need each job's
+    composed config) and has not said it ignores this sweep's jobs (`wants_jobs = False`)."""
+    from hydra.experimental.callback import Callback
+
+    for c in getattr(callbacks, "callbacks", ()):
+        own = any(getattr(type(c), name, None) is not getattr(Callback, name)
+                  for name in ("on_job_start", "on_job_end"))
+        if own and getattr(c, "wants_jobs", True):
+            return True
+    return False
