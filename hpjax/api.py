@@ -133,12 +133,12 @@ def train(overrides: Sequence[str] = (), output_dir: Optional[str] = None, *,
     Raises:
       ConfigError: a bad value or data that does not fit (before anything trains).
     """
-    from hpjax.jobs import run
+    from hpjax.engine.jobs import run
     from hpjax.results import Result
 
     cfg = compose(overrides, config_dir, config_name)
     if output_dir is None:
-        from hpjax.compile import enable_compilation_cache
+        from hpjax.engine.compile import enable_compilation_cache
 
         enable_compilation_cache()
         return run(cfg)
@@ -260,7 +260,7 @@ class Trained:
 
     def apply(self, x: Any) -> Any:
         """The model's outputs (logits) for inputs prepared as the splits are."""
-        from hpjax import trainer
+        from hpjax.engine import trainer
 
         return trainer.forward(self.spec, self.hp, self.variables, x)[0]
 
@@ -284,7 +284,7 @@ class Trained:
         exactly (a trial trained in a population: up to float rounding)."""
         import jax
 
-        from hpjax import population
+        from hpjax.engine import population
 
         pop = population.get(self.config, self.data)
         place = population.Placement.of(1)
@@ -305,10 +305,11 @@ def load(job_dir: str, member: int = 0) -> Trained:
     Raises:
       FileNotFoundError: the job kept no parameters.
     """
-    from hpjax import checkpoint, trainer
     from hpjax import data as data_lib
-    from hpjax.hparams import hparams, static
-    from hpjax.jobs import members_per_trial, orbax_params_dir, params_path
+    from hpjax.engine import checkpoint, trainer
+    from hpjax.engine.hparams import hparams, static
+    from hpjax.engine.jobs import members_per_trial, orbax_params_dir, params_path
+    from hpjax.engine.model import build as build_model
     from hpjax.results import Result
 
     cfg = job_config(job_dir)
@@ -329,7 +330,7 @@ def load(job_dir: str, member: int = 0) -> Trained:
         ds = dataclasses.replace(ds, folds=0, **{f: getattr(ds, f)[fold] for f in (
             "x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
     k = trainer.outputs(cfg, ds.num_classes)
-    spec = trainer.Spec(static(cfg), cfg.model.module(k), ds.input_shape, ds.n_train, None,
+    spec = trainer.Spec(static(cfg), build_model(cfg.model, k), ds.input_shape, ds.n_train, None,
                         ds.y_scale, k)
     hp = hparams(cfg)
     module = spec.model.build(trainer._model_hp(spec, hp))

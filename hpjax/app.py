@@ -1,6 +1,6 @@
 """The `hpjax` command: a Hydra app that validates the composed config and trains it.
 
-This file is intentionally kept short: the work happens in `hpjax.jobs`.
+This file is intentionally kept short: the work happens in `hpjax.engine.jobs`.
 """
 
 import logging
@@ -16,7 +16,7 @@ from hpjax.cli import CONF_DIR, register, sweep_argv
 
 if TYPE_CHECKING:
     from hpjax.config import Config
-    from hpjax.jobs import JobEnd
+    from hpjax.engine.jobs import JobEnd
 
 log = logging.getLogger("hpjax")
 
@@ -36,7 +36,7 @@ def train_task(dict_cfg: DictConfig) -> float:
         if not multirun:
             print(f"hpjax: error: {e}", file=sys.stderr)
             sys.exit(2)
-        from hpjax.jobs import JobEnd
+        from hpjax.engine.jobs import JobEnd
 
         end = JobEnd(error=e)  # in a sweep the trial fails and the others go on
     value = end(dict_cfg)
@@ -46,8 +46,8 @@ def train_task(dict_cfg: DictConfig) -> float:
 
 def _train(cfg: "Config", output_dir: str, launcher: str) -> "JobEnd":
     """Trains a validated config; JAX is imported here, so a bad value fails without it."""
-    from hpjax.compile import enable_compilation_cache
-    from hpjax.jobs import train_one
+    from hpjax.engine.compile import enable_compilation_cache
+    from hpjax.engine.jobs import train_one
 
     enable_compilation_cache()
     return train_one(cfg, output_dir, launcher)

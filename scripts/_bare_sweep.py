@@ -10,10 +10,11 @@ import jax.numpy as jnp
 from hydra import compose, initialize_config_dir
 
 from hpjax import data as data_lib
-from hpjax import trainer
 from hpjax.cli import CONF_DIR, register
 from hpjax.config import ACTIVATIONS, to_config
-from hpjax.hparams import hparams, static
+from hpjax.engine import trainer
+from hpjax.engine.hparams import hparams, static
+from hpjax.engine.model import build as build_model
 
 EPOCHS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
 
@@ -25,7 +26,7 @@ with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         (1e-4, 3e-4, 1e-3, 3e-3), (0, 0.1, 0.3, 0.5), (0, 1))]
 ds = data_lib.load(cfgs[0].data)
 # Every trial uses relu: a hand-written script compiles just that one activation.
-spec = trainer.Spec(static(cfgs[0]), cfgs[0].model.module(ds.num_classes), ds.input_shape,
+spec = trainer.Spec(static(cfgs[0]), build_model(cfgs[0].model, ds.num_classes), ds.input_shape,
                     ds.n_train, activation=ACTIVATIONS.index("relu"))
 hp = jax.tree.map(lambda *xs: jnp.stack(xs), *[hparams(c) for c in cfgs])
 x, y, xv, yv = map(jnp.asarray, (ds.x_train, ds.y_train, ds.x_val, ds.y_val))

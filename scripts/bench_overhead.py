@@ -4,7 +4,7 @@ Sweeps of a tiny model (`data=iris train.epochs=1`, batches and populations of 6
 and 10,000 trials, for Hydra's basic sweeper (a grid over `train.seed`) and hpjax's sweeper (random
 and TPE over learning rate, dropout and activation, one compile), each in a process of its own
 (`hpjax -m ...` as a user runs it, its log in a file). Each prints the whole process's wall time,
-the sweep's, the training time (compile + device: `hpjax.loop.train_population`), and the host's
+the sweep's, the training time (compile + device: `hpjax.engine.loop.train_population`), and the host's
 milliseconds per trial split by stage (each stage's own time, the stages it calls excluded):
 
 - study: asking and telling Optuna (the hpjax sweeper's study work, counting trials included),
@@ -92,8 +92,8 @@ def _instrument() -> None:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra.plugins.sweeper import Sweeper
 
-    import hpjax.jobs
-    import hpjax.loop
+    import hpjax.engine.jobs
+    import hpjax.engine.loop
     import hpjax.report
     import hpjax.results
     from hydra_plugins.hpjax_launcher import _compose
@@ -118,7 +118,7 @@ def _instrument() -> None:
     _patch(launcher.VmapLauncherImpl, "_compose", "compose")
     _patch(hydra_utils, "_save_config", "job files")
     _patch(hpjax.results.Result, "write", "job files")
-    for module in (hpjax.results, hpjax.jobs):
+    for module in (hpjax.results, hpjax.engine.jobs):
         _patch(module, "write_metrics", "job files")
     try:  # the vmap launcher's templated jobs
         from hydra_plugins.hpjax_launcher import _fast
@@ -138,9 +138,9 @@ def _instrument() -> None:
     _patch(launcher, "run_job", "run_job")
     _patch(launcher.VmapLauncherImpl, "launch", "launcher")
     _patch(hpjax.report, "report", "report")
-    for module in (hpjax.loop, hpjax.jobs):
+    for module in (hpjax.engine.loop, hpjax.engine.jobs):
         _patch(module, "train_population", "training")
-    _patch(hpjax.loop._Run, "save_params", "params")
+    _patch(hpjax.engine.loop._Run, "save_params", "params")
     _patch(sweeper.HpjaxSweeperImpl, "sweep", "sweep")
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     _patch(BasicSweeper, "sweep", "sweep")

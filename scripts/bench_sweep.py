@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hpjax.compile import use_cpu_cores
+from hpjax.engine.compile import use_cpu_cores
 
 use_cpu_cores()  # as the `hpjax` command does: one JAX device per core (HPJAX_CPU_DEVICES=1: one)
 
@@ -123,9 +123,9 @@ def main() -> None:
     from hydra import compose, initialize_config_dir
 
     from hpjax.cli import CONF_DIR, register
-    from hpjax.compile import CompileStats
     from hpjax.config import to_config
-    from hpjax.loop import train_population
+    from hpjax.engine.compile import CompileStats
+    from hpjax.engine.loop import train_population
 
     register()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):

@@ -16,11 +16,12 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from hpjax import data as data_lib
-from hpjax import trainer
 from hpjax.cli import CONF_DIR, register
-from hpjax.compile import CompileStats
 from hpjax.config import to_config
-from hpjax.hparams import hparams, static
+from hpjax.engine import trainer
+from hpjax.engine.compile import CompileStats
+from hpjax.engine.hparams import hparams, static
+from hpjax.engine.model import build as build_model
 
 
 def best_of(fn, repeats):
@@ -37,7 +38,7 @@ def main(overrides):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = to_config(compose("config", overrides=overrides))
     ds = data_lib.load(cfg.data)
-    spec = trainer.Spec(static(cfg), cfg.model.module(ds.num_classes), ds.input_shape,
+    spec = trainer.Spec(static(cfg), build_model(cfg.model, ds.num_classes), ds.input_shape,
                         ds.n_train)
 
     @jax.jit

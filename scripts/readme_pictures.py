@@ -1,5 +1,5 @@
 """The README's pictures from a real sweep: report.html, TensorBoard's HParams view and
-optuna-dashboard, each opened in Debian's Chromium by `hpjax.html_report.browse` (the function the
+optuna-dashboard, each opened in Debian's Chromium by `hpjax.report.html.browse` (the function the
 browser test uses).
 
     python scripts/readme_pictures.py                 # a 32-trial qmc sweep on digits, ~1 min
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from hpjax.html_report import browse, write_report
+from hpjax.report.html import browse, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ["search=qmc", "logger=tensorboard"]

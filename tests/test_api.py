@@ -66,9 +66,9 @@ def test_a_64_member_populations_params_are_its_best_and_load_predicts_as_it_did
     import numpy as np
     import orbax.checkpoint as ocp
     from flax.serialization import msgpack_restore
+    from test_launcher import multirun
 
-    from hpjax import loop
-    from tests.test_launcher import multirun
+    from hpjax.engine import loop
 
     seen = {}
     save = loop._Run.save_params

@@ -129,7 +129,7 @@ def test_persistent_compilation_cache_is_reused_by_a_new_process(cli, tmp_path, 
     # off: JAX's cache stays off (checked in this process: a third `hpjax` cost 7 s of CPU)
     import jax
 
-    from hpjax.compile import enable_compilation_cache
+    from hpjax.engine.compile import enable_compilation_cache
 
     before = jax.config.jax_compilation_cache_dir
     for off in ("off", "0", "", "None"):

@@ -21,9 +21,10 @@ from optuna.distributions import FloatDistribution
 from test_launcher import multirun
 
 from conftest import child_env, compose_config, sgd_configs
-from hpjax import batch, results
+from hpjax import results
 from hpjax.cli import CONF_DIR, sweep_argv
-from hpjax.progress import SweepProgress
+from hpjax.engine import batch
+from hpjax.engine.progress import SweepProgress
 from hpjax.report import report
 from hydra_plugins.hpjax_sweeper import _faults, _space, _storage
 from hydra_plugins.hpjax_sweeper._search import parse
@@ -145,7 +146,7 @@ def test_the_default_grid_joins_only_a_bare_multirun(tmp_path, caplog):
     cfg = compose_config(["train.epochs=5"], validate=False, return_hydra_config=True)
     assert dict(cfg.hydra.sweeper.params) == {"optimizer.lr": "1e-3,3e-3,1e-2",
                                               "activation": "relu,tanh,gelu"}
-    from hpjax.report import grid_space
+    from hpjax.report.summary import grid_space
 
     assert "activation    relu,tanh,gelu  [default grid (conf/search/default.yaml)]" in \
         grid_space(cfg)
@@ -222,7 +223,7 @@ def test_installs_declare_what_they_use_and_start_off_linux(monkeypatch):
     assert all(">=" in d for d in meta["dependencies"])  # each has a floor to install
     plugins = Path(__file__).parents[1] / "hydra_plugins"
     assert not [p for p in plugins.rglob("*.py") if "import fcntl" in p.read_text()]
-    from hpjax import compile as compile_lib
+    from hpjax.engine import compile as compile_lib
 
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # as on macOS
     assert compile_lib.usable_cores() == os.cpu_count()

@@ -3,7 +3,7 @@
 Every YAML file under `conf/<group>/` extends one of these schemas (`defaults: [base_adam]`), so
 Hydra rejects unknown keys and wrong types on merge. Value checks live in `__post_init__` and run
 once, when `to_config` turns the composed DictConfig into these objects. Each field is traced,
-per member, or static (see `hpjax.config._schema` and `hpjax.hparams`).
+per member, or static (see `hpjax.config._schema` and `hpjax.engine.hparams`).
 """
 
 from hpjax.config._schema import (

@@ -169,11 +169,6 @@ class Mnist1dDataConfig(DataConfig, choice="mnist1d"):
         self._check_name()
         self._check("n_samples", self.n_samples >= 100, "must be an integer >= 100")
 
-    def arrays(self) -> dict:
-        from hpjax.data import load_mnist1d
-
-        return load_mnist1d(self)
-
 
 @dataclass
 class _FileDataConfig(DataConfig):
@@ -196,11 +191,6 @@ class NpzDataConfig(_FileDataConfig, choice="npz"):
     # Array of labels, shape (samples,)
     y_key: str = "y"
 
-    def arrays(self) -> tuple:
-        from hpjax.data import load_npz
-
-        return load_npz(self)
-
 
 @dataclass
 class CsvDataConfig(_FileDataConfig, choice="csv"):
@@ -210,8 +200,3 @@ class CsvDataConfig(_FileDataConfig, choice="csv"):
     # Header name of the column that holds the class labels (numbers or strings)
     label_column: str = "label"
     delimiter: str = ","
-
-    def arrays(self) -> tuple:
-        from hpjax.data import load_csv
-
-        return load_csv(self)

@@ -12,6 +12,19 @@ ACTIVATION_ALIASES = {"swish": "silu"}
 NORMS = ("none", "layer", "rms")
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the engine builds a model from (`hpjax.engine.model.build`): the module class or its
+    import path, the static constructor arguments, the traced ones, and the activation fields
+    hpjax fills. `trusted`: hpjax's own modules, which skip the checks of a user's."""
+
+    target: Any
+    static: dict
+    traced: tuple = ()
+    fill: tuple = ()
+    trusted: bool = False
+
+
 @dataclass
 class ModelConfig(Schema):
     group = "model"
@@ -28,17 +41,14 @@ class ModelConfig(Schema):
         self._check_fraction("dropout")
         self._check_choice("norm", NORMS)
 
-    def module(self, num_classes: int) -> Any:
-        """The model as a `_target_` module is built (`hpjax.model.TargetModel`): this config's
+    def spec(self, num_classes: int) -> "ModelSpec":
+        """The model as a `_target_` module is built (`hpjax.engine.model.build`): this config's
         static keys as constructor arguments, `dropout` traced, the activation filled."""
         raise NotImplementedError
 
-    def _target(self, cls_name: str, **static: Any) -> Any:
-        from hpjax import model
-
-        return model.TargetModel(getattr(model, cls_name), {**static, "norm": self.norm},
-                                 ("dropout",), ("activation", "negative_slope"),
-                                 f"hpjax.model.{cls_name}", trusted=True)
+    def _target(self, cls_name: str, **static: Any) -> "ModelSpec":
+        return ModelSpec(f"hpjax.nn.models.{cls_name}", {**static, "norm": self.norm},
+                         ("dropout",), ("activation", "negative_slope"), trusted=True)
 
 
 @dataclass
@@ -65,7 +75,7 @@ class MLPConfig(ModelConfig, choice="mlp"):
             return (self.width,) * self.num_layers
         return tuple(self.width)
 
-    def module(self, num_classes: int) -> Any:
+    def spec(self, num_classes: int) -> ModelSpec:
         return self._target("MLP", widths=self.widths, num_classes=num_classes)
 
 
@@ -88,7 +98,7 @@ class CNNConfig(ModelConfig, choice="cnn"):
         self._check("kernel_size", self.kernel_size >= 1, "must be an integer >= 1")
         self._check("width", self.width >= 1, "must be an integer >= 1")
 
-    def module(self, num_classes: int) -> Any:
+    def spec(self, num_classes: int) -> ModelSpec:
         return self._target("CNN", channels=tuple(self.channels), kernel_size=self.kernel_size,
                             pool=self.pool, width=self.width, num_classes=num_classes)
 

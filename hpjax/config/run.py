@@ -6,12 +6,11 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from hpjax import metrics as host_metrics
 from hpjax.config._schema import ConfigError, Schema, choices, groups, per_member, traced
 from hpjax.config.model import ActivationConfig
 from hpjax.config.optim import OptimizerConfig, ScheduleConfig
 from hpjax.config.target import TARGET, target_config
-from hpjax.config.task import EPOCH_METRIC_MODES, TaskConfig
+from hpjax.config.task import EPOCH_METRIC_MODES, HOST_METRIC_MODES, TaskConfig
 
 METRICS = ("val/loss", "val/accuracy", "train/loss", "train/accuracy", "val/mse", "val/mae",
            "val/r2", "train/mae")
@@ -165,8 +164,7 @@ def to_config(cfg: DictConfig) -> Config:
             raise ConfigError(key, metric, f"is not a metric of task={obj.task.name}: one of "
                               f"{', '.join(allowed)}")
     name = obj.objective.metric.split("/", 1)[-1]
-    host_metric = host_metrics.BY_TASK[obj.task.name].get(name)
-    mode = host_metric.mode if host_metric else EPOCH_METRIC_MODES.get(name)
+    mode = HOST_METRIC_MODES.get(obj.task.name, {}).get(name, EPOCH_METRIC_MODES.get(name))
     if mode is not None and mode != obj.objective.mode:
         raise ConfigError("objective.mode", obj.objective.mode,
                           f"{obj.objective.metric} is better when "

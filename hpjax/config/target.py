@@ -11,7 +11,7 @@ _traced_: [dropout]             # these arguments reach the module as traced JAX
 
 Such a node has no schema of its own: `to_config` makes a dataclass for it from its keys, with
 the `_traced_` keys as traced fields (`hpjax.config._schema.traced`) and every other key static,
-so the rule of `hpjax.hparams` (what compiles, what is a number) holds for it unchanged. A data
+so the rule of `hpjax.engine.hparams` (what compiles, what is a number) holds for it unchanged. A data
 node (`_target_: mypkg.data.load`) passes its own keys to the function as keyword arguments and
 keeps the keys of `DataConfig` (`val_fraction`, `num_classes`, ...) for hpjax.
 """
@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from hpjax.config._schema import TRACED, ConfigError, Schema
 from hpjax.config.data import DataConfig
+from hpjax.config.model import ModelSpec
 
 TARGET, TRACED_KEYS = "_target_", "_traced_"
 # Constructor arguments hpjax fills from the `activation` group when the config leaves them out
@@ -98,17 +99,15 @@ class TargetModelConfig(Schema):
                 raise ConfigError(f"model.{key}", value, f"is not a constructor argument of "
                                   f"{self._target_} (its arguments: {', '.join(args)})")
 
-    def module(self, num_classes: int) -> Any:
-        """The adapter that builds the module inside the program (`hpjax.model.TargetModel`)."""
-        from hpjax.model import TargetModel
-
+    def spec(self, num_classes: int) -> ModelSpec:
+        """What the engine builds the module from inside the program (`hpjax.engine.model`)."""
         cls = self.module_class()
         traced = tuple(self._traced_)
         static = {k: v for k, v in self.kwargs().items() if k not in traced}
         fields = {f.name for f in dataclasses.fields(cls)}
         fill = tuple(k for k in ACTIVATION_FIELDS if k in fields and k not in static
                      and k not in traced)
-        return TargetModel(cls, static, traced, fill, self._target_)
+        return ModelSpec(cls, static, traced, fill)
 
 
 @dataclass

@@ -4,10 +4,24 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from hpjax import metrics as host
 from hpjax.config._schema import Schema, per_member, traced
 
 LOSSES = ("mse", "huber")
+
+# scikit-learn scores computed on the host (`hpjax.engine.host_metrics`), and which way is better
+_CLASSIFICATION_HOST = {"f1_macro": "max", "f1_weighted": "max", "precision_macro": "max",
+                        "balanced_accuracy": "max", "matthews_corrcoef": "max",
+                        "cohen_kappa": "max", "roc_auc": "max"}
+HOST_METRIC_MODES = {
+    "classification": _CLASSIFICATION_HOST, "binary": _CLASSIFICATION_HOST,
+    "regression": {"median_absolute_error": "min", "max_error": "min",
+                   "mean_absolute_percentage_error": "min", "explained_variance": "max"},
+}
+
+
+def host_metric_names(task: str) -> tuple:
+    """The host metrics of a task, by name (without `val/`)."""
+    return tuple(HOST_METRIC_MODES.get(task, {}))
 
 
 @dataclass
@@ -19,7 +33,7 @@ class TaskConfig(Schema):
     metric: str = "val/accuracy"
     mode: str = "max"
     # scikit-learn metrics computed on the host from the best epoch's predictions of the
-    # validation and test splits, reported as val/<name> and test/<name> (hpjax.metrics);
+    # validation and test splits, reported as val/<name> and test/<name> (hpjax.engine.host_metrics);
     # objective.metric=val/<name> computes its own
     host_metrics: list[str] = per_member(default_factory=list)
 
@@ -27,7 +41,7 @@ class TaskConfig(Schema):
         self._check_name()
         self._check_choice("metric", self.metrics())
         self._check_choice("mode", ("min", "max"))
-        allowed = host.names(self.name)
+        allowed = host_metric_names(self.name)
         for name in self.host_metrics:
             self._check("host_metrics", name in allowed,
                         f"{name!r} is not a host metric of task={self.name}: any of "
@@ -41,7 +55,7 @@ class TaskConfig(Schema):
     @classmethod
     def objectives(cls) -> tuple:
         """What `objective.metric` may name: the epochs' metrics and the host metrics."""
-        return cls.metrics() + tuple(f"val/{n}" for n in host.names(cls.choice))
+        return cls.metrics() + tuple(f"val/{n}" for n in host_metric_names(cls.choice))
 
 
 # what a classification task (softmax or sigmoid) reports each epoch

@@ -113,7 +113,7 @@ class VmapLauncherImpl:
         self.progress: Any = None  # hpjax's default live display
         self.quiet = False  # the jobs now ending log to their files only
         # Set by hpjax's sweeper for multi-fidelity search: batch positions of a population's
-        # jobs -> the `hpjax.fidelity.Stopper` that prunes them epoch by epoch.
+        # jobs -> the `hpjax.engine.schedulers.halving.Stopper` that prunes them epoch by epoch.
         self.stoppers: Any = None
         # Set by hpjax's sweeper with a pruner: n -> at most n new (job number, overrides) for
         # the slots of trials that ended; their returns follow the batch's.

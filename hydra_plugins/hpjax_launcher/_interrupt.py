@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 
-from hpjax import signals
+from hpjax.engine import signals
 from hpjax.results import Result
 
 log = logging.getLogger(__name__)

@@ -69,7 +69,7 @@ def _preempt_signal() -> int:
 def until_signalled(run: Callable[[], list[JobReturn]]) -> Union[list[JobReturn], Signalled]:
     """Runs a submitted job's trials with its pre-timeout signal deferred to the next epoch
     boundary (instead of submitit's handler, which requeues the job at once, mid-epoch)."""
-    from hpjax import signals
+    from hpjax.engine import signals
 
     with signals.deferred((_preempt_signal(),)):
         try:

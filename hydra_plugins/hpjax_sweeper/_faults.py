@@ -230,7 +230,7 @@ def interruptible(sweeper: Any, arguments: list[str]) -> Any:
     """Runs the sweep with SIGINT/SIGTERM deferred to the next epoch boundary; an interrupted
     sweep writes its summary (Hydra's end-of-sweep callbacks) and exits 128 + the signal
     (130, 143). Rerunning the command resumes it."""
-    from hpjax import signals
+    from hpjax.engine import signals
 
     with signals.deferred():
         try:

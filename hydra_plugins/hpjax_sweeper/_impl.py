@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 import hpjax
-from hpjax import signals
+from hpjax.engine import signals
 
 from . import _attrs, _batch, _bulk, _checks, _faults, _fidelity, _search, _storage
 

@@ -1,0 +1,5 @@
+import sys
+
+from hpjax.report.summary import main
+
+sys.exit(main())

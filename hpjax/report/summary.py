@@ -1,0 +1,326 @@
+"""The end of every sweep, whichever sweeper ran it: `summary.csv`, `best.yaml`, `report.html`
+(`hpjax.report.html`) and a ranked table.
+
+Everything here reads the job directories (`.hydra/overrides.yaml`, `result.json`), so a report can
+be rebuilt at any time: `python -m hpjax.report <sweep_dir>`.
+"""
+
+import argparse
+import csv
+import io
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from hpjax.report.trials import Trial, objectives_of, rank, read_trials, swept_keys
+from hpjax.results import Result, better, parse_objectives, write_atomic
+
+log = logging.getLogger("hpjax")
+
+METRIC_COLUMNS = ("val/loss", "val/accuracy", "test/loss", "test/accuracy")
+REGRESSION_COLUMNS = ("val/loss", "val/r2", "val/mse", "val/mae", "test/loss", "test/r2",
+                      "test/mse", "test/mae")
+
+
+
+def write_summary_csv(trials: list[Trial], objectives: dict, path: Path,
+                      ranking: Optional[tuple] = None) -> None:
+    """One row per trial; `ranking`: `rank(trials, objectives)` where already known."""
+    keys = swept_keys(trials)
+    ranked, front = ranking or rank(trials, objectives)
+    position = {t.job: i + 1 for i, t in enumerate(ranked) if t.ok}
+    regression = trials and not any(t.metric("val/accuracy") is not None for t in trials)
+    metrics = list(dict.fromkeys([*objectives, *(REGRESSION_COLUMNS if regression
+                                                  else METRIC_COLUMNS), *host_columns(trials)]))
+    with io.StringIO(newline="") as f:  # written whole below: a kill leaves the old file
+        w = csv.writer(f)
+        w.writerow(["trial", "rank", *keys, "status", "ended", "objective", "objective_std",
+                    *metrics,
+                    "best_epoch",
+                    "epochs_run", "num_params", "time_s", "pareto", "error"])
+        for t in trials:
+            values = dict(o.split("=", 1) for o in t.overrides)
+            w.writerow([t.job, position.get(t.job, ""), *(values.get(k, "") for k in keys),
+                        t.status, t.ended, _cell(t.get("objective")),
+                        _cell(t.get("objective_std")),
+                        *(_cell(t.metric(m)) for m in metrics),
+                        _cell(t.get("best_epoch")), _cell(t.get("epochs_run")),
+                        _cell(t.get("num_params")),
+                        f"{t.seconds:.3f}" if t.result else "", t.job in front,
+                        t.get("error") or ""])
+        write_atomic(path, f.getvalue())
+
+
+def host_columns(trials: list[Trial]) -> list[str]:
+    """The host metrics (`task.host_metrics`, a host objective) the trials report: val/ then
+    test/ columns."""
+    from hpjax.engine.host_metrics import BY_TASK
+
+    host = {n for task in BY_TASK.values() for n in task}
+    found = {k for t in trials if t.result for k in (*t.result.best, *t.result.test)
+             if k.split("/", 1)[-1] in host}
+    return sorted(found, key=lambda k: (not k.startswith("val/"), k))
+
+
+def _cell(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def schedule_changes(pbt: dict) -> dict:
+    """A PBT trial's record as config changes: its root's seed and first values, and the later
+    values as `train.hparam_schedule` ("EPOCH: key=value ...")."""
+    first, *later = pbt["schedule"]
+    return {**{k: v for k, v in first.items() if k != "epoch"},
+            "train.hparam_schedule": [f"{e['epoch']}: " + " ".join(
+                f"{k}={v!r}" for k, v in e.items() if k != "epoch") for e in later]}
+
+
+def write_best_yaml(best: Trial, objectives: dict, path: Path,
+                    changes: Optional[dict] = None) -> None:
+    """The best trial's full composed config, as a primary config `hpjax` can run again;
+    `changes` (dotted key -> value) replace values (PBT's schedule: `best_schedule.yaml`)."""
+    hydra_file = best.job_dir / ".hydra" / "hydra.yaml"
+    choices = OmegaConf.load(hydra_file).hydra.runtime.choices if hydra_file.exists() else {}
+    config = OmegaConf.load(best.job_dir / ".hydra" / "config.yaml")
+    for key, value in (changes or {}).items():
+        OmegaConf.update(config, key, value)
+    summary = ", ".join(f"{m}={best.metric(m)}" for m in objectives)
+    header = (f"# Best trial of the sweep in {path.parent.resolve()}: job {best.job}, {summary}\n"
+              f"# Overrides: {' '.join(best.overrides)}\n"
+              f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name "
+              f"{path.stem}\n")
+    # Group choices as the trial made them; hydra/* and sweep presets do not change training.
+    defaults = ["config"] + [{f"override {group}": choice} for group, choice in choices.items()
+                             if not group.startswith("hydra/") and group != "search"
+                             and choice is not None]
+    body = OmegaConf.to_yaml(OmegaConf.create({"defaults": defaults + ["_self_"]}))
+    write_atomic(path, header + body + OmegaConf.to_yaml(config))
+
+
+# The table shows the best TOP trials and at most NOT_OK of the others (summary.csv has all).
+TOP, NOT_OK = 20, 10
+
+
+def format_table(trials: list[Trial], objectives: dict, top: int = TOP,
+                 ranking: Optional[tuple] = None) -> Any:
+    from rich.table import Table
+
+    ranked, front = ranking or rank(trials, objectives)
+    several = len(objectives) > 1
+    title = (f"{len(trials)} trials, " + (f"Pareto front of {', '.join(objectives)} first"
+                                           if several else f"ranked by {next(iter(objectives))}"))
+    table = Table(title=title)
+    shown = ("val/accuracy", "test/accuracy")
+    if not any(t.metric("val/accuracy") is not None for t in trials):  # regression
+        shown = tuple(f"test/{m.split('/')[-1]}" for m in objectives if m.startswith("val/"))
+    metrics = [*objectives] + [c for c in shown if c not in objectives]
+    columns = ["rank", "trial", "overrides", "status", *metrics, "epochs", "time s"]
+    columns += ["pareto"] if several else []
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("overrides", "status") else "right",
+                         overflow="fold")
+    shown = [t for t in ranked if t.ok][:top] + [t for t in ranked if not t.ok][:NOT_OK]
+    if len(shown) < len(trials):
+        table.caption = (f"the best {min(top, len(shown))} and {len(shown) - min(top, len(shown))}"
+                         f" not finished of {len(trials)} trials: summary.csv lists every one")
+    # Overrides shared by every trial (train.epochs=5, search=tpe) say nothing about the ranking.
+    common = set.intersection(*(set(t.overrides) for t in trials)) if len(trials) > 1 else set()
+    for i, t in enumerate(shown):
+        overrides = " ".join(o for o in t.overrides if o not in common)
+        cells = [str(i + 1) if t.ok else "-", str(t.job), overrides, t.ended]
+        # A trial of several seeds or folds shows its objective as mean ± std.
+        std = t.get("objective_std")
+        cells += [_fmt(t.metric(m)) + (f" ± {std:.4f}" if std is not None and m ==
+                                       t.get("objective_metric") else "") for m in metrics]
+        cells += [str(t.get("epochs_run", "-")), f"{t.seconds:.2f}" if t.result else "-"]
+        if several:
+            cells.append("*" if t.job in front else "")
+        table.add_row(*cells)
+    return table
+
+
+def _fmt(v: Optional[float]) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if abs(v) < 1e4 and v != int(v) else f"{v:g}"
+
+
+def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
+           console: Any = None) -> Optional[Trial]:
+    """Writes `summary.csv` and `best.yaml` into `sweep_dir`, prints the table; returns the best."""
+    from rich.console import Console
+
+    trials = read_trials(sweep_dir)
+    if not trials:
+        return None
+    objectives = objectives_of(trials, sweeper_objectives)
+    ranking = rank(trials, objectives)
+    write_summary_csv(trials, objectives, sweep_dir / "summary.csv", ranking)
+    ranked = ranking[0]
+    best = ranked[0] if ranked and ranked[0].ok else None
+    if best is not None:
+        try:
+            write_best_yaml(best, objectives, sweep_dir / "best.yaml")
+            if best.get("pbt"):  # the values its parameters were trained with, replayable
+                write_best_yaml(best, objectives, sweep_dir / "best_schedule.yaml",
+                                schedule_changes(best.get("pbt")))
+        except (OSError, ValueError) as e:  # its .hydra/ files are missing or broken
+            log.warning("best.yaml not written: trial %d's config is unreadable (%s)", best.job,
+                        e)
+    console = console or Console(width=max(120, Console().width))
+    console.print(format_table(trials, objectives, ranking=ranking))
+    failed = [t for t in trials if t.get("error")]
+    for t in failed[:NOT_OK]:
+        console.print(f"trial {t.job} failed: {t.get('error')}")
+    if len(failed) > NOT_OK:
+        console.print(f"... and {len(failed) - NOT_OK} more failed trials (summary.csv)")
+    return best
+
+
+def keep_params(sweep_dir: Path, keep: int, sweeper_objectives: Optional[dict] = None) -> int:
+    """Removes the saved parameters (`params.msgpack`, `params/`) of every trial but the best
+    `keep` (in the table's order); returns how many were removed."""
+    import shutil
+
+    from hpjax.engine.checkpoint import PARAMS_DIR, PARAMS_FILE
+
+    trials = read_trials(sweep_dir)
+    ranked, _ = rank(trials, objectives_of(trials, sweeper_objectives)) if trials else ([], 0)
+    kept = {t.job for t in ranked[:max(keep, 0)] if t.ok}
+    removed = 0
+    for t in trials:
+        if t.job in kept:
+            continue
+        file, folder = t.job_dir / PARAMS_FILE, t.job_dir / PARAMS_DIR  # (an Orbax one before)
+        if file.is_file() or folder.is_dir():
+            file.unlink(missing_ok=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    if removed:
+        log.info("kept the parameters of the best %d trials (hydra.sweeper.keep_params)", keep)
+    return removed
+
+
+def grid_space(config: DictConfig) -> str:
+    """A grid sweeper's space (Hydra's basic sweeper): each axis, its values, where it came from
+    (the command line, a `search=` preset, the config file) and the number of jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    preset = OmegaConf.select(config, "hydra.runtime.choices.search", default=None)
+    origin = ("default grid (conf/search/default.yaml)" if preset == "default" else
+              f"preset search={preset}" if preset else "config file (hydra.sweeper.params)")
+    axes = {}
+    parser = OverridesParser.create()
+    for line, where in [(f"{k}={v}", origin) for k, v in params.items()] + [
+            (o, "command line") for o in config.hydra.overrides.task]:
+        o = parser.parse_overrides([line])[0]
+        if o.is_sweep_override():
+            axes[o.get_key_element()] = (list(o.sweep_string_iterator()), where)
+        else:
+            axes.pop(o.get_key_element(), None)
+    total = math.prod(len(v) for v, _ in axes.values())
+    width = max((len(k) for k in axes), default=0)
+    return "\n".join([f"search space: {len(axes)} axes, {total} trials (grid)"] + [
+        f"  {k:<{width}}  {','.join(v)}  [{where}]" for k, (v, where) in axes.items()])
+
+
+class SweepReport(Callback):
+    """Logs progress as jobs end and writes the sweep's report when the multirun ends.
+
+    Under hpjax's sweeper, which logs one progress line per batch from its study, the jobs log
+    none: one line per batch, one place that knows the best trial."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
+        self._per_job = not sweeper.startswith("hydra_plugins.hpjax_sweeper.")
+        self._start, self._done, self._best = time.perf_counter(), 0, None
+        if sweeper.endswith("BasicSweeper"):  # hpjax's sweeper prints its own space
+            try:
+                log.info("%s", grid_space(config))
+            except Exception:  # noqa: BLE001  (Hydra runs the sweep anyway; the line is a nicety)
+                pass
+
+    @property
+    def wants_jobs(self) -> bool:
+        """Whether `on_job_end` needs each job's config (a launcher may end jobs without
+        composing it when no callback does): not under hpjax's sweeper."""
+        return getattr(self, "_per_job", True)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if not getattr(self, "_per_job", False):  # a single run, or hpjax's sweeper
+            return
+        self._done += 1
+        result = Result.read(config.hydra.runtime.output_dir)
+        if result is not None and result.ok and (self._best is None or better(
+                result.objective, self._best[0], result.objective_mode)):
+            self._best = (result.objective, config.hydra.job.num, result.objective_metric)
+        best = (f"best {self._best[2]} {self._best[0]:.4f} (trial {self._best[1]})"
+                if self._best else "no finished trial yet")
+        log.info("[sweep] %d trials done, %s, %.1f s elapsed", self._done, best,
+                 time.perf_counter() - self._start)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        objectives = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
+        objectives = parse_objectives(objectives) if objectives else None
+        best = report(sweep_dir, objectives)
+        keep = OmegaConf.select(config, "hydra.sweeper.keep_params", default=None)
+        if keep is not None:
+            keep_params(sweep_dir, int(keep), objectives)
+        html = html_enabled() and _write_html(sweep_dir, objectives)
+        log.info("sweep results in %s: summary.csv%s%s, one directory per trial",
+                 sweep_dir.resolve(), ", best.yaml" if best else "",
+                 ", report.html" if html else "")
+
+
+def html_enabled() -> bool:
+    """`report.html` is written unless HPJAX_REPORT_HTML=off (the test suite's many small sweeps
+    skip its 5 MB and 1-2 s)."""
+    return os.environ.get("HPJAX_REPORT_HTML", "on").lower() not in ("off", "0", "false")
+
+
+def _write_html(sweep_dir: Path, objectives: Optional[dict]) -> bool:
+    from hpjax.report.html import ReportError, write_report
+
+    try:
+        write_report(sweep_dir, objectives)
+    except ReportError as e:
+        log.warning("no report.html: %s", e)
+        return False
+    return True
+
+
+def main(argv: Optional[list] = None) -> int:
+    """`python -m hpjax.report <sweep_dir>`: summary.csv, best.yaml, report.html and the table."""
+    parser = argparse.ArgumentParser(
+        prog="python -m hpjax.report", description="Rebuild a sweep's summary.csv, best.yaml, "
+        "report.html and ranked table from its job directories.")
+    parser.add_argument("sweep_dir", type=Path, help="the sweep directory (hydra.sweep.dir)")
+    parser.add_argument("--no-html", action="store_true", help="skip report.html")
+    args = parser.parse_args(argv)
+    from hpjax.report.html import ReportError, check_sweep, sweep_objectives, write_report
+
+    try:
+        check_sweep(args.sweep_dir)
+        objectives = sweep_objectives(args.sweep_dir)
+        report(args.sweep_dir, objectives)
+        if not args.no_html:
+            print(f"wrote {write_report(args.sweep_dir, objectives)}")
+    except ReportError as e:
+        print(f"hpjax.report: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
