@@ -66,8 +66,8 @@ def test_a_64_member_populations_params_are_its_best_and_load_predicts_as_it_did
     import numpy as np
     import orbax.checkpoint as ocp
     from flax.serialization import msgpack_restore
-    from test_launcher import multirun
 
+    from helpers import multirun
     from hpjax.engine import loop
 
     seen = {}

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax import data as data_lib
 from hpjax.config import ConfigError
 

@@ -18,9 +18,8 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution
-from test_launcher import multirun
 
-from conftest import child_env, compose_config, sgd_configs
+from helpers import child_env, compose_config, multirun, sgd_configs
 from hpjax import results
 from hpjax.cli import CONF_DIR, sweep_argv
 from hpjax.engine import batch
@@ -296,9 +295,9 @@ def test_sigterm_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_rer
 
 @pytest.fixture
 def slurm():
-    from test_cluster import _require, _slurm_up
+    from helpers import require, slurm_up
 
-    _require(_slurm_up(), "the SLURM cluster")
+    require(slurm_up(), "the SLURM cluster")
 
 
 @pytest.mark.xdist_group("slurm")  # the one-node cluster's tests run one after another
@@ -422,9 +421,9 @@ def test_eight_workers_starting_and_dying_at_random_run_exactly_n_trials(backend
     from hydra.core.plugins import Plugins
 
     if backend == "postgresql":
-        from test_cluster import PG_URL, _postgres_up, _require
+        from helpers import PG_URL, postgres_up, require
 
-        _require(_postgres_up(), "PostgreSQL")
+        require(postgres_up(), "PostgreSQL")
         storage = url = PG_URL
     else:
         storage, url = "null", f"sqlite:///{tmp_path / 's' / 'study.db'}"

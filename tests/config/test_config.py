@@ -3,7 +3,7 @@
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax.config import (
     ACTIVATIONS,
     AdamWConfig,

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax.cli import CONF_DIR
 from hpjax.engine.hparams import hparams, static
 

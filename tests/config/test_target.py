@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax import data as data_lib
 from hpjax.config import ConfigError
 from hpjax.config.target import target_config
@@ -104,7 +104,7 @@ def test_the_example_project_is_tuned_from_its_own_folder(tmp_path):
     back in Python."""
     import csv
 
-    from conftest import run_cli
+    from helpers import run_cli
     from hpjax.api import load
 
     sweep_dir = tmp_path / "sweep"

@@ -4,7 +4,7 @@ computes them, and the bad inputs that stop before training."""
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax import data as data_lib
 from hpjax.config import ConfigError
 from hpjax.config.target import target_config

@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import compose_config, sgd_configs
+from helpers import compose_config, sgd_configs
 from hpjax.engine import batch, jobs
 from hpjax.engine.progress import SweepProgress
 

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax.engine.compile import CompileStats
 from hpjax.engine.jobs import train_trials
 from hpjax.engine.schedulers import halving as fidelity
@@ -155,8 +155,8 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     import json
 
     from optuna.trial import TrialState
-    from test_launcher import multirun
-    from test_sweeper import read_summary, trials_in
+
+    from helpers import multirun, read_summary, trials_in
 
     sweep = tmp_path / "hb"
     hyperband = [*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
@@ -194,8 +194,8 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
         assert row["ended"] == ("ok" if row["status"] == "ok"
                                 else f"pruned at epoch {row['epochs_run']}")
     # report.html's population timeline labels each bracket's population with its rungs
-    from hpjax.report.trials import read_trials
     from hpjax.report.html import timeline_figure
+    from hpjax.report.trials import read_trials
 
     labels = list(dict.fromkeys(timeline_figure(read_trials(sweep)).data[0].y))
     assert [label.split("(", 1)[1] for label in labels] == [
@@ -222,7 +222,7 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
      "pruner='bogus': must be one of none, asha"),
     (["hydra.sweeper.algorithm=sha", "train.epochs=3,9"], "train.epochs is the maximum resource")])
 def test_bad_multi_fidelity_input_fails_before_anything_trains(tmp_path, overrides, match):
-    from test_launcher import multirun
+    from helpers import multirun
 
     with pytest.raises(Exception) as info:
         multirun([*TINY, "train.epochs=3", *overrides], tmp_path / "bad")
@@ -235,8 +235,8 @@ def test_asha_pruner_freezes_members_as_optunas_rule_says(tmp_path):
     Optuna's SuccessiveHalvingPruner (min_resource 1, eta 3) decides at epoch 1 in trial order
     (asynchronous: a trial competes with those that reached the rung before it), and at 3."""
     from optuna.trial import TrialState
-    from test_launcher import multirun
-    from test_sweeper import trials_in
+
+    from helpers import multirun, trials_in
 
     sweep = tmp_path / "asha"
     multirun([*TINY, "hydra.sweeper.algorithm=random", "hydra.sweeper.pruner=asha",
@@ -272,8 +272,8 @@ def test_a_bracket_runs_as_one_submitit_job(tmp_path, jobs_share_the_cache):
     """With hpjax's submitit launchers (hpjax_slurm; here its local twin) a bracket is one
     submitted job that applies the rule inside its population; the driver tells the study."""
     from optuna.trial import TrialState
-    from test_launcher import multirun
-    from test_sweeper import trials_in
+
+    from helpers import multirun, trials_in
 
     sweep = tmp_path / "sha"
     multirun([*TINY, "hydra.sweeper.algorithm=sha", "hydra.sweeper.eta=2",

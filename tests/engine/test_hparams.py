@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax.config import choices, groups, is_per_member, is_traced
 from hpjax.engine.hparams import StaticConfigError, hparams, rule_table, signature, static
 

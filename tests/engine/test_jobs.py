@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import compose_config, sgd_configs
+from helpers import compose_config, sgd_configs
 from hpjax.config import ConfigError
 from hpjax.engine import jobs
 from hpjax.engine.loop import train_population

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax.engine import jobs
 from hpjax.engine.loop import train_population
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import hpjax
-from conftest import compose_config
+from helpers import compose_config
 from hpjax.config import ConfigError
 
 

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from helpers import compose_config
 from hpjax.engine.compile import CompileStats
 from hpjax.engine.jobs import train_trials
 from hpjax.engine.schedulers import pbt as pbt_lib
@@ -97,8 +97,8 @@ def test_pbt_sweep_writes_a_best_schedule_that_replays_the_best_trial(tmp_path):
 
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from test_launcher import multirun
 
+    from helpers import multirun
     from hpjax.cli import CONF_DIR
     from hpjax.config import to_config
 
@@ -125,7 +125,7 @@ def test_pbt_sweep_writes_a_best_schedule_that_replays_the_best_trial(tmp_path):
 
 
 def test_pbt_with_a_static_key_fails_before_anything_trains(tmp_path):
-    from test_launcher import multirun
+    from helpers import multirun
 
     with pytest.raises(Exception) as info:
         multirun([*BASE, "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=pbt", "activation=relu",

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import FAST, compose_config, sgd_configs
+from helpers import FAST, compose_config, sgd_configs
 from hpjax import data as data_lib
 from hpjax.config import ACTIVATIONS
 from hpjax.engine import population, trainer

@@ -2,7 +2,7 @@
 
 import logging
 
-from conftest import sgd_configs
+from helpers import sgd_configs
 from hpjax.engine.loop import train_population
 
 

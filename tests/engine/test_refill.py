@@ -6,7 +6,7 @@ import os
 import optuna
 import pytest
 
-from conftest import child_env, compose_config
+from helpers import child_env, compose_config
 from hpjax.engine.compile import CompileStats
 from hpjax.engine.jobs import train_trials
 
@@ -87,8 +87,8 @@ def test_a_pruned_sweep_keeps_its_population_full_and_ends_exactly_n_trials(tmp_
     pruned slots take new trials from the sampler; the study ends with exactly 10 trials,
     PRUNED or COMPLETE, each with its job directory and learning curve."""
     from optuna.trial import TrialState
-    from test_launcher import multirun
-    from test_sweeper import trials_in
+
+    from helpers import multirun, trials_in
 
     sweep = tmp_path / "refill"
     multirun([*SMALL, "hydra/sweeper=hpjax", "optimizer.lr=tag(log, interval(1e-3, 0.3))",
@@ -126,7 +126,8 @@ def test_two_drivers_with_a_pruner_end_exactly_n_trials_pruned_ones_pruned(tmp_p
     from pathlib import Path
 
     from optuna.trial import TrialState
-    from test_sweeper import trials_in
+
+    from helpers import trials_in
 
     args = ["-m", *SMALL, "train.epochs=2", "hydra/sweeper=hpjax",
             "optimizer.lr=tag(log, interval(1e-3, 0.3))", "hydra.sweeper.algorithm=random",

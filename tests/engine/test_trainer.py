@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import FAST, compose_config
+from helpers import FAST, compose_config
 from hpjax import data as data_lib
 from hpjax.cli import CONF_DIR
 from hpjax.config import ACTIVATIONS

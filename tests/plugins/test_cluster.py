@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,38 +19,12 @@ import pytest
 import sqlalchemy
 from omegaconf import OmegaConf
 
-from conftest import child_env, run_cli
-
-PG_URL = "postgresql://hpjax:hpjax@localhost:5432/hpjax"
-
-
-def _slurm_up() -> bool:
-    if shutil.which("sinfo") is None:
-        return False
-    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
-    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
-
-
-def _postgres_up() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(PG_URL, connect_timeout=5).close()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _require(up: bool, what: str) -> None:
-    if not up:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} is not running: .ci/run starts it with scripts/local_cluster.sh")
-        pytest.skip(f"{what} is not running: start it with scripts/local_cluster.sh")
+from helpers import PG_URL, child_env, postgres_up, require, run_cli, slurm_up
 
 
 @pytest.fixture
 def slurm():
-    _require(_slurm_up(), "the SLURM cluster")
+    require(slurm_up(), "the SLURM cluster")
 
 
 # The one-node cluster's two CPUs take one test's jobs at a time: its tests run one after another
@@ -61,7 +34,7 @@ one_at_a_time = pytest.mark.xdist_group("slurm")
 
 @pytest.fixture
 def postgres():
-    _require(_postgres_up(), "PostgreSQL")
+    require(postgres_up(), "PostgreSQL")
 
 
 def objectives(sweep: Path) -> dict:
@@ -267,7 +240,7 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
 
 def test_submitit_local_launchers_give_the_local_results(tmp_path, jobs_share_the_cache):
     """Hydra's `submitit_local` and hpjax's `hpjax_submitit_local` (no SLURM needed)."""
-    from test_launcher import multirun
+    from helpers import multirun
 
     grid = ["optimizer.lr=0.003,0.01", "activation=relu", "train.epochs=3",
             "train.early_stopping.patience=null"]

@@ -9,6 +9,8 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
+from helpers import multirun
+
 
 def test_discovery():
     assert "VmapLauncher" in [c.__name__ for c in Plugins.instance().discover(Launcher)]
@@ -135,17 +137,6 @@ def test_a_population_split_over_two_devices_gives_the_same_trials(cli, tmp_path
         assert a["status"] == b["status"] == "ok"
         assert a["objective"] == pytest.approx(b["objective"], abs=1 / 270 + 1e-7)
         assert a["best"]["val/loss"] == pytest.approx(b["best"]["val/loss"], abs=1e-3)
-
-
-def multirun(overrides, sweep_dir):
-    """`hpjax -m <overrides>` in this process: Hydra's own multirun with hpjax's task."""
-    from hpjax.api import hydra_session
-    from hpjax.app import train_task
-
-    with hydra_session(keep_logging=False) as hydra_:  # tests watch the jobs' loggers
-        return hydra_.multirun(config_name="config", task_function=train_task,
-                               overrides=[*overrides, f"hydra.sweep.dir={sweep_dir}"],
-                               with_log_configuration=False)
 
 
 def test_the_vmap_path_with_hpjaxs_task_keeps_hydras_launcher_contract(tmp_path):

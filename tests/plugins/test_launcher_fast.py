@@ -12,8 +12,8 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from omegaconf._utils import get_omega_conf_dumper
-from test_launcher import multirun
 
+from helpers import multirun
 from hydra_plugins.hpjax_launcher import _fast, _impl
 
 # hpjax's random search, 24 jobs in one batch (more than PER_TRIAL_LINES: the templated path), one

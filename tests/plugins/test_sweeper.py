@@ -1,6 +1,5 @@
 """The hpjax sweeper plugin: Hydra's contract, real sweeps on digits, failures, resume, presets."""
 
-import csv
 import json
 import logging
 import re
@@ -19,7 +18,7 @@ from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite
 from omegaconf import OmegaConf
 
 import hpjax
-from conftest import child_env, compose_config, run_cli
+from helpers import child_env, compose_config, read_summary, run_cli, trials_in
 from hpjax.cli import CONF_DIR
 from hpjax.report import SweepReport
 from hydra_plugins.hpjax_sweeper._search import make_sampler, parse
@@ -91,19 +90,6 @@ def test_sweep_report_logs_per_job_only_where_the_sweeper_does_not(tmp_path, cap
     assert len(progress) == lines
     if lines:
         assert progress[-1].startswith("[sweep] 3 trials done, best val/accuracy 0.9000 (trial 1)")
-
-
-def read_summary(sweep):
-    with open(sweep / "summary.csv") as f:
-        return list(csv.DictReader(f))
-
-
-def trials_in(sweep, state=None):
-    # Only the sweep creates the tables: a reader that did too would race it at its start.
-    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep / 'study.db'}",
-                                         skip_table_creation=True)
-    study = optuna.load_study(study_name="hpjax", storage=storage)
-    return [t for t in study.get_trials() if state is None or t.state == state]
 
 
 def test_random_sweep_writes_jobs_summary_and_a_reproducible_best(cli, tmp_path):

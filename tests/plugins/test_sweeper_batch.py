@@ -163,7 +163,8 @@ def test_a_thousand_trial_sweep_leaves_every_job_directory_and_study_row(tmp_pat
     import json
 
     from omegaconf import OmegaConf
-    from test_launcher import multirun
+
+    from helpers import multirun
 
     sweep = tmp_path / "sweep"
     returns = multirun(["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",

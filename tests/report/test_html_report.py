@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 from omegaconf import OmegaConf
-from test_launcher import multirun
 
+from helpers import REPORT_GRID, multirun
 from hpjax.report import html as html_report
 from hpjax.report import main as report_main
 from hpjax.report.trials import read_trials
@@ -17,8 +17,7 @@ from hpjax.results import Result, write_metrics
 
 pytestmark = pytest.mark.xdist_group("report")  # with test_loggers: one compile, one worker
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-GRID = ["data=iris", "train.epochs=4", "train.early_stopping.patience=null",
-        "optimizer.lr=1e-3,1e-2,3e-2,1e-1", "activation=relu,tanh"]
+GRID = REPORT_GRID
 
 
 def fake_sweep(sweep_dir: Path, outcomes: list[tuple], objectives=None,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from test_html_report import GRID
-from test_launcher import multirun
 
+from helpers import REPORT_GRID as GRID
+from helpers import multirun
 from hpjax import loggers
 from hpjax.results import Result
 

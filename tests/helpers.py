@@ -1,0 +1,115 @@
+"""Helpers the tests share: configs composed in process, `hpjax -m` in process or as a process,
+the study and summary of a sweep, and whether the local SLURM cluster and PostgreSQL are up.
+
+`tests/conftest.py` sets the environment (no JAX compilation cache in this process, one device)
+before anything here imports JAX; test modules import these by name (`from helpers import
+multirun`): pytest puts tests/, conftest.py's folder, on sys.path.
+"""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from hpjax.cli import CONF_DIR
+from hpjax.config import to_config
+
+# The processes tests start (`hpjax`, its SLURM and submitit jobs) share one compilation cache
+# for the whole run, so each compiles a program once, not once per test.
+CHILD_CACHE = os.path.join(tempfile.gettempdir(), "hpjax-tests-jax-cache-"
+                           + os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
+PG_URL = "postgresql://hpjax:hpjax@localhost:5432/hpjax"
+
+# One iris population of 8 (4 epochs): the report tests' sweeps share its programs.
+REPORT_GRID = ["data=iris", "train.epochs=4", "train.early_stopping.patience=null",
+               "optimizer.lr=1e-3,1e-2,3e-2,1e-1", "activation=relu,tanh"]
+
+# Small runs for tests: the default config minus most epochs.
+FAST = ["train.epochs=5", "train.early_stopping.patience=null"]
+
+
+def compose_config(overrides=(), validate=True, return_hydra_config=False):
+    """The config `hpjax <overrides>` would run, composed in-process."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides),
+                      return_hydra_config=return_hydra_config)
+    return to_config(cfg) if validate else cfg
+
+
+def sgd_configs(lrs, extra=()):
+    """Configs of a small population: SGD at each learning rate, 4 epochs, no early stopping."""
+    return [compose_config(["optimizer=sgd", f"optimizer.lr={lr}", "train.epochs=4",
+                            "train.early_stopping.patience=null", *extra]) for lr in lrs]
+
+
+def multirun(overrides, sweep_dir):
+    """`hpjax -m <overrides>` in this process: Hydra's own multirun with hpjax's task."""
+    from hpjax.api import hydra_session
+    from hpjax.app import train_task
+
+    with hydra_session(keep_logging=False) as hydra_:  # tests watch the jobs' loggers
+        return hydra_.multirun(config_name="config", task_function=train_task,
+                               overrides=[*overrides, f"hydra.sweep.dir={sweep_dir}"],
+                               with_log_configuration=False)
+
+
+def child_env(env=None):
+    """The environment of a process a test starts: this one's, with the run's shared compilation
+    cache, and `env` on top."""
+    return {**os.environ, "HPJAX_COMPILATION_CACHE": CHILD_CACHE, **(env or {})}
+
+
+def run_cli(args, cwd, module=False, env=None):
+    """Runs `hpjax <args>` (or `python -m hpjax`) in a fresh process; returns CompletedProcess."""
+    script = str(Path(sys.executable).parent / "hpjax")
+    exe = [sys.executable, "-m", "hpjax"] if module else [script]
+    return subprocess.run(exe + list(args), cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=child_env(env))
+
+
+def read_summary(sweep):
+    with open(sweep / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def trials_in(sweep, state=None):
+    import optuna
+
+    # Only the sweep creates the tables: a reader that did too would race it at its start.
+    storage = optuna.storages.RDBStorage(f"sqlite:///{sweep / 'study.db'}",
+                                         skip_table_creation=True)
+    study = optuna.load_study(study_name="hpjax", storage=storage)
+    return [t for t in study.get_trials() if state is None or t.state == state]
+
+
+def slurm_up() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
+
+
+def postgres_up() -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(PG_URL, connect_timeout=5).close()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def require(up: bool, what: str) -> None:
+    """Skips a test whose service is down on a developer's machine; under CI, fails it."""
+    if not up:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is not running: .ci/run starts it with scripts/local_cluster.sh")
+        pytest.skip(f"{what} is not running: start it with scripts/local_cluster.sh")
