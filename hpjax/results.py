@@ -179,11 +179,10 @@ class Writer:
     """Writes files from a thread of its own, in the order they are asked for.
 
     A batch's jobs each write five files (`.hydra/*.yaml`, `metrics.jsonl`, `result.json`) and a
-    log; the system calls cost about 0.1 ms a file (more for a new directory) and release the
-    GIL, so the launcher's thread goes on with the next job while this one writes. Whoever reads
-    what was written (the sweeper telling results, the report) waits for `flush()` first; a kill
-    before then loses the unwritten files of jobs without a `result.json` (written last), which
-    count as incomplete and run again.
+    log; the system calls release the GIL, so the launcher's thread goes on with the next job
+    while this one writes. Whoever reads what was written (the sweeper telling results, the
+    report) waits for `flush()` first; a kill before then loses the unwritten files of jobs
+    without a `result.json` (written last), which count as incomplete and run again.
     """
 
     def __init__(self) -> None:

@@ -46,8 +46,8 @@ def member_bytes(cfg: Config, ds: data_lib.Dataset) -> int:
     """An upper estimate of one member's memory: parameters, gradients and two optimizer
     moments (8 copies), the activations of a training batch kept for the backward pass (8
     copies of every module output), a copy of its fold's data in cross-validation, and a fixed
-    overhead measured on CPU. Computed once per signature and data shape (its shape tracing
-    cost about 120 ms a batch)."""
+    overhead measured on CPU. Computed once per signature and data shape: its shape tracing
+    would otherwise run at every batch."""
     key = (signature(cfg), ds.input_shape, ds.num_classes, ds.n_train, ds.n_val, ds.folds)
     if key not in _MEMBER_BYTES:
         _MEMBER_BYTES[key] = _member_bytes(cfg, ds)

@@ -110,8 +110,8 @@ def save_params(items: list[tuple[str, Any]]) -> None:
     written whole or not at all (a temporary file, then renamed over it)."""
     from flax import serialization
 
-    # An Orbax checkpoint per trial cost about 15 ms of CPU (its event loops, a tensorstore per
-    # array, a folder renamed); this file about 0.4 ms for the iris MLP (measured on 2 cores).
+    # One plain file, not an Orbax checkpoint per trial (its event loops, a tensorstore per
+    # array, a folder renamed): what each costs a trial is in docs/benchmarks.md.
     for path, variables in items:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp"

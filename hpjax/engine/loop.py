@@ -151,7 +151,7 @@ class _Run:
     def save_params(self, slots: Any) -> None:
         """Saves the best variables of the members in `slots` that keep them: the population's
         tree comes to the host once and each member is a NumPy slice of it (a jax index per
-        member and leaf cost about 5 ms a member)."""
+        member and leaf would dispatch a device op each: see docs/benchmarks.md)."""
         members = [(s, self.members[self.slots[s]]) for s in slots]
         members = [(s, m) for s, m in members
                    if m.params_path and m.tracker.epoch is not None and not m.gone]

@@ -285,7 +285,7 @@ class SweepReport(Callback):
 
 def html_enabled() -> bool:
     """`report.html` is written unless HPJAX_REPORT_HTML=off (the test suite's many small sweeps
-    skip its 5 MB and 1-2 s)."""
+    skip it: Plotly's import and a file of a few MB for each)."""
     return os.environ.get("HPJAX_REPORT_HTML", "on").lower() not in ("off", "0", "false")
 
 

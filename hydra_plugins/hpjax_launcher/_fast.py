@@ -3,8 +3,9 @@
 Hydra ends every job the same way (`hydra.core.utils.run_job`): two deep copies of the job's
 composed config, `.hydra/{config,hydra,overrides}.yaml` dumped by PyYAML, its logging set up
 again, its callbacks; before that the launcher composes the job (a deep copy of its group
-choices' config with the values applied) and validates it (`OmegaConf.to_object`). That is about
-50 ms a job on a quiet 2-core machine, where the training of a small trial takes milliseconds.
+choices' config with the values applied) and validates it (`OmegaConf.to_object`). That is tens
+of milliseconds a job, where the training of a small trial takes milliseconds (docs/benchmarks.md,
+host overhead per trial).
 
 Jobs of a sweep differ in a few values only (`optimizer.lr=0.0083131`), so `Templates` does that
 work once per template, the jobs with the same config-group choices and the same overridden keys:
@@ -134,8 +135,9 @@ class Parsed:
 
 
 class Overrides:
-    """Parses `key=value` overrides: numbers by a pattern (Hydra's parser takes about 0.3 ms an
-    override), anything else by Hydra's parser, once per distinct line."""
+    """Parses `key=value` overrides: numbers by a pattern (cheaper than Hydra's parser, which
+    would otherwise run for every value of every job), anything else by Hydra's parser, once per
+    distinct line."""
 
     def __init__(self, is_group: Callable[[str], bool]) -> None:
         self.parser, self.is_group = OverridesParser.create(), is_group

@@ -65,8 +65,8 @@ def of_result(study: optuna.Study, trial_id: int, result: Any,
 
 def write(study: optuna.Study, trial_id: int, values: dict[int, float], attrs: dict) -> None:
     """Intermediate values and user attributes of a running trial. In a database, one
-    transaction: each storage call would commit on its own (30 epochs and 6 attributes took
-    1.07 s a trial on SQLite here, one transaction 0.06-0.12 s, as much as the trial's tell)."""
+    transaction: each storage call would commit on its own, and a commit of SQLite waits for the
+    disk (what it costs a trial: docs/benchmarks.md)."""
     backend = getattr(study._storage, "_backend", study._storage)
     if not isinstance(backend, optuna.storages.RDBStorage):
         for step, value in values.items():

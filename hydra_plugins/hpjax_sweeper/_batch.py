@@ -2,8 +2,8 @@
 and the study's trials counted by the database instead of loaded.
 
 Optuna's RDB storage commits every write on its own (a new trial, each parameter, each attribute,
-each value: about ten commits a trial), and a commit of SQLite waits for the disk: 14 ms a trial
-on a quiet 2-core machine, several times that under load. `transaction` makes the storage's
+each value: about ten commits a trial), and a commit of SQLite waits for the disk.
+`transaction` makes the storage's
 sessions one session for the duration of a batch, committed once at its end: a kill mid-batch
 loses the whole batch's writes or none (asks: no trial was created, the batch is asked again;
 tells: the batch's trials stay RUNNING and the next sweep tells them from their result.json).
@@ -237,7 +237,7 @@ def best_line(study: optuna.Study, names: list[str]) -> str:
 class _SavedHydraConfig(JobReturn):
     """A told job's `JobReturn` whose Hydra config is read back from its `.hydra/hydra.yaml`
     when asked for: a sweep keeps every job's return, and their Hydra configs (most of a job's
-    memory) would grow the driver by about 0.17 MB a trial."""
+    memory) would grow the driver with every trial."""
 
     @property
     def hydra_cfg(self) -> Any:

@@ -3,13 +3,12 @@ of a dozen a trial.
 
 Optuna's RDB storage writes row by row, each write with its own checks (the trial is read back
 to see that it still runs, a parameter's first record in the study is looked up to compare
-distributions): 5 ms an ask and 4 ms a tell of SQLite on a quiet 2-core machine, in one
-transaction. Here a batch's asks run against `Staged`, the storage as the sampler sees it (the
-study's trials as read once, plus the batch's new trials, in memory), and `write` puts the new
-trials in the database in one transaction: their rows, numbers, parameters, attributes and first
-heartbeats; `tell` writes a batch's results the same way. The rows are Optuna's own (its models),
-so every reader (Optuna, optuna-dashboard, a resumed sweep) sees what Optuna's path writes
-(tested: the same study, row for row).
+distributions), even in one transaction. Here a batch's asks run against `Staged`, the storage
+as the sampler sees it (the study's trials as read once, plus the batch's new trials, in
+memory), and `write` puts the new trials in the database in one transaction: their rows,
+numbers, parameters, attributes and first heartbeats; `tell` writes a batch's results the same
+way. The rows are Optuna's own (its models), so every reader (Optuna, optuna-dashboard, a
+resumed sweep) sees what Optuna's path writes (tested: the same study, row for row).
 
 Used for the samplers whose asks only read the study (random, TPE) and an RDB storage without
 WAITING trials; any other case takes Optuna's path (`_batch.transaction` + `_batch.asking`).

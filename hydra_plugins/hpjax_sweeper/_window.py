@@ -2,14 +2,11 @@
 trials (300), the best tenth of them by the first objective and the most recent for the rest.
 
 TPE fits its two densities to every finished trial at every ask, so an ask costs time in
-proportion to the study (measured in memory on the 2-core machine: 11 ms per ask and tell at
-1,000 trials, 25 ms at 3,000, 104 ms at 10,000). The "good" density is built from the best
-trials (at most 25: Optuna's default gamma), which the window always keeps; only the "bad"
-density sees a sample, the most recent trials. With the study read once per batch and each
-trial converted once, what is left of an ask is the model, in proportion to the window: about
-19,000 Python calls an ask with a window of 1,000 at 1,000 trials and at 10,000 alike (cProfile's
-count); a window of 500 cuts it to 14,000, 300 to 11,000 (at 10,000 trials of a quiet 2-core
-machine: 7.3 ms of study CPU a trial with a window of 500).
+proportion to the study. The "good" density is built from the best trials (at most 25: Optuna's
+default gamma), which the window always keeps; only the "bad" density sees a sample, the most
+recent trials. With the study read once per batch and each trial converted once, what is left of
+an ask is the model, in proportion to the window, the same at 1,000 trials and at 10,000; why
+the window is 300: docs/benchmarks.md (host overhead per trial).
 """
 
 import heapq
@@ -163,9 +160,9 @@ class _CachedWindow(_Window):
 
 
 def _split_once_per_batch(split_trials: Any) -> Any:
-    """Optuna's `_split_trials` (TPE sorts and checks every trial it models at every ask: a
-    third of an ask at 1,000 trials), for the study views of `WindowedTPESampler` through
-    `_CachedWindow.split`; for any other study, itself."""
+    """Optuna's `_split_trials` (TPE sorts and checks every trial it models at every ask), for
+    the study views of `WindowedTPESampler` through `_CachedWindow.split`; for any other study,
+    itself."""
 
     def split(study: Any, trials: list, n_below: int, *rest: Any) -> tuple:
         if isinstance(study, _CachedWindow):
