@@ -7,6 +7,7 @@ multirun`): pytest puts tests/, conftest.py's folder, on sys.path.
 """
 
 import csv
+import importlib
 import os
 import shutil
 import subprocess
@@ -107,9 +108,24 @@ def postgres_up() -> bool:
         return False
 
 
-def require(up: bool, what: str) -> None:
+def require(up: bool, what: str, missing: str = "is not running") -> None:
     """Skips a test whose service is down on a developer's machine; under CI, fails it."""
     if not up:
         if os.environ.get("CI"):
-            pytest.fail(f"{what} is not running: .ci/run starts it with scripts/local_cluster.sh")
-        pytest.skip(f"{what} is not running: start it with scripts/local_cluster.sh")
+            pytest.fail(f"{what} {missing}: .ci/run starts it with scripts/local_cluster.sh")
+        pytest.skip(f"{what} {missing}: start it with scripts/local_cluster.sh")
+
+
+def need(module: str, extra: str = "test"):
+    """`module`, imported; a test whose optional package is not installed skips on a developer's
+    machine and fails under CI (which installs every extra). A package that is installed but does
+    not import raises, wherever: pytest.importorskip would skip on that broken install too."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or module != e.name and not module.startswith(e.name + "."):
+            raise  # the package is there, one of its own dependencies is not: a broken install
+        how = f"pip install -e '.[{extra}]'"
+        if os.environ.get("CI"):
+            pytest.fail(f"{module} is not installed under CI: .ci/run runs {how}")
+        pytest.skip(f"{module} is not installed: {how}")

@@ -45,7 +45,8 @@ def test_regression_reaches_a_stated_r2_and_its_metrics_are_sklearns(tmp_path):
     assert result.test["test/r2"] == pytest.approx(r2_score(truth, pred), abs=1e-4)
     assert result.test["test/mse"] == pytest.approx(mean_squared_error(truth, pred), rel=1e-3)
     assert result.test["test/mae"] == pytest.approx(mean_absolute_error(truth, pred), rel=1e-3)
-    # host metrics (hpjax.engine.host_metrics): scikit-learn's on the same predictions, in the targets' units
+    # host metrics (hpjax.engine.host_metrics): scikit-learn's on the same predictions, in the
+    # targets' units
     assert result.test["test/median_absolute_error"] == pytest.approx(
         median_absolute_error(truth, pred), rel=1e-4)
     assert result.test["test/explained_variance"] == pytest.approx(

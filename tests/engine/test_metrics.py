@@ -1,5 +1,6 @@
-"""Host metrics (hpjax.engine.host_metrics): scikit-learn's scores of each trial's best epoch, computed from
-the predictions of its kept parameters, as the sweep's objective and in every report."""
+"""Host metrics (hpjax.engine.host_metrics): scikit-learn's scores of each trial's best epoch,
+computed from the predictions of its kept parameters, as the sweep's objective and in every
+report."""
 
 import csv
 import json

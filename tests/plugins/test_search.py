@@ -6,6 +6,7 @@ import numpy as np
 import optuna
 import pytest
 
+from helpers import need
 from hydra_plugins.hpjax_sweeper._search import SearchSpaceError, make_sampler, parse
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -99,7 +100,7 @@ class TestGP(SearchStrategyContract):
 
     @pytest.fixture(autouse=True)
     def _needs_torch(self):
-        torch = pytest.importorskip("torch", reason="algorithm=gp needs the 'gp' extra (PyTorch)")
+        torch = need("torch", extra="gp")  # algorithm=gp needs PyTorch
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tests run two at a time: threads would only contend
         yield

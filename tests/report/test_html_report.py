@@ -9,7 +9,7 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import REPORT_GRID, multirun
+from helpers import REPORT_GRID, multirun, need, require
 from hpjax.report import html as html_report
 from hpjax.report import main as report_main
 from hpjax.report.trials import read_trials
@@ -135,9 +135,8 @@ def test_the_study_tells_the_whole_story(vmap_sweep):
 def test_report_html_in_chromium(vmap_sweep):
     """The page loads without console errors and every plot has as many points as the sweep
     had trials; a screenshot is saved beside the sweep."""
-    if CHROMIUM is None:
-        pytest.skip("no Chromium (scripts/local_cluster.sh installs Debian's chromium)")
-    pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+    require(CHROMIUM is not None, "Debian's chromium", missing="is not installed")
+    need("playwright.sync_api")
     page_file = vmap_sweep / "report.html"
     assert page_file.stat().st_size > 4_000_000  # Plotly's JavaScript inlined: opens offline
     shot = vmap_sweep / "report.png"

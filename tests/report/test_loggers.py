@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers import REPORT_GRID as GRID
-from helpers import multirun
+from helpers import multirun, need
 from hpjax import loggers
 from hpjax.results import Result
 
@@ -38,7 +38,7 @@ def trials(sweep: Path) -> dict[str, tuple[dict, list, Result]]:
 
 
 def test_tensorboard_has_every_trials_scalars_and_hparams(logged_sweep):
-    pytest.importorskip("tensorboard", reason="pip install -e '.[test]'")
+    need("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -60,7 +60,7 @@ def test_tensorboard_has_every_trials_scalars_and_hparams(logged_sweep):
 
 
 def test_mlflow_has_one_run_per_trial_under_the_sweeps_run(logged_sweep):
-    pytest.importorskip("mlflow", reason="pip install -e '.[test]'")
+    need("mlflow")
     from mlflow.tracking import MlflowClient
 
     sweep, uri = logged_sweep
@@ -119,7 +119,7 @@ def wandb_records(path: Path):
 def test_wandb_offline_runs_hold_every_epoch(logged_sweep, tmp_path):
     """Two of the sweep's trials through the W&B logger (each offline run starts W&B's
     service: about 2 s a trial), read back from W&B's own record format."""
-    pytest.importorskip("wandb", reason="pip install -e '.[test]'")
+    need("wandb")
     sweep, _ = logged_sweep
     logger = loggers.WandbLogger(save_dir=str(tmp_path))
     for job, (overrides, rows, result) in list(trials(sweep).items())[:2]:
