@@ -52,4 +52,4 @@ def write_section(name: str, title: str, command: str, body: str, doc: Path = DO
     """Writes this run's `body` (markdown: the printed table) as section `name` of `doc`."""
     section = (f"## {title}\n\nMeasured {provenance()}, by `{command}`.\n\n{body.strip()}\n")
     doc.write_text(replace_section(doc.read_text(), name, section))
-    print(f"wrote section '{name}' of {doc.relative_to(ROOT)}")
+    print(f"wrote section '{name}' of {doc}")

@@ -22,7 +22,9 @@ Host ms per trial = (sweep - training) / trials, as wall time and as the main th
 (stable when other processes share the cores; the stages are CPU time). Peak RSS is the
 driver's resident memory.
 
-    python scripts/bench_overhead.py [--trials 64,1000,10000] [--cases basic,random,tpe]
+    python scripts/bench_overhead.py [--trials 64,1000,10000] [--cases basic,random,tpe] [--doc]
+
+`--doc` writes the table into docs/benchmarks.md (section bench_overhead), replacing the last one.
 """
 
 import argparse
@@ -36,6 +38,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from _benchdoc import DOC, write_section
 
 STAGES = ("study", "compose", "job files", "params", "callbacks+log", "read result", "run_job",
           "launcher", "report")
@@ -221,6 +225,8 @@ def main() -> None:
     parser.add_argument("--trials", default="64,1000,10000")
     parser.add_argument("--cases", default="basic,random,tpe")
     parser.add_argument("--keep", help="a folder to keep the sweeps in (default: deleted)")
+    parser.add_argument("--doc", nargs="?", const=str(DOC), type=Path,
+                        help=f"write the table into this file's bench_overhead section ({DOC})")
     a = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -233,6 +239,19 @@ def main() -> None:
                       flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(table(rows))
+    if a.doc:
+        write_section("bench_overhead", "Host overhead per trial (`scripts/bench_overhead.py`)",
+                      f"python scripts/bench_overhead.py --trials {a.trials} --cases {a.cases}",
+                      f"""
+Sweeps of a tiny model (`data=iris train.epochs=1`, batches and populations of 64), each a
+`hpjax -m` process of its own, for Hydra's basic sweeper (a grid over `train.seed`) and hpjax's
+(random and TPE over learning rate, dropout and activation): the wall time, the training time
+(compile + device), the host's milliseconds per trial (the sweep minus its training) as wall and
+as the driver's CPU time, split by stage (CPU ms a trial: the stages are listed in the script's
+docstring), the driver's peak memory and the lines it logged.
+
+{table(rows)}
+""", doc=a.doc)
 
 
 if __name__ == "__main__":
