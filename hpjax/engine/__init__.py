@@ -1,0 +1,92 @@
+"""hpjax's plugin API: what Hydra plugins (hpjax's own in `hydra_plugins/hpjax_*`, and third
+parties') build on. Users call `hpjax` (`compose`, `train`, `sweep`, `load`, ...); a plugin calls
+`hpjax` and `hpjax.engine` and nothing else of hpjax (`tests/test_exports.py` parses the plugins'
+imports to hold ours to it). docs/plugins.md is the guide.
+
+Batches of jobs (the launcher's side):
+- `Job`: one job of a launcher's batch: its validated config, output directory and task end.
+- `JobEnd`: a job's task function under Hydra: writes `metrics.jsonl` and `result.json`, returns
+  the objective.
+- `plan`: a batch's configs -> populations and chunks (one compiled program each), with the memory
+  estimate.
+- `train_jobs`: trains a batch of `Job`s as populations; every job ends through its `JobEnd`.
+- `run`: trains one config into a job directory and returns its `Result` (no Hydra).
+- `is_task`: whether a task function is hpjax's (only those train as populations).
+- `background_writes`: a context in which result files are written by a background thread, all
+  flushed at its end.
+
+Results (the sweeper's side):
+- `read_result`: a job directory -> its `Result`, or None when the job wrote none.
+- `parse_objectives`: `["val/loss:min", ...]` -> `{metric: mode}`, checked.
+- `worst_objective`: the value a failed trial gets for a mode (`inf` for min, `-inf` for max).
+
+Multi-fidelity and population-based training:
+- `hyperband`, `successive_halving`: the brackets (lists of rungs: trials and epochs).
+- `bracket`: one bracket of `n` trials and `s` halvings.
+- `bracket_table`: brackets -> the printable table of trials and epochs per rung.
+- `check_fidelity`: checks `eta`, `min_epochs` and `max_epochs` together.
+- `SuccessiveHalving`: a bracket's promotion rule, applied at each rung's epoch.
+- `HalvingStoppers`: one `SuccessiveHalving` per bracket, picked by a job's bracket.
+- `SameStopper`: one stopper for every job (picklable: crosses into SLURM jobs).
+- `PBT`: population-based training's exploit/explore step at its interval.
+- `PBTBounds`: the bounds PBT's perturbations stay within.
+- `check_pbt_keys`: checks that PBT's keys are traced hyperparameters of the config.
+
+Signals (a sweep stops at an epoch boundary, not mid-step):
+- `defer_signals`: a context in which SIGINT/SIGTERM are recorded until the next epoch boundary.
+- `signals_deferred`: whether a `defer_signals` block handles the signals now.
+- `check_interrupt`: raises `Interrupted` if a signal was recorded.
+- `Interrupted`: a sweep stopped by a signal; `exit_code` is 128 + the signal.
+
+Names load on first use: `import hpjax.engine` imports neither JAX nor Flax. To add a name, add it
+to `_EXPORTS` and one line above.
+"""
+
+import importlib
+from typing import Any
+
+# name -> module, or (module, attribute path) where the internal name differs
+_EXPORTS: dict[str, Any] = {
+    "Job": "hpjax.engine.batch",
+    "JobEnd": "hpjax.engine.jobs",
+    "plan": "hpjax.engine.batch",
+    "train_jobs": "hpjax.engine.batch",
+    "run": "hpjax.engine.jobs",
+    "is_task": "hpjax.api",
+    "background_writes": "hpjax.results",
+    "read_result": ("hpjax.results", "Result.read"),
+    "parse_objectives": "hpjax.results",
+    "worst_objective": "hpjax.results",
+    "hyperband": "hpjax.engine.schedulers.halving",
+    "successive_halving": "hpjax.engine.schedulers.halving",
+    "bracket": "hpjax.engine.schedulers.halving",
+    "bracket_table": ("hpjax.engine.schedulers.halving", "table"),
+    "check_fidelity": ("hpjax.engine.schedulers.halving", "check"),
+    "SuccessiveHalving": "hpjax.engine.schedulers.halving",
+    "HalvingStoppers": "hpjax.engine.schedulers.halving",
+    "SameStopper": "hpjax.engine.schedulers.halving",
+    "PBT": "hpjax.engine.schedulers.pbt",
+    "PBTBounds": ("hpjax.engine.schedulers.pbt", "Bounds"),
+    "check_pbt_keys": ("hpjax.engine.schedulers.pbt", "check_keys"),
+    "defer_signals": ("hpjax.engine.signals", "deferred"),
+    "signals_deferred": ("hpjax.engine.signals", "active"),
+    "check_interrupt": ("hpjax.engine.signals", "check"),
+    "Interrupted": "hpjax.engine.signals",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hpjax.engine' has no attribute {name!r}")
+    target = _EXPORTS[name]
+    module, attr = target if isinstance(target, tuple) else (target, name)
+    value: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

@@ -1,7 +1,7 @@
 """The vmap launcher's work: compose a batch's jobs, hand them to hpjax, end each under Hydra.
 
-hpjax trains the batch as populations (`hpjax.train_jobs`); each job then runs under Hydra's
-`run_job` (job directory, `.hydra/` files, callbacks) with its `hpjax.JobEnd` as the task
+hpjax trains the batch as populations (`hpjax.engine.train_jobs`); each job then runs under Hydra's
+`run_job` (job directory, `.hydra/` files, callbacks) with its `hpjax.engine.JobEnd` as the task
 function, which writes what the population computed for it. A task function other than
 hpjax's own runs one job after another, as Hydra's basic launcher does.
 """
@@ -24,8 +24,7 @@ from hydra.core.utils import (
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-import hpjax
-from hpjax.results import background_writes
+import hpjax.engine
 
 from . import _fast
 from ._compose import install as install_fast_sweep_configs
@@ -127,13 +126,13 @@ class VmapLauncherImpl:
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
-        if hpjax.is_task(task_function):  # compose jobs once per set of group choices
+        if hpjax.engine.is_task(task_function):  # compose jobs once per set of group choices
             install_fast_sweep_configs(hydra_context.config_loader)
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         indexed = [(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
-        if not hpjax.is_task(self.task_function):
+        if not hpjax.engine.is_task(self.task_function):
             self._start()
             return [self._run_job(n, o, self._compose(n, o), self.task_function)
                     for n, o in indexed]
@@ -153,16 +152,16 @@ class VmapLauncherImpl:
             sweep_config.hydra.job.num = index
         return sweep_config
 
-    def _job(self, index: int, sweep_config: DictConfig) -> "hpjax.Job":
+    def _job(self, index: int, sweep_config: DictConfig) -> "hpjax.engine.Job":
         output_dir = str(Path(str(sweep_config.hydra.sweep.dir)) / str(
             sweep_config.hydra.sweep.subdir))
         task_cfg = copy.deepcopy(sweep_config)
         with read_write(task_cfg), open_dict(task_cfg):
             del task_cfg["hydra"]
         try:
-            return hpjax.Job(hpjax.validate(task_cfg), output_dir, name=f"trial {index}")
+            return hpjax.engine.Job(hpjax.validate(task_cfg), output_dir, name=f"trial {index}")
         except hpjax.ConfigError as e:
-            return hpjax.Job(None, output_dir, name=f"trial {index}", error=e)
+            return hpjax.engine.Job(None, output_dir, name=f"trial {index}", error=e)
 
     def _run_job(self, index: int, overrides: list, sweep_config: DictConfig,
                  task_function: TaskFunction) -> JobReturn:
@@ -179,8 +178,8 @@ class VmapLauncherImpl:
         chunk; a job whose config is bad is a unit of its own."""
         self._start()
         cfgs = [self._job(n, self._compose(n, o)).cfg for n, o in indexed]
-        planned = hpjax.plan(cfgs, max_population=self.max_population,
-                             memory_budget_mb=self.memory_budget_mb)
+        planned = hpjax.engine.plan(cfgs, max_population=self.max_population,
+                                    memory_budget_mb=self.memory_budget_mb)
         units = [[indexed[i]] for i, cfg in enumerate(cfgs) if cfg is None]
         units += [[indexed[i] for i in chunk] for chunks in planned for chunk in chunks]
         return sorted(units)
@@ -217,10 +216,10 @@ class VmapLauncherImpl:
 
         self.quiet = quiet
         try:
-            hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
-                             memory_budget_mb=self.memory_budget_mb, progress=self.progress,
-                             stoppers=self.stoppers, on_ended=end_jobs,
-                             refill=refill if self.refill is not None else None)
+            hpjax.engine.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
+                                    memory_budget_mb=self.memory_budget_mb, progress=self.progress,
+                                    stoppers=self.stoppers, on_ended=end_jobs,
+                                    refill=refill if self.refill is not None else None)
         finally:
             self.quiet = False
         return [returns[i] for i in range(len(indexed))]
@@ -245,7 +244,7 @@ class VmapLauncherImpl:
     def _run_fast(self, fast: list) -> list[JobReturn]:
         """Trains templated jobs and ends each with its files, written by a `Writer` thread
         (flushed before the sweeper sees a return: `on_return`, the batch's end)."""
-        jobs = [hpjax.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
+        jobs = [hpjax.engine.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
         returns: dict[int, JobReturn] = {}
         logs: list = []  # the jobs' log files, set up at the first job that ends
         cwd = os.getcwd()  # every job's working_dir (the jobs do not change directory)
@@ -268,11 +267,12 @@ class VmapLauncherImpl:
 
         self.quiet = True
         try:
-            with background_writes() as writer:
-                hpjax.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
-                                 memory_budget_mb=self.memory_budget_mb,
-                                 progress=self.progress, stoppers=self.stoppers,
-                                 on_ended=end_jobs)
+            with hpjax.engine.background_writes() as writer:
+                hpjax.engine.train_jobs(jobs, launcher=self.name,
+                                        max_population=self.max_population,
+                                        memory_budget_mb=self.memory_budget_mb,
+                                        progress=self.progress, stoppers=self.stoppers,
+                                        on_ended=end_jobs)
                 written(writer)
         finally:
             self.quiet = False

@@ -21,8 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn
 from omegaconf import DictConfig, OmegaConf
 
-from hpjax.engine import signals
-from hpjax.results import Result
+import hpjax.engine
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ MARKER = ".hpjax-interrupted"  # in the sweep directory: a rerun keeps its finis
 
 def launch(impl: Any, indexed: list[tuple[int, list]]) -> list[JobReturn]:
     """Runs `impl.run_jobs(indexed)` with SIGINT/SIGTERM deferred to the next epoch boundary."""
-    if signals.active():  # hpjax's sweeper: it marks its trials in the study itself
+    if hpjax.engine.signals_deferred():  # hpjax's sweeper: it marks its trials in the study itself
         return impl.run_jobs(indexed)
     sweep_dir = Path(str(impl.config.hydra.sweep.dir))
     configs = _Configs(impl, indexed)  # composed only for a rerun or an interrupt
@@ -41,10 +40,10 @@ def launch(impl: Any, indexed: list[tuple[int, list]]) -> list[JobReturn]:
         log.info("resuming the interrupted sweep in %s: %d of %d jobs finished before, %d to "
                  "run", sweep_dir, len(kept), len(indexed), len(todo))
     start = time.time()
-    with signals.deferred():
+    with hpjax.engine.defer_signals():
         try:
             trained = impl.run_jobs(todo) if todo else []
-        except signals.Interrupted as e:
+        except hpjax.engine.Interrupted as e:
             _stop(impl, sweep_dir, configs, todo, start, e)
     returns = dict(zip((n for n, _ in todo), trained, strict=True))
     for n, o in indexed:
@@ -75,7 +74,7 @@ def _finished(configs: _Configs, indexed: list[tuple[int, list]]) -> dict:
     kept = {}
     for n, overrides in indexed:
         job_dir = _job_dir(configs[n])
-        result = Result.read(job_dir)
+        result = hpjax.Result.read(job_dir)
         saved = job_dir / ".hydra" / "overrides.yaml"
         if result is None or result.status == "interrupted" or not saved.exists():
             continue
@@ -84,7 +83,7 @@ def _finished(configs: _Configs, indexed: list[tuple[int, list]]) -> dict:
     return kept
 
 
-def _kept(result: Result) -> Callable[[DictConfig], float]:
+def _kept(result: hpjax.Result) -> Callable[[DictConfig], float]:
     def task(cfg: DictConfig) -> float:
         log.info("kept from the interrupted run: %s, objective %s", result.status,
                  result.objective)
@@ -98,7 +97,7 @@ def _interrupted(reason: str) -> Callable[[DictConfig], float]:
         job_dir = Path(HydraConfig.get().runtime.output_dir)
         steps = [int(p.name) for p in (job_dir / "checkpoints").glob("*") if p.name.isdigit()]
         saved = f" (checkpoint at epoch {max(steps)})" if steps else ""
-        result = Result("interrupted", None, cfg.objective.metric, cfg.objective.mode,
+        result = hpjax.Result("interrupted", None, cfg.objective.metric, cfg.objective.mode,
                         error=reason + saved)
         result.write(job_dir)
         return result.sweeper_value()
@@ -107,7 +106,7 @@ def _interrupted(reason: str) -> Callable[[DictConfig], float]:
 
 
 def _stop(impl: Any, sweep_dir: Path, configs: _Configs,
-          todo: list[tuple[int, list]], start: float, e: signals.Interrupted) -> None:
+          todo: list[tuple[int, list]], start: float, e: hpjax.engine.Interrupted) -> None:
     """Ends the jobs that did not finish as interrupted, writes the sweep's summary, exits."""
     reason = f"stopped by {signal.Signals(e.signum).name}"
     unfinished = 0

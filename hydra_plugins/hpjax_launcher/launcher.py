@@ -28,9 +28,9 @@ class VmapLauncher(Launcher):
         """Whether a batch's jobs are all composed before any runs (hpjax's task): a bad
         override then fails the batch before it starts, and a sweeper need not compose each job
         once more to check it."""
-        import hpjax
+        import hpjax.engine
 
-        return hpjax.is_task(getattr(self.impl, "task_function", None))
+        return hpjax.engine.is_task(getattr(self.impl, "task_function", None))
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:

@@ -69,12 +69,12 @@ def _preempt_signal() -> int:
 def until_signalled(run: Callable[[], list[JobReturn]]) -> Union[list[JobReturn], Signalled]:
     """Runs a submitted job's trials with its pre-timeout signal deferred to the next epoch
     boundary (instead of submitit's handler, which requeues the job at once, mid-epoch)."""
-    from hpjax.engine import signals
+    import hpjax.engine
 
-    with signals.deferred((_preempt_signal(),)):
+    with hpjax.engine.defer_signals((_preempt_signal(),)):
         try:
             return run()
-        except signals.Interrupted as e:
+        except hpjax.engine.Interrupted as e:
             name = signal.Signals(e.signum).name
             log.warning("%s before the time limit: stopped at an epoch boundary, checkpoints "
                         "saved; the driver submits this job again", name)
@@ -180,7 +180,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         self.vectorize, self.max_retries, self.poll_s = vectorize, max_retries, poll_s
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
         # Set by hpjax's sweeper for sha, hyperband and pbt: pickled with this launcher into each
-        # submitted job, where the population applies it (`hpjax.HalvingStoppers`, ...)
+        # submitted job, where the population applies it (`hpjax.engine.HalvingStoppers`, ...)
         self.stoppers: Any = None
 
     def _populations(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-import hpjax
+import hpjax.engine
 
 from . import _search, _space, _storage
 
@@ -34,7 +34,7 @@ def before_writing(*, params: dict, arguments: list[str], algorithm: str, hydra_
             space, compose=lambda overrides: loader.load_sweep_config(config, overrides),
             is_group=(lambda key: repository.group_exists(key)) if repository else
             (lambda key: False),
-            validate=hpjax.validate if hpjax.is_task(task_function) else None)
+            validate=hpjax.validate if hpjax.engine.is_task(task_function) else None)
         url = _storage.storage_url(storage, sweep_dir)
         problem = _storage.check_reachable(url) if storage else None  # else: study.db
         if problem:

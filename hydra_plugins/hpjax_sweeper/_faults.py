@@ -21,7 +21,7 @@ import optuna
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-import hpjax
+import hpjax.engine
 
 from ._storage import fresh_trials
 
@@ -69,7 +69,7 @@ def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: i
             if now - t.system_attrs.get(HEARTBEAT, start) <= (grace_period or 0):
                 continue  # its worker is alive
         job_dir = t.user_attrs.get("job_dir")
-        result = hpjax.read_result(job_dir) if job_dir else None
+        result = hpjax.engine.read_result(job_dir) if job_dir else None
         if result is not None:
             tell(study, t._trial_id, result)
             log.info("trial %d finished after its sweep was killed: result taken from %s",
@@ -211,7 +211,7 @@ def none_left_running(study: optuna.Study, trials: list, max_retries: int,
                 if frozen.state != TrialState.RUNNING:
                     continue
                 job_dir = frozen.user_attrs.get("job_dir")
-                result = hpjax.read_result(job_dir) if job_dir else None
+                result = hpjax.engine.read_result(job_dir) if job_dir else None
                 if result is not None:  # its population ended before the fault
                     tell(study, t._trial_id, result)
                     continue
@@ -230,12 +230,11 @@ def interruptible(sweeper: Any, arguments: list[str]) -> Any:
     """Runs the sweep with SIGINT/SIGTERM deferred to the next epoch boundary; an interrupted
     sweep writes its summary (Hydra's end-of-sweep callbacks) and exits 128 + the signal
     (130, 143). Rerunning the command resumes it."""
-    from hpjax.engine import signals
 
-    with signals.deferred():
+    with hpjax.engine.defer_signals():
         try:
             return sweeper.sweep(arguments)
-        except signals.Interrupted as e:
+        except hpjax.engine.Interrupted as e:
             log.warning("sweep %s: its unfinished trials are marked failed (interrupted) and "
                         "run again, from their checkpoints, when the same command runs again", e)
             try:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import hpjax
+import hpjax.engine
 
 from . import _batch, _search
 
@@ -52,7 +52,7 @@ def max_epochs(sweeper: Any, space: _search.SearchSpace) -> int:
     fixed = [item for item in space.items if isinstance(item, str)]
     cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, fixed)
     top = int(OmegaConf.select(cfg, "train.epochs"))
-    hpjax.check_fidelity(sweeper.eta, sweeper.min_epochs, top)
+    hpjax.engine.check_fidelity(sweeper.eta, sweeper.min_epochs, top)
     return top
 
 
@@ -101,11 +101,11 @@ class Stoppers:
                  mode: str = "max", prune: bool = False, label: str = "") -> None:
         self.trials, self.rungs, self.eta, self.mode = trials, rungs, eta, mode
         self.prune, self.label = prune, label
-        self.rules: list[hpjax.SuccessiveHalving] = []
+        self.rules: list[hpjax.engine.SuccessiveHalving] = []
 
     def __call__(self, ids: list[int]) -> Any:
         """`ids` grows as a refilled population takes new trials (`self.trials` grows too)."""
-        rule = hpjax.SuccessiveHalving(self.rungs, self.eta, self.mode) if self.rungs \
+        rule = hpjax.engine.SuccessiveHalving(self.rungs, self.eta, self.mode) if self.rungs \
             else None
         if rule is not None:
             self.rules.append(rule)
@@ -149,7 +149,7 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
     other workers). The new trials are appended to `trials` (which the batch tells, and whose
     stoppers report them)."""
     impl = getattr(sweeper.launcher, "impl", None)
-    if stoppers is None or not hpjax.is_task(getattr(impl, "task_function", None)):
+    if stoppers is None or not hpjax.engine.is_task(getattr(impl, "task_function", None)):
         yield
         return
 
@@ -187,10 +187,10 @@ def bracket_plan(sweeper: Any, space: _search.SearchSpace) -> tuple[int, list, i
     pass of the brackets for hyperband."""
     top = max_epochs(sweeper, space)
     if sweeper.algorithm == "sha":
-        brackets = [hpjax.successive_halving(top, sweeper.eta, sweeper.min_epochs,
-                                                sweeper.n_trials)]
+        brackets = [hpjax.engine.successive_halving(top, sweeper.eta, sweeper.min_epochs,
+                                                       sweeper.n_trials)]
     else:
-        brackets = hpjax.hyperband(top, sweeper.eta, sweeper.min_epochs)
+        brackets = hpjax.engine.hyperband(top, sweeper.eta, sweeper.min_epochs)
     return top, brackets, sweeper.n_trials or sum(b[0].n for b in brackets)
 
 
@@ -201,14 +201,14 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     impl = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
     top, brackets, total = bracket_plan(sweeper, space)
     log.info("%s: R = %d epochs, eta = %d: brackets %s", sweeper.algorithm, top, sweeper.eta,
-             "; ".join(hpjax.bracket_table(brackets)))
+             "; ".join(hpjax.engine.bracket_table(brackets)))
     returns, started = [], 0
     k = 0
     while started < total:
         rungs = brackets[k % len(brackets)]
         n = min(rungs[0].n, total - started)
         if n < rungs[0].n:  # the last bracket, cut to n_trials
-            rungs = hpjax.bracket(n, len(rungs) - 1, top, sweeper.eta)
+            rungs = hpjax.engine.bracket(n, len(rungs) - 1, top, sweeper.eta)
         done = [t for t in sweeper._finished(study) if t.user_attrs.get("bracket") == k]
         if len(done) < n:
             with sweeper._lock(sweep_dir):
@@ -218,13 +218,13 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
                     t.set_user_attr("bracket", k)
                     if job_dir is not None:
                         t.set_user_attr("job_dir", str(job_dir(t.number)))
-            label = f"[bracket {k + 1}: {hpjax.bracket_table([rungs])[0]}]"
+            label = f"[bracket {k + 1}: {hpjax.engine.bracket_table([rungs])[0]}]"
             log.info("%s %d trials from %d epochs", label, n, rungs[0].epochs)
             epochs = [r.epochs for r in rungs]
             # In this process: report every epoch to the study; in a SLURM job: the rule alone
             # (the sweeper records the learning curves from metrics.jsonl when it tells)
             impl.stoppers = Stoppers(trials, epochs, sweeper.eta, mode, label=label) \
-                if getattr(impl, "in_process", False) else hpjax.HalvingStoppers(
+                if getattr(impl, "in_process", False) else hpjax.engine.HalvingStoppers(
                     tuple(epochs), sweeper.eta, mode)
             try:
                 returns.append(sweeper._run_batch(study, trials, space))
@@ -253,12 +253,12 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
             raise ValueError(f"algorithm=pbt: {p.key} must be searched as an interval of floats "
                              "(interval(...) or tag(log, interval(...))): PBT multiplies values "
                              "by 0.8 or 1.2 and resamples them from their range")
-        bounds[p.key] = hpjax.PBTBounds(d.low, d.high, d.log)
+        bounds[p.key] = hpjax.engine.PBTBounds(d.low, d.high, d.log)
     fixed = [item for item in space.items if isinstance(item, str)]
     cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, fixed)
     with open_dict(cfg):
         del cfg["hydra"]
-    hpjax.check_pbt_keys(hpjax.validate(cfg), list(bounds))
+    hpjax.engine.check_pbt_keys(hpjax.validate(cfg), list(bounds))
     n = sweeper.n_trials
     if len(sweeper._finished(study)) >= n:
         return []
@@ -271,10 +271,10 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     log.info("pbt: a population of %d, every %d epochs the bottom %g copy the top %g and "
              "explore %s", n, opts["interval"], opts["fraction"], opts["fraction"],
              ", ".join(bounds))
-    explorer = hpjax.PBT(bounds, interval=opts["interval"], fraction=opts["fraction"],
-                         resample_probability=opts["resample_probability"],
-                         seed=sweeper.seed or 0)
-    impl.stoppers = hpjax.SameStopper(explorer)
+    explorer = hpjax.engine.PBT(bounds, interval=opts["interval"], fraction=opts["fraction"],
+                                resample_probability=opts["resample_probability"],
+                                seed=sweeper.seed or 0)
+    impl.stoppers = hpjax.engine.SameStopper(explorer)
     try:
         returns = [sweeper._run_batch(study, trials, space)]
     finally:

@@ -19,8 +19,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-import hpjax
-from hpjax.engine import signals
+import hpjax.engine
 
 from . import _attrs, _batch, _bulk, _checks, _faults, _fidelity, _search, _storage
 
@@ -52,7 +51,7 @@ class HpjaxSweeperImpl(Sweeper):
             algorithm, n_trials, batch_size, seed)
         self.params = dict(params or {})
         self.storage, self.study_name = storage, study_name
-        self.objectives = hpjax.parse_objectives(objectives or [])
+        self.objectives = hpjax.engine.parse_objectives(objectives or [])
         self.direction, self.fail_stale_trials = direction, fail_stale_trials
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period or (2 * heartbeat_interval if heartbeat_interval
@@ -178,7 +177,7 @@ class HpjaxSweeperImpl(Sweeper):
         returns: list[Sequence[JobReturn]] = []
         start, waiting, milestones = time.perf_counter(), False, _batch.Milestones()
         while True:
-            signals.check()  # a signal between batches stops before the next one
+            hpjax.engine.check_interrupt()  # a signal between batches stops before the next one
             trials, finished, running = self._claim(study, sweep_dir, space, total,
                                                     distributions)
             if not trials:
@@ -340,7 +339,7 @@ class HpjaxSweeperImpl(Sweeper):
             log.warning("trial %d failed: %r", trial.number, ret._return_value)
             return _bulk.Outcome(trial._trial_id, TrialState.FAIL, user_attrs={
                 **attrs, "status": "failed", "error": repr(ret._return_value)[:500]})
-        result = getattr(ret, "result", None) or (hpjax.read_result(output_dir) if output_dir
+        result = getattr(ret, "result", None) or (hpjax.engine.read_result(output_dir) if output_dir
                                                   else None)
         if result is None:  # a task function of its own: its return value is the objective
             value = ret.return_value
