@@ -76,14 +76,23 @@ def test_a_conditional_grid_multiplies_only_its_own_choices_and_a_key_of_no_choi
                      is_group=is_group)
 
 
-def test_a_trial_whose_program_fails_fails_alone_and_its_population_trains(tmp_path):
-    # 2**40 passes the schema (an int) but not the population's int32 seeds
+def test_a_trial_whose_program_fails_fails_alone_and_its_population_trains(tmp_path,
+                                                                           monkeypatch):
+    """A population whose program fails for one trial's value (one that passes the schema: here
+    seed 7 stands for it) is halved until that trial fails alone; the others train."""
+    train_trials = batch.train_jobs.__kwdefaults__["train"]
+
+    def breaks_on_seed_7(cfgs, **kw):
+        if any(c.train.seed == 7 for c in cfgs):
+            raise FloatingPointError("the program broke on seed 7")
+        return train_trials(cfgs, **kw)
+
+    monkeypatch.setitem(batch.train_jobs.__kwdefaults__, "train", breaks_on_seed_7)
     sweep([*HPJAX, "hydra.sweeper.algorithm=grid", "hydra.sweeper.n_trials=null",
-           "hydra.sweeper.batch_size=3", "train.seed=choice(0, 1099511627776, 1)"],
-          tmp_path / "s")
+           "hydra.sweeper.batch_size=3", "train.seed=choice(0, 7, 1)"], tmp_path / "s")
     trials = study_trials(tmp_path / "s")
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
-    error = "OverflowError: Python integer 1099511627776 out of bounds for int32"
+    error = "FloatingPointError: the program broke on seed 7"
     assert trials[1].user_attrs["status"] == "failed" and trials[1].user_attrs["error"] == error
     saved = json.loads((tmp_path / "s" / "1" / "result.json").read_text())
     assert (saved["status"], saved["error"]) == ("failed", error)
@@ -107,6 +116,9 @@ def test_each_population_ends_its_jobs_as_soon_as_it_has_trained():
     ("+optimizer.lrr=1,2", "hpjax: error: optimizer.lrr=1: unknown key (added with '+'?)"),
     ("optimizer.lr=choice(0.1, -1)",
      "hpjax: error: optimizer.lr=-1.0: must be a finite number > 0"),
+    # an int32 in the program: hpjax's own check, whatever NumPy does with 2**40
+    ("train.seed=choice(0, 1099511627776)", "hpjax: error: train.seed=1099511627776: must be an "
+     "integer between -2147483648 and 2147483647 (an int32 in the compiled program)"),
     ("hydra.sweeper.storage=postgresql://hpjax:s3cr3t@localhost:1/hpjax",
      "hpjax: error: hydra.sweeper.storage=postgresql://hpjax:***@localhost:1/hpjax: cannot "
      "connect"),

@@ -116,6 +116,25 @@ class Schema:
         self._check(name, math.isfinite(v) and v >= 0, "must be a finite number >= 0")
 
 
+INT32 = (-2**31, 2**31 - 1)
+
+
+def check_int32(node: Any) -> None:
+    """Every integer traced as an int32 in a config tree fits one. NumPy 2 raises OverflowError
+    on a larger Python int and NumPy 1 wraps it (a warning, then another seed), so hpjax checks
+    the range itself, before anything trains."""
+    if not dataclasses.is_dataclass(node):
+        return
+    for f in dataclasses.fields(node):
+        value, spec = getattr(node, f.name), f.metadata.get(TRACED)
+        if spec and spec["dtype"] == "int32" and not spec["index_of"] and isinstance(value, int) \
+                and not INT32[0] <= value <= INT32[1]:
+            raise ConfigError(f"{node.group}.{f.name}", value,
+                              f"must be an integer between {INT32[0]} and {INT32[1]} (an int32 "
+                              "in the compiled program)")
+        check_int32(value)
+
+
 def choices(group: str) -> dict[str, type]:
     """The registered schemas of a config group, by choice name."""
     return dict(_REGISTRY.get(group, {}))

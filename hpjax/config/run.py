@@ -6,7 +6,16 @@ from typing import Any, Optional
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from hpjax.config._schema import ConfigError, Schema, choices, groups, per_member, traced
+from hpjax.config._schema import (
+    INT32,
+    ConfigError,
+    Schema,
+    check_int32,
+    choices,
+    groups,
+    per_member,
+    traced,
+)
 from hpjax.config.model import ActivationConfig
 from hpjax.config.optim import OptimizerConfig, ScheduleConfig
 from hpjax.config.target import TARGET, target_config
@@ -72,6 +81,10 @@ class TrainConfig(Schema):
         self._check_fraction("label_smoothing")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "must be an integer >= 1")
         self._check("repeats", self.repeats >= 1, "must be an integer >= 1")
+        # (a seed that does not fit itself is train.seed's error: check_int32)
+        self._check("repeats", self.seed > INT32[1] or self.seed + self.repeats - 1 <= INT32[1],
+                    f"with train.seed={self.seed}, the last seed (seed+repeats-1) must be at "
+                    f"most {INT32[1]} (an int32 in the compiled program)")
         self._check("checkpoint_every", self.checkpoint_every >= 0,
                     "must be an integer >= 0 (0: no checkpoints)")
         self._check_choice("save_params", SAVE_PARAMS)
@@ -149,6 +162,7 @@ def to_config(cfg: DictConfig) -> Config:
         while cause is not None and not isinstance(cause, ConfigError):
             cause = cause.__cause__ or cause.__context__
         raise (cause or e) from None
+    check_int32(obj)
     for group in ("model", "data"):
         node = getattr(obj, group)
         if isinstance(node, dict):

@@ -79,3 +79,18 @@ def test_bad_value_names_key_value_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError) as e:
         compose_config(override.split())
     assert str(e.value) == message
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.seed=2147483648"], "train.seed=2147483648: must be an integer between -2147483648 "
+                                "and 2147483647 (an int32 in the compiled program)"),
+    (["train.seed=2147483647", "train.repeats=2"],
+     "train.repeats=2: with train.seed=2147483647, the last seed (seed+repeats-1) must be at "
+     "most 2147483647 (an int32 in the compiled program)"),
+])
+def test_an_integer_traced_as_int32_must_fit_one_whatever_numpy_does(overrides, message):
+    """NumPy 2 raises on 2**31 cast to int32, NumPy 1 wraps it: hpjax checks the range itself."""
+    with pytest.raises(ConfigError) as e:
+        compose_config(overrides)
+    assert str(e.value) == message
+    assert compose_config(["train.seed=2147483646", "train.repeats=2"]).train.seed == 2**31 - 2

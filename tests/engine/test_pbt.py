@@ -17,9 +17,15 @@ BASE = ["data=iris", "optimizer=sgd", "train.epochs=4", "train.batch_size=16",
 
 class Watched(pbt_lib.PBT):
     """PBT that also keeps, after each exploit, the recipients' and donors' parameters and
-    the recipients' learning rate in the optimizer state."""
+    the recipients' learning rate in the optimizer state, and every explored value."""
 
     seen: list
+    explored: list
+
+    def _explore(self, key, value):
+        out = super()._explore(key, value)
+        self.explored.append((key, value, out))
+        return out
 
     def __call__(self, epoch, run):
         before = len(self.copies)
@@ -39,7 +45,7 @@ def pbt_run():
     pbt = Watched({"optimizer.lr": pbt_lib.Bounds(1e-4, 1.0, log=True),
                    "model.dropout": pbt_lib.Bounds(0.0, 0.5)}, interval=1, fraction=0.25,
                   resample_probability=0.25, seed=0)
-    pbt.seen = []
+    pbt.seen, pbt.explored = [], []
     train_trials(cfgs)  # the population's programs, compiled before counting PBT's
     count = CompileStats.count
     outcomes = train_trials(cfgs, stopper=pbt)
@@ -57,12 +63,36 @@ def test_exploit_copies_the_donors_parameters_exactly_and_explores(pbt_run):
         lineage = outcomes[k].result.pbt["lineage"]
         assert {"epoch": epoch, "donor": donor} in lineage
     # the recipient's schedule is the donor's and then its explored values, from epoch + 1
+    # (test_explore_perturbs_by_0_8_or_1_2_within_bounds_or_resamples checks the rule itself)
     epoch, donor, k = pbt.copies[-1]
     schedule = outcomes[k].result.pbt["schedule"]
     assert schedule[-1]["epoch"] == epoch + 1
-    lr = schedule[-1]["optimizer.lr"]
-    before = schedule[-2]["optimizer.lr"]
-    assert lr in (pytest.approx(before * 0.8), pytest.approx(before * 1.2)) or 1e-4 <= lr <= 1
+    assert schedule[:-1] == outcomes[donor].result.pbt["schedule"][:len(schedule) - 1]
+    assert pbt.explored[-2:] == [(key, schedule[-2][key], schedule[-1][key])
+                                 for key in ("optimizer.lr", "model.dropout")]
+
+
+@pytest.mark.parametrize("resample, factors, resampled", [(0.0, 2, (0, 0)),
+                                                           (1.0, 0, (1200, 1200)),
+                                                           (0.25, 2, (255, 345))])
+def test_explore_perturbs_by_0_8_or_1_2_within_bounds_or_resamples(resample, factors, resampled):
+    """400 explores of each of three values: a perturbed value is the value times 0.8 or 1.2,
+    clipped into the bounds (both factors seen); with `resample_probability` p, about 1200 p are
+    drawn anew from the range instead (at 0.25: 300, binomial sd 15, three sd either side)."""
+    bounds = pbt_lib.Bounds(1e-4, 1.0, log=True)
+    pbt = pbt_lib.PBT({"optimizer.lr": bounds}, resample_probability=resample, seed=0)
+    drawn = 0
+    for value, perturbed in [(0.01, {0.008, 0.012}), (0.9, {0.72, 1.0}),
+                             (1.1e-4, {1e-4, 1.32e-4})]:  # the last two clipped one way
+        out = [pbt._explore("optimizer.lr", value) for _ in range(400)]
+        multiples = [v for v in out if any(v == pytest.approx(p, rel=1e-12) for p in perturbed)]
+        drawn += len(out) - len(multiples)
+        assert len({round(v, 12) for v in multiples}) == factors
+        assert all(bounds.low <= v <= bounds.high for v in out)
+    assert resampled[0] <= drawn <= resampled[1]
+    if resample == 1.0:  # log-uniform: the mean of log10 is the middle of [-4, 0]
+        logs = np.log10([pbt._explore("optimizer.lr", 0.01) for _ in range(4000)])
+        assert logs.mean() == pytest.approx(-2.0, abs=0.1)
 
 
 def test_pbt_compiles_nothing_and_its_schedule_replays_the_trial(pbt_run):
