@@ -18,7 +18,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from hydra.version import _UNSPECIFIED_, VersionBase  # noqa: E402
 
-from helpers import CHILD_CACHE, compose_config, run_cli  # noqa: E402
+from helpers import CHILD_CACHE, compose_config, run_cli, run_main  # noqa: E402
 from hpjax.cli import register  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -70,3 +70,9 @@ def jobs_share_the_cache(monkeypatch):
 @pytest.fixture
 def cli(tmp_path):
     return lambda *args, **kw: run_cli(args, tmp_path, **kw)
+
+
+@pytest.fixture
+def hpjax_main(tmp_path):
+    """`hpjax <args>` in this process, in tmp_path (`helpers.run_main`)."""
+    return lambda *args: run_main(args, tmp_path)

@@ -6,13 +6,16 @@ before anything here imports JAX; test modules import these by name (`from helpe
 multirun`): pytest puts tests/, conftest.py's folder, on sys.path.
 """
 
+import contextlib
 import csv
 import importlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -74,6 +77,39 @@ def run_cli(args, cwd, module=False, env=None):
     exe = [sys.executable, "-m", "hpjax"] if module else [script]
     return subprocess.run(exe + list(args), cwd=cwd, capture_output=True, text=True, timeout=300,
                           env=child_env(env))
+
+
+@dataclass
+class Ran:
+    """What `run_main` saw: as subprocess.CompletedProcess has it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(args, cwd) -> Ran:
+    """`hpjax <args>` in this process: the command's own entry point (`hpjax.app.main`) under
+    its argv and working directory, its exit code and output; logging as it was after. For what
+    does not test the process boundary itself: no imports and compiles paid again (6-9 s of CPU
+    a process)."""
+    from hpjax.api import _own_logging
+    from hpjax.app import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    argv, here = sys.argv, os.getcwd()
+    try:
+        sys.argv = ["hpjax", *map(str, args)]
+        os.chdir(cwd)
+        with _own_logging(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally:
+        sys.argv = argv
+        os.chdir(here)
+    return Ran(code, out.getvalue(), err.getvalue())
 
 
 def read_summary(sweep):

@@ -1,4 +1,8 @@
-"""The `hpjax` command as users run it: help, --cfg, single runs, grids, errors, exit codes."""
+"""The `hpjax` command as users run it: help, --cfg, single runs, grids, errors, exit codes.
+
+Its entry point runs in this process (`hpjax_main`, helpers.run_main) where the process boundary
+is not what a test checks; `python -m hpjax` and the persistent compilation cache start processes.
+"""
 
 import json
 import re
@@ -7,8 +11,8 @@ import pytest
 from omegaconf import OmegaConf
 
 
-def test_help_lists_groups_and_their_choices(cli):
-    out = cli("--help")
+def test_help_lists_groups_and_their_choices(hpjax_main, cli):
+    out = hpjax_main("--help")
     assert out.returncode == 0
     assert "optimizer: adagrad, adam, adamw, lamb, lion, momentum, nesterov, rmsprop, sgd\n" \
         in out.stdout
@@ -20,10 +24,13 @@ def test_help_lists_groups_and_their_choices(cli):
     assert "model: cnn, cnn1d, mlp\n" in out.stdout
     assert "task: binary, classification, regression\n" in out.stdout
     assert "base_" not in out.stdout
+    module = cli("--help", module=True)  # python -m hpjax: the same command, named by its path
+    assert module.returncode == 0
+    assert re.sub(r"python \S+__main__\.py", "hpjax", module.stdout) == out.stdout
 
 
-def test_cfg_job_prints_the_composed_config_with_overrides(cli):
-    out = cli("--cfg", "job", "optimizer=adamw", "optimizer.lr=3e-4", "activation=tanh",
+def test_cfg_job_prints_the_composed_config_with_overrides(hpjax_main):
+    out = hpjax_main("--cfg", "job", "optimizer=adamw", "optimizer.lr=3e-4", "activation=tanh",
               "model.width=[32,16]")
     assert out.returncode == 0, out.stderr
     cfg = OmegaConf.create(out.stdout)
@@ -33,8 +40,8 @@ def test_cfg_job_prints_the_composed_config_with_overrides(cli):
     assert "hydra" not in cfg
 
 
-def test_single_run_writes_metrics_and_result(cli, tmp_path):
-    out = cli("train.epochs=3", "hydra.run.dir=run", module=True)  # python -m hpjax
+def test_single_run_writes_metrics_and_result(hpjax_main, tmp_path):
+    out = hpjax_main("train.epochs=3", "hydra.run.dir=run")
     assert out.returncode == 0, out.stderr
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -46,8 +53,8 @@ def test_single_run_writes_metrics_and_result(cli, tmp_path):
     assert f"results in {run}" in out.stdout
 
 
-def test_grid_runs_one_job_directory_per_combination(cli, tmp_path):
-    out = cli("-m", "optimizer.lr=1e-3,1e-2", "activation=relu,tanh", "train.epochs=3",
+def test_grid_runs_one_job_directory_per_combination(hpjax_main, tmp_path):
+    out = hpjax_main("-m", "optimizer.lr=1e-3,1e-2", "activation=relu,tanh", "train.epochs=3",
               "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     sweep = tmp_path / "sweep"
@@ -64,8 +71,8 @@ def test_grid_runs_one_job_directory_per_combination(cli, tmp_path):
     assert "4 trials, ranked by val/accuracy" in out.stdout
 
 
-def test_bare_multirun_runs_the_default_grid(cli, tmp_path):
-    out = cli("-m", "train.epochs=2", "hydra.sweep.dir=sweep")
+def test_bare_multirun_runs_the_default_grid(hpjax_main, tmp_path):
+    out = hpjax_main("-m", "train.epochs=2", "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     overrides = [list(OmegaConf.load(tmp_path / "sweep" / str(i) / ".hydra" / "overrides.yaml"))
                  for i in range(9)]
@@ -86,25 +93,26 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("args,line", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(cli, tmp_path, args, line):
+def test_bad_input_exits_nonzero_with_one_line_and_no_traceback(hpjax_main, tmp_path, args,
+                                                                line):
     (tmp_path / "d.csv").write_text("a,b,label\n1,2,x\n3,4,y\n")
-    out = cli(*args, "hydra.run.dir=run")
+    out = hpjax_main(*args, "hydra.run.dir=run")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1] == line
     assert "Traceback" not in out.stderr + out.stdout
     assert not (tmp_path / "run" / "metrics.jsonl").exists()  # failed before training
 
 
-def test_hydra_rejects_unknown_keys_itself(cli):
-    out = cli("optimizer.lrr=1")
+def test_hydra_rejects_unknown_keys_itself(hpjax_main):
+    out = hpjax_main("optimizer.lrr=1")
     assert out.returncode == 1 and "Key 'lrr' not in 'AdamConfig'" in out.stderr
 
 
-def test_diverging_or_invalid_trial_exits_zero_and_a_sweep_goes_on(cli, tmp_path):
-    out = cli("optimizer=sgd", "optimizer.lr=1e6", "hydra.run.dir=run")
+def test_diverging_or_invalid_trial_exits_zero_and_a_sweep_goes_on(hpjax_main, tmp_path):
+    out = hpjax_main("optimizer=sgd", "optimizer.lr=1e6", "hydra.run.dir=run")
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
-    out = cli("-m", "optimizer=sgd", "optimizer.lr=0.1,1e6,-1", "activation=relu",
+    out = hpjax_main("-m", "optimizer=sgd", "optimizer.lr=0.1,1e6,-1", "activation=relu",
               "train.epochs=3", "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     results = [json.loads((tmp_path / "sweep" / j / "result.json").read_text())

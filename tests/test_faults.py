@@ -240,9 +240,10 @@ def test_installs_declare_what_they_use_and_start_off_linux(monkeypatch):
     assert compile_lib.usable_cores() == os.cpu_count()
 
 
-def sigterm_once_saved(args, tmp_path, checkpoints) -> str:
-    """Runs `hpjax -m <args> hydra.sweep.dir=s` in a process, sends it SIGTERM once a checkpoint
-    is in `checkpoints`, checks it exits 143 and returns its output."""
+def sigterm_once_saved(args, tmp_path, checkpoints, sig=signal.SIGTERM) -> str:
+    """Runs `hpjax -m <args> hydra.sweep.dir=s` in a process, sends it SIGTERM (or `sig`) once a
+    checkpoint is in `checkpoints`, checks it exits 128 + the signal (143, SIGINT's 130) and
+    returns its output."""
     proc = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), "-m", *args,
                              "hydra.sweep.dir=s"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=child_env())
@@ -250,9 +251,9 @@ def sigterm_once_saved(args, tmp_path, checkpoints) -> str:
     while proc.poll() is None and time.time() < deadline and not (
             checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())):
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 143, out
+    assert proc.returncode == 128 + sig, out
     return out
 
 
@@ -277,21 +278,22 @@ def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
     assert result["resumed_from_epoch"] >= saved and result["epochs_run"] == 15
 
 
-def test_sigterm_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_rerun_resumes(
+def test_sigint_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_rerun_resumes(
         tmp_path):
+    """Ctrl-C (SIGINT, exit 130) here; the test above sends SIGTERM (143) to hpjax's sweeper."""
     # two lengths: two populations, one after the other; the signal comes during the second
     args = ["data=iris", "model.width=8", "train.epochs=3,12", "train.checkpoint_every=1",
             "train.early_stopping.patience=null"]
     sweep_dir, checkpoints = tmp_path / "s", tmp_path / "s" / "1" / "checkpoints"
-    out = sigterm_once_saved(args, tmp_path, checkpoints)
-    assert "sweep stopped by SIGTERM: 1 unfinished jobs written as interrupted" in out
+    out = sigterm_once_saved(args, tmp_path, checkpoints, signal.SIGINT)
+    assert "sweep stopped by SIGINT: 1 unfinished jobs written as interrupted" in out
     first = (sweep_dir / "0" / "result.json").read_text()
     assert json.loads(first)["status"] == "ok"
     second = json.loads((sweep_dir / "1" / "result.json").read_text())
     saved = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
     assert 1 <= saved < 12
     assert (second["status"], second["error"]) == (
-        "interrupted", f"stopped by SIGTERM (checkpoint at epoch {saved})")
+        "interrupted", f"stopped by SIGINT (checkpoint at epoch {saved})")
     with (sweep_dir / "summary.csv").open() as f:  # Hydra's end-of-sweep callback ran
         assert [(r["trial"], r["status"]) for r in csv.DictReader(f)] == [
             ("0", "ok"), ("1", "interrupted")]
