@@ -4,7 +4,8 @@
 # made from the `>=` of each line; pip resolves the rest), then runs a smoke test with them: a
 # 2-epoch `hpjax` train with a checkpoint (JAX, Flax, Optax, Orbax) and a 2-trial `hpjax -m` sweep
 # with hpjax's sweeper (Optuna, SQLAlchemy, its SQLite study, filelock, the report). A floor that
-# fails here is raised in pyproject.toml.
+# fails here is raised in pyproject.toml. Then tests/plugins/test_conformance.py: the speedups over
+# Optuna's and Hydra's internals and the public path agree at these versions.
 #
 #   scripts/check_floors.sh            # about 2 min with a warm pip cache, 5 s of it the smoke test
 #
@@ -57,26 +58,12 @@ assert [r["status"] for r in rows] == ["ok", "ok"], rows
 assert (out / "sweep" / "best.yaml").is_file()
 print(f"check_floors: the lowest versions train, checkpoint and sweep "
       f"(val/accuracy {result['objective']:.3f}; sweep trials {[r['trial'] for r in rows]})")
-
-# hpjax's TPE (its window over Optuna's TPE internals) past its window, asked in bulk
-import warnings
-
-warnings.simplefilter("ignore")  # (Optuna calls multivariate TPE experimental)
-import optuna
-from hydra_plugins.hpjax_sweeper import _bulk
-from hydra_plugins.hpjax_sweeper._window import WindowedTPESampler
-
-optuna.logging.set_verbosity(optuna.logging.WARNING)
-space = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
-         "act": optuna.distributions.CategoricalDistribution(["relu", "tanh"])}
-study = optuna.create_study(storage=f"sqlite:///{out / 'tpe.db'}", direction="maximize",
-                            sampler=WindowedTPESampler(seed=0, multivariate=True,
-                                                       constant_liar=True, n_startup_trials=4,
-                                                       max_observations=8))
-for _ in range(3):
-    trials = _bulk.ask(study, 6, lambda s: s.ask(space), lambda n: {}, heartbeat=False)
-    _bulk.tell(study, [_bulk.Outcome(t._trial_id, optuna.trial.TrialState.COMPLETE,
-                                     [-abs(t.params["lr"] - 0.01)]) for t in trials])
-assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 18
-print("check_floors: hpjax's TPE and bulk asks work on these versions")
 EOF
+# The speedups over Optuna's and Hydra's internals (hydra_plugins/*/_speedups) and the public path
+# they stand in for leave the same study rows and job files at these versions too
+"$dir/venv/bin/pip" install -q -c "$dir/constraints.txt" "pytest>=8" "pytest-xdist>=3.5,<4" \
+  > "$dir/pip-test.log" 2>&1 || { tail -30 "$dir/pip-test.log"; exit 1; }
+"$dir/venv/bin/python" -m pytest -q -n 0 -p no:cacheprovider tests/plugins/test_conformance.py \
+  > "$dir/conformance.log" 2>&1 || { tail -40 "$dir/conformance.log"; exit 1; }
+echo "check_floors: the speedups and Optuna's and Hydra's public path agree on these versions" \
+  "($(tail -1 "$dir/conformance.log"))"

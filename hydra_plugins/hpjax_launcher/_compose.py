@@ -12,7 +12,8 @@ job's `hydra.overrides.task` and `hydra.job.override_dirname` as Hydra does. Any
 result equals Hydra's for every kind of override (tests/test_launcher.py compares them).
 
 It relies on two of Hydra's internals (`ConfigLoaderImpl._apply_overrides_to_config`,
-`get_overrides_dirname`); where they are missing, `install` leaves Hydra's composition alone.
+`get_overrides_dirname`, through `_speedups`); where the speedups are off, `install` leaves
+Hydra's composition alone.
 """
 
 import copy
@@ -23,10 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-try:  # Hydra's internals: without them, Hydra composes every job itself
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-except ImportError:  # pragma: no cover
-    ConfigLoaderImpl = None
+from . import _speedups
 
 
 class FastSweepConfigs:
@@ -60,11 +58,11 @@ class FastSweepConfigs:
         if key not in self._templates:
             self._templates[key] = self.compose(master_config, list(groups))
         cfg = copy.deepcopy(self._templates[key])
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        _speedups.apply_overrides(values, cfg)
         with open_dict(cfg.hydra):
             cfg.hydra.overrides.task = [o.input_line for o in parsed]
             names = cfg.hydra.job.config.override_dirname
-            cfg.hydra.job.override_dirname = get_overrides_dirname(
+            cfg.hydra.job.override_dirname = _speedups.overrides_dirname(
                 overrides=parsed, kv_sep=names.kv_sep, item_sep=names.item_sep,
                 exclude_keys=names.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
@@ -73,7 +71,9 @@ class FastSweepConfigs:
 
 def install(config_loader: Any) -> None:
     """Makes `config_loader.load_sweep_config` (the sweeper's and the launcher's) compose fast."""
-    if ConfigLoaderImpl is None or not isinstance(config_loader, ConfigLoaderImpl):
+    loader_class = _speedups.config_loader_impl()
+    if not _speedups.enabled() or loader_class is None or not isinstance(config_loader,
+                                                                         loader_class):
         return
     if not isinstance(config_loader.__dict__.get("load_sweep_config"), FastSweepConfigs):
         config_loader.load_sweep_config = FastSweepConfigs(config_loader,

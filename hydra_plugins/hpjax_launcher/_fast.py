@@ -38,7 +38,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType, ValueType
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf._utils import get_omega_conf_dumper
+
+from . import _speedups
 
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")
 _FLOAT = re.compile(r"-?(?:[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)\Z")
@@ -81,7 +82,7 @@ def scalar_yaml(value: Any) -> str:
         return f"'{value}'"
     text = _rendered.get(value)
     if text is None:
-        text = yaml.dump([value], Dumper=get_omega_conf_dumper(), default_flow_style=False,
+        text = yaml.dump([value], Dumper=_speedups.yaml_dumper(), default_flow_style=False,
                          allow_unicode=True)
         if not text.startswith("- ") or text.count("\n") != 1 or len(text) > 60:
             raise Ineligible(f"the string {value!r} is not a short one-line YAML scalar")
@@ -93,7 +94,7 @@ def scalar_yaml(value: Any) -> str:
 
 def _dump(container: Any) -> str:
     return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False,
-                     Dumper=get_omega_conf_dumper())
+                     Dumper=_speedups.yaml_dumper())
 
 
 class Text:
@@ -196,7 +197,7 @@ def _node(cfg: DictConfig, key: str) -> Any:
     for part in key.split("."):
         if not isinstance(node, DictConfig) or part not in node:
             raise Ineligible(f"{key} is not a key of the config")
-        node = node._get_node(part)
+        node = _speedups.child_node(node, part)
     if OmegaConf.is_config(node):
         raise Ineligible(f"{key} is a config node, not a value")
     return node
@@ -289,6 +290,8 @@ class Templates:
             job=config, sweep_dir=str(hydra.sweep.dir), output_subdir=str(hydra.output_subdir))
 
     def job(self, index: int, overrides: list) -> "FastJob":
+        if not _speedups.enabled():
+            raise Ineligible("the speedups are off (HPJAX_SPEEDUPS=off, or untested versions)")
         parsed = [self.parse(line) for line in overrides]
         key = tuple((p.line if p.group else p.key) for p in parsed)
         template = self._templates.get(key)

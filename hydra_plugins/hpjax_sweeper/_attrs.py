@@ -12,6 +12,8 @@ from typing import Any
 
 import optuna
 
+from . import _speedups
+
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
@@ -64,33 +66,17 @@ def of_result(study: optuna.Study, trial_id: int, result: Any,
 
 
 def write(study: optuna.Study, trial_id: int, values: dict[int, float], attrs: dict) -> None:
-    """Intermediate values and user attributes of a running trial. In a database, one
-    transaction: each storage call would commit on its own, and a commit of SQLite waits for the
-    disk (what it costs a trial: docs/benchmarks.md)."""
-    backend = getattr(study._storage, "_backend", study._storage)
-    if not isinstance(backend, optuna.storages.RDBStorage):
-        for step, value in values.items():
-            study._storage.set_trial_intermediate_value(trial_id, step, value)
-        for key, value in attrs.items():
-            study._storage.set_trial_user_attr(trial_id, key, value)
+    """Intermediate values and user attributes of a running trial (steps a pruner's live
+    reports stored already are kept). In a database, one transaction where the speedups apply:
+    each storage call would commit on its own, and a commit of SQLite waits for the disk (what
+    it costs a trial: docs/benchmarks.md)."""
+    if _speedups.write_attrs(study, trial_id, values, attrs):
         return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
-
-    model = models.TrialIntermediateValueModel
-    with _create_scoped_session(backend.scoped_session, True) as session:
-        existing = {a.key: a for a in session.query(models.TrialUserAttributeModel)
-                    .filter_by(trial_id=trial_id)}
-        if values:  # steps a pruner's live reports stored already are kept
-            done = {step for (step,) in session.query(model.step).filter_by(trial_id=trial_id)}
-            values = {step: v for step, v in values.items() if step not in done}
-        for step, value in values.items():
-            stored, kind = model.intermediate_value_to_stored_repr(value)
-            session.add(model(trial_id=trial_id, step=step, intermediate_value=stored,
-                              intermediate_value_type=kind))
-        for key, value in attrs.items():
-            if key in existing:
-                existing[key].value_json = json.dumps(value)
-            else:
-                session.add(models.TrialUserAttributeModel(trial_id=trial_id, key=key,
-                                                           value_json=json.dumps(value)))
+    storage = study._storage
+    if values:
+        done = storage.get_trial(trial_id).intermediate_values
+        values = {step: v for step, v in values.items() if step not in done}
+    for step, value in values.items():
+        storage.set_trial_intermediate_value(trial_id, step, value)
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import optuna
-from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 import hpjax.engine
@@ -47,8 +46,10 @@ def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> None:
 
 
 def _optuna_heartbeats(study: optuna.Study) -> bool:
-    """Whether the storage records Optuna's own heartbeats (an RDB storage with an interval)."""
-    return is_heartbeat_enabled(study._storage)
+    """Whether the storage records Optuna's own heartbeats (an RDB storage with an interval;
+    Optuna's `is_heartbeat_enabled` asks the same of its storages' public methods)."""
+    interval = getattr(study._storage, "get_heartbeat_interval", None)
+    return interval is not None and interval() is not None
 
 
 def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: int,

@@ -145,10 +145,10 @@ def make_sampler(algorithm: str, *, seed: int, n_objectives: int = 1, batch_size
     if algorithm in ("grid", "random"):
         return optuna.samplers.RandomSampler(seed=seed)
     if algorithm == "tpe":
-        from ._window import WindowedTPESampler  # models at most 300 finished trials
+        from . import _speedups  # TPE whose cost stops growing at 300 trials, where enabled
 
-        return WindowedTPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                  n_startup_trials=max(10, batch_size), group=conditional)
+        return _speedups.tpe_sampler(seed=seed, multivariate=True, constant_liar=True,
+                                     n_startup_trials=max(10, batch_size), group=conditional)
     if algorithm == "gp":
         try:
             import torch  # noqa: F401

@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.hpjax_sweeper import _batch
 from hydra_plugins.hpjax_sweeper._impl import HpjaxSweeperImpl
+from hydra_plugins.hpjax_sweeper._speedups import _session
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
@@ -27,7 +28,7 @@ def make_study(tmp_path, name="s"):
 def commits(study):
     """A list that grows by one at each commit of the study's database."""
     seen = []
-    sqlalchemy.event.listen(_batch.rdb(study).engine, "commit", lambda conn: seen.append(1))
+    sqlalchemy.event.listen(_session.rdb(study).engine, "commit", lambda conn: seen.append(1))
     return seen
 
 
@@ -221,7 +222,7 @@ def test_a_told_jobs_return_reads_its_hydra_config_back_from_its_job_directory(t
 
 
 def test_tpe_models_the_best_and_the_most_recent_trials_of_a_large_study():
-    from hydra_plugins.hpjax_sweeper._window import WindowedTPESampler, _Window
+    from hydra_plugins.hpjax_sweeper._speedups._tpe import WindowedTPESampler, _Window
 
     def study_of(n, sampler):
         study = optuna.create_study(direction="maximize", sampler=sampler)

@@ -7,9 +7,17 @@ default gamma), which the window always keeps; only the "bad" density sees a sam
 recent trials. With the study read once per batch and each trial converted once, what is left of
 an ask is the model, in proportion to the window, the same at 1,000 trials and at 10,000; why
 the window is 300: docs/benchmarks.md (host overhead per trial).
+
+A subclass of Optuna's `TPESampler`, patching nothing: its `_sample` is Optuna's, over a view
+of the study (`_CachedWindow`), whose split of the trials is cached per batch. Optuna's
+internals used (hence `_speedups`, behind its version check): `TPESampler._sample`,
+`_get_internal_repr`, `_build_parzen_estimator`, `_get_params`, `_compute_acquisition_func`,
+`_compare`, its attributes (`_gamma`, `_constant_liar`, `_rng`, ...), the module's
+`_split_trials` and `default_gamma*`, and `Study._get_trials`.
 """
 
 import heapq
+import inspect
 from typing import Any
 
 import numpy as np
@@ -20,6 +28,7 @@ from optuna.trial import TrialState
 from ._bulk import Staged
 
 MAX_OBSERVATIONS = 300
+_SPLIT_TAKES_CONSTRAINTS = len(inspect.signature(_tpe._split_trials).parameters) == 4
 
 
 class _Window:
@@ -69,8 +78,31 @@ class WindowedTPESampler(optuna.samplers.TPESampler):
         self._rows: dict = {}  # search space -> {finished trial's number: its internal row}
 
     def _sample(self, study: optuna.Study, trial: Any, search_space: dict) -> dict:
-        return super()._sample(_CachedWindow(study, self._max_observations, self._windows),
-                               trial, search_space)
+        """Optuna's `TPESampler._sample` (4.9 to 5), over the window, with the split of its
+        finished trials into below and above computed once for a batch's asks
+        (`_CachedWindow.split`): Optuna sorts and checks every trial it models at every ask."""
+        view = _CachedWindow(study, self._max_observations, self._windows)
+        if self._constant_liar:
+            states = [TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING]
+        else:
+            states = [TrialState.COMPLETE, TrialState.PRUNED]
+        trials = view._get_trials(deepcopy=False, states=states,
+                                  use_cache=not self._constant_liar)
+        if self._constant_liar:  # (the trial being sampled is not its own lie)
+            trials = [t for t in trials if trial.number != t.number]
+        if self._gamma is None:  # (Optuna 5: the default depends on the objectives)
+            self._gamma = (_tpe.default_gamma if len(study.directions) <= 1
+                           else _tpe.default_gamma_multiobjective)
+        n = sum(t.state != TrialState.RUNNING for t in trials)
+        # Optuna before 5 also passes whether constraints are set
+        rest = (self._constraints_func is not None,) if _SPLIT_TAKES_CONSTRAINTS else ()
+        below, above = view.split(_tpe._split_trials, trials, self._gamma(n), rest)
+        mpe_below = self._build_parzen_estimator(view, search_space, below, handle_below=True)
+        mpe_above = self._build_parzen_estimator(view, search_space, above, handle_below=False)
+        samples = mpe_below.sample(self._rng.rng, self._n_ei_candidates)
+        acquisition = self._compute_acquisition_func(samples, mpe_below, mpe_above)
+        ret = optuna.samplers.TPESampler._compare(samples, acquisition)
+        return {name: dist.to_external_repr(ret[name]) for name, dist in search_space.items()}
 
     def _get_internal_repr(self, trials: list, search_space: dict, study: Any = None) -> dict:
         """Optuna's, with each finished trial's row computed once (an ask sees the same window
@@ -157,21 +189,3 @@ class _CachedWindow(_Window):
             self._cache[key] = (finished[-1], split_trials(self, finished, n_below, *rest))
         below, above = self._cache[key][1]
         return list(below), sorted([*above, *running], key=lambda t: t.number)
-
-
-def _split_once_per_batch(split_trials: Any) -> Any:
-    """Optuna's `_split_trials` (TPE sorts and checks every trial it models at every ask), for
-    the study views of `WindowedTPESampler` through `_CachedWindow.split`; for any other study,
-    itself."""
-
-    def split(study: Any, trials: list, n_below: int, *rest: Any) -> tuple:
-        if isinstance(study, _CachedWindow):
-            return study.split(split_trials, trials, n_below, rest)
-        return split_trials(study, trials, n_below, *rest)
-
-    split.__wrapped__ = split_trials  # type: ignore[attr-defined]
-    return split
-
-
-if not hasattr(_tpe._split_trials, "__wrapped__"):
-    _tpe._split_trials = _split_once_per_batch(_tpe._split_trials)

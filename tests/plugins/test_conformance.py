@@ -1,0 +1,141 @@
+"""The speedups (`hydra_plugins/*/_speedups`: Optuna's and Hydra's internals) and the public path
+they stand in for (`study.ask`/`tell`, Hydra's `run_job`, `HPJAX_SPEEDUPS=off`) leave the same
+sweep: the same study rows and the same job files, byte for byte. scripts/check_floors.sh runs
+this file at the lowest supported Optuna and Hydra, CI at the newest."""
+
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from helpers import multirun
+from hydra_plugins.hpjax_launcher import _fast
+from hydra_plugins.hpjax_launcher import _speedups as launcher_speedups
+from hydra_plugins.hpjax_sweeper import _speedups as sweeper_speedups
+
+ROOT = Path(__file__).resolve().parents[2]
+# TPE (its first batch random, its second modelled with the constant liar), two batches of 24
+# (more than the launcher's PER_TRIAL_LINES: the templated jobs); floats, a string with '/', a
+# group choice, ints
+SWEEP = ["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=tpe", "hydra.sweeper.n_trials=48",
+         "hydra.sweeper.batch_size=24", "optimizer.lr=tag(log, interval(1e-4, 1e-1))",
+         "model.dropout=choice(0, 0.25)", "activation=choice(relu, tanh)",
+         "train.early_stopping.monitor=choice(val/loss, val/accuracy)",
+         "train.early_stopping.patience=choice(1, 5)", "data=iris", "model.width=8",
+         "train.epochs=2", "train.save_params=none"]
+TIMING = ("compile_time_s", "train_time_s", "samples_per_s", "population", "epoch_time_s")
+UNTIMED_COLUMNS = re.compile(r"datetime_\w*|heartbeat")
+
+
+def _rows(db: Path, sweep_dir: Path) -> dict:
+    """Every table of the study, rows sorted, without times, the sweep's directory a name."""
+    conn = sqlite3.connect(db)
+    tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+              if t != "trial_heartbeats"]
+    rows = {}
+    for table in tables:
+        cursor = conn.execute(f"SELECT * FROM {table}")  # noqa: S608  (names from the schema)
+        keep = [i for i, d in enumerate(cursor.description)
+                if not UNTIMED_COLUMNS.fullmatch(d[0])]
+        rows[table] = sorted(
+            tuple(str(r[i]).replace(str(sweep_dir), "<sweep>") for i in keep)
+            for r in cursor.fetchall())
+    conn.close()
+    return rows
+
+
+def _untimed(path: Path) -> dict:
+    data = json.loads(path.read_text())
+    for key in TIMING:
+        data.pop(key, None)
+        data.get("best", {}).pop(key, None)
+    return data
+
+
+def test_the_speedups_and_the_public_path_leave_the_same_study_and_job_files(
+        tmp_path, monkeypatch):
+    from hydra_plugins.hpjax_sweeper._speedups import _bulk
+
+    used = {"bulk": 0, "templated": 0}
+    ask, job = _bulk.ask, _fast.Templates.job
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            used[name] += 1
+            return out
+        return wrapper
+
+    monkeypatch.setattr(_bulk, "ask", counted("bulk", ask))
+    monkeypatch.setattr(_fast.Templates, "job", counted("templated", job))
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    monkeypatch.setenv("HPJAX_SPEEDUPS", "on")
+    assert sweeper_speedups.enabled() and launcher_speedups.enabled()
+    multirun(SWEEP, fast)
+    assert used == {"bulk": 2, "templated": 48}  # every batch took the speedups
+    monkeypatch.setenv("HPJAX_SPEEDUPS", "off")
+    assert not sweeper_speedups.enabled() and not launcher_speedups.enabled()
+    multirun(SWEEP, slow)
+    assert used == {"bulk": 2, "templated": 48}  # none did
+
+    ours, theirs = _rows(fast / "study.db", fast), _rows(slow / "study.db", slow)
+    assert ours.keys() == theirs.keys() and "trial_params" in ours
+    assert len(ours["trials"]) == 48 and len(ours["trial_values"]) == 48
+    assert len(ours["trial_intermediate_values"]) == 2 * 48  # the learning curves
+    for table in ours:
+        assert ours[table] == theirs[table], table
+    stamp = re.compile(r"^\[[^]]*\]", re.M)
+    for i in range(48):
+        a, b = fast / str(i), slow / str(i)
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir()) == [
+            ".hydra", "hpjax.log", "metrics.jsonl", "result.json"]  # (the task's name here)
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            assert (a / ".hydra" / name).read_text().replace(str(fast), str(slow)) == (
+                b / ".hydra" / name).read_text(), (i, name)
+        assert stamp.sub("", (a / "hpjax.log").read_text()) == stamp.sub(
+            "", (b / "hpjax.log").read_text())
+        assert "ok: val/" in (a / "hpjax.log").read_text()
+        assert _untimed(a / "result.json") == _untimed(b / "result.json")
+
+
+def test_the_known_good_versions_are_the_ones_pyproject_supports():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+    def declared(name):
+        spec = next(d for d in deps if re.match(rf"{name}\s*[><=]", d))
+        return (re.search(r">=\s*([\d.]+)", spec).group(1),
+                re.search(r"<\s*([\d.]+)", spec).group(1))
+
+    assert sweeper_speedups.OPTUNA == declared("optuna")
+    assert launcher_speedups.HYDRA == declared("hydra-core")
+    assert launcher_speedups.OMEGACONF == declared("omegaconf")
+    in_range = sweeper_speedups.in_range
+    assert in_range("4.9.0", ("4.9", "6")) and in_range("5.1.0", ("4.9", "6"))
+    assert not in_range("4.8.1", ("4.9", "6")) and not in_range("6.0.0rc1", ("4.9", "6"))
+    assert launcher_speedups.in_range("1.3.2", ("1.3.2", "1.4"))
+    assert not launcher_speedups.in_range("1.4.0.dev1", ("1.3.2", "1.4"))
+
+
+def test_importing_the_plugins_patches_no_module_of_optunas_or_hydras():
+    probe = """
+import sys, types
+import optuna, optuna.samplers._tpe.sampler, optuna.study.study, optuna.storages
+import hydra._internal.config_loader_impl, hydra.core.utils, omegaconf._utils
+def snapshot():
+    return {(m, k): id(v) for m, mod in list(sys.modules.items())
+            if m.startswith(("optuna", "hydra.", "omegaconf")) and not m.startswith("hydra_plugins")
+            for k, v in list(vars(mod).items())
+            if isinstance(v, (types.FunctionType, type))}
+before = snapshot()
+import hydra_plugins.hpjax_sweeper._impl, hydra_plugins.hpjax_launcher._impl
+from hydra_plugins.hpjax_sweeper._speedups import _bulk, _session, _tpe, _attrs
+from hydra_plugins.hpjax_launcher import _compose, _fast
+after = snapshot()
+print(sorted(k for k in before if after.get(k) != before[k]))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
