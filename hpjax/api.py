@@ -241,8 +241,11 @@ def job_config(job_dir: str) -> Config:
 class Trained:
     """A trial's trained model, read back from its job directory (`load`).
 
-    `variables` are Flax's (`{"params": ..., "batch_stats": ...}`) of the best epoch; `module`
-    is the Flax module with the trial's numbers built in; `data` the trial's data set (splits
+    `variables` are those of the best epoch (Linen's `{"params": ..., "batch_stats": ...}`;
+    for NNX, Equinox and plain functions `{"params": {name: array}, "state": ...}`); `module`
+    is your own object with the trial's numbers built in: the Linen module, the NNX module
+    with the trained state merged, the Equinox module (with its `eqx.nn.State`, a pair), or
+    plain functions' `apply` with the parameters bound; `data` the trial's data set (splits
     as trained, the standardisation they used).
     """
 
@@ -333,5 +336,5 @@ def load(job_dir: str, member: int = 0) -> Trained:
     spec = trainer.Spec(static(cfg), build_model(cfg.model, k), ds.input_shape, ds.n_train, None,
                         ds.y_scale, k)
     hp = hparams(cfg)
-    module = spec.model.build(trainer._model_hp(spec, hp))
+    module = spec.model.module(trainer._model_hp(spec, hp), variables)
     return Trained(cfg, variables, module, ds, Result.read(job_dir), spec, hp)

@@ -1,8 +1,9 @@
-"""`_target_` configs: your own Flax module class or data function, named by import path.
+"""`_target_` configs: your own model (a Flax Linen or NNX module class, an Equinox module
+class, or a function returning `(init, apply)`) or data function, named by import path.
 
 ```yaml
 # conf/model/resmlp.yaml (in a folder on Hydra's search path)
-_target_: mypkg.models.ResMLP   # a flax.linen.Module class
+_target_: mypkg.models.ResMLP   # a flax.linen.Module, nnx.Module or eqx.Module class
 features: 256                   # static: a constructor argument, part of the program's signature
 dropout: 0.1
 num_classes: ${data.num_classes}
@@ -22,7 +23,7 @@ import inspect
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 from hpjax.config._schema import TRACED, ConfigError, Schema
 from hpjax.config.data import DataConfig
@@ -54,18 +55,54 @@ def locate(path: str, key: str) -> Any:
                           "package installed or in the working directory?") from None
 
 
+KINDS = "a flax.linen.Module, flax.nnx.Module or equinox.Module class, or a function " \
+    "returning (init, apply)"
+# Constructor arguments each kind of module takes from hpjax, not from the config
+_OWN_ARGS = {"linen": ("parent", "name"), "nnx": ("rngs",), "equinox": ("key",),
+             "functions": ()}
+
+
+def model_kind(obj: Any) -> Optional[str]:
+    """Which kind of model `obj` is, by its type: "linen", "nnx", "equinox" or "functions"
+    (a function returning `(init, apply)`); None: none of these. A library that is not
+    imported yet cannot have made `obj`, so none is imported here for the check."""
+    if isinstance(obj, type):
+        for kind, module, name in (("linen", "flax.linen", "Module"),
+                                   ("nnx", "flax.nnx", "Module"),
+                                   ("equinox", "equinox", "Module")):
+            lib = sys.modules.get(module)
+            if lib is not None and issubclass(obj, getattr(lib, name)):
+                return kind
+        return None
+    return "functions" if inspect.isfunction(obj) else None
+
+
+def constructor_arguments(obj: Any, kind: str) -> Optional[list[str]]:
+    """The names of the arguments the config may set; None: any (a `**kwargs`)."""
+    if kind == "linen":
+        names = [f.name for f in dataclasses.fields(obj)]
+    else:
+        # a class's own __init__ (NNX's metaclass call takes anything)
+        params = list(inspect.signature(obj.__init__ if isinstance(obj, type) else obj)
+                      .parameters.values())[isinstance(obj, type):]
+        if any(p.kind == p.VAR_KEYWORD for p in params):
+            return None
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return [n for n in names if n not in _OWN_ARGS[kind]]
+
+
 def _node_name(target: str) -> str:
     return str(target).rpartition(".")[2] or str(target)
 
 
 @dataclass
 class TargetModelConfig(Schema):
-    """A model config with `_target_`: a flax.linen.Module class and its constructor arguments
+    """A model config with `_target_`: a model (`model_kind`) and its constructor arguments
     (the fields of the dataclass `to_config` derives for it)."""
 
     group = "model"
     input_rank: ClassVar = None
-    # Import path of the flax.linen.Module class
+    # Import path of the model: a Linen, NNX or Equinox module class, or a function
     _target_: str = ""
     # Constructor arguments that enter the program as traced scalars
     _traced_: tuple = ()
@@ -83,13 +120,15 @@ class TargetModelConfig(Schema):
         return locate(self._target_, "model._target_")
 
     def __post_init__(self) -> None:
-        import flax.linen as nn
+        import flax.linen  # noqa: F401  (the one kind whose library hpjax always has)
 
         cls = self.module_class()
-        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-            raise ConfigError("model._target_", self._target_,
-                              "must name a flax.linen.Module class")
-        args = [f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name")]
+        kind = model_kind(cls)
+        if kind is None:
+            raise ConfigError("model._target_", self._target_, f"must name {KINDS}")
+        args = constructor_arguments(cls, kind)
+        if args is None:
+            return
         for key in self._traced_:
             if key not in args:
                 raise ConfigError("model._traced_", key, f"is not a constructor argument of "
@@ -104,7 +143,7 @@ class TargetModelConfig(Schema):
         cls = self.module_class()
         traced = tuple(self._traced_)
         static = {k: v for k, v in self.kwargs().items() if k not in traced}
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = set(constructor_arguments(cls, model_kind(cls)) or ())
         fill = tuple(k for k in ACTIVATION_FIELDS if k in fields and k not in static
                      and k not in traced)
         return ModelSpec(cls, static, traced, fill)

@@ -1,38 +1,34 @@
-"""The model adapter: what the engine builds a member's model from, inside the program."""
+"""The model adapter: what the engine builds a member's model from, inside the program.
 
-from collections.abc import Mapping
+The user's model says what it is by its type (`hpjax.config.target.model_kind`): a
+`flax.linen.Module` class, a `flax.nnx.Module` class, an `equinox.Module` class, or a function
+returning a pair of plain functions `(init, apply)`. Each kind has one implementation of
+`hpjax.engine.models._base.Model` (`init`, `apply`, `module`, `intermediates`), the pure
+functions the trainer vmaps; the rest of the engine does not know which kind it trains."""
+
+import importlib
 from typing import Any
 
-import flax.linen as nn
-import jax
 from hydra.utils import get_class
 
 from hpjax.config.model import ModelSpec
+from hpjax.config.target import model_kind
+from hpjax.engine.models._base import Model
+
+_ADAPTERS = {"linen": "linen.LinenModel", "nnx": "nnx.NNXModel",
+             "equinox": "equinox.EquinoxModel", "functions": "functions.FunctionsModel"}
 
 
-class TargetModel:
-    """A flax.linen Module class (`model._target_`, or a built-in model's), built inside the
-    program for each member: the static constructor arguments are fixed, the traced ones
-    (`model._traced_`) and the activation fields hpjax fills (`fill`) come from the member's
-    numbers. `trusted`: hpjax's own modules, which skip the checks of a user's
-    (`hpjax.engine.trainer.check_model`)."""
-
-    def __init__(self, cls: type, static: Mapping, traced: tuple, fill: tuple,
-                 target: str, trusted: bool = False) -> None:
-        self.cls, self.static, self.traced, self.fill, self.target = (cls, dict(static), traced,
-                                                                      fill, target)
-        self.trusted = trusted
-
-    def build(self, model_hp: Mapping[str, jax.Array]) -> nn.Module:
-        return self.cls(**self.static, **{k: model_hp[k] for k in (*self.traced, *self.fill)})
-
-    def __repr__(self) -> str:
-        return f"TargetModel({self.target}, static={self.static}, traced={self.traced})"
+def adapter(kind: str) -> type:
+    """The adapter class of a kind (imported on use: Equinox is an optional extra)."""
+    module, _, name = _ADAPTERS[kind].partition(".")
+    return getattr(importlib.import_module(f"hpjax.engine.models.{module}"), name)
 
 
-def build(model_cfg: Any, num_classes: int) -> TargetModel:
+def build(model_cfg: Any, num_classes: int) -> Model:
     """The adapter of a validated model config (a built-in's or a `_target_`'s)."""
     spec: ModelSpec = model_cfg.spec(num_classes)
-    cls = spec.target if isinstance(spec.target, type) else get_class(spec.target)
+    obj = spec.target if not isinstance(spec.target, str) else get_class(spec.target)
     name = spec.target if isinstance(spec.target, str) else model_cfg._target_
-    return TargetModel(cls, spec.static, spec.traced, spec.fill, name, trusted=spec.trusted)
+    return adapter(model_kind(obj))(obj, spec.static, spec.traced, spec.fill, name,
+                                    trusted=spec.trusted)

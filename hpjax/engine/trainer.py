@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from hpjax.config import Config, ConfigError
-from hpjax.engine.model import TargetModel
+from hpjax.engine.models._base import Model
 
 Hparams = Mapping[str, Mapping[str, jax.Array]]
 _SCHEDULE = "schedule_"  # prefix of the schedule's numbers among the optimizer's hyperparams
@@ -31,7 +31,7 @@ class Spec:
     """The static part of one program."""
 
     cfg: Config  # the static view: traced and per-member keys unreadable
-    model: TargetModel  # builds the Flax module (`model._target_`, or a built-in model's)
+    model: Model  # the model adapter (`model._target_`, or a built-in model's)
     input_shape: tuple
     n_train: int
     activation: Optional[int] = None  # an index that fixes the activation; None: traced
@@ -156,37 +156,26 @@ def shaping_hp(spec: Spec) -> dict:
 
 
 def init_params(spec: Spec, seed: jax.Array, hp: Optional[Hparams] = None) -> Any:
-    """A member's initial variables (`TrainState.params`): the module is built with the
+    """A member's initial variables (`TrainState.params`): the model is built with the
     member's `model._traced_` numbers (`hp`; None: zeros), which its parameters may depend on,
     and the first activation as a Python int (parameters do not depend on the activation; a
     traced one would compile every branch of its switch into the initialisation)."""
     dummy = jnp.zeros((1, *spec.input_shape), jnp.float32)
     key = member_keys(seed)[0]
     model_hp = _model_hp(spec, hp if hp is not None else shaping_hp(spec))
-    module = spec.model.build({**model_hp, "activation": spec.activation or 0})
-    variables = module.init({"params": key, "dropout": key}, dummy, train=False)
-    return {k: v for k, v in variables.items() if k != "intermediates"}
+    return spec.model.init({**model_hp, "activation": spec.activation or 0}, key, dummy)
 
 
 def forward(spec: Spec, hp: Hparams, variables: Any, x: jax.Array,
             step_noise: Any = None) -> tuple[jax.Array, dict]:
     """(the model's outputs, its updated collections other than params); `step_noise`: a
     training step's dropout key (`noise`), None evaluates."""
-    module = spec.model.build(_model_hp(spec, hp))
-    if step_noise is None:
-        return module.apply(variables, x, train=False), {}
-    mutable = [k for k in variables if k != "params"]
-    if mutable:
-        return module.apply(variables, x, train=True, rngs={"dropout": step_noise},
-                            mutable=mutable)
-    return module.apply(variables, x, train=True, rngs={"dropout": step_noise}), {}
+    return spec.model.apply(_model_hp(spec, hp), variables, x, step_noise)
 
 
 def intermediates(spec: Spec, variables: Any, x: jax.Array) -> tuple:
-    """(outputs, every module's output) of an evaluation pass with shaping numbers."""
-    module = spec.model.build(_model_hp(spec, shaping_hp(spec)))
-    return module.apply(variables, x, train=False, capture_intermediates=True,
-                        mutable=["intermediates"])
+    """(outputs, every layer's output) of an evaluation pass with shaping numbers."""
+    return spec.model.intermediates(_model_hp(spec, shaping_hp(spec)), variables, x)
 
 
 def init_state(spec: Spec, hp: Hparams, params: Any) -> TrainState:
@@ -218,13 +207,10 @@ def check_model(spec: Spec, num_classes: int, values: Optional[dict] = None) -> 
     model_hp = {**_model_hp(spec, hp), **(values or {})}
 
     def run(numbers: dict) -> jax.Array:
-        module = model.build({**model_hp, **numbers})
+        numbers = {**model_hp, **numbers}
         key = jax.random.key(0)
-        variables = module.init({"params": key, "dropout": key}, jnp.zeros(x.shape), train=False)
-        mutable = [k for k in variables if k not in ("params", "intermediates")]
-        out = module.apply(variables, jnp.zeros(x.shape), train=True, rngs={"dropout": key},
-                           mutable=mutable or False)
-        return out[0] if mutable else out
+        variables = model.init(numbers, key, jnp.zeros(x.shape))
+        return model.apply(numbers, variables, jnp.zeros(x.shape), key)[0]
 
     traced = {k: jax.ShapeDtypeStruct((), jnp.int32 if k == "activation" else jnp.float32)
               for k in (*model.traced, *model.fill)}
@@ -239,7 +225,9 @@ def check_model(spec: Spec, num_classes: int, values: Optional[dict] = None) -> 
                 if key in model.traced:
                     raise ConfigError("model._traced_", key, f"{model.target} uses it in Python "
                                       "control flow (if, range, a shape), which a traced value "
-                                      "cannot steer: leave it out of model._traced_") from None
+                                      "cannot steer: leave it out of model._traced_ (a dropout "
+                                      "rate: use hpjax.nn.Dropout, hpjax.nn.nnx.Dropout or "
+                                      "hpjax.nn.eqx.Dropout)") from None
                 raise ConfigError(f"model.{key}", None, f"{model.target} uses it in Python "
                                   "control flow, which hpjax's traced activation cannot steer: "
                                   f"set model.{key} in the config (static)") from None

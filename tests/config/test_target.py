@@ -68,7 +68,9 @@ def test_bad_model_configs_fail_with_one_line_naming_the_key():
     # traced, `depth` would steer range(): one line, before anything compiles
     before = CompileStats.count
     with pytest.raises(ConfigError, match=r"^model\._traced_='depth': mypkg\.models\.ResMLP "
-                       "uses it in Python control flow .*leave it out of model._traced_$"):
+                       "uses it in Python control flow .*leave it out of model._traced_ \\(a "
+                       "dropout rate: use hpjax.nn.Dropout, hpjax.nn.nnx.Dropout or "
+                       r"hpjax.nn.eqx.Dropout\)$"):
         train_population([own("model._traced_=[dropout,depth]")])
     with pytest.raises(ConfigError, match=r"returns outputs of shape \(64, 5\) for a batch of "
                        r"64; needs \(64, 3\)"):

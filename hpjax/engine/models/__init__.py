@@ -1,0 +1,1 @@
+"""The model adapters, one per kind of model (`hpjax.engine.model.build` picks by type)."""
