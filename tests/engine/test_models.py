@@ -236,3 +236,51 @@ def test_the_example_project_is_tuned_from_its_own_folder(kind, tmp_path, monkey
         trained.evaluate()["test/accuracy"], abs=1e-6)
     raw = x.reshape(len(x), -1) * trained.data.std + trained.data.mean  # as the data gave them
     np.testing.assert_array_equal(trained.predict(raw), trained.data.classes[np.argmax(out, -1)])
+
+
+def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_path):
+    """PBT over the Equinox example with batch norm: an exploit copies the donor's parameters
+    and its `eqx.nn.State` exactly; killed during epoch 3 with `train.checkpoint_every=1` and
+    run again on its job directories, it trains epoch 3 only and ends as the uninterrupted run."""
+    from hpjax.engine.jobs import train_trials
+    from hpjax.engine.schedulers import pbt as pbt_lib
+    from test_pbt import Watched
+
+    def cfgs(*extra):
+        return [example("equinox", "model.batch_norm=true", "model.features=8",
+                         "train.epochs=3", f"optimizer.lr={lr}", *extra)
+                for lr in (0.03, 0.01, 0.003, 0.001)]
+
+    def explorer(kind=pbt_lib.PBT):
+        return kind({"optimizer.lr": pbt_lib.Bounds(1e-4, 1.0, log=True),
+                     "model.dropout": pbt_lib.Bounds(0.0, 0.5)}, interval=1, fraction=0.25,
+                    resample_probability=0.25, seed=0)
+
+    watched = explorer(Watched)
+    watched.seen, watched.explored = [], []
+    outcomes = train_trials(cfgs(), stopper=watched)
+    assert [c[0] for c in watched.copies] == [1, 2]
+    for donor, recipient, _, _ in watched.seen:
+        assert sorted(donor) == ["params", "state"] and donor["state"]
+        for a, b in zip(jax.tree.leaves(donor), jax.tree.leaves(recipient), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    class Killed(Exception):
+        pass
+
+    def killed_at_3(report):
+        if report.epoch == 3:
+            raise Killed
+
+    dirs = [str(tmp_path / str(i)) for i in range(4)]
+    with pytest.raises(Killed):
+        train_trials(cfgs("train.checkpoint_every=1"), stopper=explorer(), output_dirs=dirs,
+                     on_progress=killed_at_3)
+    epochs, again = [], explorer()
+    resumed = train_trials(cfgs("train.checkpoint_every=1"), stopper=again, output_dirs=dirs,
+                           on_progress=lambda r: epochs.append(r.epoch))
+    assert epochs == [3] and again.copies == watched.copies
+    for r, o in zip(resumed, outcomes, strict=True):
+        assert r.result.resumed_from_epoch == 2 and r.result.pbt == o.result.pbt
+        assert [row["val/loss"] for row in r.rows] == pytest.approx(
+            [row["val/loss"] for row in o.rows], rel=1e-5)
