@@ -17,11 +17,13 @@ from hpjax.config._schema import (
     traced,
 )
 from hpjax.config.data import (
+    ArrayRecordDataConfig,
     SKLEARN_DATASETS,
     CsvDataConfig,
     DataConfig,
     MakeRegressionDataConfig,
     Mnist1dDataConfig,
+    NpyDataConfig,
     NpzDataConfig,
     SklearnDataConfig,
     SyntheticDataConfig,
@@ -68,12 +70,12 @@ from hpjax.config.task import ClassificationTaskConfig, RegressionTaskConfig, Ta
 
 __all__ = [
     "ACTIVATIONS", "ACTIVATION_ALIASES", "METRICS", "MODES", "NORMS", "SKLEARN_DATASETS",
-    "ActivationConfig", "AdagradConfig", "AdamConfig", "AdamWConfig", "CNN1DConfig", "CNNConfig",
+    "ActivationConfig", "AdagradConfig", "ArrayRecordDataConfig", "AdamConfig", "AdamWConfig", "CNN1DConfig", "CNNConfig",
     "Config",
     "ConfigError", "ConstantScheduleConfig", "CosineScheduleConfig", "CsvDataConfig",
     "DataConfig", "EarlyStoppingConfig", "ExponentialScheduleConfig", "LambConfig", "LionConfig",
     "MLPConfig", "MakeRegressionDataConfig", "Mnist1dDataConfig", "ModelConfig",
-    "MomentumConfig", "NpzDataConfig",
+    "MomentumConfig", "NpyDataConfig", "NpzDataConfig",
     "ObjectiveConfig",
     "OneCycleScheduleConfig", "OptimizerConfig", "RMSPropConfig", "SGDConfig", "Schema",
     "ScheduleConfig", "SklearnDataConfig", "StepScheduleConfig", "SyntheticDataConfig",

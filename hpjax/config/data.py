@@ -35,6 +35,21 @@ class DataConfig(Schema):
     # k >= 2: k-fold cross-validation (stratified) over the training and validation samples, the
     # folds trained side by side; the objective is the mean over folds. 1: one validation split
     cv_folds: int = 1
+    # Stream the splits through Grain (docs/data.md) instead of placing them whole on the device:
+    # true or false forces either; null streams sources (data=npy, data=array_record, a
+    # `_target_` returning a dict of sources) of more than device_mb megabytes, all splits
+    stream: Optional[bool] = None
+    # null: the largest data (MB, all splits as float32) placed whole on the device
+    device_mb: int = 1024
+    # Streaming: steps per compiled call; the host reads and transfers the next block of batches
+    # while the device trains on this one
+    stream_block: int = 8
+    # Streaming: worker processes reading records (0: threads of this process only)
+    stream_workers: int = 0
+    # Streaming: threads reading records (in each worker)
+    stream_threads: int = 2
+    # Streaming: blocks read ahead of the step that needs them (per worker)
+    stream_buffer: int = 2
 
     def __post_init__(self) -> None:
         self._check_fraction("val_fraction", low_open=True)
@@ -51,6 +66,12 @@ class DataConfig(Schema):
                         len(self.image_shape) in (2, 3) and min(self.image_shape) >= 1,
                         "must be [height, width, channels] or [length, channels] of positive "
                         "integers, or null")
+        self._check("device_mb", self.device_mb >= 0, "must be an integer >= 0 (megabytes)")
+        self._check("stream_block", self.stream_block >= 1, "must be an integer >= 1 (steps)")
+        self._check("stream_workers", self.stream_workers >= 0,
+                    "must be an integer >= 0 (0: threads only)")
+        self._check("stream_threads", self.stream_threads >= 0, "must be an integer >= 0")
+        self._check("stream_buffer", self.stream_buffer >= 1, "must be an integer >= 1 (blocks)")
 
     def arrays(self) -> Any:
         """(features, labels) of every sample, before the split; or a dict of ready splits,
@@ -179,6 +200,35 @@ class _FileDataConfig(DataConfig):
         super().__post_init__()
         self._check_name()
         self._check("path", os.path.isfile(self.path), "file not found")
+
+
+@dataclass
+class _FolderDataConfig(DataConfig):
+    # Folder holding one subfolder per split: train/, val/, test/ (docs/data.md)
+    path: str = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_name()
+        self._check("path", os.path.isdir(self.path), "folder not found")
+        self._check("num_classes", self.num_classes is not None,
+                    "must be set: a streamed source is not read whole to count its labels")
+
+
+@dataclass
+class NpyDataConfig(_FolderDataConfig, choice="npy"):
+    """Shards of `.npy` files per split (`x-00000.npy` with `y-00000.npy`, ...), memory-mapped:
+    `hpjax.data.write_npy` writes them."""
+
+    name: str = "npy"
+
+
+@dataclass
+class ArrayRecordDataConfig(_FolderDataConfig, choice="array_record"):
+    """ArrayRecord files per split, one (x, y) record each, as `hpjax.data.write_array_record`
+    writes them."""
+
+    name: str = "array_record"
 
 
 @dataclass

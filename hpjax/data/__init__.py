@@ -9,7 +9,10 @@ from typing import Any, Optional
 import numpy as np
 
 from hpjax.config import ConfigError, CsvDataConfig, DataConfig, NpzDataConfig
-from hpjax.config.data import Mnist1dDataConfig
+from hpjax.config.data import ArrayRecordDataConfig, Mnist1dDataConfig, NpyDataConfig
+from hpjax.data import stream as stream_lib
+from hpjax.data.sources import write_array_record, write_npy
+from hpjax.data.stream import Stream
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,11 @@ class Dataset:
 _CACHE: dict[tuple, Dataset] = {}
 
 
-def load(cfg: DataConfig, regression: bool = False) -> Dataset:
+def load(cfg: DataConfig, regression: bool = False) -> Dataset | Stream:
     """Loads the configured data set, splits it and standardises it; `regression`: the labels
-    are float targets (standardised too), else class labels.
+    are float targets (standardised too), else class labels. Sources larger than
+    `data.device_mb` (or any data with `data.stream=true`) come back as a `Stream` to read
+    through Grain (docs/data.md).
 
     The trials of a sweep in one process share one load (a file is read again once it changes).
 
@@ -86,9 +91,18 @@ def load(cfg: DataConfig, regression: bool = False) -> Dataset:
     return _CACHE[key]
 
 
-def _load(cfg: DataConfig, regression: bool) -> Dataset:
+def _load(cfg: DataConfig, regression: bool) -> Dataset | Stream:
     loader = _LOADERS.get(type(cfg))
     arrays = loader(cfg) if loader else cfg.arrays()
+    if stream_lib.is_sources(arrays):  # streamed, or read into arrays where they fit
+        arrays = stream_lib.open_sources(arrays, cfg, regression, _where(cfg))
+        if isinstance(arrays, Stream):
+            return arrays
+    ds = _arrays(arrays, cfg, regression)
+    return stream_lib.from_arrays(ds, cfg, regression) if cfg.stream else ds
+
+
+def _arrays(arrays: Any, cfg: DataConfig, regression: bool) -> Dataset:
     labels = _targets if regression else _labels
     if isinstance(arrays, Mapping):
         x_tr, y_tr, x_va, y_va, x_te, y_te = _ready_splits(arrays, cfg, regression)
@@ -371,5 +385,21 @@ def _standardize(x_tr, y_tr, x_va, y_va, x_te, y_te) -> tuple:
     return scale(x_tr), y_tr, scale(x_va), y_va, scale(x_te), y_te
 
 
+def load_folder(cfg: Any) -> dict:
+    """The splits of a `data=npy` or `data=array_record` folder, as sources."""
+    from hpjax.data.sources import folder_sources
+
+    try:
+        splits = folder_sources(cfg.name, cfg.path)
+    except (OSError, ValueError) as e:
+        raise ConfigError("data.path", cfg.path, f"must be a {cfg.name} folder ({e})") from None
+    if not splits:
+        raise ConfigError("data.path", cfg.path, "holds none of the folders train/, val/, test/")
+    return splits
+
+
 # The data sets whose loading is hpjax's own code; every other config loads itself (`arrays()`).
-_LOADERS = {Mnist1dDataConfig: load_mnist1d, NpzDataConfig: load_npz, CsvDataConfig: load_csv}
+_LOADERS = {Mnist1dDataConfig: load_mnist1d, NpzDataConfig: load_npz, CsvDataConfig: load_csv,
+            NpyDataConfig: load_folder, ArrayRecordDataConfig: load_folder}
+
+__all__ = ["Dataset", "Stream", "load", "write_array_record", "write_npy"]

@@ -20,7 +20,7 @@ import numpy as np
 
 from hpjax import data as data_lib
 from hpjax.config import Config, ConfigError
-from hpjax.engine import checkpoint, host_metrics, population, signals, trainer
+from hpjax.engine import checkpoint, feed, host_metrics, population, signals, trainer
 from hpjax.engine.compile import CompileStats
 from hpjax.engine.hparams import hparams, signature
 from hpjax.engine.member import BestEpoch, Member, epoch_report, scheduled
@@ -68,6 +68,7 @@ class _Run:
         self.launcher = launcher
         self.ds = ds = data_lib.load(cfg0.data, cfg0.task.name == "regression")
         check_fits(cfg0, ds)
+        feed.check(cfg0, ds)
         # a refilled slot may take any activation: it stays traced
         self.pop = population.get(cfg0, ds, None if refilled else _fixed_activation(cfgs))
         # `pad`: a size this program already ran at, when larger (a sweep's smaller last batch)
@@ -81,8 +82,7 @@ class _Run:
                     "population of %d split over %d devices", *split)
             _SPLITS_SHOWN.add(split)
         self.inputs = population.stack(cfgs, folds, self.place, own_rows=refilled, size=size)
-        self.train_data = self.place.shared((ds.x_train, ds.y_train))
-        self.val_data = self.place.shared((ds.x_val, ds.y_val))
+        self.feed = feed.make(ds, self.pop, self.place)  # arrays on the device, or a stream
         dirs = checkpoint_dirs or [None] * len(cfgs)
         self.restored: list[dict] = []  # the members' checkpoint records, when continued
         self.explorer: Optional[pbt_lib.PBT] = None  # PBT's, saved with each checkpoint
@@ -140,8 +140,7 @@ class _Run:
         self.states, self.best_params, hp, fold, owner = self.place.per_member(self.pop.take(
             (self.states, self.best_params, i.hp, i.fold, i.owner), idx))
         self.inputs = population.Stacked(hp, fold, self.place.shared(i.seeds), owner, size)
-        self.train_data = self.place.shared((self.ds.x_train, self.ds.y_train))
-        self.val_data = self.place.shared((self.ds.x_val, self.ds.y_val))
+        self.feed.place(self.place)
         self.slots = [self.slots[s] for s in keep]
         for s, k in enumerate(self.slots):
             self.members[k].slot = s
@@ -197,10 +196,7 @@ class _Run:
 
     def test_metrics(self) -> dict:
         """Every slot's test metrics at its best epoch's parameters."""
-        i = self.inputs
-        return jax.device_get(self.pop.evaluate(self.best_params, i.hp, i.fold,
-                                                *self.place.shared((self.ds.x_test,
-                                                                    self.ds.y_test))))
+        return jax.device_get(self.feed.evaluate(self.best_params, self.inputs, "test"))
 
     def host_metrics(self, slots: Any) -> None:
         """The host metrics (`hpjax.engine.host_metrics`) of the members in `slots` that ask for any, from
@@ -246,12 +242,11 @@ class _Run:
         """Trains every active member one epoch and records its metrics."""
         i, active = self.inputs, self.active_mask()
         c0, t0 = CompileStats.seconds, time.perf_counter()
-        self.states, m = self.pop.epoch(self.states, i.hp, self.place.per_member(active),
-                                        i.fold, *self.train_data, i.seeds, i.owner)
+        self.states, m = self.feed.train(self.states, i, self.place.per_member(active))
         self.pop.sizes.add(i.size)
         jax.block_until_ready(self.states)
         t1 = time.perf_counter()
-        val = self.pop.evaluate(self.states.params, i.hp, i.fold, *self.val_data)
+        val = self.feed.evaluate(self.states.params, i, "val")
         m = jax.device_get(m) | {f"val/{k}": v for k, v in jax.device_get(val).items()}
         compiling = CompileStats.seconds - c0
         running = int(active.sum())
@@ -277,7 +272,8 @@ class _Run:
                     epoch - member.offset, now):
                 checkpoint.save(member.checkpoint_dir, epoch - member.offset,
                                 _member((self.states, self.best_params), member.slot),
-                                {**member.meta(), **({"explorer": self.explorer.state()}
+                                {**member.meta(), **self.feed.state(),
+                                 **({"explorer": self.explorer.state()}
                                                      if self.explorer is not None else {})})
 
     def finish(self, compile_s: float) -> list[Outcome]:
@@ -289,6 +285,7 @@ class _Run:
             if member.slot is not None and not member.gone:
                 member.test = {n: float(v[member.slot]) for n, v in test.items()}
             self.finish_member(member, compile_s / len(self.members))
+        self.feed.close()
         return [m.outcome for m in self.members]
 
     def finish_member(self, member: Member, compile_s: float) -> Outcome:
@@ -349,6 +346,8 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
             member.cfg = pbt_lib.with_values(member.cfg, changed)
             run.set_hparams(member)
     run.restored = metas
+    # the data where the members' common epoch left it (a member that had left saved earlier)
+    run.feed.restore(next((m for m, e in zip(metas, at, strict=True) if e == epoch), {}))
     run.compact(epoch)  # members that had left: out again
     log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
              "" if len(dirs) == 1 else "s", epoch)

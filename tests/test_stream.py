@@ -1,0 +1,206 @@
+"""Streamed data (docs/data.md): sources read through Grain a block of batches at a time, shared
+by the population; the same numbers whatever the block, the file format or a kill in between;
+memory bounded by the buffers; bad input refused in one line before training."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import compose_config
+from hpjax import data as data_lib
+from hpjax.config import ConfigError
+from hpjax.config.target import target_config
+from hpjax.data.stream import Stream, permute
+from hpjax.engine.loop import train_population
+from test_loop import Killed, kill_at, without_time
+
+SMALL = ["data=iris", "model.width=16", "train.batch_size=16", "train.epochs=3", "optimizer.lr=0.03",
+         "train.early_stopping.patience=null"]
+
+
+def rows(outcome):
+    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in outcome.rows]
+
+
+def test_a_permutation_per_epoch_of_every_index_once():
+    for n in (1, 7, 100, 1000):
+        order = permute(np.arange(n), n, seed=3)
+        assert sorted(order) == list(range(n))
+    assert list(permute(np.arange(100), 100, 3)) != list(permute(np.arange(100), 100, 4))
+    assert list(permute(np.arange(20, 30), 100, 3)) == list(permute(np.arange(100), 100, 3))[20:30]
+
+
+STREAMED = [*SMALL, "data.stream=true", "data.stream_block=4"]
+
+
+def test_blocks_of_any_size_train_the_same():
+    """Iris's 105 training samples are 6 steps of 16: blocks of 4 (the second half padding)
+    and one block of 8 give the same numbers."""
+    cfg = compose_config(STREAMED)
+    assert isinstance(data_lib.load(cfg.data), Stream)
+    fours = train_population([cfg])[0]
+    eights = train_population([compose_config([*SMALL, "data.stream=true",
+                                               "data.stream_block=8"])])[0]
+    np.testing.assert_allclose([r["train/loss"] for r in rows(fours)],
+                               [r["train/loss"] for r in rows(eights)], rtol=1e-5)
+    assert [r["val/accuracy"] for r in rows(fours)] == [r["val/accuracy"] for r in rows(eights)]
+    assert rows(fours)[-1]["val/accuracy"] > 0.8
+    assert fours.result.test == pytest.approx(eights.result.test, rel=1e-5)
+
+
+def test_a_killed_streamed_run_resumes_with_the_iterators_state(tmp_path):
+    """Killed in epoch 3, the run resumes from epoch 2's checkpoint, the Grain iterators set to
+    the state saved in it: the same metrics as the run never killed."""
+    cfg = compose_config([*STREAMED, "train.checkpoint_every=1"])
+    whole = train_population([cfg])[0]
+    with pytest.raises(Killed):
+        train_population([cfg], on_epoch=kill_at(3), checkpoint_dirs=[str(tmp_path)])
+    saved = [json.loads(p.read_text()) for p in (tmp_path / "2").rglob("*")
+             if p.is_file() and p.read_text(errors="ignore").startswith("{")]
+    assert any(m.get("data", {}).get("train") == {"next_index": 4} for m in saved)  # 2 blocks an epoch
+    again = train_population([cfg], checkpoint_dirs=[str(tmp_path)])[0]
+    assert again.result.resumed_from_epoch == 2
+    assert without_time(again.rows) == without_time(whole.rows)
+    assert again.result.test == whole.result.test
+
+
+def folder(tmp_path, kind, n=(400, 100, 100), features=6):
+    rng = np.random.default_rng(0)
+    write = data_lib.write_npy if kind == "npy" else data_lib.write_array_record
+    for split, size in zip(("train", "val", "test"), n, strict=True):
+        x = rng.normal(3.0, 2.0, size=(size, features)).astype(np.float32)
+        y = (x[:, 0] + x[:, 1] > 6).astype(np.int64) + (x[:, 2] > 3)
+        write(str(tmp_path / kind), split, [(x[: size // 2], y[: size // 2]),
+                                            (x[size // 2:], y[size // 2:])])
+    return str(tmp_path / kind)
+
+
+def test_npy_and_array_record_folders_stream_the_same_batches(tmp_path):
+    common = [*SMALL[1:], "data.num_classes=3", "data.device_mb=0", "train.batch_size=32"]
+    npy = compose_config(["data=npy", f"data.path={folder(tmp_path, 'npy')}", *common])
+    rec = compose_config(["data=array_record", f"data.path={folder(tmp_path, 'array_record')}",
+                          *common])
+    streams = [data_lib.load(c.data) for c in (npy, rec)]
+    assert all(isinstance(s, Stream) for s in streams)  # larger than data.device_mb=0
+    # standardised with the training split's statistics, from one pass over it
+    np.testing.assert_allclose(streams[0].mean, streams[1].mean, rtol=1e-6)
+    assert streams[0].mean[3] == pytest.approx(3.0, abs=0.3)
+    assert streams[0].std[3] == pytest.approx(2.0, abs=0.2)
+    for split in ("train", "val"):
+        a, b = (s.iterator(split, 32) for s in streams)
+        for _ in range(3):  # train: an epoch and a half, reshuffled at the epoch's end
+            for u, v in zip(next(a), next(b), strict=True):
+                np.testing.assert_array_equal(u, v)
+    out = train_population([npy])[0]
+    assert rows(out)[-1]["val/accuracy"] > 0.7 and out.result.test["test/accuracy"] > 0.7
+    # data.device_mb's default: these few kilobytes fit, so they are read into arrays
+    assert not isinstance(data_lib.load(dataclasses.replace(npy.data, device_mb=1024)), Stream)
+
+
+def bad(kind: str):
+    """A data function returning sources with one thing wrong (`kind`)."""
+    x, y = np.zeros((20, 3), np.float32), np.arange(20) % 2
+    good = data_lib.sources.ArraySource(x, y)
+    splits = {"train": good, "val": good, "test": good}
+    if kind == "missing":
+        del splits["val"]
+    if kind == "no_length":
+        splits["test"] = iter([(x[0], 0)])
+    if kind == "empty":
+        splits["val"] = data_lib.sources.ArraySource(x[:0], y[:0])
+    if kind == "shapes":
+        splits["test"] = [(x[0], 0), (np.zeros(4, np.float32), 1)]
+    if kind == "labels":
+        splits["val"] = data_lib.sources.ArraySource(x, y + 1)
+    return splits
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("missing", "returned splits test, train; streamed data needs train, val and test "
+     r"\(missing: val\)"),
+    ("no_length", "returned a test split without a length: give a random-access source "
+     r"\(__len__ and __getitem__, or a grain.MapDataset\), not list_iterator"),
+    ("empty", "returned an empty val split"),
+    ("shapes", r"returned records of different shapes: test has \(4,\), train's record 0 \(3,\)"),
+    ("labels", r"^data.num_classes=2: labels must be integers in \[0, 2\); the val split holds "
+     "2, 2, 2$"),
+])
+def test_bad_sources_stop_before_training_with_one_line(kind, message):
+    cfg = target_config("data", {"_target_": "test_stream.bad", "kind": kind, "num_classes": 2,
+                                 "stream": True})
+    with pytest.raises(ConfigError, match=message) as e:
+        data_lib.load(cfg)
+    assert "\n" not in str(e.value)
+
+
+def _anon_kb(pid: int) -> int:
+    """RssAnon of a process and, recursively, its children (Grain's workers)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+        children = []
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children += [int(c) for c in f.read().split()]
+    except (OSError, StopIteration):
+        return 0
+    return kb + sum(_anon_kb(c) for c in children)
+
+
+def peak_anon_mb(fn) -> float:
+    """Peak anonymous memory (MB) of this process and its children while `fn` runs, sampled
+    every 5 ms."""
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _anon_kb(os.getpid()))
+            done.wait(0.005)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    return peak[0] / 1024
+
+
+def train_procedural(n: int) -> float:
+    """Trains one epoch on `procedural(n)` through one worker process; returns the peak
+    anonymous memory of this process and its worker (MB)."""
+    base = compose_config(["model.width=8", "train.batch_size=100", "train.eval_batch_size=100",
+                           "train.epochs=1", "train.early_stopping.patience=null"])
+    data = target_config("data", {"_target_": "procedural.splits", "n": n,
+                                  "num_classes": 2, "stream": True, "stream_workers": 1,
+                                  "stream_block": 2, "stream_threads": 1})
+    out = []
+    peak = peak_anon_mb(lambda: out.append(train_population([dataclasses.replace(
+        base, data=data)])[0]))
+    assert out[0].result.status == "ok" and out[0].result.epochs_run == 1
+    return peak
+
+
+def test_memory_is_bounded_by_the_buffers_not_the_data():
+    """Training on 1,000 and on 8,000 records of 16 KB (16 MB, then 128 MB), each in a fresh
+    process, through one worker process: the peak anonymous memory of the process and its
+    worker grows by less than 50 MB (read whole, the larger set alone would add 112 MB)."""
+    from conftest import child_env
+
+    def peak(n: int) -> float:
+        code = f"import test_stream; print(test_stream.train_procedural({n}))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=child_env({"PYTHONPATH": os.pathsep.join(sys.path)}),
+                             check=True)
+        return float(out.stdout.split()[-1])
+
+    small, large = peak(1000), peak(8000)
+    print(f"peak anonymous memory: {small:.1f} MB at 1,000 records, {large:.1f} MB at 8,000")
+    assert large - small < 50, (small, large)
