@@ -12,13 +12,24 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from helpers import child_env, compose_config
 from hpjax import data as data_lib
 from hpjax.config import ConfigError
 from hpjax.config.target import target_config
 from hpjax.data.stream import Stream, permute
 from hpjax.engine.loop import train_population
-from test_loop import Killed, kill_at, without_time
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_at(epoch: int):
+    def on_epoch(_: int, row: dict) -> None:
+        if row["epoch"] == epoch:
+            raise Killed
+
+    return on_epoch
 
 SMALL = ["data=iris", "model.width=16", "train.batch_size=16", "train.epochs=3", "optimizer.lr=0.03",
          "train.early_stopping.patience=null"]
@@ -66,7 +77,7 @@ def test_a_killed_streamed_run_resumes_with_the_iterators_state(tmp_path):
     assert any(m.get("data", {}).get("train") == {"next_index": 4} for m in saved)  # 2 blocks an epoch
     again = train_population([cfg], checkpoint_dirs=[str(tmp_path)])[0]
     assert again.result.resumed_from_epoch == 2
-    assert without_time(again.rows) == without_time(whole.rows)
+    assert rows(again) == rows(whole)
     assert again.result.test == whole.result.test
 
 
@@ -176,6 +187,9 @@ def peak_anon_mb(fn) -> float:
 def train_procedural(n: int) -> float:
     """Trains one epoch on `procedural(n)` through one worker process; returns the peak
     anonymous memory of this process and its worker (MB)."""
+    from hpjax.cli import register
+
+    register()  # a fresh process: hpjax's schemas into Hydra's ConfigStore
     base = compose_config(["model.width=8", "train.batch_size=100", "train.eval_batch_size=100",
                            "train.epochs=1", "train.early_stopping.patience=null"])
     data = target_config("data", {"_target_": "procedural.splits", "n": n,
@@ -192,8 +206,6 @@ def test_memory_is_bounded_by_the_buffers_not_the_data():
     """Training on 1,000 and on 8,000 records of 16 KB (16 MB, then 128 MB), each in a fresh
     process, through one worker process: the peak anonymous memory of the process and its
     worker grows by less than 50 MB (read whole, the larger set alone would add 112 MB)."""
-    from conftest import child_env
-
     def peak(n: int) -> float:
         code = f"import test_stream; print(test_stream.train_procedural({n}))"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
