@@ -2,9 +2,9 @@
 `mlp`), Flax NNX, Equinox and plain `init`/`apply` functions.
 
 Prints, for a population of 32 members (digits, MLP 64-128-128-10, dropout 0.1 traced, a
-learning rate per member, Adam, batch 64), the compile time and the epoch time of each kind
-(the best of 20 epochs, the kinds taking turns), and each epoch time as a ratio of Linen's, measured in this process.
-The goal is each kind within 1.1x of Linen: the adapter's work (building the module in the
+learning rate per member, Adam, batch 64), the compile time, the work XLA counts in the
+compiled epoch and the epoch time of each kind (the best of 60 epochs, the kinds taking turns),
+and each epoch time as a ratio of Linen's, measured in this process. The goal is each kind within 1.1x of Linen: the adapter's work (building the module in the
 trace, moving arrays by name) must cost nothing once compiled.
 
     python scripts/bench_models.py          # writes its section of docs/benchmarks.md
@@ -26,7 +26,7 @@ import hpjax.nn
 import hpjax.nn.eqx
 import hpjax.nn.nnx
 
-MEMBERS, WIDTH, EPOCHS = 32, 128, 20
+MEMBERS, WIDTH, EPOCHS = 32, 128, 60
 
 
 class NNXMLP(nnx.Module):
@@ -115,9 +115,9 @@ def configs(model: dict | None) -> list:
     return cfgs
 
 
-def prepare(cfgs: list) -> tuple[float, Callable[[], float]]:
-    """(compile seconds, a function that trains one epoch of the population of `cfgs` and
-    returns its seconds)."""
+def prepare(cfgs: list) -> tuple[float, tuple, Callable[[], float]]:
+    """(compile seconds, (GFLOP, MiB accessed) of the compiled epoch by XLA's cost analysis, a
+    function that trains one epoch of the population of `cfgs` and returns its seconds)."""
     from hpjax import data as data_lib
     from hpjax.engine import population
     from hpjax.engine.compile import CompileStats
@@ -139,7 +139,12 @@ def prepare(cfgs: list) -> tuple[float, Callable[[], float]]:
         return time.perf_counter() - t0
 
     epoch()
-    return CompileStats.seconds - c0, epoch
+    compile_s = CompileStats.seconds - c0
+    cost = pop.epoch.lower(held["states"], i.hp, active, i.fold, x, y, i.seeds,
+                           i.owner).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return compile_s, (cost.get("flops", float("nan")) / 1e9,
+                       cost.get("bytes accessed", float("nan")) / 2**20), epoch
 
 
 def main() -> None:
@@ -149,20 +154,22 @@ def main() -> None:
     use_cpu_cores()
     CompileStats.install()
     prepared = {name: prepare(configs(model)) for name, model in KINDS.items()}
-    # Epochs of the four kinds take turns, so that a change in the machine's load (it is
-    # shared) falls on all of them alike; each kind's best epoch is kept.
+    # Epochs of the four kinds take turns, in a rotating order, so that a change in the
+    # machine's load (it is shared) falls on all of them alike; each kind's best is kept.
     best = dict.fromkeys(prepared, float("inf"))
-    for _ in range(EPOCHS):
-        for name, (_, epoch) in prepared.items():
-            best[name] = min(best[name], epoch())
-    rows = {name: (prepared[name][0], best[name]) for name in prepared}
-    linen = rows["Linen (hpjax's mlp)"][1]
-    lines = ["| model | compile s | epoch ms | vs Linen |", "|---|---|---|---|"]
-    for name, (compile_s, epoch_s) in rows.items():
-        print(f"{name:22s} compile {compile_s:6.2f} s   epoch {epoch_s * 1e3:8.2f} ms   "
-              f"{epoch_s / linen:5.2f}x Linen")
-        lines.append(f"| {name} | {compile_s:.2f} | {epoch_s * 1e3:.2f} | "
-                     f"{epoch_s / linen:.2f}x |")
+    names = list(prepared)
+    for r in range(EPOCHS):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            best[name] = min(best[name], prepared[name][2]())
+    linen = best["Linen (hpjax's mlp)"]
+    lines = ["| model | compile s | epoch GFLOP, MiB accessed (XLA) | epoch ms | vs Linen |",
+             "|---|---|---|---|---|"]
+    for name, (compile_s, (gflop, mib), _) in prepared.items():
+        epoch_s = best[name]
+        print(f"{name:22s} compile {compile_s:6.2f} s   {gflop:7.3f} GFLOP {mib:7.1f} MiB   "
+              f"epoch {epoch_s * 1e3:8.2f} ms   {epoch_s / linen:5.2f}x Linen")
+        lines.append(f"| {name} | {compile_s:.2f} | {gflop:.3f}, {mib:.1f} | "
+                     f"{epoch_s * 1e3:.2f} | {epoch_s / linen:.2f}x |")
     from _benchdoc import write_section
 
     write_section("bench_models", "One MLP in each kind of model (`scripts/bench_models.py`)",
@@ -170,7 +177,9 @@ def main() -> None:
 A population of {MEMBERS} members of one MLP (digits, 64-{WIDTH}-{WIDTH}-10, dropout 0.1
 traced, relu, a learning rate per member, Adam, batch 64) written as hpjax's Linen `mlp`, a
 Flax NNX module, an Equinox module and plain `init`/`apply` functions: the compile time of
-init and epoch, and the best of {EPOCHS} epochs, the kinds taking turns, in the same process. Goal: each kind within
+init and epoch, the work XLA counts in the compiled epoch (floating-point operations and bytes
+accessed: independent of the machine's load), and the best of {EPOCHS} epochs, the kinds taking
+turns in a rotating order, in the same process. Goal: each kind within
 1.1x of Linen's epoch time.
 
 """ + "\n".join(lines) + "\n")
