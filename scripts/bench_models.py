@@ -4,8 +4,9 @@
 Prints, for a population of 32 members (digits, MLP 64-128-128-10, dropout 0.1 traced, a
 learning rate per member, Adam, batch 64), the compile time, the work XLA counts in the
 compiled epoch and the epoch time of each kind (the best of 60 epochs, the kinds taking turns),
-and each epoch time as a ratio of Linen's, measured in this process. The goal is each kind within 1.1x of Linen: the adapter's work (building the module in the
-trace, moving arrays by name) must cost nothing once compiled.
+and each epoch time as a ratio of Linen's, measured in this process. The goal is each kind
+within 1.1x of Linen: the adapter's work (building the module in the trace, moving arrays by
+name) must cost nothing once compiled.
 
     python scripts/bench_models.py          # writes its section of docs/benchmarks.md
 """
@@ -74,12 +75,12 @@ def functions_mlp(in_features, width, num_classes, dropout=0.0, activation=0):
         keys = jax.random.split(key, 3)
         init_w = jax.nn.initializers.lecun_normal()
         return [{"w": init_w(k, (a, b)), "b": jnp.zeros((1, b))}
-                for k, a, b in zip(keys, sizes, sizes[1:])]
+                for k, a, b in zip(keys, sizes, sizes[1:], strict=True)]
 
     def apply(params, x, *, train, key):
         x = x.reshape(x.shape[0], -1)
         keys = [None, None] if key is None else jax.random.split(key)
-        for layer, k in zip(params[:-1], keys):
+        for layer, k in zip(params[:-1], keys, strict=True):
             x = hpjax.nn.activation(x @ layer["w"] + layer["b"], activation)
             if train:
                 words = jax.random.bits(k, (hpjax.nn.noise_words(x.shape),), jnp.uint32)

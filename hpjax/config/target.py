@@ -3,7 +3,7 @@ class, or a function returning `(init, apply)`) or data function, named by impor
 
 ```yaml
 # conf/model/resmlp.yaml (in a folder on Hydra's search path)
-_target_: mypkg.models.ResMLP   # a flax.linen.Module, nnx.Module or eqx.Module class
+_target_: mypkg.models.ResMLP   # a flax.linen.Module (or nnx.Module, eqx.Module) class
 features: 256                   # static: a constructor argument, part of the program's signature
 dropout: 0.1
 num_classes: ${data.num_classes}

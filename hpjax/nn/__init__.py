@@ -3,8 +3,9 @@
 A constructor argument listed in `_traced_` reaches your module as a traced JAX scalar, one per
 member of a population, so it must not steer Python control flow. `flax.linen.Dropout` does
 (`if rate == 0`) and refuses a tracer; `hpjax.nn.Dropout` has its constructor and call and takes
-a traced rate (for Flax NNX: `hpjax.nn.nnx.Dropout`; for Equinox: `hpjax.nn.eqx.Dropout`). A module with a field `activation` (and `negative_slope`) that its config leaves
-unset receives the `activation` group's choice as a traced index for `hpjax.nn.activation`.
+a traced rate (for Flax NNX: `hpjax.nn.nnx.Dropout`; for Equinox: `hpjax.nn.eqx.Dropout`). A
+module with a field `activation` (and `negative_slope`) that its config leaves unset receives
+the `activation` group's choice as a traced index for `hpjax.nn.activation`.
 
 Examples:
   >>> import flax.linen as nn

@@ -8,12 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import compose_config
 from flax import nnx
 
 import hpjax.nn
 import hpjax.nn.eqx
 import hpjax.nn.nnx
-from conftest import compose_config
 from hpjax.config import ConfigError
 from hpjax.engine.compile import CompileStats
 from hpjax.engine.loop import train_population
@@ -82,7 +82,8 @@ class TwinMLP(nnx.Module):
         linen = MLP(widths, num_classes).init({"params": key, "dropout": key},
                                               jnp.zeros((1, in_features)))["params"]
         sizes = [in_features, *widths, num_classes]
-        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
+        self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs)
+                                for a, b in zip(sizes, sizes[1:], strict=False)])
         for i, layer in enumerate(self.layers):
             layer.kernel.set_value(linen[f"Dense_{i}"]["kernel"])
             layer.bias.set_value(linen[f"Dense_{i}"]["bias"])
@@ -242,9 +243,10 @@ def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_
     """PBT over the Equinox example with batch norm: an exploit copies the donor's parameters
     and its `eqx.nn.State` exactly; killed during epoch 3 with `train.checkpoint_every=1` and
     run again on its job directories, it trains epoch 3 only and ends as the uninterrupted run."""
+    from test_pbt import Watched
+
     from hpjax.engine.jobs import train_trials
     from hpjax.engine.schedulers import pbt as pbt_lib
-    from test_pbt import Watched
 
     def cfgs(*extra):
         return [example("equinox", "model.batch_norm=true", "model.features=8",

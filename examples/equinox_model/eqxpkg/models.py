@@ -24,10 +24,11 @@ class MLP(eqx.Module):
                  activation: int = 0, *, key: jax.Array) -> None:
         keys = jax.random.split(key, depth + 1)
         sizes = [in_features] + [features] * depth
-        self.hidden = [eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes, sizes[1:], keys)]
+        self.hidden = [eqx.nn.Linear(a, b, key=k)
+                       for a, b, k in zip(sizes, sizes[1:], keys, strict=False)]
         # batch statistics over the examples of a batch: hpjax vmaps them on axis "batch"
-        self.norms = [eqx.nn.BatchNorm(features, axis_name="batch", mode="batch") if batch_norm else None
-                      for _ in range(depth)]
+        self.norms = [eqx.nn.BatchNorm(features, axis_name="batch", mode="batch")
+                      if batch_norm else None for _ in range(depth)]
         # `dropout` is in `_traced_`: a traced scalar, held out of the optimizer by hpjax
         self.drop = hpjax.nn.eqx.Dropout(dropout)
         self.out = eqx.nn.Linear(features, num_classes, key=keys[-1])
@@ -38,7 +39,7 @@ class MLP(eqx.Module):
         x = x.reshape(-1)
         keys = [None] * len(self.hidden) if key is None else list(
             jax.random.split(key, len(self.hidden)))
-        for linear, norm, k in zip(self.hidden, self.norms, keys):
+        for linear, norm, k in zip(self.hidden, self.norms, keys, strict=True):
             x = linear(x)
             if norm is not None:
                 x, state = norm(x, state)

@@ -1,7 +1,7 @@
 """An MLP written in Flax NNX for hpjax: its dropout rate and activation may be traced."""
 
-from flax import nnx
 import jax
+from flax import nnx
 
 import hpjax.nn
 import hpjax.nn.nnx
@@ -15,7 +15,8 @@ class MLP(nnx.Module):
                  num_classes: int = 10, dropout: float = 0.0, batch_norm: bool = False,
                  activation: int = 0, *, rngs: nnx.Rngs) -> None:
         sizes = [in_features] + [features] * depth
-        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
+        self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs)
+                                for a, b in zip(sizes, sizes[1:], strict=False)])
         self.norms = nnx.List([nnx.BatchNorm(features, rngs=rngs) if batch_norm else None
                                for _ in range(depth)])
         # `dropout` is in `_traced_`: a traced scalar, so hpjax's Dropout (not nnx.Dropout)
@@ -27,7 +28,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = x.reshape(x.shape[0], -1)
-        for linear, norm in zip(self.hidden, self.norms):
+        for linear, norm in zip(self.hidden, self.norms, strict=True):
             x = linear(x)
             if norm is not None:
                 x = norm(x)

@@ -13,8 +13,15 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from hpjax.engine.models._base import (Model, Variables, layout_key, named_leaves, replace,
-                                       to_dict, traced_names)
+from hpjax.engine.models._base import (
+    Model,
+    Variables,
+    layout_key,
+    named_leaves,
+    replace,
+    to_dict,
+    traced_names,
+)
 
 BATCH_AXIS = "batch"  # the axis name of the vmap over a batch's examples (for BatchNorm)
 

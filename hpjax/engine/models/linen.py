@@ -2,7 +2,7 @@
 constructor arguments; its variables are Linen's own (`{"params": ..., "batch_stats": ...}`)."""
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax

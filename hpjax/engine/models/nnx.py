@@ -4,17 +4,22 @@
 builds the module with the member's traced numbers and the step's dropout key, puts those
 arrays in (`nnx.update`), and switches train or eval mode as NNX does (`Module.train()` /
 `eval()`: `deterministic`, `use_running_average`). The initialisers run again only in the
-trace: their results are unused, and XLA drops them."""
+trace: their results are unused, and XLA drops them.
+
+Why not `nnx.split` outside and `nnx.merge` inside: a member's traced constructor arguments live
+in its module (in `nnx.Variable`s, or anywhere the constructor puts them), so a graph split once
+would carry one member's numbers to every member and every later value; built inside, the module
+takes each member's current numbers, and no graph crosses a JAX transform (graph and tree mode
+alike)."""
 
 from collections.abc import Mapping
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 from flax import nnx
 
 from hpjax.config import ConfigError
-from hpjax.engine.models._base import (Model, Variables, layout_key, replace, to_dict,
-                                       traced_names)
+from hpjax.engine.models._base import Model, Variables, layout_key, replace, to_dict, traced_names
 
 _OTHER = nnx.Not(nnx.Any(nnx.Param, nnx.RngState))  # what a step may change besides params
 
