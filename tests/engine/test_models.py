@@ -134,6 +134,17 @@ def test_plain_functions_train_with_a_traced_number(tmp_path):
     assert [o.result.status for o in outcomes] == ["ok", "ok"]
     assert outcomes[0].rows[-1]["val/accuracy"] > 0.5
     assert outcomes[0].rows[0]["train/loss"] != outcomes[1].rows[0]["train/loss"]
+    # a job's params.msgpack back: `.module` is `apply` with the trained parameters bound
+    import hpjax
+
+    result = hpjax.train([f"hydra.searchpath=[file://{tmp_path}]", "model=own", *SMALL,
+                          "model.scale=0.5"], str(tmp_path / "job"))
+    trained = hpjax.load(tmp_path / "job")
+    assert sorted(trained.params) == ["b1", "w1", "w2"]
+    x = trained.data.x_test
+    np.testing.assert_allclose(trained.module(x), trained.apply(x), rtol=1e-6)
+    assert trained.evaluate()["test/accuracy"] == pytest.approx(
+        result.test["test/accuracy"], abs=1e-6)
 
 
 class NotAModel:
