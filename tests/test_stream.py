@@ -208,9 +208,11 @@ def test_memory_is_bounded_by_the_buffers_not_the_data():
     worker grows by less than 50 MB (read whole, the larger set alone would add 112 MB)."""
     def peak(n: int) -> float:
         code = f"import test_stream; print(test_stream.train_procedural({n}))"
+        # glibc gives each reading thread a malloc arena whose reserve varies run to run (+17
+        # to +32 MB between these two runs uncapped); two arenas leave the data's own growth
+        env = child_env({"PYTHONPATH": os.pathsep.join(sys.path), "MALLOC_ARENA_MAX": "2"})
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env=child_env({"PYTHONPATH": os.pathsep.join(sys.path)}),
-                             check=True)
+                             env=env, check=True)
         return float(out.stdout.split()[-1])
 
     small, large = peak(1000), peak(8000)
