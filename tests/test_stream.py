@@ -31,8 +31,9 @@ def kill_at(epoch: int):
 
     return on_epoch
 
-SMALL = ["data=iris", "model.width=16", "train.batch_size=16", "train.epochs=3", "optimizer.lr=0.03",
-         "train.early_stopping.patience=null"]
+
+SMALL = ["data=iris", "model.width=16", "train.batch_size=16", "train.epochs=3",
+         "optimizer.lr=0.03", "train.early_stopping.patience=null"]
 
 
 def rows(outcome):

@@ -13,7 +13,7 @@ dropped, so early stopping, rungs, PBT intervals and checkpoints count them as b
 import functools
 import time
 from collections import deque
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
