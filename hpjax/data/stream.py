@@ -143,10 +143,12 @@ class Stream:
     def blocks_per_epoch(self, split: str, batch: int) -> int:
         return _Blocks(self, split, batch, split == "train").per_epoch
 
-    def iterator(self, split: str, batch: int, device: Any = None, workers: bool = True) -> Any:
+    def iterator(self, split: str, batch: int, *, put: bool = False, device: Any = None,
+                 workers: bool = True) -> Any:
         """A checkpointable Grain iterator over every epoch's blocks of `split` (train shuffled,
-        the others in order), read ahead and, with `device`, put on it ahead of the step;
-        `workers`: the configured worker processes (False: threads only)."""
+        the others in order), read ahead and, with `put`, put on `device` ahead of the step
+        (None: the default device, uncommitted, so that a program whose state is elsewhere
+        still takes it); `workers`: the configured worker processes (False: threads only)."""
         import grain
 
         blocks = grain.MapDataset.range(_ENDLESS).map(_Blocks(self, split, batch, split == "train"))
@@ -159,7 +161,7 @@ class Stream:
                 flags.FLAGS.mark_as_parsed()
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(
                 num_workers=self.workers, per_worker_buffer_size=self.buffer))
-        if device is not None:
+        if put:
             ds = grain.experimental.device_put(ds, device, cpu_buffer_size=self.buffer,
                                                device_buffer_size=2)
         return iter(ds)

@@ -158,7 +158,7 @@ class Streamed:
         self.pending: dict[str, Any] = {}  # iterator states to continue from
 
     def _device(self) -> Any:
-        return self.where.everywhere or jax.devices()[0]
+        return self.where.everywhere  # None: one device
 
     def place(self, place: Any) -> None:
         """A compacted population on other devices: the iterators continue, putting there."""
@@ -170,7 +170,8 @@ class Streamed:
     def _iter(self, split: str) -> Any:
         if split not in self.iters:
             batch = self.batch if split == "train" else self.eval_batch
-            self.iters[split] = self.stream.iterator(split, batch, self._device(),
+            self.iters[split] = self.stream.iterator(split, batch, put=True,
+                                                     device=self._device(),
                                                      workers=split == "train")
             if split in self.pending:
                 self.iters[split].set_state(self.pending.pop(split))
