@@ -10,6 +10,8 @@ import pytest
 from helpers import compose_config
 from hpjax.engine.jobs import train_trials
 
+pytestmark = pytest.mark.xdist_group("choices")  # the host-metric runs reuse these programs
+
 TINY = ["train.early_stopping.patience=null", "model.width=16", "optimizer.lr=1e-2"]
 
 
@@ -57,3 +59,61 @@ def test_each_config_group_option_trains(name):
     if "model.norm=rms" in overrides:  # RMSNorm: a scale per unit and no bias (LayerNorm: both)
         k, n = 13, 3  # wine: 13 features, 3 classes; two hidden layers of 16
         assert result.num_params == (k * 16 + 16 + 16) + (16 * 16 + 16 + 16) + (16 * n + n)
+
+
+@pytest.mark.parametrize("name, task", [("iris-constant", "classification"),
+                                        ("diabetes-huber-warmup_cosine", "regression")])
+def test_every_host_metric_is_scikit_learns_score_of_the_kept_model(tmp_path, name, task):
+    """Each of the task's host metrics (task.host_metrics), as a trial reports it for its test
+    split, is scikit-learn's score of the predictions of the model `hpjax.load` gives back.
+    The programs are those of the runs above (host metrics are computed on the host)."""
+    import sklearn.metrics as sk
+    from scipy.special import softmax
+
+    import hpjax
+    from hpjax.engine.host_metrics import BY_TASK
+
+    names = sorted(BY_TASK[task])
+    result = hpjax.train([*TINY, *CASES[name][0], f"task.host_metrics=[{','.join(names)}]"],
+                         output_dir=str(tmp_path / "job"))
+    model = hpjax.load(str(tmp_path / "job"))
+    out = np.asarray(model.apply(model.data.x_test), np.float64)
+    y = model.data.y_test
+    if task == "classification":
+        labels = out.argmax(-1)
+        want = {"f1_macro": sk.f1_score(y, labels, average="macro", zero_division=0),
+                "f1_weighted": sk.f1_score(y, labels, average="weighted", zero_division=0),
+                "precision_macro": sk.precision_score(y, labels, average="macro",
+                                                      zero_division=0),
+                "balanced_accuracy": sk.balanced_accuracy_score(y, labels),
+                "matthews_corrcoef": sk.matthews_corrcoef(y, labels),
+                "cohen_kappa": sk.cohen_kappa_score(y, labels),
+                "roc_auc": sk.roc_auc_score(y, softmax(out, -1), multi_class="ovr")}
+    else:  # in the targets' own units
+        y, pred = y * model.data.y_std + model.data.y_mean, out[:, 0] * model.data.y_std + \
+            model.data.y_mean
+        want = {"median_absolute_error": sk.median_absolute_error(y, pred),
+                "max_error": sk.max_error(y, pred),
+                "mean_absolute_percentage_error": sk.mean_absolute_percentage_error(y, pred),
+                "explained_variance": sk.explained_variance_score(y, pred)}
+    assert sorted(want) == names  # a new host metric needs its line here
+    for metric, value in want.items():
+        assert result.test[f"test/{metric}"] == pytest.approx(value, rel=1e-4, abs=1e-6), metric
+
+
+def test_load_gives_each_member_of_a_trial_of_several_seeds(tmp_path):
+    """train.repeats=2: the trial keeps each seed's best variables; `hpjax.load(job, member=k)`
+    gives member k, and the trial's test metrics are the mean of its members'."""
+    import jax
+
+    import hpjax
+
+    result = hpjax.train([*TINY, *CASES["iris-constant"][0], "train.repeats=2"],
+                         output_dir=str(tmp_path / "job"))
+    members = [hpjax.load(str(tmp_path / "job"), member=k) for k in (0, 1)]
+    a, b = (jax.tree.leaves(m.params) for m in members)
+    assert any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # two seeds
+    tests = [m.evaluate()["test/accuracy"] for m in members]
+    assert result.test["test/accuracy"] == pytest.approx(np.mean(tests), abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="member_2.msgpack"):
+        hpjax.load(str(tmp_path / "job"), member=2)

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -244,14 +245,17 @@ def test_submitit_local_launchers_give_the_local_results(tmp_path, jobs_share_th
 
     grid = ["optimizer.lr=0.003,0.01", "activation=relu", "train.epochs=3",
             "train.early_stopping.patience=null"]
-    runs = {"basic": ["hydra/launcher=basic"], "vmap": ["hydra/launcher=vmap"]}
-    found = {name: objectives(sweep) for name, sweep in side_by_side(runs, grid, tmp_path).items()}
-    # The submitit drivers train nothing (each job is a process of its own, which gets the run's
-    # compilation cache): they run in this process, two processes fewer to start
-    for name in ("submitit_local", "hpjax_submitit_local"):
+    # Everything runs in this process: the basic and vmap references train here, and the
+    # submitit drivers train nothing (each job is a process of its own, which gets the run's
+    # compilation cache)
+    found = {}
+    for name in ("basic", "vmap", "submitit_local", "hpjax_submitit_local"):
         multirun([f"hydra/launcher={name}", *grid], tmp_path / name)
         found[name] = objectives(tmp_path / name)
     assert found["submitit_local"] == found["basic"] and len(found["basic"]) == 2
     assert found["hpjax_submitit_local"] == found["vmap"]
     result = json.loads((tmp_path / "hpjax_submitit_local" / "0" / "result.json").read_text())
     assert result["launcher"] == "hpjax_submitit_local (population)"
+    # submitit's pickles hold the whole config: the user's only
+    pickles = list((tmp_path / "hpjax_submitit_local").rglob("*.pkl"))
+    assert pickles and {stat.S_IMODE(p.stat().st_mode) for p in pickles} == {0o600}

@@ -34,9 +34,9 @@ GRID = ["optimizer.lr=1e-3,3e-3,1e-2,3e-2", "model.dropout=0,0.3", "train.seed=1
         "activation=relu", "train.epochs=5", "train.early_stopping.patience=3"]
 
 
-def test_vmap_and_basic_launchers_give_the_same_trials(cli, tmp_path):
+def test_vmap_and_basic_launchers_give_the_same_trials(hpjax_main, tmp_path):
     for launcher in ("basic", "vmap"):
-        out = cli("-m", f"hydra/launcher={launcher}", *GRID, f"hydra.sweep.dir={launcher}")
+        out = hpjax_main("-m", f"hydra/launcher={launcher}", *GRID, f"hydra.sweep.dir={launcher}")
         assert out.returncode == 0, out.stderr
     assert "Launching 8 jobs as 1 population" in out.stdout + out.stderr
     for i in range(8):
@@ -70,10 +70,10 @@ def test_vmap_and_basic_launchers_give_the_same_trials(cli, tmp_path):
             assert a["objective"] == pytest.approx(b["objective"], abs=2 / 270 + 1e-7)
 
 
-def test_mixed_batch_runs_as_one_population_per_signature(cli, tmp_path):
+def test_mixed_batch_runs_as_one_population_per_signature(hpjax_main, tmp_path):
     # two static signatures (widths), a traced activation in each: each signature compiles its
     # programs (~5 s of CPU), so two; test_batch.py plans width x optimizer signatures
-    out = cli("-m", "model.width=16,32", "optimizer.lr=0.01", "activation=relu,tanh",
+    out = hpjax_main("-m", "model.width=16,32", "optimizer.lr=0.01", "activation=relu,tanh",
               "train.epochs=2", "hydra.launcher.max_population=1", "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     log = out.stdout + out.stderr

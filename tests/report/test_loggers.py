@@ -18,11 +18,21 @@ pytestmark = pytest.mark.xdist_group("report")  # with test_html_report: one com
 
 @pytest.fixture(scope="module")
 def logged_sweep(tmp_path_factory):
-    """The 8-trial grid under Hydra's basic sweeper with three trackers at once."""
+    """The 8-trial grid under Hydra's basic sweeper with the four trackers at once (logger=wandb
+    in W&B's disabled mode: its offline files are checked below, for two trials)."""
     tmp = tmp_path_factory.mktemp("loggers")
     uri = (tmp / "mlruns").as_uri()
-    multirun([*GRID, "logger=[csv,tensorboard,mlflow]",
-              f"hydra.callbacks.mlflow.tracking_uri={uri}"], tmp / "sweep")
+    logged = []  # the W&B logger's trials: its group runs, in W&B's disabled mode (no files)
+    log_trial = loggers.WandbLogger.log_trial
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(loggers.WandbLogger, "log_trial",
+                      lambda self, trial: logged.append((self.mode, trial.name)) or log_trial(
+                          self, trial))
+        multirun([*GRID, "logger=[csv,tensorboard,mlflow,wandb]",
+                  f"hydra.callbacks.mlflow.tracking_uri={uri}",
+                  "hydra.callbacks.wandb.mode=disabled"], tmp / "sweep")
+    assert sorted(logged) == [("disabled", str(i)) for i in range(8)]
+    assert not (tmp / "sweep" / "wandb").exists()  # disabled: nothing written
     return tmp / "sweep", uri
 
 
