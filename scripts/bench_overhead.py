@@ -52,6 +52,8 @@ CASES = {
                "optimizer.lr=tag(log, interval(1e-4, 1e-1))", "model.dropout=interval(0, 0.5)",
                "activation=choice(relu, tanh, gelu)"],
 }
+# The command as a user types it: Hydra's basic sweeper, one batch of every job
+CASES["grid"] = ["train.seed=range(0,{n})"]
 CASES["tpe"] = [a.replace("algorithm=random", "algorithm=tpe") for a in CASES["random"]]
 
 _own = defaultdict(lambda: [0.0, 0.0])  # stage -> its own seconds: [wall, main thread's CPU]

@@ -6,12 +6,19 @@
   device: the ceilings;
 - a bare `jit(vmap(train))` script of the same work as a process (scripts/_bare_sweep.py): the
   floor;
-- `hpjax -m` through `hydra/launcher=basic` and `hydra/launcher=vmap`, as processes, with a cold
-  compilation cache (and the vmap launcher again with a warm one);
-- how the engine's time grows with the population size (8, 32, 128, 512 members of the sweep's
-  learning rates x dropout rates, seeds 0, 1, ..., in process).
+- the same sweep as a plain PyTorch loop of the same network and batches (scripts/_torch_sweep.py,
+  one trial after another, as a process): the peer;
+- `hpjax -m` with the vmap launcher under Hydra's basic sweeper, as the user types it, as
+  processes, with a cold compilation cache and a warm one (`--basic-launcher` adds Hydra's basic
+  launcher, one job after another);
+- with `--sizes 8,32,128,512`: how the engine's time grows with the population size (members of
+  the sweep's learning rates x dropout rates, seeds 0, 1, ..., in process).
 
-    python scripts/bench_sweep.py [--epochs 20] [--sizes 8,32,128,512]
+Each process runs `--repeats` times, alternating (a shared machine's neighbours come and go); the
+table gives the median and the ratios of medians, and goes into docs/benchmarks.md (its own
+section, with the date, the commit and the load average).
+
+    python scripts/bench_sweep.py [--epochs 20] [--repeats 3] [--sizes 8,32,128,512]
 
 On a GPU, `--sizes 1,256` adds how population 256's run time compares with population 1's.
 """
@@ -78,10 +85,91 @@ def timed(cmd, env) -> tuple[float, str]:
     return time.perf_counter() - t0, out.stdout + out.stderr
 
 
+def peers(args: argparse.Namespace, tmp: str, hpjax: str, layer: float) -> list:
+    """The sweep end to end as processes, alternating, `args.repeats` times: (name, seconds)."""
+    import statistics
+
+    cold = {**os.environ, "HPJAX_COMPILATION_CACHE": "off"}
+    warm = {**os.environ, "HPJAX_COMPILATION_CACHE": os.path.join(tmp, "cache")}
+    threads = args.torch_threads or len(os.sched_getaffinity(0))
+    runs = {"bare": [sys.executable, str(HERE / "_bare_sweep.py"), str(args.epochs)],
+            "torch": [sys.executable, str(HERE / "_torch_sweep.py"), str(args.epochs),
+                      str(threads)]}
+    sweep = [hpjax, "-m", *SWEEP, f"train.epochs={args.epochs}"]
+    runs["hpjax cold"] = sweep
+    runs["hpjax warm"] = sweep
+    if args.basic_launcher:
+        runs["hpjax basic launcher"] = [*sweep, "hydra/launcher=basic"]
+    times: dict = {name: [] for name in runs}
+    timed([*sweep, f"hydra.sweep.dir={tmp}/fill"], warm)  # fills the warm cache
+    for r in range(args.repeats):
+        for name, cmd in runs.items():
+            if name.startswith("hpjax"):
+                cmd = [*cmd, f"hydra.sweep.dir={tmp}/{r}-{len(times[name])}-{name[6:10]}"]
+            seconds, out = timed(cmd, warm if name == "hpjax warm" else cold)
+            times[name].append(seconds)
+            if name == "bare" and r == 0:
+                compile_s, run_s = (float(v) for v in re.findall(r"_s=([\d.]+)", out)[:2])
+                gflop = training_gflop(32, args.epochs) + evaluation_gflop(
+                    32, args.epochs, n_test=0)
+                print(f"bare jit(vmap(train)) script: compile {compile_s:.2f} s, run "
+                      f"{run_s:.2f} s: {gflop / run_s:.1f} GFLOP/s, {gflop / run_s / layer:.0%} "
+                      "of one device's layer-shape ceiling")
+            print(f"  {name:22s} run {r + 1}: {seconds:6.2f} s", flush=True)
+    median = {name: statistics.median(v) for name, v in times.items()}
+    rows = []
+    for name, v in times.items():
+        rows.append((name, median[name], min(v), max(v), median[name] / median["bare"],
+                     median["torch"] / median[name]))
+    head = ("| process | median s | min s | max s | vs bare script | PyTorch is slower by |
+"
+            "|---|---|---|---|---|---|")
+    table = "\n".join([head] + [f"| {n} | {m:.2f} | {lo:.2f} | {hi:.2f} | {b:.2f}x | {t:.2f}x |"
+                                 for n, m, lo, hi, b, t in rows])
+    print(table)
+    return [table, threads, args.repeats]
+
+
+SECTION = "## End to end: the 32-trial grid against a bare script and PyTorch"
+
+
+def write_section(result: list, args: argparse.Namespace) -> None:
+    """The table into docs/benchmarks.md, replacing this benchmark's section only."""
+    if args.no_docs:
+        return
+    table, threads, repeats = result
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=HERE).stdout.strip() or "unknown"
+    body = (f"{SECTION}\n\n`python scripts/bench_sweep.py` on {time.strftime('%Y-%m-%d')}, "
+            f"commit {commit}, {os.cpu_count()} cores, load average "
+            f"{os.getloadavg()[0]:.1f} at the end; {repeats} alternating runs of each process, "
+            f"{args.epochs} epochs. The sweep: `hpjax -m {' '.join(SWEEP)} "
+            f"train.epochs={args.epochs}` (digits, MLP 64-128-128-10, Adam, batch 64; Hydra's "
+            f"basic sweeper, the vmap launcher); cold: `HPJAX_COMPILATION_CACHE=off`, warm: a "
+            f"cache filled by the same sweep. The bare script (scripts/_bare_sweep.py) is one "
+            f"`jit(vmap(train))` of the same work without Hydra or files; PyTorch "
+            f"(scripts/_torch_sweep.py) trains the same network and batches one trial after "
+            f"another on {threads} threads.\n\n{table}\n")
+    path = HERE.parent / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + body
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + body + (text[end + 1:] if end >= 0 else "")
+    path.write_text(text)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--sizes", default="8,32,128,512")
+    parser.add_argument("--sizes", default="", help="population sizes, e.g. 8,32,128,512")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--basic-launcher", action="store_true")
+    parser.add_argument("--torch-threads", type=int, default=0, help="default: every core")
+    parser.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     args = parser.parse_args()
     hpjax = str(Path(sys.executable).parent / "hpjax")
     gflop = training_gflop(32, args.epochs) + evaluation_gflop(32, args.epochs)
@@ -100,26 +188,10 @@ def main() -> None:
               f"{every:7.1f} GFLOP/s")
 
     with tempfile.TemporaryDirectory() as tmp:
-        cold = {**os.environ, "HPJAX_COMPILATION_CACHE": "off"}
-        warm = {**os.environ, "HPJAX_COMPILATION_CACHE": os.path.join(tmp, "cache")}
-        bare_s, out = timed([sys.executable, str(HERE / "_bare_sweep.py"), str(args.epochs)], cold)
-        compile_s, run_s = (float(v) for v in re.findall(r"_s=([\d.]+)", out)[:2])
-        bare_gflop = training_gflop(32, args.epochs) + evaluation_gflop(32, args.epochs, n_test=0)
-        print(f"bare jit(vmap(train)) script   {bare_s:6.2f} s process "
-              f"(compile {compile_s:.2f} s, run {run_s:.2f} s: {bare_gflop / run_s:.1f} GFLOP/s, "
-              f"{bare_gflop / run_s / layer:.0%} of one device's layer-shape ceiling)")
-        results = {}
-        for name, launcher, env in (("basic", "basic", cold), ("vmap", "vmap", cold),
-                                    ("vmap, cache filled", "vmap", warm),
-                                    ("vmap, warm cache", "vmap", warm)):
-            cmd = [hpjax, "-m", f"hydra/launcher={launcher}", *SWEEP,
-                   f"train.epochs={args.epochs}", f"hydra.sweep.dir={tmp}/{len(results)}"]
-            results[name], _ = timed(cmd, env)
-            print(f"hpjax -m, launcher {name:18s} {results[name]:6.2f} s process  "
-                  f"{32 / results[name]:5.2f} trials/s  {results[name] / bare_s:4.2f}x the bare "
-                  f"script")
-        print(f"vmap launcher vs basic launcher: {results['basic'] / results['vmap']:.2f}x faster")
-
+        rows = peers(args, tmp, hpjax, layer)
+    write_section(rows, args)
+    if not args.sizes:
+        return
     from hydra import compose, initialize_config_dir
 
     from hpjax.cli import CONF_DIR, register

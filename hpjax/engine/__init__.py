@@ -14,6 +14,8 @@ Batches of jobs (the launcher's side):
 - `is_task`: whether a task function is hpjax's (only those train as populations).
 - `background_writes`: a context in which result files are written by a background thread, all
   flushed at its end.
+- `SweepProgress`: where populations report each epoch: a live display on a terminal, else a line
+  per population's end and the epochs in a log file (`log_file`).
 
 Results (the sweeper's side):
 - `read_result`: a job directory -> its `Result`, or None when the job wrote none.
@@ -54,6 +56,7 @@ _EXPORTS: dict[str, Any] = {
     "run": "hpjax.engine.jobs",
     "is_task": "hpjax.api",
     "background_writes": "hpjax.results",
+    "SweepProgress": "hpjax.engine.progress",
     "read_result": ("hpjax.results", "Result.read"),
     "parse_objectives": "hpjax.results",
     "worst_objective": "hpjax.results",

@@ -95,7 +95,7 @@ class _Run:
         i = self.inputs
         # Placed as the epoch returns it, so that the epoch program compiles once.
         self.states = self.place.per_member(self.pop.init(i.hp, i.seeds, i.owner))
-        self.best_params = jax.tree.map(jnp.copy, self.states.params)
+        self.best_params = population.copy(self.states.params)
 
     def new_member(self, cfg: Config, fold: int, checkpoint_dir: Optional[str],
                    params_path: Optional[str]) -> Member:

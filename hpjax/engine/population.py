@@ -209,13 +209,20 @@ class Placement:
     def devices(self) -> int:
         return 1 if self.members is None else self.members.mesh.size
 
+    # `jax.device_put`, not `jnp.asarray`: a transfer, where `asarray` compiles a small program
+    # per shape and dtype.
     def per_member(self, tree: Any) -> Any:
-        return jax.tree.map(jnp.asarray, tree) if self.members is None else jax.device_put(
-            tree, self.members)
+        return jax.device_put(tree, self.members)
 
     def shared(self, tree: Any) -> Any:
-        return jax.tree.map(jnp.asarray, tree) if self.everywhere is None else jax.device_put(
-            tree, self.everywhere)
+        return jax.device_put(tree, self.everywhere)
+
+
+def copy(tree: Any) -> Any:
+    """A copy of every leaf on its own device, without compiling anything (`jnp.copy` compiles
+    a program per shape): the best parameters start as the first state's, which the epoch
+    program then donates."""
+    return jax.device_put(tree, may_alias=False)
 
 
 @dataclass(frozen=True)

@@ -42,20 +42,27 @@ def log_report(report: EpochReport, names: Optional[list] = None) -> None:
 
 class SweepProgress:
     """A live display with one bar per population (epoch, members still running, best member
-    so far) on a terminal; elsewhere (a log file, CI) one log line per epoch instead."""
+    so far) on a terminal; elsewhere (piped, a SLURM log, CI) one log line per epoch in
+    `log_file` (the sweep's `populations.log`; without one, at DEBUG) and one line on the
+    terminal as each population ends."""
 
-    def __init__(self, console: Any = None, live: Optional[bool] = None) -> None:
+    def __init__(self, console: Any = None, live: Optional[bool] = None,
+                 log_file: Optional[str] = None) -> None:
         from rich.console import Console
 
         self.console = console or Console(stderr=True)
         self.live = self.console.is_terminal if live is None else live
+        self.log_file = log_file
         self._progress: Any = None
+        self._file: Optional[logging.Handler] = None
+        self._terminal: Optional[logging.Handler] = None
         self._stdout, self._stderr = sys.stdout, sys.stderr
 
     @contextmanager
     def running(self) -> Iterator["SweepProgress"]:
         if not self.live:
-            yield self
+            with self._epochs_file():
+                yield self
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -80,16 +87,66 @@ class SweepProgress:
         finally:
             self._progress = None
 
+    @contextmanager
+    def _epochs_file(self) -> Iterator[None]:
+        # The terminal's handler as the sweep's logging set it up: a launcher sets up each job's
+        # logging as it ends (its own file; its INFO lines kept off the terminal) while later
+        # populations train, and a population's end belongs to neither.
+        shown = [h for h in logging.root.handlers if type(h) is logging.StreamHandler]
+        if shown and self._terminal is None:
+            self._terminal = logging.StreamHandler(shown[0].stream)
+            self._terminal.setFormatter(shown[0].formatter)
+        if self.log_file is None or self._file is not None:
+            yield
+            return
+        import os
+
+        os.makedirs(os.path.dirname(os.path.abspath(self.log_file)), exist_ok=True)
+        # A handler of its own, not a logger's: the lines reach that file and no terminal.
+        self._file = logging.FileHandler(self.log_file, delay=True)
+        self._file.setFormatter(logging.Formatter("[%(asctime)s] %(message)s"))
+        try:
+            yield
+        finally:
+            self._file.close()
+            self._file = None
+
     def population(self, label: str, epochs: int,
                    names: Optional[list] = None) -> Callable[[EpochReport], None]:
         """The `on_progress` callback of one population; `names[i]` names member i."""
         if self._progress is None:
-            return lambda report: log_report(report, names)
+            return self._plain(label, names)
         task = self._progress.add_task(label, total=epochs, running="", best="")
 
         def update(report: EpochReport) -> None:
             self._progress.update(
                 task, completed=report.epoch if report.running else epochs,
                 running=f"{report.running}/{report.members} running", best=_best(report, names))
+
+        return update
+
+    def _plain(self, label: str, names: Optional[list]) -> Callable[[EpochReport], None]:
+        """Without a live display: the epochs to the log file, the end to the terminal."""
+        ended = []
+
+        def update(report: EpochReport) -> None:
+            if self._file is not None:
+                self._file.handle(logging.LogRecord(
+                    "hpjax.epochs", logging.INFO, __file__, 0,
+                    "%s: epoch %3d/%d  %d/%d members running  %s", (
+                        label, report.epoch, report.epochs, report.running, report.members,
+                        _best(report, names)), None))
+            else:
+                log.debug("%s: epoch %d/%d  %d/%d members running  %s", label, report.epoch,
+                          report.epochs, report.running, report.members, _best(report, names))
+            if not ended and (report.epoch >= report.epochs or not report.running):
+                ended.append(report)
+                line = ("%s: done after epoch %d, %s", (label, report.epoch,
+                                                         _best(report, names)))
+                if self._terminal is not None:
+                    self._terminal.handle(logging.LogRecord(
+                        log.name, logging.INFO, __file__, 0, *line, None))
+                else:
+                    log.info(line[0], *line[1])
 
         return update

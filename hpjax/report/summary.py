@@ -174,7 +174,9 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
         except (OSError, ValueError) as e:  # its .hydra/ files are missing or broken
             log.warning("best.yaml not written: trial %d's config is unreadable (%s)", best.job,
                         e)
-    console = console or Console(width=max(120, Console().width))
+    if console is None:  # piped or in a SLURM log: wide enough for a row per line
+        terminal = Console()
+        console = Console(width=max(120, terminal.width) if terminal.is_terminal else 240)
     console.print(format_table(trials, objectives, ranking=ranking))
     failed = [t for t in trials if t.get("error")]
     for t in failed[:NOT_OK]:
@@ -233,10 +235,19 @@ def grid_space(config: DictConfig) -> str:
 
 
 class SweepReport(Callback):
-    """Logs progress as jobs end and writes the sweep's report when the multirun ends.
+    """Writes the sweep's report when the multirun ends, from the job directories.
 
-    Under hpjax's sweeper, which logs one progress line per batch from its study, the jobs log
-    none: one line per batch, one place that knows the best trial."""
+    It never needs a job's composed config (`wants_jobs` is False), so hpjax's launchers end
+    jobs from templates under any sweeper. Where a launcher runs Hydra's `run_job` anyway (Hydra's
+    basic launcher) under a sweeper that logs no progress of its own, each job logs a progress
+    line as it ends; hpjax's sweeper logs one per batch from its study."""
+
+    # The report reads result.json files at the end: a launcher may end jobs without composing
+    # them for this callback.
+    wants_jobs = False
+
+    def __init__(self, html: bool = False) -> None:
+        self.html = html  # report.html too (`hydra.callbacks.report.html=true`)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default=""))
@@ -247,12 +258,6 @@ class SweepReport(Callback):
                 log.info("%s", grid_space(config))
             except Exception:  # noqa: BLE001  (Hydra runs the sweep anyway; the line is a nicety)
                 pass
-
-    @property
-    def wants_jobs(self) -> bool:
-        """Whether `on_job_end` needs each job's config (a launcher may end jobs without
-        composing it when no callback does): not under hpjax's sweeper."""
-        return getattr(self, "_per_job", True)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if not getattr(self, "_per_job", False):  # a single run, or hpjax's sweeper
@@ -277,16 +282,22 @@ class SweepReport(Callback):
         keep = OmegaConf.select(config, "hydra.sweeper.keep_params", default=None)
         if keep is not None:
             keep_params(sweep_dir, int(keep), objectives)
-        html = html_enabled() and _write_html(sweep_dir, objectives)
-        log.info("sweep results in %s: summary.csv%s%s, one directory per trial",
+        html = html_enabled(getattr(self, "html", False)) and _write_html(sweep_dir, objectives)
+        log.info("sweep results in %s: summary.csv%s%s, one directory per trial%s",
                  sweep_dir.resolve(), ", best.yaml" if best else "",
-                 ", report.html" if html else "")
+                 ", report.html" if html else "",
+                 "" if html else f" (plots: python -m hpjax.report {sweep_dir})")
 
 
-def html_enabled() -> bool:
-    """`report.html` is written unless HPJAX_REPORT_HTML=off (the test suite's many small sweeps
-    skip it: Plotly's import and a file of a few MB for each)."""
-    return os.environ.get("HPJAX_REPORT_HTML", "on").lower() not in ("off", "0", "false")
+def html_enabled(asked: bool = False) -> bool:
+    """Whether a sweep writes `report.html` as it ends: when asked (`hydra.callbacks.report.html
+    =true`), or `HPJAX_REPORT_HTML=on`/`off` whatever the config says. Off by default: its 5 MB
+    and 1-2 s (Plotly) would cost every sweep, and `python -m hpjax.report <sweep_dir>` writes it
+    from the job directories at any time."""
+    env = os.environ.get("HPJAX_REPORT_HTML", "").lower()
+    if env in ("on", "1", "true"):
+        return True
+    return asked and env not in ("off", "0", "false")
 
 
 def _write_html(sweep_dir: Path, objectives: Optional[dict]) -> bool:

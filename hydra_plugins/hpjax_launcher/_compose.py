@@ -11,17 +11,24 @@ job's `hydra.overrides.task` and `hydra.job.override_dirname` as Hydra does. Any
 `hydra.*` override, a sweep left in a job's overrides) goes to Hydra's own composition. The
 result equals Hydra's for every kind of override (tests/test_launcher.py compares them).
 
+A sweeper checks each batch before launching it (`Sweeper.validate_batch_is_legal`: Hydra's basic
+sweeper composes every job once more and drops the result). For those calls, where every value
+override is a plain change, the values are applied to one scratch copy per template, which the
+check returns: the same errors for a bad key or value, without a copy of the config per job.
+
 It relies on two of Hydra's internals (`ConfigLoaderImpl._apply_overrides_to_config`,
 `get_overrides_dirname`, through `_speedups`); where the speedups are off, `install` leaves
 Hydra's composition alone.
 """
 
 import copy
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
+from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import _speedups
@@ -34,19 +41,21 @@ class FastSweepConfigs:
         self.loader, self.compose = loader, compose  # compose: Hydra's own load_sweep_config
         self.parser = OverridesParser.create()
         self._templates: dict[tuple, DictConfig] = {}
+        self._scratch: dict[tuple, DictConfig] = {}  # a template's copy the checks write into
+        self._lines: dict[str, Any] = {}  # override line -> Hydra's parse of it
         self._master = None
 
     def _is_group(self, key: str) -> bool:
         return self.loader.repository.group_exists(key)
 
     def __call__(self, master_config: DictConfig, sweep_overrides: list) -> DictConfig:
-        parsed = self.parser.parse_overrides(list(sweep_overrides))
+        parsed = self._parse(sweep_overrides)
         if any(o.is_hydra_override() or o.is_sweep_override() for o in parsed):
             return self.compose(master_config, sweep_overrides)
         groups = tuple(o.input_line for o in parsed if self._is_group(o.key_or_group))
         values = [o for o in parsed if not self._is_group(o.key_or_group)]
         if master_config is not self._master:  # templates belong to one master config
-            self._templates, self._master = {}, master_config
+            self._templates, self._scratch, self._master = {}, {}, master_config
         # Choices of distinct groups compose alike in any order (the sweeper checks a job as
         # `data=iris activation=relu`, the launcher runs it as `activation=relu data=iris`).
         plain = [o for o in parsed if self._is_group(o.key_or_group)]
@@ -57,6 +66,12 @@ class FastSweepConfigs:
             key = groups
         if key not in self._templates:
             self._templates[key] = self.compose(master_config, list(groups))
+        if _checking_batch() and all(o.type == OverrideType.CHANGE for o in values):
+            cfg = self._scratch.get(key)
+            if cfg is None:
+                cfg = self._scratch[key] = copy.deepcopy(self._templates[key])
+            _speedups.apply_overrides(values, cfg)
+            return cfg  # (the check drops it)
         cfg = copy.deepcopy(self._templates[key])
         _speedups.apply_overrides(values, cfg)
         with open_dict(cfg.hydra):
@@ -67,6 +82,32 @@ class FastSweepConfigs:
                 exclude_keys=names.exclude_keys)
         OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
         return cfg
+
+    def _parse(self, lines: Any) -> list:
+        """Hydra's parse of each line, once per distinct line (a grid repeats most of them)."""
+        out = []
+        for line in lines:
+            o = self._lines.get(line)
+            if o is None:
+                o = self.parser.parse_overrides([line])[0]
+                if len(self._lines) < 10_000:
+                    self._lines[line] = o
+            out.append(o)
+        return out
+
+
+_CHECK = Sweeper.validate_batch_is_legal.__code__
+
+
+def _checking_batch() -> bool:
+    """Whether the caller is `Sweeper.validate_batch_is_legal`, which only asks whether the
+    job composes (it has no way to say so); a few frames up, for wrappers (profilers)."""
+    frame = sys._getframe(2)
+    for _ in range(3):
+        if frame is None or frame.f_code is _CHECK:
+            return frame is not None
+        frame = frame.f_back
+    return False
 
 
 def install(config_loader: Any) -> None:

@@ -152,6 +152,14 @@ class VmapLauncherImpl:
             sweep_config.hydra.job.num = index
         return sweep_config
 
+    def _sweep_progress(self) -> Any:
+        """hpjax's display; without a terminal, its per-epoch lines go to the sweep's
+        `populations.log`."""
+        if self.progress is None:
+            self.progress = hpjax.engine.SweepProgress(log_file=os.path.join(
+                str(self.config.hydra.sweep.dir), "populations.log"))
+        return self.progress
+
     def _job(self, index: int, sweep_config: DictConfig) -> "hpjax.engine.Job":
         output_dir = str(Path(str(sweep_config.hydra.sweep.dir)) / str(
             sweep_config.hydra.sweep.subdir))
@@ -217,7 +225,8 @@ class VmapLauncherImpl:
         self.quiet = quiet
         try:
             hpjax.engine.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
-                                    memory_budget_mb=self.memory_budget_mb, progress=self.progress,
+                                    memory_budget_mb=self.memory_budget_mb,
+                                    progress=self._sweep_progress(),
                                     stoppers=self.stoppers, on_ended=end_jobs,
                                     refill=refill if self.refill is not None else None)
         finally:
@@ -226,10 +235,9 @@ class VmapLauncherImpl:
 
     # -- the fast path: one composition per template (`_fast`) -----------------------------------
     def _fast_jobs(self, indexed: list[tuple[int, list]]) -> Optional[list]:
-        """The batch's jobs composed from templates; None where Hydra's path must run them (a
-        batch that logs each job on the terminal, up to PER_TRIAL_LINES jobs, runs Hydra's)."""
-        if len(indexed) <= PER_TRIAL_LINES or self.refill is not None or wants_jobs(
-                self.hydra_context.callbacks):
+        """The batch's jobs composed from templates, whichever sweeper asked; None where Hydra's
+        path must run them (a refilled batch, a callback that reads each job's config)."""
+        if self.refill is not None or wants_jobs(self.hydra_context.callbacks):
             return None
         if self._templates is None:
             loader = self.hydra_context.config_loader
@@ -245,6 +253,9 @@ class VmapLauncherImpl:
         """Trains templated jobs and ends each with its files, written by a `Writer` thread
         (flushed before the sweeper sees a return: `on_return`, the batch's end)."""
         jobs = [hpjax.engine.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
+        if len(fast) <= PER_TRIAL_LINES:  # a small batch names its jobs, as Hydra's path does
+            for j in fast:
+                log.info("\t#%d : %s", j.index, " ".join(filter_overrides(j.overrides)))
         returns: dict[int, JobReturn] = {}
         logs: list = []  # the jobs' log files, set up at the first job that ends
         cwd = os.getcwd()  # every job's working_dir (the jobs do not change directory)
@@ -271,7 +282,7 @@ class VmapLauncherImpl:
                 hpjax.engine.train_jobs(jobs, launcher=self.name,
                                         max_population=self.max_population,
                                         memory_budget_mb=self.memory_budget_mb,
-                                        progress=self.progress, stoppers=self.stoppers,
+                                        progress=self._sweep_progress(), stoppers=self.stoppers,
                                         on_ended=end_jobs)
                 written(writer)
         finally:

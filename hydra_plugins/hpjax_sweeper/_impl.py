@@ -101,8 +101,13 @@ class HpjaxSweeperImpl(Sweeper):
         seed = None if self.seed is None else self.seed + worker
         algorithm = (self.sampler or "random") if self.algorithm in _fidelity.OWN_SAMPLER \
             else self.algorithm
-        return _search.make_sampler(algorithm, seed=seed, n_objectives=n_objectives,
-                                    batch_size=self.batch_size, conditional=self.conditional)
+        # The sampler is the preset's choice, not the user's code: Optuna's "experimental"
+        # notice (QMCSampler, GPSampler) asks nothing of the user.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _search.make_sampler(algorithm, seed=seed, n_objectives=n_objectives,
+                                        batch_size=self.batch_size,
+                                        conditional=self.conditional)
 
     def _lock(self, sweep_dir: Path) -> Any:
         return _storage.study_lock(_storage.storage_url(self.storage, sweep_dir),

@@ -6,7 +6,7 @@ from helpers import sgd_configs
 from hpjax.engine.loop import train_population
 
 
-def test_progress_reports_each_epoch_live_or_as_log_lines(caplog):
+def test_progress_reports_each_epoch_live_or_as_log_lines(caplog, tmp_path):
     from io import StringIO
 
     from rich.console import Console
@@ -26,11 +26,36 @@ def test_progress_reports_each_epoch_live_or_as_log_lines(caplog):
     text = buf.getvalue()
     assert "population 1/1: 3 trials" in text and "epoch   4/4" in text and "2/3 running" in text
     assert f"best val/accuracy {reports[-1].best:.4f} (trial {7 + best})" in text
-    # without a terminal: one log line per epoch, the same numbers
-    plain = SweepProgress(Console(file=StringIO()))
+    # without a terminal: one log line per epoch in the populations' log file, the same
+    # numbers, and one line on the terminal when the population ends
+    plain = SweepProgress(Console(file=StringIO()), log_file=str(tmp_path / "populations.log"))
     assert not plain.live
     with caplog.at_level(logging.INFO, logger="hpjax"), plain.running():
+        update = plain.population("population 1/1", 4, ["trial 7", "trial 8", "t9"])
         for r in reports:
-            plain.population("population 1/1", 4, ["trial 7", "trial 8", "t9"])(r)
-    assert caplog.messages[-1] == (f"epoch   4/4  2/3 members running  best val/accuracy "
-                                   f"{reports[-1].best:.4f} (trial {7 + best})")
+            update(r)
+    best_line = f"best val/accuracy {reports[-1].best:.4f} (trial {7 + best})"
+    assert caplog.messages == [f"population 1/1: done after epoch 4, {best_line}"]
+    lines = (tmp_path / "populations.log").read_text().splitlines()
+    assert len(lines) == 4 and lines[-1].endswith(
+        f"] population 1/1: epoch   4/4  2/3 members running  {best_line}")
+
+
+def test_a_piped_sweep_prints_a_line_per_population_not_per_epoch(cli, tmp_path):
+    """`hpjax -m search=qmc`, piped (as in a SLURM log): the qmc preset asks whole populations at
+    once; each population's epochs go to the sweep's populations.log, the terminal gets its end;
+    Optuna's notice that QMCSampler is experimental (nothing a user can act on) is not shown."""
+    out = cli("-m", "search=qmc", "hydra.sweeper.n_trials=8", "data=iris", "train.epochs=3",
+              "model.width=choice(16, 32)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = (out.stdout + out.stderr).splitlines()
+    assert not [line for line in lines if "Warning" in line]
+    assert not [line for line in lines if " epoch   " in line]  # no per-epoch line
+    ends = [line for line in lines if ": done after epoch 3, best val/accuracy" in line]
+    launched = [line for line in lines if "Launching 8 jobs as 2 populations" in line]
+    assert len(ends) == 2 and len(launched) == 1  # one batch of 8: a population per width
+    epochs = (tmp_path / "sweep" / "populations.log").read_text().splitlines()
+    assert len(epochs) == 2 * 3 and "population 2/2: 3 trials: epoch   3/3" in epochs[-1]
+    # the study, the search space (7 lines), the 8 jobs (a batch of at most 20 names them),
+    # the launch (3), the ends (2), the progress, the table (a row a line: 8 + 5), the results
+    assert len(lines) <= 36, "\n".join(lines)

@@ -101,6 +101,43 @@ def test_the_speedups_and_the_public_path_leave_the_same_study_and_job_files(
         assert _untimed(a / "result.json") == _untimed(b / "result.json")
 
 
+# Hydra's basic sweeper (a grid of 12, one batch: fewer than PER_TRIAL_LINES, so the jobs are
+# named on the terminal) with hpjax's end-of-sweep report among the callbacks, as the app runs it
+GRID = ["optimizer.lr=0.001,0.01,0.1", "model.dropout=0,0.25", "activation=relu,tanh",
+        "hydra.sweeper.params=null", "data=iris", "model.width=8", "train.epochs=2",
+        "train.save_params=none"]
+
+
+def test_hydras_basic_sweeper_takes_the_templated_jobs_and_leaves_hydras_job_files(
+        tmp_path, monkeypatch):
+    used = []
+    job = _fast.Templates.job
+    monkeypatch.setattr(_fast.Templates, "job", lambda *a: used.append(1) or job(*a))
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    monkeypatch.setenv("HPJAX_SPEEDUPS", "on")
+    [ours] = multirun(GRID, fast)
+    assert len(used) == 12  # every job templated: the report asks for no job's config
+    monkeypatch.setenv("HPJAX_SPEEDUPS", "off")
+    [theirs] = multirun(GRID, slow)
+    assert len(used) == 12
+    # Hydra's run_job also runs the report's per-job progress line, into each job's log
+    stamp = re.compile(r"^.*\] - \[sweep\] .*\n|^\[[^]]*\]", re.M)
+    for i, (f, s) in enumerate(zip(ours, theirs, strict=True)):
+        a, b = fast / str(i), slow / str(i)
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            assert (a / ".hydra" / name).read_text().replace(str(fast), str(slow)) == (
+                b / ".hydra" / name).read_text(), (i, name)
+        assert stamp.sub("", (a / "hpjax.log").read_text()) == stamp.sub(
+            "", (b / "hpjax.log").read_text())
+        assert _untimed(a / "result.json") == _untimed(b / "result.json")
+        assert f.overrides == s.overrides and f.return_value == s.return_value
+        assert f.cfg == s.cfg and f.hydra_cfg.hydra.job.num == s.hydra_cfg.hydra.job.num == i
+    assert len({(r.cfg.optimizer.lr, r.cfg.model.dropout, r.cfg.activation.name)
+                for r in ours}) == 12
+    assert (fast / "summary.csv").read_text().count("\n") == 13  # the report, from the files
+
+
 def test_the_known_good_versions_are_the_ones_pyproject_supports():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
