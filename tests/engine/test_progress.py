@@ -6,7 +6,7 @@ from helpers import sgd_configs
 from hpjax.engine.loop import train_population
 
 
-def test_progress_reports_each_epoch_live_or_as_log_lines(caplog, tmp_path):
+def test_progress_reports_each_epoch_live_or_as_log_lines(caplog, tmp_path, monkeypatch):
     from io import StringIO
 
     from rich.console import Console
@@ -30,12 +30,17 @@ def test_progress_reports_each_epoch_live_or_as_log_lines(caplog, tmp_path):
     # numbers, and one line on the terminal when the population ends
     plain = SweepProgress(Console(file=StringIO()), log_file=str(tmp_path / "populations.log"))
     assert not plain.live
+    terminal = logging.StreamHandler(StringIO())
+    terminal.setFormatter(logging.Formatter("[HYDRA] %(message)s"))
+    monkeypatch.setattr(logging.root, "handlers", [caplog.handler, terminal])
     with caplog.at_level(logging.INFO, logger="hpjax"), plain.running():
         update = plain.population("population 1/1", 4, ["trial 7", "trial 8", "t9"])
         for r in reports:
             update(r)
     best_line = f"best val/accuracy {reports[-1].best:.4f} (trial {7 + best})"
-    assert caplog.messages == [f"population 1/1: done after epoch 4, {best_line}"]
+    assert terminal.stream.getvalue() == (
+        f"[HYDRA] population 1/1: done after epoch 4, {best_line}\n")
+    assert not caplog.messages  # (the end goes to the terminal's handler, as set up at the start)
     lines = (tmp_path / "populations.log").read_text().splitlines()
     assert len(lines) == 4 and lines[-1].endswith(
         f"] population 1/1: epoch   4/4  2/3 members running  {best_line}")

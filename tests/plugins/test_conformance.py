@@ -112,7 +112,7 @@ def test_hydras_basic_sweeper_takes_the_templated_jobs_and_leaves_hydras_job_fil
         tmp_path, monkeypatch):
     used = []
     job = _fast.Templates.job
-    monkeypatch.setattr(_fast.Templates, "job", lambda *a: used.append(1) or job(*a))
+    monkeypatch.setattr(_fast.Templates, "job", lambda *a: (job(*a), used.append(1))[0])
     fast, slow = tmp_path / "fast", tmp_path / "slow"
     monkeypatch.setenv("HPJAX_SPEEDUPS", "on")
     [ours] = multirun(GRID, fast)
