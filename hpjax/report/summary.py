@@ -96,10 +96,11 @@ def write_best_yaml(best: Trial, objectives: dict, path: Path,
               f"# Overrides: {' '.join(best.overrides)}\n"
               f"# Run it again:  hpjax --config-dir {path.parent.resolve()} --config-name "
               f"{path.stem}\n")
-    # Group choices as the trial made them; hydra/* and sweep presets do not change training.
+    # Group choices as the trial made them; hydra/* and sweep presets do not change training,
+    # and `tuned` follows the task and the model.
     defaults = ["config"] + [{f"override {group}": choice} for group, choice in choices.items()
-                             if not group.startswith("hydra/") and group != "search"
-                             and choice is not None]
+                             if not group.startswith("hydra/") and group not in (
+                                 "search", "tuned") and choice is not None]
     body = OmegaConf.to_yaml(OmegaConf.create({"defaults": defaults + ["_self_"]}))
     write_atomic(path, header + body + OmegaConf.to_yaml(config))
 
