@@ -121,8 +121,7 @@ def peers(args: argparse.Namespace, tmp: str, hpjax: str, layer: float) -> list:
     for name, v in times.items():
         rows.append((name, median[name], min(v), max(v), median[name] / median["bare"],
                      median["torch"] / median[name]))
-    head = ("| process | median s | min s | max s | vs bare script | PyTorch is slower by |
-"
+    head = ("| process | median s | min s | max s | vs bare script | PyTorch is slower by |\n"
             "|---|---|---|---|---|---|")
     table = "\n".join([head] + [f"| {n} | {m:.2f} | {lo:.2f} | {hi:.2f} | {b:.2f}x | {t:.2f}x |"
                                  for n, m, lo, hi, b, t in rows])
@@ -130,36 +129,25 @@ def peers(args: argparse.Namespace, tmp: str, hpjax: str, layer: float) -> list:
     return [table, threads, args.repeats]
 
 
-SECTION = "## End to end: the 32-trial grid against a bare script and PyTorch"
-
-
-def write_section(result: list, args: argparse.Namespace) -> None:
-    """The table into docs/benchmarks.md, replacing this benchmark's section only."""
+def write_doc(result: list, args: argparse.Namespace) -> None:
+    """The table into docs/benchmarks.md, section bench_sweep (`_benchdoc`)."""
     if args.no_docs:
         return
+    from _benchdoc import write_section
+
     table, threads, repeats = result
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=HERE).stdout.strip() or "unknown"
-    body = (f"{SECTION}\n\n`python scripts/bench_sweep.py` on {time.strftime('%Y-%m-%d')}, "
-            f"commit {commit}, {os.cpu_count()} cores, load average "
-            f"{os.getloadavg()[0]:.1f} at the end; {repeats} alternating runs of each process, "
-            f"{args.epochs} epochs. The sweep: `hpjax -m {' '.join(SWEEP)} "
-            f"train.epochs={args.epochs}` (digits, MLP 64-128-128-10, Adam, batch 64; Hydra's "
-            f"basic sweeper, the vmap launcher); cold: `HPJAX_COMPILATION_CACHE=off`, warm: a "
-            f"cache filled by the same sweep. The bare script (scripts/_bare_sweep.py) is one "
-            f"`jit(vmap(train))` of the same work without Hydra or files; PyTorch "
-            f"(scripts/_torch_sweep.py) trains the same network and batches one trial after "
-            f"another on {threads} threads.\n\n{table}\n")
-    path = HERE.parent / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + body + (text[end + 1:] if end >= 0 else "")
-    path.write_text(text)
-    print(f"wrote {path}")
+    write_section("bench_sweep", "End to end: the 32-trial grid against a bare script and "
+                  "PyTorch (`scripts/bench_sweep.py`)",
+                  f"python scripts/bench_sweep.py --epochs {args.epochs} --repeats {repeats}", f"""
+The sweep: `hpjax -m {' '.join(SWEEP)} train.epochs={args.epochs}` (digits, MLP 64-128-128-10,
+Adam, batch 64; Hydra's basic sweeper, the vmap launcher), a process each time, {repeats} runs of
+each process alternating (the median, min and max). Cold: `HPJAX_COMPILATION_CACHE=off`; warm: a
+cache the same sweep filled. The bare script (scripts/_bare_sweep.py) is one `jit(vmap(train))`
+of the same work without Hydra or files; PyTorch (scripts/_torch_sweep.py) trains the same
+network and batches one trial after another on {threads} threads.
+
+{table}
+""")
 
 
 def main() -> None:
@@ -189,7 +177,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = peers(args, tmp, hpjax, layer)
-    write_section(rows, args)
+    write_doc(rows, args)
     if not args.sizes:
         return
     from hydra import compose, initialize_config_dir

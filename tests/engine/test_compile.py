@@ -39,8 +39,8 @@ def test_a_batch_loads_its_data_once_and_compiles_each_program_once(tmp_path, mo
     population's init, its epoch, its evaluation (once for validation, once more for the test
     split's own shape) and the best parameters' update; no data transfer compiles a program."""
     import jax
-
     from conftest import compose_config
+
     from hpjax import data as data_lib
     from hpjax.engine.batch import Job, train_jobs
     from hpjax.engine.compile import CompileStats
