@@ -121,11 +121,11 @@ def test_fast_sweep_configs_equal_hydras_own(overrides, tmp_path):
         assert str(fast_error.value) == str(slow_error.value)
 
 
-def test_a_population_split_over_two_devices_gives_the_same_trials(cli, tmp_path):
+def test_a_population_split_over_two_devices_gives_the_same_trials(hpjax_main, cli, tmp_path):
     grid = ["-m", "optimizer.lr=0.001,0.003", "model.dropout=0,0.3", "activation=relu",
             "train.epochs=3", "train.early_stopping.patience=null"]
-    one = cli(*grid, "hydra.sweep.dir=one", env={"HPJAX_CPU_DEVICES": "1"})
-    two = cli(*grid, "hydra.sweep.dir=two", env={"HPJAX_CPU_DEVICES": "2"})
+    one = hpjax_main(*grid, "hydra.sweep.dir=one")  # this process has one device (conftest)
+    two = cli(*grid, "hydra.sweep.dir=two", env={"HPJAX_CPU_DEVICES": "2"})  # set at JAX's start
     assert one.returncode == two.returncode == 0, two.stderr
     assert "population of 4 split over 2 devices" in two.stdout + two.stderr
     assert "split over" not in one.stdout + one.stderr
