@@ -46,14 +46,19 @@ def objectives(sweep: Path) -> dict:
     return {tuple(r[k] for k in keys): float(r["objective"]) for r in rows}
 
 
-def side_by_side(runs: dict, grid: list, cwd: Path) -> dict:
+def side_by_side(runs: dict, grid: list, cwd: Path, here: tuple = ()) -> dict:
     """Runs `hpjax -m <launcher> <grid>` for each named launcher at once (most of a cluster
-    sweep's time is waiting for its jobs); returns each one's sweep directory."""
+    sweep's time is waiting for its jobs), those named in `here` in this process meanwhile;
+    returns each one's sweep directory."""
+    from helpers import multirun
+
     exe = str(Path(sys.executable).parent / "hpjax")
     procs = {name: subprocess.Popen([exe, "-m", *launcher, *grid, f"hydra.sweep.dir={name}"],
                                     cwd=cwd, stdout=open(cwd / f"{name}.log", "w"),
                                     stderr=subprocess.STDOUT, env=child_env())
-             for name, launcher in runs.items()}
+             for name, launcher in runs.items() if name not in here}
+    for name in here:
+        multirun([*runs[name], *grid], cwd / name)
     for name, proc in procs.items():
         assert proc.wait(timeout=300) == 0, (cwd / f"{name}.log").read_text()[-3000:]
     return {name: cwd / name for name in runs}
@@ -70,7 +75,9 @@ def test_a_sweep_through_slurm_gives_the_local_results(slurm, tmp_path):
             "slurm_population": ["hydra/launcher=hpjax_slurm"],
             "slurm_per_trial": ["hydra/launcher=hpjax_slurm", "hydra.launcher.vectorize=false"],
             "submitit_slurm": ["hydra/launcher=submitit_slurm"]}
-    found = {name: objectives(sweep) for name, sweep in side_by_side(runs, GRID, tmp_path).items()}
+    # the local references train in this process while the SLURM drivers wait for their jobs
+    found = {name: objectives(sweep) for name, sweep in side_by_side(
+        runs, GRID, tmp_path, here=("basic", "vmap")).items()}
     assert all(len(objectives_) == 2 for objectives_ in found.values())
     # one SLURM job per trial runs what the basic launcher runs: bit for bit the same numbers
     assert found["slurm_per_trial"] == found["basic"] == found["submitit_slurm"]
