@@ -228,3 +228,16 @@ def test_memory_is_bounded_by_the_buffers_not_the_data():
     small, large = peak(1000), peak(8000)
     print(f"peak anonymous memory: {small:.1f} MB at 1,000 records, {large:.1f} MB at 8,000")
     assert large - small < 50, (small, large)
+
+
+def test_what_a_stream_cannot_serve_is_refused_before_training():
+    with pytest.raises(ConfigError, match=r"^data\.stream=True: streams classification data "
+                       r"only: task=regression trains on arrays \(set data\.stream=false\)$"):
+        data_lib.load(compose_config(["data=diabetes", "task=regression",
+                                      "data.stream=true"]).data, regression=True)
+    with pytest.raises(ConfigError, match=r"^data\.cv_folds=3: streamed data has its own val "
+                       "split"):
+        data_lib.load(compose_config([*STREAMED, "data.cv_folds=3"]).data)
+    with pytest.raises(ConfigError, match=r"^task\.host_metrics=\['f1_macro'\]: needs the val "
+                       "and test labels in memory"):
+        train_population([compose_config([*STREAMED, "task.host_metrics=[f1_macro]"])])
