@@ -4,7 +4,8 @@ The user API (Hydra plugins build on `hpjax.engine`, the plugin API; docs/plugin
 
 - `compose`: overrides -> a validated `Config` (hpjax's YAML and schemas, no training);
 - `train`: overrides -> `Result` (one run; the same files as the command line's);
-- `sweep`: overrides -> `Sweep` (the trials' table, the Optuna study, the best trial);
+- `sweep`: overrides -> `Sweep` (the trials' table, the Optuna study, the best trial; how many
+  trials failed); `SweepError` when it cannot run or every trial failed (`hpjax.errors`);
 - `load`: a job directory -> `Trained` (its config, best variables and `predict`);
 - `Result`, `Sweep`, `Trained`: what those return;
 - `Config`, `validate` (a composed DictConfig -> `Config`), `register` (hpjax's schemas into
@@ -28,6 +29,7 @@ _EXPORTS = {
     "load": "hpjax.api",
     "Result": "hpjax.results",
     "Sweep": "hpjax.api",
+    "SweepError": "hpjax.errors",
     "Trained": "hpjax.api",
     "Config": "hpjax.config",
     "ConfigError": "hpjax.config",

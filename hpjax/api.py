@@ -161,13 +161,17 @@ def _train_task(dict_cfg: Any) -> float:
 @dataclass
 class Sweep:
     """What `sweep` leaves: the sweep directory, one row per trial (`summary.csv`), the Optuna
-    study (hpjax's sweeper; None for Hydra's basic sweeper) and the best trial's `Result`."""
+    study (hpjax's sweeper; None for Hydra's basic sweeper) and the best trial's `Result`;
+    `failed`: how many trials failed with an error, and `exit_code` what the `hpjax` command
+    would exit with (0, or 3 when some trials failed: `hpjax.errors`)."""
 
     dir: Path
     table: list[dict]
     study: Any
     best: Optional["Result"]
     best_dir: Optional[Path]
+    failed: int = 0
+    exit_code: int = 0
 
 
 def sweep(overrides: Sequence[str] = (), sweep_dir: Optional[str] = None, *,
@@ -179,20 +183,42 @@ def sweep(overrides: Sequence[str] = (), sweep_dir: Optional[str] = None, *,
         interval(1e-4,1e-1))"]`.
       sweep_dir: the sweep directory (default: Hydra's `outputs/multirun/<time>`).
     Returns:
-      A `Sweep`: its table, study and best trial.
+      A `Sweep`: its table, study and best trial; where some trials failed with an error, its
+      `failed` counts them and its `exit_code` is 3.
+    Raises:
+      SweepError: the sweep could not run (`exit_code` 2: a bad value, a missing package, a
+        storage that cannot be written; nothing was written), every trial failed with an
+        error (`exit_code` 4; its `sweep` is what the sweep left), or a full or read-only disk
+        stopped it (5).
     """
-    import csv
-
     from hpjax.app import train_task
-    from hpjax.results import Result
+    from hpjax.errors import ALL_FAILED, Stop, SweepError, exit_codes
 
     extra = [f"hydra.sweep.dir={Path(sweep_dir).resolve()}"] if sweep_dir else []
-    with hydra_session(config_dir) as hydra_:
-        cfg = hydra_.compose_config(config_name, [*overrides, *extra], run_mode=_multirun())
-        directory = Path(str(cfg.hydra.sweep.dir)).resolve()
-        hydra_.multirun(config_name=config_name, task_function=train_task,
-                        overrides=[*overrides, f"hydra.sweep.dir={directory}"],
-                        with_log_configuration=False)
+    try:
+        with hydra_session(config_dir) as hydra_, exit_codes():
+            cfg = hydra_.compose_config(config_name, [*overrides, *extra],
+                                        run_mode=_multirun())
+            directory = Path(str(cfg.hydra.sweep.dir)).resolve()
+            hydra_.multirun(config_name=config_name, task_function=train_task,
+                            overrides=[*overrides, f"hydra.sweep.dir={directory}"],
+                            with_log_configuration=False)
+    except Stop as e:
+        if e.code not in (3, ALL_FAILED):
+            raise SweepError(e.message, e.code) from None
+        done = _read_sweep(directory)
+        done.exit_code = e.code
+        if e.code == ALL_FAILED:
+            raise SweepError(e.message, e.code, done) from None
+        return done
+    return _read_sweep(directory)
+
+
+def _read_sweep(directory: Path) -> Sweep:
+    import csv
+
+    from hpjax.results import Result
+
     summary = directory / "summary.csv"
     table = list(csv.DictReader(summary.open())) if summary.exists() else []
     study = None
@@ -204,7 +230,9 @@ def sweep(overrides: Sequence[str] = (), sweep_dir: Optional[str] = None, *,
         study = optuna.load_study(study_name=names[0], storage=storage) if names else None
     ranked = sorted((r for r in table if r.get("rank")), key=lambda r: int(r["rank"]))
     best_dir = directory / ranked[0]["trial"] if ranked else None
-    return Sweep(directory, table, study, Result.read(best_dir) if best_dir else None, best_dir)
+    failed = sum(r.get("status") == "failed" for r in table)
+    return Sweep(directory, table, study, Result.read(best_dir) if best_dir else None, best_dir,
+                 failed)
 
 
 def _multirun() -> Any:

@@ -73,9 +73,15 @@ def main() -> None:
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     logging.getLogger("absl").setLevel(logging.WARNING)
     logging.getLogger("absl").addFilter(_not_ocdbt_merge)
+    # A full or read-only disk under a job's log file: the sweep says so in one line (exit code
+    # 5, hpjax.errors), not with a traceback for each record logged to it
+    logging.raiseExceptions = False
     register()
     sys.argv[1:] = sweep_argv(sys.argv[1:])
-    _hydra_main()
+    from hpjax.errors import exit_codes
+
+    with exit_codes():  # 3, 4 when a sweep's trials failed (hpjax.errors)
+        _hydra_main()
 
 
 if __name__ == "__main__":

@@ -29,9 +29,11 @@ def require(module: str, logger: str, extra: str) -> Any:
     """Imports a tracker's package, or says which extra installs it."""
     try:
         return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"logger={logger} needs the {module} package, which is not installed "
-                          f"({e}): pip install 'hpjax[{extra}]'") from None
+    except ImportError as e:  # one line and exit 2 before the run or sweep starts
+        from hpjax.errors import stop
+
+        stop(f"logger={logger} needs the {module} package, which is not installed ({e}): "
+             f"pip install 'hpjax[{extra}]'")
 
 
 def _value(text: str) -> Any:

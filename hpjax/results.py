@@ -165,13 +165,21 @@ def write_atomic(path: str | Path, text: str) -> None:
 def _write_atomic(path: str | Path, text: str) -> None:
     head, name = os.path.split(os.fspath(path))
     tmp = os.path.join(head, f".{name}.tmp{os.getpid()}")
+    write_whole(path, tmp, text.encode())
+
+
+def write_whole(path: str | Path, tmp: str | Path, data: bytes) -> None:
+    """Writes `data` to `tmp` and renames it over `path`. A failed write (a full or read-only
+    disk) leaves the old file as it was and no temporary one, and its error names the file."""
     try:
         with open(tmp, "wb") as f:
-            f.write(text.encode())
+            f.write(data)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None:  # f.write's names no file
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
         raise
 
 

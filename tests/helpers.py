@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.experimental.callback import Callback
 
 from hpjax.cli import CONF_DIR
 from hpjax.config import to_config
@@ -165,3 +166,48 @@ def need(module: str, extra: str = "test"):
         if os.environ.get("CI"):
             pytest.fail(f"{module} is not installed under CI: .ci/run runs {how}")
         pytest.skip(f"{module} is not installed: {how}")
+
+
+@contextlib.contextmanager
+def small_fs(path, size_kb=4096, read_only=False):
+    """A real file system of `size_kb` at `path` (a tmpfs; mounting needs root, as here and in
+    CI); yields whether it was mounted. Where it cannot be (not root, no mount), the test injects
+    the errno instead, and under CI that is a failure: a skipped fault is an untested one."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size_kb}k" + (",ro" if read_only else "")
+    mounted = shutil.which("mount") is not None and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+        capture_output=True).returncode == 0
+    assert mounted or not os.environ.get("CI"), f"cannot mount a tmpfs at {path} under CI"
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+class FillDisk(Callback):
+    """A Hydra callback that fills the file system of `path` when job `job` starts (`at=start`:
+    its own files then fail) or ends (`at=end`: what the sweep writes next fails), as a disk
+    filling up under a sweep does: `+hydra.callbacks.fill._target_=helpers.FillDisk`."""
+
+    def __init__(self, path: str, job: int, at: str = "start") -> None:
+        self.path, self.job, self.at = Path(path), job, at
+
+    def _fill(self, config) -> None:
+        if config.hydra.job.num != self.job:
+            return
+        with open(self.path / "filler", "ab", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+
+    def on_job_start(self, config, **kwargs) -> None:
+        if self.at == "start":
+            self._fill(config)
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        if self.at == "end":
+            self._fill(config)

@@ -6,9 +6,20 @@ from typing import Any, Optional
 
 from omegaconf import MISSING
 
-from hpjax.config._schema import Schema
+from hpjax.config._schema import ConfigError, Schema
 
 SKLEARN_DATASETS = ("digits", "iris", "wine", "breast_cancer", "diabetes")
+
+
+def installed(module: str) -> bool:
+    """Whether a package imports, without importing it (a sys.modules entry of None, as a test
+    sets, reads as missing)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @dataclass
@@ -189,6 +200,10 @@ class Mnist1dDataConfig(DataConfig, choice="mnist1d"):
         super().__post_init__()
         self._check_name()
         self._check("n_samples", self.n_samples >= 100, "must be an integer >= 100")
+        # checked here, with the config: a sweep stops before its first trial, not in each one
+        if not installed("mnist1d"):
+            raise ConfigError("data", self.name, "needs the mnist1d package: pip install "
+                              "'hpjax[mnist1d]'")
 
 
 @dataclass
@@ -199,7 +214,15 @@ class _FileDataConfig(DataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_name()
-        self._check("path", os.path.isfile(self.path), "file not found")
+        self._check("path", os.path.exists(self.path), "file not found")
+        self._check("path", not os.path.isdir(self.path), "is a directory, not a file")
+        self._check("path", os.path.isfile(self.path), "not a regular file")
+        try:
+            with open(self.path, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            raise ConfigError("data.path", self.path, f"cannot be read ({type(e).__name__}: "
+                              f"{e.strerror or e})") from None
 
 
 @dataclass

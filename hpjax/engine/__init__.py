@@ -40,6 +40,13 @@ Signals (a sweep stops at an epoch boundary, not mid-step):
 - `check_interrupt`: raises `Interrupted` if a signal was recorded.
 - `Interrupted`: a sweep stopped by a signal; `exit_code` is 128 + the signal.
 
+Stopping (`hpjax.errors`: the exit codes of the `hpjax` command):
+- `stop`: prints `hpjax: error: <message>` on stderr and raises `Stop` (exit code 2 by default).
+- `Stop`: a SystemExit with its message, which Hydra's error handlers let through.
+- `is_user_error`: whether a ValueError is a check of hpjax's own on the user's values.
+- `disk_fault`: the full or read-only disk behind an error, as one line, or None.
+- `DISK_FAULT`: the exit code of a sweep stopped by one (5).
+
 Names load on first use: `import hpjax.engine` imports neither JAX nor Flax. To add a name, add it
 to `_EXPORTS` and one line above.
 """
@@ -75,6 +82,11 @@ _EXPORTS: dict[str, Any] = {
     "signals_deferred": ("hpjax.engine.signals", "active"),
     "check_interrupt": ("hpjax.engine.signals", "check"),
     "Interrupted": "hpjax.engine.signals",
+    "stop": "hpjax.errors",
+    "Stop": "hpjax.errors",
+    "is_user_error": "hpjax.errors",
+    "disk_fault": "hpjax.errors",
+    "DISK_FAULT": "hpjax.errors",
 }
 
 __all__ = sorted(_EXPORTS)

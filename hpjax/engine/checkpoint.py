@@ -7,9 +7,11 @@ run of the same trial finds the folder, restores every member at their latest co
 goes on from the next one: the epochs before are not trained again, and the metrics continue.
 """
 
+import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -77,6 +79,39 @@ def restore_meta(directory: str, epoch: int) -> dict:
             "meta"]
 
 
+@contextlib.contextmanager
+def unreadable(dirs: list[str]) -> Iterator[dict]:
+    """Around reading a population's checkpoints: one that cannot be read (cut short by a kill
+    mid-save or a full disk) sets every folder aside (`set_aside`: never overwritten, never
+    mixed with a new run's) and says so; the dict it yields then holds `moved`, and the run
+    starts anew."""
+    found: dict = {}
+    try:
+        yield found
+    except Exception as e:  # noqa: BLE001  (whatever Orbax or a torn JSON file raises)
+        found["moved"] = set_aside(dirs)
+        text = str(e).splitlines()[0][:200] if str(e) else ""
+        log.warning("the checkpoints in %s cannot be read (%s: %s): moved aside, never "
+                    "overwritten (%s); training from the start", ", ".join(dirs),
+                    type(e).__name__, text, ", ".join(found["moved"]))
+
+
+def set_aside(dirs: list[str]) -> list[str]:
+    """Renames each checkpoint folder to `<folder>.damaged` (then `.damaged-2`, ...), where a
+    new run's saves cannot overwrite it; returns the new names."""
+    moved = []
+    for d in dirs:
+        if not os.path.isdir(d):
+            continue
+        target, n = f"{d}.damaged", 1
+        while os.path.exists(target):
+            n += 1
+            target = f"{d}.damaged-{n}"
+        os.replace(d, target)
+        moved.append(target)
+    return moved
+
+
 def clear(directory: str) -> None:
     """Removes a member's checkpoints: its training starts anew."""
     if Path(directory).is_dir():
@@ -110,14 +145,13 @@ def save_params(items: list[tuple[str, Any]]) -> None:
     written whole or not at all (a temporary file, then renamed over it)."""
     from flax import serialization
 
+    from hpjax.results import write_whole
+
     # One plain file, not an Orbax checkpoint per trial (its event loops, a tensorstore per
     # array, a folder renamed): what each costs a trial is in docs/benchmarks.md.
     for path, variables in items:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(serialization.msgpack_serialize(variables))
-        os.replace(tmp, path)
+        write_whole(path, f"{path}.tmp", serialization.msgpack_serialize(variables))
 
 
 def load_params(path: str) -> dict:

@@ -323,18 +323,21 @@ def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
     """Restores every member from their latest common checkpoint (a member that had left the
     population, from its last one); returns its epoch, or None when a member has none, or one
     was saved by another config (the run then starts anew)."""
-    epoch, at = checkpoint.resume_epoch(dirs)
-    if epoch is None:
-        return None
-    like = _member((run.states, run.best_params), 0)
-    trees, metas = [], []
-    for d, member, e in zip(dirs, run.members, at, strict=True):
-        tree, meta = checkpoint.restore(d, e, like)
-        if meta["config"] != member.origin:
-            log.warning("checkpoint in %s is of another config: training from the start", d)
+    with checkpoint.unreadable(dirs) as damaged:  # a checkpoint cut short: set aside
+        epoch, at = checkpoint.resume_epoch(dirs)
+        if epoch is None:
             return None
-        trees.append(tree)
-        metas.append(meta)
+        like = _member((run.states, run.best_params), 0)
+        trees, metas = [], []
+        for d, member, e in zip(dirs, run.members, at, strict=True):
+            tree, meta = checkpoint.restore(d, e, like)
+            if meta["config"] != member.origin:
+                log.warning("checkpoint in %s is of another config: training from the start", d)
+                return None
+            trees.append(tree)
+            metas.append(meta)
+    if "moved" in damaged:
+        return None
     trees += trees[-1:] * (run.inputs.size - len(trees))  # the padding members
     run.states, run.best_params = run.place.per_member(
         jax.tree.map(lambda *xs: jnp.stack(xs), *trees))

@@ -66,11 +66,13 @@ class SweepProgress:
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        # markup=False: a label, a metric name or a trial's name is shown as written ([...])
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=10),
+            TextColumn("{task.description}", markup=False), BarColumn(bar_width=10),
             TextColumn("epoch {task.completed:>3.0f}/{task.total:.0f}"),
-            TextColumn("{task.fields[running]}"), TextColumn("{task.fields[best]}"),
-            TimeElapsedColumn(), console=self.console)
+            TextColumn("{task.fields[running]}", markup=False),
+            TextColumn("{task.fields[best]}", markup=False), TimeElapsedColumn(),
+            console=self.console)
         try:
             with self._progress:
                 # Log lines go above the display: rich now stands in for stdout and stderr.

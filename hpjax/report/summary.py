@@ -111,13 +111,14 @@ TOP, NOT_OK = 20, 10
 
 def format_table(trials: list[Trial], objectives: dict, top: int = TOP,
                  ranking: Optional[tuple] = None) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     ranked, front = ranking or rank(trials, objectives)
     several = len(objectives) > 1
     title = (f"{len(trials)} trials, " + (f"Pareto front of {', '.join(objectives)} first"
                                            if several else f"ranked by {next(iter(objectives))}"))
-    table = Table(title=title)
+    table = Table(title=escape(title))  # text as written: a metric, a value may hold [...]
     shown = ("val/accuracy", "test/accuracy")
     if not any(t.metric("val/accuracy") is not None for t in trials):  # regression
         shown = tuple(f"test/{m.split('/')[-1]}" for m in objectives if m.startswith("val/"))
@@ -125,8 +126,8 @@ def format_table(trials: list[Trial], objectives: dict, top: int = TOP,
     columns = ["rank", "trial", "overrides", "status", *metrics, "epochs", "time s"]
     columns += ["pareto"] if several else []
     for name in columns:
-        table.add_column(name, justify="left" if name in ("overrides", "status") else "right",
-                         overflow="fold")
+        table.add_column(escape(name), overflow="fold",
+                         justify="left" if name in ("overrides", "status") else "right")
     shown = [t for t in ranked if t.ok][:top] + [t for t in ranked if not t.ok][:NOT_OK]
     if len(shown) < len(trials):
         table.caption = (f"the best {min(top, len(shown))} and {len(shown) - min(top, len(shown))}"
@@ -135,7 +136,7 @@ def format_table(trials: list[Trial], objectives: dict, top: int = TOP,
     common = set.intersection(*(set(t.overrides) for t in trials)) if len(trials) > 1 else set()
     for i, t in enumerate(shown):
         overrides = " ".join(o for o in t.overrides if o not in common)
-        cells = [str(i + 1) if t.ok else "-", str(t.job), overrides, t.ended]
+        cells = [str(i + 1) if t.ok else "-", str(t.job), escape(overrides), escape(t.ended)]
         # A trial of several seeds or folds shows its objective as mean ± std.
         std = t.get("objective_std")
         cells += [_fmt(t.metric(m)) + (f" ± {std:.4f}" if std is not None and m ==
@@ -154,11 +155,13 @@ def _fmt(v: Optional[float]) -> str:
 
 
 def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
-           console: Any = None) -> Optional[Trial]:
-    """Writes `summary.csv` and `best.yaml` into `sweep_dir`, prints the table; returns the best."""
+           console: Any = None, trials: Optional[list[Trial]] = None) -> Optional[Trial]:
+    """Writes `summary.csv` and `best.yaml` into `sweep_dir`, prints the table; returns the best.
+    `trials`: the sweep's, where already read."""
     from rich.console import Console
+    from rich.markup import escape
 
-    trials = read_trials(sweep_dir)
+    trials = read_trials(sweep_dir) if trials is None else trials
     if not trials:
         return None
     objectives = objectives_of(trials, sweeper_objectives)
@@ -179,12 +182,50 @@ def report(sweep_dir: Path, sweeper_objectives: Optional[dict] = None,
         terminal = Console()
         console = Console(width=max(120, terminal.width) if terminal.is_terminal else 240)
     console.print(format_table(trials, objectives, ranking=ranking))
-    failed = [t for t in trials if t.get("error")]
-    for t in failed[:NOT_OK]:
-        console.print(f"trial {t.job} failed: {t.get('error')}")
-    if len(failed) > NOT_OK:
-        console.print(f"... and {len(failed) - NOT_OK} more failed trials (summary.csv)")
+    groups = failures(trials)
+    for error, jobs in groups[:NOT_OK]:  # each error once, with its trials
+        console.print(escape(f"{_count(len(jobs))} failed: {error} ({_jobs(jobs)})"),
+                      soft_wrap=True)
+    if len(groups) > NOT_OK:
+        console.print(f"... and {len(groups) - NOT_OK} more errors (summary.csv)")
     return best
+
+
+def failures(trials: list[Trial]) -> list[tuple[str, list[int]]]:
+    """The trials that failed with an error (`status` failed), grouped by their error, the most
+    common first: [(error, [job numbers])]."""
+    groups: dict[str, list[int]] = {}
+    for t in trials:
+        if t.status == "failed":
+            groups.setdefault(str(t.get("error") or "no error recorded"), []).append(t.job)
+    return sorted(groups.items(), key=lambda g: (-len(g[1]), g[1][0]))
+
+
+def verdict(trials: list[Trial]) -> tuple[int, str]:
+    """(exit code, its line) for a sweep that ran (`hpjax.errors`): 0 when no trial failed with
+    an error, 3 when some did, 4 when every one did."""
+    from hpjax.errors import ALL_FAILED, SOME_FAILED
+
+    groups = failures(trials)
+    failed = sum(len(jobs) for _, jobs in groups)
+    if not failed:
+        return 0, ""
+    error, jobs = groups[0]
+    others = len(groups) - 1
+    more = f"; {others} other error{'s' if others > 1 else ''} in summary.csv" if others else ""
+    if failed == len(trials):
+        return ALL_FAILED, f"all {_count(failed)} failed: {error} ({_count(len(jobs))}){more}"
+    return SOME_FAILED, (f"{failed} of {_count(len(trials))} failed: {error} "
+                         f"({_count(len(jobs))}){more}; exit code {SOME_FAILED}")
+
+
+def _count(n: int) -> str:
+    return f"{n} trial{'s' if n != 1 else ''}"
+
+
+def _jobs(jobs: list[int]) -> str:
+    shown = ", ".join(map(str, jobs[:8]))
+    return f"trial{'s' if len(jobs) > 1 else ''} {shown}{', ...' if len(jobs) > 8 else ''}"
 
 
 def keep_params(sweep_dir: Path, keep: int, sweeper_objectives: Optional[dict] = None) -> int:
@@ -279,15 +320,34 @@ class SweepReport(Callback):
             return
         objectives = OmegaConf.select(config, "hydra.sweeper.objectives", default=None)
         objectives = parse_objectives(objectives) if objectives else None
-        best = report(sweep_dir, objectives)
-        keep = OmegaConf.select(config, "hydra.sweeper.keep_params", default=None)
-        if keep is not None:
-            keep_params(sweep_dir, int(keep), objectives)
-        html = html_enabled(getattr(self, "html", False)) and _write_html(sweep_dir, objectives)
+        trials = read_trials(sweep_dir)
+        try:
+            best = report(sweep_dir, objectives, trials=trials)
+            keep = OmegaConf.select(config, "hydra.sweeper.keep_params", default=None)
+            if keep is not None:
+                keep_params(sweep_dir, int(keep), objectives)
+            html = html_enabled(getattr(self, "html", False)) and _write_html(sweep_dir,
+                                                                               objectives)
+        except OSError as e:  # a full or read-only disk: the trials' files are all there
+            from hpjax.errors import DISK_FAULT, disk_fault, stop
+
+            if disk_fault(e) is None:
+                raise
+            stop(f"{disk_fault(e)}: the sweep's report could not be written, every trial's "
+                 f"files are kept; once there is room, python -m hpjax.report {sweep_dir} "
+                 "writes it", DISK_FAULT)
         log.info("sweep results in %s: summary.csv%s%s, one directory per trial%s",
                  sweep_dir.resolve(), ", best.yaml" if best else "",
                  ", report.html" if html else "",
                  "" if html else f" (plots: python -m hpjax.report {sweep_dir})")
+        from hpjax.errors import ALL_FAILED, Stop, stop, verdicts
+
+        code, line = verdict(trials)
+        if code and verdicts["exit"]:  # the `hpjax` command, hpjax.sweep (hpjax.errors)
+            if code == ALL_FAILED:
+                stop(line, code)
+            print(f"hpjax: {line}", file=sys.stderr, flush=True)
+            raise Stop(line, code)
 
 
 def html_enabled(asked: bool = False) -> bool:

@@ -15,9 +15,14 @@ class VmapLauncher(Launcher):
 
     def __init__(self, max_population: int = 64, memory_budget_mb: Optional[int] = 4096) -> None:
         # Lazy import: plugin discovery must stay fast and must not import JAX.
+        import hpjax.engine
+
         from ._impl import VmapLauncherImpl
 
-        self.impl = VmapLauncherImpl(max_population, memory_budget_mb)
+        try:
+            self.impl = VmapLauncherImpl(max_population, memory_budget_mb)
+        except ValueError as e:  # a bad hydra.launcher value: one line, not Hydra's wrapping
+            hpjax.engine.stop(str(e))
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:

@@ -6,7 +6,6 @@ no `multirun.yaml`.
 """
 
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
@@ -22,12 +21,18 @@ log = logging.getLogger(__name__)
 
 def before_writing(*, params: dict, arguments: list[str], algorithm: str, hydra_context: Any,
                    config: DictConfig, task_function: Callable, storage: Optional[str],
-                   study_name: str, sweep_dir: Path) -> "_space.ConditionalSpace":
-    """The sweep's space, checked; exits 2 with one line when the sweep cannot run."""
+                   study_name: str, sweep_dir: Path, directions: Optional[list] = None,
+                   sampler: Optional[str] = None) -> "_space.ConditionalSpace":
+    """The sweep's space, checked, and everything that would fail every trial (a package, the
+    storage, the sweep directory); exits 2 with one line when the sweep cannot run."""
     try:
         space = _search.parse([f"{k}={v}" for k, v in params.items()] + list(arguments))
         if algorithm == "grid":
             space.grid()  # raises for continuous keys
+        _search.check_installed(sampler or algorithm)  # the one that proposes the trials
+        problem = _storage.check_writable(sweep_dir)
+        if problem:
+            raise _space.SweepError(f"hydra.sweep.dir={sweep_dir}: {problem}")
         loader = hydra_context.config_loader
         repository = getattr(loader, "repository", None)
         checked = _space.check(
@@ -43,10 +48,17 @@ def before_writing(*, params: dict, arguments: list[str], algorithm: str, hydra_
                                        lambda: _storage.study_exists(url, study_name))
         if problem:
             raise _space.SweepError(problem)
+        problem = _storage.check_study(url, study_name, directions, algorithm, shown(checked))
+        if problem:
+            raise _space.SweepError(problem)
     except _search.SearchSpaceError as e:
-        print(f"hpjax: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        hpjax.engine.stop(str(e))
     return checked
+
+
+def shown(space: "_space.ConditionalSpace") -> dict:
+    """The space as a study records it (`hpjax:space`): key -> its distribution as printed."""
+    return {p.key: _show(p.distribution) for p in space.params}
 
 
 def describe(space: "_space.ConditionalSpace", arguments: list[str], config: DictConfig,
@@ -76,3 +88,35 @@ def _show(dist: Any) -> str:
     scale = " log" if dist.log else ""
     step = f" step {dist.step}" if dist.step not in (None, 1) else ""
     return f"{kind}{scale} [{dist.low}, {dist.high}]{step}"
+
+
+def refuse_foreign(study: Any, distributions: dict) -> None:
+    """Values from a shared study are data, never code: each trial waiting in the study (one
+    enqueued by a user or a tool, another worker's trial run again) keeps only the parameters
+    of this sweep's own space, each within its distribution; any other key (`model._target_`)
+    or value (outside its range, not one of its choices) is refused with a warning and never
+    reaches a job's overrides (the sampler draws it instead)."""
+    from optuna.trial import TrialState
+
+    for t in _storage.fresh_trials(study, (TrialState.WAITING,)):
+        fixed = t.system_attrs.get("fixed_params") or {}
+        kept = {k: v for k, v in fixed.items()
+                if k in distributions and _contains(distributions[k], v)}
+        if kept == fixed:
+            continue
+        refused = [f"{k}={fixed[k]!r}" for k in fixed if k not in kept]
+        log.warning("trial %d: refused the enqueued %s, outside this sweep's space (%s); never "
+                    "applied", t.number, ", ".join(refused), "its other values are kept" if kept
+                    else "its values are drawn by the sampler")
+        study._storage.set_trial_system_attr(t._trial_id, "fixed_params", kept)
+
+
+def _contains(dist: Any, value: Any) -> bool:
+    import optuna.distributions as d
+
+    if isinstance(value, bool) and not isinstance(dist, d.CategoricalDistribution):
+        return False
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False

@@ -227,14 +227,41 @@ def none_left_running(study: optuna.Study, trials: list, max_retries: int,
         raise
 
 
+def _user_line(e: ValueError) -> str:
+    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
+def disk_full(study: optuna.Study, trials: list, max_retries: int) -> None:
+    """Stops the sweep after a batch whose trials could not write their files (status `disk`,
+    told as failed, not counted toward n_trials): their parameters are enqueued to run again,
+    and the sweep stops with exit code 5 instead of failing every trial after them."""
+    hit = [t for t in trials if study._storage.get_trial(t._trial_id).user_attrs.get(
+        "status") == "disk"]
+    if not hit:
+        return
+    for t in hit:
+        retry(study, study._storage.get_trial(t._trial_id), max_retries)
+    error = study._storage.get_trial(hit[0]._trial_id).user_attrs.get("error", "")
+    hpjax.engine.stop(f"{error}: {len(hit)} trial{'s' if len(hit) > 1 else ''} could not "
+                      "write their files and will run again; the sweep stopped, every "
+                      "finished trial's files are kept: free space (or make it writable) and "
+                      "run the same command again: it resumes", hpjax.engine.DISK_FAULT)
+
+
 def interruptible(sweeper: Any, arguments: list[str]) -> Any:
     """Runs the sweep with SIGINT/SIGTERM deferred to the next epoch boundary; an interrupted
     sweep writes its summary (Hydra's end-of-sweep callbacks) and exits 128 + the signal
-    (130, 143). Rerunning the command resumes it."""
+    (130, 143). Rerunning the command resumes it. A user error found on the way is one line
+    and exit code 2, a full or read-only disk under the study one line and exit code 5
+    (`hpjax.errors`)."""
 
     with hpjax.engine.defer_signals():
         try:
             return sweeper.sweep(arguments)
+        except ValueError as e:  # a check of the user's values (is_user_error): one line
+            if not hpjax.engine.is_user_error(e):
+                raise
+            hpjax.engine.stop(_user_line(e))
         except hpjax.engine.Interrupted as e:
             log.warning("sweep %s: its unfinished trials are marked failed (interrupted) and "
                         "run again, from their checkpoints, when the same command runs again", e)
@@ -242,3 +269,10 @@ def interruptible(sweeper: Any, arguments: list[str]) -> Any:
                 sweeper.hydra_context.callbacks.on_multirun_end(config=sweeper.config)
             finally:
                 sys.exit(e.exit_code)
+        except Exception as e:  # a full or read-only disk under the study: one line, exit 5
+            fault = hpjax.engine.disk_fault(e)
+            if fault is None:
+                raise
+            hpjax.engine.stop(f"{fault}: the sweep stopped, every finished trial's files are "
+                              "kept; free space (or make it writable) and run the same command "
+                              "again: it resumes", hpjax.engine.DISK_FAULT)

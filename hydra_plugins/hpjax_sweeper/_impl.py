@@ -97,15 +97,18 @@ class HpjaxSweeperImpl(Sweeper):
                  self.algorithm, ", ".join(directions))
         return study
 
+    def _proposer(self) -> str:
+        """The algorithm whose sampler proposes the trials."""
+        return (self.sampler or "random") if self.algorithm in _fidelity.OWN_SAMPLER \
+            else self.algorithm
+
     def _sampler(self, worker: int, n_objectives: int) -> Any:
         seed = None if self.seed is None else self.seed + worker
-        algorithm = (self.sampler or "random") if self.algorithm in _fidelity.OWN_SAMPLER \
-            else self.algorithm
         # The sampler is the preset's choice, not the user's code: Optuna's "experimental"
         # notice (QMCSampler, GPSampler) asks nothing of the user.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return _search.make_sampler(algorithm, seed=seed, n_objectives=n_objectives,
+            return _search.make_sampler(self._proposer(), seed=seed, n_objectives=n_objectives,
                                         batch_size=self.batch_size,
                                         conditional=self.conditional)
 
@@ -159,7 +162,8 @@ class HpjaxSweeperImpl(Sweeper):
             params=self.params, arguments=arguments, algorithm=self.algorithm,
             hydra_context=self.hydra_context, config=self.config,
             task_function=self.task_function, storage=self.storage,
-            study_name=self.study_name, sweep_dir=sweep_dir)
+            study_name=self.study_name, sweep_dir=sweep_dir,
+            directions=[optuna_direction(m) for m in modes], sampler=self._proposer())
         self.conditional = space.conditional
         try:  # the study, its configs and results: the user's only
             sweep_dir.mkdir(parents=True)
@@ -168,6 +172,7 @@ class HpjaxSweeperImpl(Sweeper):
             pass
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         study = self._study(sweep_dir, [optuna_direction(m) for m in modes])
+        _storage.remember(study, self.algorithm, _checks.shown(space))
         _storage.claim_owner(sweep_dir, _storage.owner_of(self.storage, self.study_name))
         total, distributions = self._prepare(study, sweep_dir, space)
         log.info("%s", _checks.describe(space, arguments, self.config, total, self.algorithm))
@@ -249,6 +254,7 @@ class HpjaxSweeperImpl(Sweeper):
             room = min(self.batch_size, total - finished - running)
             if self.algorithm == "grid":
                 self._enqueue_grid(study, space, room)
+            _checks.refuse_foreign(study, distributions)  # before any is asked
             return self._ask(study, sweep_dir, space, distributions, room), finished, running
 
     def _ask(self, study: optuna.Study, sweep_dir: Path, space: _search.SearchSpace,
@@ -288,6 +294,7 @@ class HpjaxSweeperImpl(Sweeper):
             with _faults.heartbeats(study, trials, self.heartbeat_interval):
                 results = self._launch(batch, [t.number for t in trials])
             self._tell_batch(study, trials, results)
+        _faults.disk_full(study, trials, self.max_retries)
         return _batch.slim(results)
 
     def _tell_batch(self, study: optuna.Study, trials: list, results: list) -> None:
@@ -341,9 +348,14 @@ class HpjaxSweeperImpl(Sweeper):
         if output_dir and str(output_dir) != getattr(trial, "_hpjax_job_dir", None):
             attrs["job_dir"] = str(output_dir)
         if ret.status != JobStatus.COMPLETED:
-            log.warning("trial %d failed: %r", trial.number, ret._return_value)
+            error = ret._return_value  # an exception: its type and message (and file)
+            error = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) \
+                else repr(error)
+            log.warning("trial %d failed: %s", trial.number, error)
+            # a full or read-only disk: not the trial's fault, it runs again (_faults.disk_full)
+            status = "disk" if hpjax.engine.disk_fault(ret._return_value) else "failed"
             return _bulk.Outcome(trial._trial_id, TrialState.FAIL, user_attrs={
-                **attrs, "status": "failed", "error": repr(ret._return_value)[:500]})
+                **attrs, "status": status, "error": error[:500]})
         result = getattr(ret, "result", None) or (hpjax.engine.read_result(output_dir) if output_dir
                                                   else None)
         if result is None:  # a task function of its own: its return value is the objective

@@ -150,11 +150,7 @@ def make_sampler(algorithm: str, *, seed: int, n_objectives: int = 1, batch_size
         return _speedups.tpe_sampler(seed=seed, multivariate=True, constant_liar=True,
                                      n_startup_trials=max(10, batch_size), group=conditional)
     if algorithm == "gp":
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            raise SearchSpaceError("algorithm=gp needs PyTorch (Optuna's GPSampler): "
-                                   "pip install 'hpjax[gp]'") from None
+        check_installed(algorithm)
         return optuna.samplers.GPSampler(seed=seed, deterministic_objective=False)
     if algorithm == "cmaes":
         if n_objectives > 1:
@@ -169,6 +165,20 @@ def make_sampler(algorithm: str, *, seed: int, n_objectives: int = 1, batch_size
                                           warn_independent_sampling=False)
     raise SearchSpaceError(f"hydra.sweeper.algorithm={algorithm!r}: must be one of "
                            f"{', '.join(ALGORITHMS)}")
+
+
+def check_installed(algorithm: str) -> None:
+    """Raises when the sampler of `algorithm` needs a package that is not installed."""
+    if algorithm == "gp":
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec("torch") is not None
+        except (ImportError, ValueError):  # (a sys.modules entry of None, as a test sets)
+            found = False
+        if not found:
+            raise SearchSpaceError("algorithm=gp needs PyTorch (Optuna's GPSampler): "
+                                   "pip install 'hpjax[gp]'")
 
 
 __all__ = ["ALGORITHMS", "Param", "SearchSpace", "SearchSpaceError", "make_sampler", "parse"]

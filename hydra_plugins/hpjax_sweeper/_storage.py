@@ -1,6 +1,7 @@
 """Where a study lives: storage URLs and their passwords, the lock that lets several workers share
 a study, and creating (or joining) the study."""
 
+import contextlib
 import logging
 import os
 import re
@@ -138,7 +139,7 @@ def open_study(url: str, study_name: str, directions: list[str], sampler: Any,
                          f"{e.name!r} is not installed (PostgreSQL: pip install "
                          f"'hpjax[postgres]')") from None
     theirs = [d.name.lower() for d in study.directions]
-    if theirs != directions:
+    if theirs != directions:  # (checked before anything is written: `check_study`)
         raise ValueError(f"study {study_name!r} in {safe_url(url)} optimises {theirs}, this sweep "
                          f"{directions}: use another hydra.sweeper.study_name")
     return study, worker
@@ -169,13 +170,10 @@ def check_reachable(url: str) -> Optional[str]:
     """Why the storage cannot be used (its driver is missing, its server does not answer, its
     directory does not exist), or None; for a message before anything is written."""
     if "://" not in url:  # a journal file
-        parent = Path(url).resolve().parent
-        return None if parent.is_dir() else f"the directory {parent} does not exist"
+        return _file_problem(Path(url))
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1] if ":///" in url else ""
-        parent = Path(path).resolve().parent if path and path != ":memory:" else None
-        return None if parent is None or parent.is_dir() else \
-            f"the directory {parent} does not exist"
+        return _file_problem(Path(path)) if path and path != ":memory:" else None
     import sqlalchemy
 
     try:
@@ -194,6 +192,124 @@ def check_reachable(url: str) -> Optional[str]:
         return f"cannot connect ({_one_line(e, url)})"
     finally:
         engine.dispose()
+
+
+def _file_problem(path: Path) -> Optional[str]:
+    """Why a study file cannot be opened and written, or None."""
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        return f"the directory {parent} does not exist"
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return f"cannot write {path} (read-only file system, or not yours)"
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write in {parent} (read-only file system, or not yours)"
+    return None
+
+
+def check_writable(sweep_dir: Path) -> Optional[str]:
+    """Why the sweep directory cannot be written (it, or the folder it would be made in, is on
+    a read-only file system or not yours), or None."""
+    here = Path(sweep_dir).resolve()
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir():
+        return f"{here} is not a directory"
+    if not os.access(here, os.W_OK | os.X_OK):
+        return f"cannot write in {here} (read-only file system, or not yours)"
+    return None
+
+
+SPACE_ATTR, ALGORITHM_ATTR = "hpjax:space", "hpjax:algorithm"  # the study's, when it started
+
+
+def check_study(url: str, study_name: str, directions: Optional[list], algorithm: str,
+                space: dict) -> Optional[str]:
+    """Why this sweep may not join the study already in the storage, or None: a file that is
+    not a study at all (left as it is), a study made by another tool, or hpjax's own study of
+    other objectives, another space or another algorithm (their trials would mix)."""
+    problem = _foreign_file(url)
+    if problem:
+        return f"hydra.sweeper.storage={safe_url(url)}: {problem}; the file is left as it is: " \
+               "move it away, or pick another storage or hydra.sweep.dir"
+    if not study_exists(url, study_name):
+        return None
+    storage = _read_only(url)
+    study_id = storage.get_study_id_from_name(study_name)
+    attrs = storage.get_study_system_attrs(study_id)
+    where = f"study {study_name!r} in {safe_url(url)}"
+    other = "use another hydra.sweeper.study_name (or hydra.sweep.dir)"
+    if "hpjax:workers" not in attrs and storage.get_n_trials(study_id) > 0:
+        return f"{where} was not made by hpjax (Optuna's own, or another tool's): its trials " \
+               f"would mix with this sweep's; {other}"
+    theirs = [d.name.lower() for d in storage.get_study_directions(study_id)]
+    if directions is not None and theirs != list(directions):
+        return f"{where} optimises {theirs}, this sweep {list(directions)} (objective.mode, " \
+               f"hydra.sweeper.direction or objectives): resume it as it was, or {other}"
+    their_algorithm, their_space = attrs.get(ALGORITHM_ATTR), attrs.get(SPACE_ATTR)
+    if their_algorithm is None:
+        return None
+    if their_algorithm != algorithm:
+        return f"{where} was searched with algorithm={their_algorithm}, this sweep with " \
+               f"algorithm={algorithm}: resume it with the same algorithm, or {other}"
+    changed = [f"{k}: {their_space.get(k, 'not searched')} there, {space.get(k, 'not searched')}"
+               " here" for k in dict.fromkeys([*their_space, *space])
+               if their_space.get(k) != space.get(k)]
+    if changed:
+        return f"{where} searched another space ({'; '.join(changed)}): resume it with the " \
+               f"same space, or {other}"
+    return None
+
+
+def remember(study: optuna.Study, algorithm: str, space: dict) -> None:
+    """Records the study's algorithm and space when it starts (a resumed sweep is checked
+    against them: `check_study`)."""
+    attrs = study._storage.get_study_system_attrs(study._study_id)
+    if SPACE_ATTR not in attrs:
+        study._storage.set_study_system_attr(study._study_id, ALGORITHM_ATTR, algorithm)
+        study._storage.set_study_system_attr(study._study_id, SPACE_ATTR, space)
+
+
+def _foreign_file(url: str) -> Optional[str]:
+    """Why a study file that exists is not one hpjax may open (a damaged file, another tool's
+    database), or None; nothing is written to it."""
+    import json
+    import sqlite3
+
+    if "://" not in url:  # a journal: JSON lines of Optuna's operations
+        path = Path(url)
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        with path.open("rb") as f:
+            first = f.readline()
+        try:
+            if "op_code" in json.loads(first):
+                return None
+        except (ValueError, TypeError):
+            pass
+        return f"{path} is not an Optuna journal (its first line is not one of its records)"
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.split(":///", 1)[1])
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE "
+                                               "type='table'")}
+    except sqlite3.DatabaseError as e:
+        return f"{path} is not an SQLite database ({e})"
+    if tables and not {"studies", "trials", "version_info"} <= tables:
+        return f"{path} is a database of another tool (tables {', '.join(sorted(tables)[:5])}" \
+               ") with no Optuna study"
+    return None
+
+
+def _read_only(url: str) -> optuna.storages.BaseStorage:
+    if "://" not in url:
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    return optuna.storages.RDBStorage(url, skip_table_creation=True)
 
 
 def _one_line(e: BaseException, url: str = "") -> str:

@@ -13,14 +13,19 @@ class HpjaxSweeper(Sweeper):
 
     def __init__(self, **params: Any) -> None:
         # Lazy import: plugin discovery must stay fast and must not import Optuna.
+        import hpjax.engine
+
         from ._impl import HpjaxSweeperImpl
 
         # read from the config by the sweep's report when it ends (hpjax.report.keep_params)
         keep = params.pop("keep_params", None)
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 0):
-            raise ValueError(f"hydra.sweeper.keep_params={keep}: must be an integer >= 0, or "
-                             "null to keep every trial's parameters")
-        self.sweeper = HpjaxSweeperImpl(**params)
+            hpjax.engine.stop(f"hydra.sweeper.keep_params={keep}: must be an integer >= 0, or "
+                              "null to keep every trial's parameters")
+        try:
+            self.sweeper = HpjaxSweeperImpl(**params)
+        except ValueError as e:  # a bad hydra.sweeper value: one line, not Hydra's wrapping
+            hpjax.engine.stop(str(e))
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:

@@ -224,7 +224,7 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
 def test_bad_multi_fidelity_input_fails_before_anything_trains(tmp_path, overrides, match):
     from helpers import multirun
 
-    with pytest.raises(Exception) as info:
+    with pytest.raises(SystemExit) as info:  # one line, exit 2 (hpjax.errors)
         multirun([*TINY, "train.epochs=3", *overrides], tmp_path / "bad")
     assert match in str(info.value) + str(info.value.__cause__)
     assert not list((tmp_path / "bad").glob("*/result.json"))

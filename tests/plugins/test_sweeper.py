@@ -62,7 +62,7 @@ def test_a_bad_direction_names_the_key_and_the_values(hydra_sweep_runner, tmp_pa
         task_function=lambda cfg: cfg.bar, config_path="configs", config_name="compose.yaml",
         overrides=["hydra/sweeper=hpjax", "hydra.sweeper.direction=maximize", "bar=1,2"],
         temp_dir=tmp_path)
-    with pytest.raises(Exception, match=re.escape(
+    with pytest.raises(SystemExit, match=re.escape(  # one line, exit 2 (hpjax.errors)
             "hydra.sweeper.direction='maximize': must be min or max")):
         with sweep:
             pass

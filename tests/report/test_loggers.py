@@ -159,6 +159,7 @@ def test_wandb_offline_runs_hold_every_epoch(logged_sweep, tmp_path):
 
 def test_a_tracker_that_is_not_installed_names_its_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "tensorboardX", None)
-    with pytest.raises(ImportError, match=r"logger=tensorboard needs the tensorboardX package.*"
-                                          r"pip install 'hpjax\[tensorboard\]'"):
+    with pytest.raises(SystemExit, match=r"logger=tensorboard needs the tensorboardX package.*"
+                                         r"pip install 'hpjax\[tensorboard\]'") as e:
         loggers.TensorBoardLogger()
+    assert e.value.code == 2  # one line and exit 2 (hpjax.errors.Stop), before the run starts

@@ -1,0 +1,113 @@
+"""Exit codes that tell the truth (issue 26): 0 when the sweep ran, 3 when some trials failed
+with an error, 4 when every one did (the error said once, with its count), 2 for a user error
+before anything ran; `hpjax.sweep` raises `SweepError` or returns a `Sweep` that says so."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import child_env
+from hpjax.api import sweep
+from hpjax.engine import batch
+from hpjax.errors import SweepError
+from hpjax.report.summary import verdict
+from hpjax.report.trials import Trial
+from hpjax.results import Result
+
+TINY = ["data=iris", "model.width=8", "train.epochs=2", "train.early_stopping.patience=null"]
+# `hpjax` with every trial's program broken (injected as in test_faults: the programs a real
+# sweep breaks on are bugs that get fixed)
+BROKEN = """import sys
+
+from hpjax.engine import batch
+
+
+def broken(cfgs, **kw):
+    raise FloatingPointError("the program broke [on purpose]")
+
+
+batch.train_jobs.__kwdefaults__["train"] = broken
+from hpjax.app import main
+
+sys.argv[0] = "hpjax"
+main()
+"""
+SEVEN = "FloatingPointError: the program broke on seed 7"
+
+
+@pytest.fixture
+def breaks_on_seed_7(monkeypatch):
+    """A program that fails for one trial's value (seed 7 stands for it), as in test_faults."""
+    train_trials = batch.train_jobs.__kwdefaults__["train"]
+
+    def train(cfgs, **kw):
+        if any(c.train.seed == 7 for c in cfgs):
+            raise FloatingPointError("the program broke on seed 7")
+        return train_trials(cfgs, **kw)
+
+    monkeypatch.setitem(batch.train_jobs.__kwdefaults__, "train", train)
+
+
+def test_every_trial_failing_exits_4_with_its_error_once(tmp_path):
+    """The command as a script or CI runs it, every trial's program broken."""
+    proc = subprocess.run(
+        [sys.executable, "-c", BROKEN, "-m", "hydra/sweeper=hpjax", *TINY,
+         "hydra.sweeper.n_trials=3", "hydra.sweeper.batch_size=3", "optimizer.lr=0.01,0.02",
+         "hydra.sweep.dir=s"], cwd=tmp_path, capture_output=True, text=True,
+        env=child_env({"HPJAX_REPORT_HTML": "off"}), timeout=300)
+    error = "FloatingPointError: the program broke [on purpose]"
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines()[-1] == f"hpjax: error: all 3 trials failed: {error} (3 trials)"
+    assert f"3 trials failed: {error} (trials 0, 1, 2)" in proc.stdout  # once, not 3 lines
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_some_failed_trials_are_exit_code_3_and_the_sweep_says_how_many(tmp_path, capsys,
+                                                                        breaks_on_seed_7):
+    """A grid of four: two fail (seed 7), one diverges (an outcome), one is ok."""
+    done = sweep([*TINY, "hydra.sweeper.params=null", "train.seed=0,7", "optimizer=sgd",
+                  "optimizer.lr=0.1,1e30"], str(tmp_path / "s"))
+    assert sorted(r["status"] for r in done.table) == ["diverged", "failed", "failed", "ok"]
+    assert (done.failed, done.exit_code) == (2, 3)
+    assert done.best is not None and done.best.status == "ok"
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"hpjax: 2 of 4 trials failed: {SEVEN} (2 trials); exit code 3")
+
+
+def test_the_api_raises_for_a_sweep_that_cannot_run_or_whose_every_trial_failed(
+        tmp_path, breaks_on_seed_7):
+    with pytest.raises(SweepError) as e:
+        sweep(["hydra/sweeper=hpjax", *TINY, "optimizer.lr=choice(0.1, -1)"],
+              str(tmp_path / "bad"))
+    assert e.value.exit_code == 2 and e.value.sweep is None
+    assert str(e.value) == "optimizer.lr=-1.0: must be a finite number > 0"
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(SweepError) as e:
+        sweep([*TINY, "hydra.sweeper.params=null", "train.seed=7"], str(tmp_path / "all"))
+    assert e.value.exit_code == 4 and str(e.value) == f"all 1 trial failed: {SEVEN} (1 trial)"
+    assert [r["status"] for r in e.value.sweep.table] == ["failed"]
+    assert e.value.sweep.failed == 1 and e.value.sweep.best is None
+
+
+def _trial(job, status, error=None):
+    return Trial(job, Path(str(job)), [], Result(status, None, "val/accuracy", "max",
+                                                 error=error))
+
+
+@pytest.mark.parametrize("statuses, code", [
+    (["ok", "diverged", "pruned", "interrupted"], 0),  # outcomes: the sweep ran
+    (["diverged", "diverged"], 0),
+    (["ok", "failed"], 3),
+    (["failed", "failed"], 4),
+])
+def test_diverged_and_pruned_trials_are_outcomes_and_failures_set_the_code(statuses, code):
+    trials = [_trial(i, s, "E" if s == "failed" else None) for i, s in enumerate(statuses)]
+    assert verdict(trials)[0] == code
+
+
+def test_the_most_common_error_is_named_with_its_count_and_the_others_counted():
+    trials = [_trial(0, "failed", "A"), _trial(1, "failed", "B"), _trial(2, "failed", "B")]
+    assert verdict(trials) == (4, "all 3 trials failed: B (2 trials); 1 other error in "
+                                  "summary.csv")
