@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hpjax.engine
 
-from . import _batch, _search
+from . import _batch, _checks, _search
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
         done = [t for t in sweeper._finished(study) if t.user_attrs.get("bracket") == k]
         if len(done) < n:
             with sweeper._lock(sweep_dir):
+                _checks.refuse_foreign(study, space.distributions)  # (values are data)
                 trials = [space.ask(study, space.distributions) for _ in range(n)]
                 job_dir = sweeper._job_dir(sweep_dir)
                 for t in trials:
@@ -263,6 +264,7 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     if len(sweeper._finished(study)) >= n:
         return []
     with sweeper._lock(sweep_dir):
+        _checks.refuse_foreign(study, space.distributions)  # (values are data)
         trials = [space.ask(study, space.distributions) for _ in range(n)]
         job_dir = sweeper._job_dir(sweep_dir)
         for t in trials:

@@ -254,13 +254,13 @@ class HpjaxSweeperImpl(Sweeper):
             room = min(self.batch_size, total - finished - running)
             if self.algorithm == "grid":
                 self._enqueue_grid(study, space, room)
-            _checks.refuse_foreign(study, distributions)  # before any is asked
             return self._ask(study, sweep_dir, space, distributions, room), finished, running
 
     def _ask(self, study: optuna.Study, sweep_dir: Path, space: _search.SearchSpace,
              distributions: dict, n: int) -> list[optuna.Trial]:
         """`n` new trials, with their job directories and first heartbeats (a worker killed
         after this leaves them stale, to be run again), written at once."""
+        _checks.refuse_foreign(study, distributions)  # before any is asked
         job_dir = self._job_dir(sweep_dir)
         attrs = (lambda number: {"job_dir": str(job_dir(number))}) if job_dir else (lambda _: {})
         if n > 0 and _bulk.applies(study):
