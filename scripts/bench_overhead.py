@@ -4,7 +4,7 @@ Sweeps of a tiny model (`data=iris train.epochs=1`, batches and populations of 6
 and 10,000 trials, for Hydra's basic sweeper (a grid over `train.seed`) and hpjax's sweeper (random
 and TPE over learning rate, dropout and activation, one compile), each in a process of its own
 (`hpjax -m ...` as a user runs it, its log in a file). Each prints the whole process's wall time,
-the sweep's, the training time (compile + device: `hpjax.engine.loop.train_population`), and the host's
+the sweep's, the training time (compile + device: `hpjax.engine.loop.Training`), and the host's
 milliseconds per trial split by stage (each stage's own time, the stages it calls excluded):
 
 - study: asking and telling Optuna (the hpjax sweeper's study work, counting trials included),
@@ -146,6 +146,8 @@ def _instrument() -> None:
     _patch(hpjax.report, "report", "report")
     for module in (hpjax.engine.loop, hpjax.engine.jobs):
         _patch(module, "train_population", "training")
+    for name in ("advance", "finish"):  # each population's epochs, in the one epoch loop
+        _patch(getattr(hpjax.engine.loop, "Training", None), name, "training")
     _patch(hpjax.engine.loop._Run, "save_params", "params")
     _patch(sweeper.HpjaxSweeperImpl, "sweep", "sweep")
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper

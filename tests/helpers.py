@@ -10,6 +10,7 @@ import contextlib
 import csv
 import importlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -211,3 +212,25 @@ class FillDisk(Callback):
     def on_job_end(self, config, job_return, **kwargs) -> None:
         if self.at == "end":
             self._fill(config)
+
+
+# Hyperband R = 27, eta = 3 over a static axis: brackets 27x1 9x3 3x9 1x27; 12x3 4x9 1x27;
+# 6x9 2x27; 4x27. Each trial ends at its rung: 18 at epoch 1, 14 at 3, 9 at 9, 8 at 27.
+BRACKETS_27 = {1: 18, 3: 14, 9: 9, 27: 8}
+STATIC = ["data=iris", "optimizer=sgd", "train.batch_size=16", "train.epochs=27",
+          "train.early_stopping.patience=null", "hydra/sweeper=hpjax",
+          "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
+          "hydra.sweeper.seed=0",
+          # a static key: each bracket trains as one population per width (16: the program
+          # family of test_fidelity.py), in chunks of at most 4 (sizes 4, 2, 1 compile)
+          "model.width=choice(16, 32)", "optimizer.lr=interval(0.02, 0.1)",
+          "hydra.launcher.max_population=4"]
+
+
+def epochs_run(sweep):
+    """How many trials of the sweep ran each number of epochs."""
+    import collections
+
+    return collections.Counter(
+        json.loads((sweep / str(t.number) / "result.json").read_text())["epochs_run"]
+        for t in trials_in(sweep))

@@ -22,15 +22,27 @@ Results (the sweeper's side):
 - `parse_objectives`: `["val/loss:min", ...]` -> `{metric: mode}`, checked.
 - `worst_objective`: the value a failed trial gets for a mode (`inf` for min, `-inf` for max).
 
-Multi-fidelity and population-based training:
+The seams (docs/architecture.md#the-engines-seams):
+- `PopulationLauncher`: what a sweeper may call on a launcher: `run_populations(jobs, scheduler,
+  on_result)`, with `populations` (whether it trains populations now) and `in_process`.
+- `Scheduler`: what the epoch loop asks about each trial after every epoch (on the anchor of Ray
+  Tune's `TrialScheduler`): `on_trial_add`, `on_trial_result` -> a decision, `decide` (a paused
+  trial, again), `on_trial_complete`, `refill`, `save`/`restore`.
+- `TrialResult`: a trial's epoch as the loop reports it (epoch, value, score, last, values).
+- The decisions: `CONTINUE`, `PAUSE`, `Stop` (pruned, with its reason), `Exploit` (PBT's copy
+  of a donor trial, with new values); `Decision`, their union.
+- `FullTraining`: every trial to its end (the default; subclass it for a scheduler of your own).
+- `StudyTrials`: an Optuna study's trials as a scheduler: each epoch reported, its pruner asked,
+  another scheduler's decisions passed on, free slots refilled from the sampler.
+
+Multi-fidelity and population-based training (each a `Scheduler`):
 - `hyperband`, `successive_halving`: the brackets (lists of rungs: trials and epochs).
 - `bracket`: one bracket of `n` trials and `s` halvings.
 - `bracket_table`: brackets -> the printable table of trials and epochs per rung.
 - `check_fidelity`: checks `eta`, `min_epochs` and `max_epochs` together.
-- `SuccessiveHalving`: a bracket's promotion rule, applied at each rung's epoch.
-- `HalvingStoppers`: one `SuccessiveHalving` per bracket, picked by a job's bracket.
-- `SameStopper`: one stopper for every job (picklable: crosses into SLURM jobs).
-- `PBT`: population-based training's exploit/explore step at its interval.
+- `SuccessiveHalving`: a bracket's rule over all its trials, whatever population each trains
+  in: at each rung's epoch it waits for the whole rung, then promotes the top 1/eta.
+- `PBT`: population-based training's exploit and explore at its interval.
 - `PBTBounds`: the bounds PBT's perturbations stay within.
 - `check_pbt_keys`: checks that PBT's keys are traced hyperparameters of the config.
 
@@ -73,8 +85,16 @@ _EXPORTS: dict[str, Any] = {
     "bracket_table": ("hpjax.engine.schedulers.halving", "table"),
     "check_fidelity": ("hpjax.engine.schedulers.halving", "check"),
     "SuccessiveHalving": "hpjax.engine.schedulers.halving",
-    "HalvingStoppers": "hpjax.engine.schedulers.halving",
-    "SameStopper": "hpjax.engine.schedulers.halving",
+    "PopulationLauncher": "hpjax.engine.batch",
+    "Scheduler": "hpjax.engine.schedulers.base",
+    "TrialResult": "hpjax.engine.schedulers.base",
+    "CONTINUE": "hpjax.engine.schedulers.base",
+    "PAUSE": "hpjax.engine.schedulers.base",
+    "Stop": "hpjax.engine.schedulers.base",
+    "Exploit": "hpjax.engine.schedulers.base",
+    "Decision": "hpjax.engine.schedulers.base",
+    "FullTraining": "hpjax.engine.schedulers.base",
+    "StudyTrials": "hpjax.engine.schedulers.study",
     "PBT": "hpjax.engine.schedulers.pbt",
     "PBTBounds": ("hpjax.engine.schedulers.pbt", "Bounds"),
     "check_pbt_keys": ("hpjax.engine.schedulers.pbt", "check_keys"),

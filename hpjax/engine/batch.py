@@ -11,9 +11,9 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,12 +21,35 @@ from hpjax import data as data_lib
 from hpjax.config import Config, ConfigError
 from hpjax.engine import population, trainer
 from hpjax.engine.hparams import signature
-from hpjax.engine.jobs import JobEnd, members_per_trial, train_trials
+from hpjax.engine.jobs import JobEnd, TrialsTraining, members_per_trial
+from hpjax.engine.loop import drive
 from hpjax.engine.progress import SweepProgress
-from hpjax.engine.schedulers.halving import Stopper, SuccessiveHalving
+from hpjax.engine.schedulers.base import Scheduler
+from hpjax.engine.schedulers.halving import SuccessiveHalving
+from hpjax.engine.schedulers.study import StudyTrials
 from hpjax.results import Outcome
 
 log = logging.getLogger("hpjax")
+
+
+@runtime_checkable
+class PopulationLauncher(Protocol):
+    """What a sweeper may call on a launcher that trains populations (hpjax's vmap and
+    submitit launchers declare it): `run_populations(jobs, scheduler, on_result)` trains the
+    jobs, given as (job number, overrides), driven by `scheduler` (its trials are the job
+    numbers; None: every trial to its end) and calls `on_result(job number, JobReturn)` as
+    each job ends; it returns the jobs' `JobReturn`s in order, then those of the trials the
+    scheduler's `refill` added. `populations`: whether it trains populations now (hpjax's
+    task); `in_process`: whether the scheduler runs in the caller's process (else it is
+    pickled into the jobs, and may not hold live objects such as an Optuna study)."""
+
+    in_process: bool
+    populations: bool
+
+    def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]],
+                        scheduler: Optional[Scheduler],
+                        on_result: Optional[Callable[[int, Any], None]] = None
+                        ) -> Sequence[Any]: ...
 
 
 @dataclass
@@ -112,76 +135,108 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return "RESOURCE_EXHAUSTED" in str(error) or "Out of memory" in str(error)
 
 
-def train_chunk(jobs: list[Job], ends: dict[int, JobEnd], *, launcher: str,
-                progress: SweepProgress, label: str, train: Callable = train_trials,
-                ids: Optional[list[int]] = None,
-                stoppers: Optional[Callable[[list[int]], Stopper]] = None,
-                refill: Optional[Callable[[int], list[tuple[int, Job]]]] = None,
-                on_ended: Optional[Callable[[], None]] = None, quiet: bool = False) -> None:
-    """Trains one chunk as one population and sets `ends[id]` for each of its jobs.
-    `refill(n)`: at most n new (id, job) of the chunk's signature for slots that free up; a job
-    that leaves its slot ends at once (`ends[id]` set, then `on_ended()`). `quiet`: without a
-    live display, its epochs are logged at DEBUG (a sweep's batch like the one before)."""
-    jobs, ids = list(jobs), list(range(len(jobs))) if ids is None else list(ids)
-    extra: dict = {"stopper": stoppers(ids)} if stoppers is not None else {}
-    names = [job.name for job in jobs]
-    if refill is not None:
-        def new_trials(n: int) -> list:
-            joined = refill(n)
-            for i, job in joined:  # the stopper and the progress see them as they join
-                jobs.append(job)
-                ids.append(i)
-                names.append(job.name)
-            return [(job.cfg, job.output_dir) for _, job in joined]
-        extra["refill"] = new_trials
+class _Chunk:
+    """One chunk of a batch trained as one population, its jobs' `JobEnd`s set in `ends` as
+    they end. A chunk that fails is split in two (`parts`), each trained anew, down to the
+    trials that fail: each fails alone (its error in its `result.json`), the others train."""
 
-        def trial_end(i: int, outcome: Outcome) -> None:
-            outcome.result.population = {"label": label, "start": round(start, 3),
-                                         "end": round(time.time(), 3), "members": len(jobs),
-                                         "compile_s": outcome.result.compile_time_s,
-                                         **(outcome.result.population or {})}
-            ends[ids[i]] = JobEnd(outcome)
-            if on_ended is not None:
-                on_ended()
-        extra["on_trial_end"] = trial_end
-    start = time.time()
-    on_progress = progress.population(f"{label}: {len(jobs)} trials", jobs[0].cfg.train.epochs,
-                                      names) if not quiet or progress.live else (
-        lambda r: log.debug("%s: epoch %d/%d, %d/%d members running", label, r.epoch, r.epochs,
-                            r.running, r.members))
-    try:
+    def __init__(self, batch: "_Batch", ids: list[int], label: str, quiet: bool,
+                 refill: bool) -> None:
+        self.batch, self.ids, self.label, self.quiet = batch, list(ids), label, quiet
+        self.jobs = [batch.jobs[i] for i in self.ids]
+        self.refill = refill and members_per_trial(self.jobs[0].cfg) == 1
+        self.training: Any = None
+        self.parts: list[_Chunk] = []
+        self.start = 0.0
+
+    # what `hpjax.engine.loop.drive` reads of a training
+    @property
+    def run(self) -> Any:
+        return None if self.training is None else self.training.run
+
+    @property
+    def epoch(self) -> int:
+        return 0 if self.training is None else self.training.epoch
+
+    @property
+    def waiting(self) -> set:
+        return set() if self.training is None else self.training.waiting
+
+    def advance(self) -> bool:
+        b, jobs = self.batch, self.jobs
+        try:
+            if self.training is None:
+                self.training = self._start()
+            if not self.training.advance():
+                return False
+            outcomes = self.training.finish()
+        except ConfigError as e:
+            b.ends.update({i: JobEnd(error=e) for i in self.ids})
+            return True
+        except Exception as e:  # noqa: BLE001  (a failure is its trial's alone, never the sweep's)
+            if len(jobs) == 1:
+                log.error("%s failed: %s: %s", jobs[0].name or "trial", type(e).__name__, e)
+                b.ends[self.ids[0]] = JobEnd(error=e)
+                return True
+            half = len(jobs) // 2
+            # Out of memory: smaller populations fit. Anything else (a value that passes the
+            # schema but breaks the program): halving finds the trials that fail, and the
+            # others train.
+            log.warning("population of %d %s: retrying as %d + %d", len(jobs),
+                        "ran out of memory" if _is_out_of_memory(e) else
+                        f"failed ({type(e).__name__}: {e})", half, len(jobs) - half)
+            self.parts = [_Chunk(b, part, self.label, self.quiet, self.refill)
+                          for part in (self.ids[:half], self.ids[half:])]
+            return True
+        population = {"label": self.label, "start": round(self.start, 3),
+                      "end": round(time.time(), 3), "members": len(jobs),
+                      "compile_s": round(sum(o.result.compile_time_s for o in outcomes), 4)}
+        rule = b.scheduler.rule if isinstance(b.scheduler, StudyTrials) else b.scheduler
+        if isinstance(rule, SuccessiveHalving) and rule.promoted:  # the bracket's rungs
+            population["rungs"] = rule.table()
+        for o in outcomes:  # (a refilled trial's says when it joined)
+            o.result.population = {**population, **(o.result.population or {})}
+        b.ends.update({i: JobEnd(o) for i, o in zip(self.ids, outcomes, strict=True)})
+        return True
+
+    def _start(self) -> Any:
+        b, jobs = self.batch, self.jobs
+        self.start = time.time()
+        names = [job.name for job in jobs]
+        extra: dict = {}
+        if self.refill and b.scheduler is not None and b.scheduler.refills:
+            sig = signature(jobs[0].cfg)
+
+            def refill(n: int) -> list:
+                joined = b.ask(n, sig)
+                for i, job in joined:  # the progress sees them as they join
+                    jobs.append(job)
+                    self.ids.append(i)
+                    names.append(job.name)
+                return [(b.trials[i], job) for i, job in joined]
+
+            def trial_end(k: int, outcome: Outcome) -> None:
+                outcome.result.population = {
+                    "label": self.label, "start": round(self.start, 3),
+                    "end": round(time.time(), 3), "members": len(jobs),
+                    "compile_s": outcome.result.compile_time_s,
+                    **(outcome.result.population or {})}
+                b.ends[self.ids[k]] = JobEnd(outcome)
+                b.tell()
+
+            extra = {"refill": refill, "new_trial": lambda job: (job.cfg, job.output_dir),
+                     "on_trial_end": trial_end}
+        progress = b.progress
+        on_progress = progress.population(f"{self.label}: {len(jobs)} trials",
+                                          jobs[0].cfg.train.epochs, names) \
+            if not self.quiet or progress.live else (
+            lambda r: log.debug("%s: epoch %d/%d, %d/%d members running", self.label, r.epoch,
+                                r.epochs, r.running, r.members))
         # a smaller last batch pads to the size the batches before compiled
-        outcomes = train([job.cfg for job in jobs], launcher=launcher, on_progress=on_progress,
-                         output_dirs=[job.output_dir for job in jobs], pad_to_compiled=True,
-                         **extra)
-    except ConfigError as e:
-        ends.update({i: JobEnd(error=e) for i in ids})
-        return
-    except Exception as e:  # noqa: BLE001  (a failure is its trial's alone, never the sweep's)
-        if len(jobs) == 1:
-            log.error("%s failed: %s: %s", jobs[0].name or "trial", type(e).__name__, e)
-            ends[ids[0]] = JobEnd(error=e)
-            return
-        half = len(jobs) // 2
-        # Out of memory: smaller populations fit. Anything else (a value that passes the schema
-        # but breaks the program): halving finds the trials that fail, and the others train.
-        log.warning("population of %d %s: retrying as %d + %d", len(jobs),
-                    "ran out of memory" if _is_out_of_memory(e) else
-                    f"failed ({type(e).__name__}: {e})", half, len(jobs) - half)
-        for part in (slice(None, half), slice(half, None)):
-            train_chunk(jobs[part], ends, launcher=launcher, progress=progress, label=label,
-                        train=train, ids=ids[part], stoppers=stoppers, refill=refill,
-                        on_ended=on_ended, quiet=quiet)
-        return
-    population = {"label": label, "start": round(start, 3), "end": round(time.time(), 3),
-                  "members": len(jobs),
-                  "compile_s": round(sum(o.result.compile_time_s for o in outcomes), 4)}
-    rule = getattr(extra.get("stopper"), "rule", extra.get("stopper"))
-    if isinstance(rule, SuccessiveHalving) and rule.promoted:  # a bracket's rungs as they ran
-        population["rungs"] = rule.table()
-    for o in outcomes:  # (a refilled trial's says when it joined)
-        o.result.population = {**population, **(o.result.population or {})}
-    ends.update({i: JobEnd(o) for i, o in zip(ids, outcomes, strict=True)})
+        return b.train([job.cfg for job in jobs], trials=[b.trials[i] for i in self.ids],
+                       launcher=b.launcher, on_progress=on_progress,
+                       output_dirs=[job.output_dir for job in jobs], pad_to_compiled=True,
+                       scheduler=b.scheduler, **extra)
 
 
 _LAUNCHED: dict[str, list] = {}  # sweep directory -> the lines its last batch logged
@@ -197,13 +252,53 @@ def _repeated(jobs: list[Job], lines: list) -> bool:
     return repeated
 
 
+class _Batch:
+    """A batch's jobs, their trials' names, ends, and the new jobs a scheduler asks in."""
+
+    def __init__(self, jobs: list[Job], trials: list, scheduler: Optional[Scheduler],
+                 new_job: Callable[[Any], Job], launcher: str, progress: SweepProgress,
+                 train: Callable, on_ended: Optional[Callable]) -> None:
+        self.jobs, self.trials, self.scheduler, self.new_job = jobs, trials, scheduler, new_job
+        self.launcher, self.progress, self.train, self.on_ended = (launcher, progress, train,
+                                                                   on_ended)
+        self.ends = {i: JobEnd(error=job.error) for i, job in enumerate(jobs) if job.cfg is None}
+        self.told: set[int] = set()
+        self.deferred: list[int] = []  # new jobs of another signature: trained after the others
+
+    def tell(self) -> None:
+        new = {i: e for i, e in self.ends.items() if i not in self.told}
+        self.told.update(new)
+        if new and self.on_ended is not None:
+            self.on_ended(new)
+
+    def ask(self, n: int, sig: tuple) -> list[tuple[int, Job]]:
+        """At most n new jobs of signature `sig` from the scheduler; those of another
+        signature (or of several members) wait for a population of their own."""
+        joined: list[tuple[int, Job]] = []
+        while len(joined) < n:
+            new = self.scheduler.refill(n - len(joined))
+            if not new:
+                break
+            for trial, payload in new:
+                job = self.new_job(payload)
+                self.jobs.append(job)
+                self.trials.append(trial)
+                i = len(self.jobs) - 1
+                if job.cfg is None:
+                    self.ends[i] = JobEnd(error=job.error)
+                elif signature(job.cfg) != sig or members_per_trial(job.cfg) != 1:
+                    self.deferred.append(i)
+                else:
+                    joined.append((i, job))
+        return joined
+
+
 def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int = 64,
                memory_budget_mb: Optional[int] = 4096,
-               progress: Optional[SweepProgress] = None,
-               train: Callable = train_trials,
-               stoppers: Optional[Callable[[list[int]], Stopper]] = None,
-               on_ended: Optional[Callable[[dict[int, JobEnd]], None]] = None,
-               refill: Optional[Callable[[int], list[Job]]] = None) -> list[JobEnd]:
+               progress: Optional[SweepProgress] = None, train: Callable = TrialsTraining,
+               scheduler: Optional[Scheduler] = None, trials: Optional[list] = None,
+               new_job: Optional[Callable[[Any], Job]] = None,
+               on_ended: Optional[Callable[[dict[int, JobEnd]], None]] = None) -> list[JobEnd]:
     """Trains a batch of jobs as populations; returns each job's `JobEnd`, in order.
 
     Args:
@@ -211,48 +306,24 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
       launcher: recorded in each result.
       max_population, memory_budget_mb: the largest chunk, in members and in MiB.
       progress: where populations report each epoch (default: a `SweepProgress`).
-      train: trains one chunk (`train_trials`'s signature).
-      stoppers: given the batch positions of a chunk's jobs, the `hpjax.engine.schedulers.halving.Stopper` that
-        prunes them as they train (successive halving, Hyperband, Optuna's pruners).
+      train: starts one chunk's training (`hpjax.engine.jobs.TrialsTraining`'s signature).
+      scheduler: decides epoch by epoch which trials go on (`Scheduler`), over the whole batch:
+        its populations train in turn while some of them wait for it (a rung of a bracket).
+        Its trials are `trials` (one per job; default: the jobs' indices). With a scheduler that
+        refills, slots that free up take the jobs `new_job(payload)` of its `refill` (of
+        another signature: trained after the batch's populations); they follow `jobs` in the
+        returned list, in the order given.
       on_ended: called with {job index: JobEnd} as soon as jobs end (each chunk, and the jobs
         that failed validation first), so that their results are written before the batch ends.
-      refill: called with a number of slots that freed up in a population (a trial pruned or
-        ended), returns at most that many new jobs (fewer once the sweep has all it needs);
-        they train in those slots (`hpjax.engine.refill`), or, of another signature, after the
-        batch's populations. They follow `jobs` in the returned list, in the order given.
     """
-    progress = progress or SweepProgress()
     jobs = list(jobs)
-    deferred: list[int] = []  # refilled jobs of another signature: trained after the others
-    ends = {i: JobEnd(error=job.error) for i, job in enumerate(jobs) if job.cfg is None}
-    told: set[int] = set()
-
-    def tell() -> None:
-        new = {i: e for i, e in ends.items() if i not in told}
-        told.update(new)
-        if new and on_ended is not None:
-            on_ended(new)
-
-    def chunk_refill(sig: tuple) -> Callable[[int], list[tuple[int, Job]]]:
-        def ask(n: int) -> list[tuple[int, Job]]:
-            joined: list[tuple[int, Job]] = []
-            while len(joined) < n:
-                new = refill(n - len(joined))
-                if not new:
-                    break
-                for job in new:
-                    jobs.append(job)
-                    i = len(jobs) - 1
-                    if job.cfg is None:
-                        ends[i] = JobEnd(error=job.error)
-                    elif signature(job.cfg) != sig or members_per_trial(job.cfg) != 1:
-                        deferred.append(i)
-                    else:
-                        joined.append((i, job))
-            return joined
-        return ask
-
-    tell()
+    trials = list(range(len(jobs)) if trials is None else trials)
+    b = _Batch(jobs, trials, scheduler, new_job or (lambda job: job), launcher,
+               progress or SweepProgress(), train, on_ended)
+    for i, job in enumerate(jobs) if scheduler is not None else ():
+        if job.cfg is not None:
+            scheduler.on_trial_add(trials[i])
+    b.tell()
     planned = plan([job.cfg for job in jobs], max_population=max_population,
                    memory_budget_mb=memory_budget_mb)
     lines = [("Launching %d jobs as %d population%s (hydra/launcher=%s)", len(jobs),
@@ -266,31 +337,26 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
     quiet = _repeated(jobs, lines)
     for line in lines:
         log.log(logging.DEBUG if quiet else logging.INFO, *line)
-    with progress.running():
-        for g, chunks in enumerate(planned, start=1):
-            first = jobs[chunks[0][0]].cfg
-            for c, chunk in enumerate(chunks, start=1):
-                label = f"population {g}/{len(planned)}" + (
-                    f" chunk {c}/{len(chunks)}" if len(chunks) > 1 else "")
-                train_chunk([jobs[i] for i in chunk], ends, launcher=launcher,
-                            progress=progress, label=label, train=train, ids=chunk,
-                            stoppers=stoppers, on_ended=tell, quiet=quiet,
-                            refill=chunk_refill(signature(first)) if refill is not None
-                            and members_per_trial(first) == 1 else None)
-                tell()
-            while deferred and g == len(planned):  # refilled jobs of another signature
-                later = list(deferred)
-                deferred.clear()
-                for chunks in plan([jobs[i].cfg for i in later], max_population=max_population,
-                                   memory_budget_mb=memory_budget_mb):
-                    for chunk in chunks:
-                        ids = [later[i] for i in chunk]
-                        train_chunk([jobs[i] for i in ids], ends, launcher=launcher,
-                                    progress=progress, label=f"population {g}+", train=train,
-                                    ids=ids, stoppers=stoppers, on_ended=tell,
-                                    refill=chunk_refill(signature(jobs[ids[0]].cfg)))
-                        tell()
-    return [ends[i] for i in range(len(jobs))]
+
+    def done(chunk: _Chunk) -> list[_Chunk]:
+        b.tell()
+        return chunk.parts
+
+    with b.progress.running():
+        drive([_Chunk(b, chunk, f"population {g}/{len(planned)}" + (
+            f" chunk {c}/{len(chunks)}" if len(chunks) > 1 else ""), quiet, True)
+            for g, chunks in enumerate(planned, start=1)
+            for c, chunk in enumerate(chunks, start=1)], done)
+        while b.deferred:  # new jobs of another signature
+            later = list(b.deferred)
+            b.deferred.clear()
+            drive([_Chunk(b, [later[i] for i in chunk], f"population {len(planned)}+", False,
+                          True)
+                   for chunks in plan([jobs[i].cfg for i in later],
+                                      max_population=max_population,
+                                      memory_budget_mb=memory_budget_mb)
+                   for chunk in chunks], done)
+    return [b.ends[i] for i in range(len(jobs))]
 
 
-__all__ = ["Job", "JobEnd", "describe", "member_bytes", "plan", "train_chunk", "train_jobs"]
+__all__ = ["Job", "JobEnd", "describe", "member_bytes", "plan", "train_jobs"]

@@ -16,10 +16,9 @@ from typing import Any, Optional
 from hpjax.config import Config, ConfigError
 from hpjax.engine.checkpoint import PARAMS_DIR, PARAMS_FILE
 from hpjax.engine.compile import CompileStats
-from hpjax.engine.loop import train_population
+from hpjax.engine.loop import Training, drive
 from hpjax.engine.progress import EpochReport
-from hpjax.engine.schedulers.halving import Stopper
-from hpjax.engine.schedulers.pbt import PBT
+from hpjax.engine.schedulers.base import Scheduler
 from hpjax.results import (
     METRICS_FILE,
     Outcome,
@@ -57,98 +56,116 @@ def orbax_params_dir(output_dir: str, member: int = 0, members: int = 1) -> str:
     return path if members == 1 else os.path.join(path, f"member_{member}")
 
 
-def train_trials(cfgs: list[Config], *, launcher: str = "basic",
+class TrialsTraining:
+    """Trials of one signature as one population (`hpjax.engine.loop.Training`), each
+    trial's seeds and folds members of their own; a trial of several members reports their
+    mean, to the scheduler epoch by epoch and in its outcome. `trials`: the scheduler's names
+    of the trials (default: their indices). `output_dirs`: the trials' job directories, where
+    their checkpoints and best variables go. `on_epoch` sees (member, row). With a scheduler
+    that refills (`Scheduler.refill` gives (trial, payload) pairs; `new_trial(payload)`: its
+    (config, job directory or None); default: the payload is a config), trials of one member
+    (`train.repeats` and `data.cv_folds` 1) take the slots of trials that ended; their outcomes
+    follow the configs'. `on_trial_end(trial index, outcome)`: a refilled population's trial
+    that left its slot, final. `pad_to_compiled`: see `hpjax.engine.loop.train_population`."""
+
+    def __init__(self, cfgs: list[Config], *, trials: Optional[list] = None,
+                 launcher: str = "basic",
                  on_progress: Optional[Callable[[EpochReport], None]] = None,
                  output_dirs: Optional[list[str]] = None,
                  on_epoch: Optional[Callable[[int, dict], None]] = None,
-                 stopper: Optional[Stopper] = None,
+                 scheduler: Optional[Scheduler] = None,
+                 new_trial: Optional[Callable[[Any], tuple]] = None,
                  refill: Optional[Callable[[int], list]] = None,
                  on_trial_end: Optional[Callable[[int, Outcome], None]] = None,
-                 pad_to_compiled: bool = False) -> list[Outcome]:
-    """Trains trials of one signature as one population, each trial's seeds and folds as
-    members of their own; a trial of several members reports their mean. `output_dirs`: the
-    trials' job directories, where their checkpoints and best variables go. `on_epoch` sees
-    (member, row). `stopper` (`hpjax.engine.schedulers.halving.Stopper`) sees the trials' objectives after every
-    epoch and prunes trials (all their members). `refill(n)` gives at most n new trials as
-    (config, job directory or None) for the slots of trials that ended (trials of one member
-    only: `train.repeats` and `data.cv_folds` 1); their outcomes follow the configs'.
-    `on_trial_end(trial, outcome)`: a refilled population's trial that left its slot, final.
-    `pad_to_compiled`: see `hpjax.engine.loop.train_population` (a launcher's batches)."""
-    members, folds, owners, dirs, params = [], [], [], [], []
-    for i, cfg in enumerate(cfgs):
-        for r in range(cfg.train.repeats):
-            seeded = cfg if r == 0 else dataclasses.replace(
-                cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + r))
-            for f in range(cfg.data.cv_folds):
-                members.append(seeded)
-                folds.append(f)
-                owners.append(i)
-                if output_dirs and all(output_dirs):
-                    k, n = r * cfg.data.cv_folds + f, members_per_trial(cfg)
-                    dirs.append(checkpoint_dir(output_dirs[i], k, n))
-                    params.append(params_path(output_dirs[i], k, n)
-                                  if cfg.train.save_params == "best" else None)
-    report = on_progress and (lambda r: on_progress(dataclasses.replace(
-        r, best_member=None if r.best_member is None else owners[r.best_member])))
-    pbt = stopper if isinstance(stopper, PBT) else None
-    metric = cfgs[0].objective.metric
-    if stopper is not None and metric not in cfgs[0].task.metrics():
-        raise ConfigError("objective.metric", metric, "is a host metric, known once a trial "
-                          "ends; multi-fidelity search and pruners compare trials every epoch: "
-                          "make the objective an epoch's metric (val/accuracy, val/loss, ...) "
-                          "and report it with task.host_metrics")
-    if pbt is not None and len(members) != len(cfgs):
-        raise ConfigError("train.repeats", cfgs[0].train.repeats, "must be 1 under PBT (and "
-                          "data.cv_folds 1): a member's parameters move between trials")
-    new_members = None
-    if refill is not None and pbt is None and len(members) == len(cfgs):
-        def new_members(n: int) -> list:
-            from hpjax.engine.refill import NewMember
+                 pad_to_compiled: bool = False) -> None:
+        trials = list(range(len(cfgs))) if trials is None else list(trials)
+        members, folds, owners, dirs, params = [], [], [], [], []
+        for i, cfg in enumerate(cfgs):
+            for r in range(cfg.train.repeats):
+                seeded = cfg if r == 0 else dataclasses.replace(
+                    cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + r))
+                for f in range(cfg.data.cv_folds):
+                    members.append(seeded)
+                    folds.append(f)
+                    owners.append(i)
+                    if output_dirs and all(output_dirs):
+                        k, n = r * cfg.data.cv_folds + f, members_per_trial(cfg)
+                        dirs.append(checkpoint_dir(output_dirs[i], k, n))
+                        params.append(params_path(output_dirs[i], k, n)
+                                      if cfg.train.save_params == "best" else None)
+        self.owners = owners  # member -> trial index (grows as trials join)
+        report = on_progress and (lambda r: on_progress(dataclasses.replace(
+            r, best_member=None if r.best_member is None else owners[r.best_member])))
+        metric = cfgs[0].objective.metric
+        if scheduler is not None and metric not in cfgs[0].task.metrics():
+            raise ConfigError("objective.metric", metric, "is a host metric, known once a "
+                              "trial ends; multi-fidelity search and pruners compare trials "
+                              "every epoch: make the objective an epoch's metric "
+                              "(val/accuracy, val/loss, ...) and report it with "
+                              "task.host_metrics")
+        explores = scheduler is not None and bool(scheduler.explores)
+        if explores and len(members) != len(cfgs):
+            raise ConfigError("train.repeats", cfgs[0].train.repeats, "must be 1 under PBT (and "
+                              "data.cv_folds 1): a member's parameters move between trials")
+        join = None
+        if scheduler is not None and scheduler.refills and not explores and \
+                len(members) == len(cfgs):
+            convert = new_trial or (lambda cfg: (cfg, None))
 
-            out = []
-            for cfg, output_dir in refill(n):
-                owners.append(owners[-1] + 1)
-                out.append(NewMember(cfg, 0, output_dir and checkpoint_dir(output_dir),
-                                     params_path(output_dir) if output_dir and
-                                     cfg.train.save_params == "best" else None))
-            return out
-    outcomes = train_population(members, folds=folds, launcher=launcher, on_progress=report,
-                                on_epoch=on_epoch, checkpoint_dirs=dirs or None, pbt=pbt,
-                                params_paths=params or None, refill=new_members,
-                                pad_to_compiled=pad_to_compiled,
-                                on_left=new_members and on_trial_end and (
-                                    lambda k, o: on_trial_end(owners[k], aggregate([o]))),
-                                stopper=None if stopper is None or pbt is not None
-                                else _by_trial(stopper, owners))
-    return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
-            for i in range(owners[-1] + 1)]
+            def join(n: int) -> list:
+                from hpjax.engine.state import NewMember
+
+                out = []
+                for trial, payload in (refill or scheduler.refill)(n):
+                    cfg, output_dir = convert(payload)
+                    scheduler.on_trial_add(trial)
+                    owners.append(owners[-1] + 1)
+                    out.append(NewMember(cfg, trial, 0, output_dir and checkpoint_dir(
+                        output_dir), params_path(output_dir) if output_dir and
+                        cfg.train.save_params == "best" else None))
+                return out
+        on_left = join and on_trial_end and (
+            lambda k, o: on_trial_end(owners[k], aggregate([o])))
+        self.training = Training(members, trials=[trials[i] for i in owners], folds=folds,
+                                 launcher=launcher, on_progress=report, on_epoch=on_epoch,
+                                 checkpoint_dirs=dirs or None, params_paths=params or None,
+                                 scheduler=scheduler, join=join, on_left=on_left,
+                                 pad_to_compiled=pad_to_compiled)
+
+    # what `hpjax.engine.loop.drive` reads of a training
+    @property
+    def run(self) -> Any:
+        return self.training.run
+
+    @property
+    def epoch(self) -> int:
+        return self.training.epoch
+
+    @property
+    def waiting(self) -> set:
+        return self.training.waiting
+
+    def advance(self) -> bool:
+        return self.training.advance()
+
+    def finish(self) -> list[Outcome]:
+        """One outcome per trial (its members' aggregate), the joined trials' after."""
+        outcomes, owners = self.training.finish(), self.owners
+        return [aggregate([o for o, owner in zip(outcomes, owners, strict=True) if owner == i])
+                for i in range(owners[-1] + 1)]
 
 
-def _by_trial(stopper: Stopper, owners: list[int]) -> Callable:
-    """The host loop's member-level stopper from a trial-level one: a trial's score is its
-    members' mean, and a pruned trial prunes all its members. `owners` (member -> trial) grows
-    as a refilled population takes new trials; each trial counts its own epochs."""
-    def members_stopper(epoch: int, members: list) -> set[int]:
-        scores, values, running, epochs = [], [], [], []
-        for i in range(owners[-1] + 1):
-            own = [m for m, o in zip(members, owners, strict=True) if o == i]
-            metric = own[0].cfg.objective.metric
-            at = epoch - own[0].offset  # the trial's own epoch
-            ok = all(m.result.status != "diverged" and m.tracker.epoch is not None for m in own)
-            scores.append(sum(m.tracker.row[metric] for m in own) / len(own) if ok else None)
-            last = [m.outcome.rows[-1] for m in own if m.outcome.rows
-                    and m.outcome.rows[-1]["epoch"] == at]
-            values.append(sum(r[metric] for r in last) / len(last) if ok and last else None)
-            # after the last epoch nothing runs on: a pruner has nothing left to stop
-            running.append(any(m.active for m in own) and at < own[0].cfg.train.epochs)
-            epochs.append(at)
-        pruned = stopper(epoch, scores, values, running, epochs=epochs)
-        return {k for k, o in enumerate(owners) if o in pruned}
-
-    if hasattr(stopper, "resume"):  # a population continued from its checkpoints
-        members_stopper.resume = lambda members: stopper.resume(
-            {o for m, o in zip(members, owners, strict=True) if m.pruned_at is not None})
-    return members_stopper
+def train_trials(cfgs: list[Config], *, trials: Optional[list] = None, **kw: Any) -> list[Outcome]:
+    """Trains trials of one signature as one population (`TrialsTraining`, which takes the
+    keywords); a scheduler's trials are added to it here. Returns one outcome per trial."""
+    scheduler = kw.get("scheduler")
+    training = TrialsTraining(cfgs, trials=trials, **kw)
+    for trial in (range(len(cfgs)) if trials is None else trials) if scheduler is not None \
+            else ():
+        scheduler.on_trial_add(trial)
+    outcomes: list = []
+    drive([training], lambda t: outcomes.extend(t.finish()))
+    return outcomes
 
 
 @dataclass

@@ -1,360 +1,231 @@
-"""The host loop: trains a population epoch by epoch and reads each member's metrics.
+"""The epoch loop: every population trains here, epoch by epoch, driven by a Scheduler.
 
-After every epoch (one compiled call for all members) the host checks each member: a member
-that diverged (NaN/inf loss) or stopped early is frozen (its state stops updating, its best
-epoch's parameters are kept, and nothing it does reaches another member). Every per-member key
-(`train.early_stopping`, `train.checkpoint_every`, `objective`) is read from the member's own
-config. With checkpoints, a population continues from the latest epoch all its members saved.
+After every epoch (one compiled call for all members) the host records each member's metrics: a
+member that diverged (NaN/inf loss) or stopped early is frozen (its state stops updating, its best
+epoch's parameters are kept, and nothing it does reaches another member). Then each trial that
+trained is reported to the scheduler (`hpjax.engine.schedulers.base.Scheduler`), whose decision
+the loop applies: continue, stop (`pruned`), copy another trial with new values (PBT), or pause
+at this boundary. A population with a paused trial trains on only once the scheduler lets it;
+`drive` meanwhile trains the other populations, so that a scheduler sees a whole bracket reach a
+rung whatever population each of its trials trains in. Slots freed by trials that ended take the
+scheduler's new trials (`Scheduler.refill`). With checkpoints, a population continues from the
+latest epoch all its members saved, and the scheduler from the state saved with them.
 """
 
-import dataclasses
 import logging
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, Optional
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from hpjax import data as data_lib
-from hpjax.config import Config, ConfigError
-from hpjax.engine import checkpoint, feed, host_metrics, population, signals, trainer
+from hpjax.config import Config
+from hpjax.engine import signals
 from hpjax.engine.compile import CompileStats
-from hpjax.engine.hparams import hparams, signature
-from hpjax.engine.member import BestEpoch, Member, epoch_report, scheduled
+from hpjax.engine.hparams import signature
+from hpjax.engine.member import epoch_report
 from hpjax.engine.progress import EpochReport, log_report
-from hpjax.engine.schedulers import pbt as pbt_lib
-from hpjax.results import Outcome, Result
+from hpjax.engine.schedulers import base
+from hpjax.engine.schedulers.pbt import value_of
+from hpjax.engine.state import NewMember, PopulationRun, check_fits  # noqa: F401
+from hpjax.results import Outcome
 
 log = logging.getLogger("hpjax")
 
-
-def check_fits(cfg: Config, ds: data_lib.Dataset) -> None:
-    """The checks that need the data: run before anything compiles."""
-    n = ds.n_train
-    if cfg.train.batch_size > n:
-        raise ConfigError("train.batch_size", cfg.train.batch_size,
-                          f"must be an integer between 1 and the training-set size {n}")
-    rank = type(cfg.model).input_rank
-    if rank is not None and len(ds.input_shape) != rank:
-        shape = "[height,width,channels]" if rank == 3 else "[length,channels]"
-        raise ConfigError("model", cfg.model.name, f"needs samples of rank {rank}: set "
-                          f"data.image_shape={shape} (the digits set has an image shape, "
-                          "mnist1d a signal's)")
+_Run = PopulationRun  # (the name scripts and tests patch)
 
 
-def _fixed_activation(cfgs: list[Config]) -> Optional[int]:
-    """The activation a large population's members all share, fixed in its program; small
-    populations keep it traced, so one program serves them all."""
-    shared = {c.activation.index for c in cfgs}
-    return shared.pop() if len(cfgs) >= population.FIXED_ACTIVATION_FROM and len(
-        shared) == 1 else None
+class Training:
+    """One population's training, advanced by `advance` until it ends or waits for the
+    scheduler. Its device state is built at the first `advance`: a population that never
+    waits trains to its end before the next one of `drive` allocates anything."""
 
-
-_SPLITS_SHOWN: set[tuple[int, int]] = set()  # (members, devices) of the splits logged
-
-
-class _Run:
-    """One population's training: the compiled functions, the device state and the members.
-    `refilled`: slots are given to new members as others leave (`hpjax.engine.refill`)."""
-
-    def __init__(self, cfgs: list[Config], folds: list[int], launcher: str,
-                 checkpoint_dirs: Optional[list[str]],
+    def __init__(self, cfgs: list[Config], *, trials: Optional[list] = None,
+                 folds: Optional[list[int]] = None, launcher: str = "basic",
+                 on_epoch: Optional[Callable[[int, dict], None]] = None,
+                 on_progress: Optional[Callable[[EpochReport], None]] = None,
+                 checkpoint_dirs: Optional[list[str]] = None,
                  params_paths: Optional[list[Optional[str]]] = None,
-                 refilled: bool = False, pad: bool = False) -> None:
-        cfg0 = cfgs[0]
-        self.launcher = launcher
-        self.ds = ds = data_lib.load(cfg0.data, cfg0.task.name == "regression")
-        check_fits(cfg0, ds)
-        feed.check(cfg0, ds)
-        # a refilled slot may take any activation: it stays traced
-        self.pop = population.get(cfg0, ds, None if refilled else _fixed_activation(cfgs))
-        # `pad`: a size this program already ran at, when larger (a sweep's smaller last batch)
-        size = population.compiled_size(self.pop, len(cfgs)) if pad else \
-            population.padded_size(len(cfgs))
-        self.place = population.Placement.of(size)
-        if self.place.devices > 1:
-            split = (size, self.place.devices)
-            # once per process at INFO: a sweep's every batch would repeat it
-            log.log(logging.DEBUG if split in _SPLITS_SHOWN else logging.INFO,
-                    "population of %d split over %d devices", *split)
-            _SPLITS_SHOWN.add(split)
-        self.inputs = population.stack(cfgs, folds, self.place, own_rows=refilled, size=size)
-        self.feed = feed.make(ds, self.pop, self.place)  # arrays on the device, or a stream
-        dirs = checkpoint_dirs or [None] * len(cfgs)
-        self.restored: list[dict] = []  # the members' checkpoint records, when continued
-        self.explorer: Optional[pbt_lib.PBT] = None  # PBT's, saved with each checkpoint
-        self.members = [self.new_member(c, f, d, p)
-                        for c, f, d, p in zip(cfgs, folds, dirs,
-                                              params_paths or [None] * len(cfgs), strict=True)]
-        for k, member in enumerate(self.members):
-            member.slot = k
-        self.slots = list(range(len(cfgs)))  # the member in each slot (padding excluded)
-        i = self.inputs
-        # Placed as the epoch returns it, so that the epoch program compiles once.
-        self.states = self.place.per_member(self.pop.init(i.hp, i.seeds, i.owner))
-        self.best_params = population.copy(self.states.params)
+                 scheduler: Optional[base.Scheduler] = None,
+                 join: Optional[Callable[[int], list[NewMember]]] = None,
+                 on_left: Optional[Callable[[int, Outcome], None]] = None,
+                 pad_to_compiled: bool = False) -> None:
+        assert all(signature(c) == signature(cfgs[0]) for c in cfgs), \
+            "one signature per population"
+        self.cfgs, self.trials = cfgs, list(range(len(cfgs))) if trials is None else trials
+        self.folds = list(folds) if folds is not None else [0] * len(cfgs)
+        self.launcher, self.on_epoch, self.on_left = launcher, on_epoch, on_left
+        self.on_progress = on_progress or (log_report if len(cfgs) > 1 else None)
+        self.checkpoint_dirs, self.params_paths = checkpoint_dirs, params_paths
+        self.scheduler, self.join = scheduler, join
+        self.pad = pad_to_compiled and join is None and scheduler is None
+        self.run: Optional[PopulationRun] = None
+        self.epoch = 0  # the population's epochs trained
+        self.waiting: set = set()  # trials paused by the scheduler
+        self.exhausted = join is None  # no new trials will join
+        self.compile_s0 = 0.0
 
-    def new_member(self, cfg: Config, fold: int, checkpoint_dir: Optional[str],
-                   params_path: Optional[str]) -> Member:
-        return Member(cfg, Outcome(Result(
-            "ok", None, cfg.objective.metric, cfg.objective.mode, seed=cfg.train.seed,
-            launcher=self.launcher, fold=fold if self.ds.folds else None)),
-            BestEpoch(cfg.train.early_stopping),
-            checkpoint_dir if cfg.train.checkpoint_every else None, params_path, origin=repr(cfg))
+    def _start(self) -> None:
+        CompileStats.install()
+        self.compile_s0 = CompileStats.seconds
+        self.run = run = PopulationRun(self.cfgs, self.folds, self.launcher,
+                                       self.checkpoint_dirs, self.params_paths,
+                                       refilled=self.join is not None, pad=self.pad,
+                                       trials=self.trials, scheduler=self.scheduler)
+        explores = self.scheduler.explores if self.scheduler is not None else ()
+        for member in run.members if explores else ():  # PBT's record, from its first epoch
+            member.lineage, member.root = [], member.trial
+            member.schedule = [{"epoch": 1, "train.seed": member.cfg.train.seed,
+                                **{key: value_of(member.cfg, key) for key in explores}}]
+        self.epoch = run.resume() - 1
+        if self.epoch > 0:
+            for k, member in enumerate(run.members if self.on_epoch else ()):
+                for row in member.outcome.rows:
+                    self.on_epoch(k, row)
+            # continued: trials that waited at this boundary when the checkpoint was saved
+            if self.scheduler is not None:
+                self.waiting = {m.trial for m in run.members if m.active and m.slot is not None}
 
-    def active_mask(self) -> np.ndarray:
-        return np.array([self.members[k].active for k in self.slots]
-                        + [False] * (self.inputs.size - len(self.slots)))
+    def advance(self) -> bool:
+        """Trains until every member has ended (True) or a trial waits for the scheduler
+        (False: call again once other populations have trained)."""
+        if self.run is None:
+            self._start()
+        run = self.run
+        while True:
+            if self.waiting:  # between epochs: this population waited for others
+                exploits: list = []
+                settled = self._settle(exploits)
+                if exploits:
+                    run.exploit(self.epoch, exploits)
+                if not settled:
+                    return False
+                if self.exhausted:
+                    run.compact(self.epoch)
+            if not self.exhausted:
+                self._refill()
+            if not any(m.active for m in run.members):
+                return True
+            self.epoch += 1
+            self._train_epoch()
 
-    def compact(self, epoch: Optional[int] = None) -> None:
-        """Gathers the active members into the smallest power of two that holds them, once at
-        most half the slots train: frozen members stop costing compute. Each population size
-        compiles its program once. The members that leave take their test metrics along, and
-        those with checkpoints save a last one after `epoch`, marked `left`: a resumed
-        population restores them from it and does not train them again."""
-        keep = [s for s, k in enumerate(self.slots) if self.members[k].active]
-        size = population.padded_size(max(len(keep), 1))
-        if size >= self.inputs.size or not keep:
-            return
-        test = self.test_metrics()
-        leaving = [s for s in range(len(self.slots)) if s not in keep]
-        self.host_metrics([s for s in leaving if not self.members[self.slots[s]].gone])
-        self.save_params(leaving)
-        for s in leaving:
-            member = self.members[self.slots[s]]
-            if not member.gone:
-                member.test = {n: float(v[s]) for n, v in test.items()}
-                if member.checkpoint_dir and epoch is not None and (
-                        epoch < member.cfg.train.epochs):
-                    checkpoint.save(member.checkpoint_dir, epoch - member.offset,
-                                    _member((self.states, self.best_params), s),
-                                    {**member.meta(), "left": True})
-        for k in self.slots:
-            self.members[k].slot = None
-        idx = np.array(keep + keep[-1:] * (size - len(keep)), np.int32)
-        i = self.inputs
-        self.place = population.Placement.of(size)
-        self.states, self.best_params, hp, fold, owner = self.place.per_member(self.pop.take(
-            (self.states, self.best_params, i.hp, i.fold, i.owner), idx))
-        self.inputs = population.Stacked(hp, fold, self.place.shared(i.seeds), owner, size)
-        self.feed.place(self.place)
-        self.slots = [self.slots[s] for s in keep]
-        for s, k in enumerate(self.slots):
-            self.members[k].slot = s
-        log.info("population gathered into %d slots: %d member%s train on", size, len(keep),
-                 "" if len(keep) == 1 else "s")
-
-    def save_params(self, slots: Any) -> None:
-        """Saves the best variables of the members in `slots` that keep them: the population's
-        tree comes to the host once and each member is a NumPy slice of it (a jax index per
-        member and leaf would dispatch a device op each: see docs/benchmarks.md)."""
-        members = [(s, self.members[self.slots[s]]) for s in slots]
-        members = [(s, m) for s, m in members
-                   if m.params_path and m.tracker.epoch is not None and not m.gone]
-        if not members:
-            return
-        best = jax.device_get(self.best_params)
-        checkpoint.save_params([(m.params_path, jax.tree.map(lambda a, s=s: a[s], best))
-                                for s, m in members])
-
-    def copy_members(self, pairs: list[tuple[int, int]]) -> None:
-        """PBT's exploit: slot `dst` takes everything of slot `src` (state, best parameters,
-        traced numbers, fold, seed owner), for each (src, dst), gathered on the device."""
-        idx = np.arange(self.inputs.size, dtype=np.int32)
-        for src, dst in pairs:
-            idx[dst] = src
-        i = self.inputs
-        self.states, self.best_params, hp, fold, owner = self.place.per_member(self.pop.take(
-            (self.states, self.best_params, i.hp, i.fold, i.owner), idx))
-        self.inputs = dataclasses.replace(i, hp=hp, fold=fold, owner=owner)
-
-    def set_hparams(self, member: Member) -> None:
-        """Gives the member's slot the traced numbers of `member.cfg` (PBT's explore, a
-        replayed schedule): in the inputs and in the optimizer state, so nothing recompiles."""
-        s, new = member.slot, hparams(member.cfg)
-        hp = jax.device_get(self.inputs.hp)
-        hp = jax.tree.map(lambda a, v: np.where(np.arange(a.shape[0]) == s, v, a), hp, new)
-        numbers = {**new["optimizer"],
-                   **{trainer._SCHEDULE + k: v for k, v in new.get("schedule", {}).items()}}
-        opt = self.states.opt_state
-        hyper = {k: np.where(np.arange(v.shape[0]) == s, numbers[k], v)
-                 for k, v in jax.device_get(opt.hyperparams).items()}
-        self.states = self.states.replace(opt_state=opt._replace(
-            hyperparams=self.place.per_member(hyper)))
-        self.inputs = dataclasses.replace(self.inputs, hp=self.place.per_member(hp))
-
-    def apply_schedules(self, epoch: int) -> None:
-        """`train.hparam_schedule` entries that start at `epoch`."""
-        for member in self.members:
-            values = scheduled(member.cfg, epoch)
-            if values and member.slot is not None:
-                member.cfg = pbt_lib.with_values(member.cfg, values)
-                self.set_hparams(member)
-
-    def test_metrics(self) -> dict:
-        """Every slot's test metrics at its best epoch's parameters."""
-        return jax.device_get(self.feed.evaluate(self.best_params, self.inputs, "test"))
-
-    def host_metrics(self, slots: Any) -> None:
-        """The host metrics (`hpjax.engine.host_metrics`) of the members in `slots` that ask for any, from
-        their best epoch's predictions of the validation and test splits (one compiled pass of
-        the whole population per split), into `Member.host`."""
-        wanted = {}
-        for s in slots:
-            member = self.members[self.slots[s]]
-            names = host_metrics.requested(member.cfg)
-            if names and member.tracker.epoch is not None:
-                wanted[s] = (member, names)
-        if not wanted:
-            return
-        ds, i = self.ds, self.inputs
-        task = self.members[0].cfg.task.name
-        fold = np.asarray(jax.device_get(i.fold))
-        for split in ("val", "test"):
-            x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
-            out = np.asarray(jax.device_get(self.pop.predict(self.best_params, i.hp, i.fold,
-                                                             self.place.shared(x))))
-            for s, (member, names) in wanted.items():
-                truth, pred = (y[fold[s]] if ds.folds else y), out[s]
-                if ds.y_std is not None:  # regression: in the targets' own units
-                    truth = truth.reshape(pred.shape) * ds.y_std + ds.y_mean
-                    pred = pred * ds.y_std + ds.y_mean
-                member.host.update({f"{split}/{k}": v for k, v in host_metrics.score(
-                    task, names, truth, pred).items()})
-
-    def resume(self) -> int:
-        """The first epoch to train: after the members' latest common checkpoint, else 1 (and
-        the members' old checkpoints are cleared)."""
-        dirs = [m.checkpoint_dir for m in self.members]
-        if not any(dirs):
-            return 1
-        resumed = _restore(self, dirs) if all(dirs) else None
-        if resumed is None:
-            for d in filter(None, dirs):
-                checkpoint.clear(d)
-            return 1
-        return resumed + 1
-
-    def epoch(self, epoch: int, on_epoch: Optional[Callable]) -> None:
-        """Trains every active member one epoch and records its metrics."""
-        i, active = self.inputs, self.active_mask()
-        c0, t0 = CompileStats.seconds, time.perf_counter()
-        self.states, m = self.feed.train(self.states, i, self.place.per_member(active))
-        self.pop.sizes.add(i.size)
-        jax.block_until_ready(self.states)
-        t1 = time.perf_counter()
-        val = self.feed.evaluate(self.states.params, i, "val")
-        m = jax.device_get(m) | {f"val/{k}": v for k, v in jax.device_get(val).items()}
-        compiling = CompileStats.seconds - c0
-        running = int(active.sum())
-        epoch_s = max(time.perf_counter() - t0 - compiling, 0.0) / running
-        improved = np.zeros(i.size, bool)
-        for s in np.flatnonzero(active):
-            k = self.slots[s]
-            member = self.members[k]
-            own = epoch - member.offset  # its own epoch (a refilled slot's member started later)
-            member.train_s += max(t1 - t0 - compiling, 0.0) / running
-            row = {"epoch": own, **{n: float(v[s]) for n, v in m.items() if n != "finite"},
-                   "epoch_time_s": round(epoch_s, 6)}
-            improved[s] = member.record(own, row, bool(m["finite"][s]))
-            if on_epoch:
-                on_epoch(k, row)
-        if improved.any():
-            self.best_params = self.pop.keep(self.place.per_member(improved),
-                                             self.states.params, self.best_params)
-
-    def save(self, epoch: int, now: bool = False) -> None:
-        for member in self.members:
-            if member.slot is not None and not member.gone and member.saves_at(
-                    epoch - member.offset, now):
-                checkpoint.save(member.checkpoint_dir, epoch - member.offset,
-                                _member((self.states, self.best_params), member.slot),
-                                {**member.meta(), **self.feed.state(),
-                                 **({"explorer": self.explorer.state()}
-                                                     if self.explorer is not None else {})})
-
-    def finish(self, compile_s: float) -> list[Outcome]:
+    def finish(self) -> list[Outcome]:
         """Test metrics at each member's best epoch, and the results' numbers."""
-        test = self.test_metrics()
-        self.host_metrics(range(len(self.slots)))
-        self.save_params(range(len(self.slots)))
-        for member in self.members:
-            if member.slot is not None and not member.gone:
-                member.test = {n: float(v[member.slot]) for n, v in test.items()}
-            self.finish_member(member, compile_s / len(self.members))
-        self.feed.close()
-        return [m.outcome for m in self.members]
+        return self.run.finish(CompileStats.seconds - self.compile_s0)
 
-    def finish_member(self, member: Member, compile_s: float) -> Outcome:
-        """The result's numbers of a member whose test metrics are taken (`member.test`)."""
-        num_params = sum(int(np.prod(p.shape[1:]))
-                         for p in jax.tree.leaves(self.states.params["params"]))
-        samples_per_epoch = self.pop.spec.steps_per_epoch * self.pop.spec.batch_size
-        r, tracker = member.result, member.tracker
-        if tracker.epoch is not None:
-            host = member.host
-            r.test = {**{f"test/{n}": v for n, v in member.test.items()},
-                      **{n: v for n, v in host.items() if n.startswith("test/")}}
-            r.best_epoch = tracker.epoch
-            r.best = {**{n: v for n, v in tracker.row.items() if n != "epoch"},
-                      **{n: v for n, v in host.items() if n.startswith("val/")}}
-        if r.status in ("ok", "pruned") and tracker.epoch is not None:
-            value = float(r.best[member.cfg.objective.metric])
-            r.objective = value if math.isfinite(value) else None  # an undefined score
-        r.compile_time_s = round(compile_s, 4)
-        r.train_time_s = round(sum(row["epoch_time_s"] for row in member.outcome.rows), 4)
-        r.samples_per_s = round(r.epochs_run * samples_per_epoch / member.train_s, 1) \
-            if member.train_s > 0 else 0.0
-        r.num_params = num_params
-        r.pbt = pbt_lib.record(member)
-        if member.offset:  # a refilled slot: the population's epochs before it joined
-            r.population = {**(r.population or {}), "joined_epoch": member.offset}
-        return member.outcome
+    # -- one epoch -----------------------------------------------------------------------------
+    def _train_epoch(self) -> None:
+        run, epoch = self.run, self.epoch
+        run.apply_schedules(epoch)
+        trained = [k for k in run.slots if run.members[k].active]
+        run.epoch(epoch, self.on_epoch)
+        exploits: list = []
+        if self.scheduler is not None:
+            self._report(trained, exploits)
+            self._settle(exploits)
+        if self.on_progress is not None:
+            self.on_progress(epoch_report(epoch, run.members))
+        for k in trained:  # done: its slot is free
+            member = run.members[k]
+            if member.active and epoch - member.offset >= member.cfg.train.epochs:
+                member.active = False
+        if not any(m.active for m in run.members):
+            return
+        if exploits:
+            run.exploit(epoch, exploits)
+        stop = signals.requested() is not None  # SIGINT/SIGTERM: checkpoint, then stop
+        run.save(epoch, now=stop)
+        signals.check()
+        if self.scheduler is not None and self.exhausted:
+            run.compact(epoch)
+
+    def _report(self, trained: list[int], exploits: list) -> None:
+        """Each trial that trained this epoch, to the scheduler; its decision applied."""
+        run, scheduler = self.run, self.scheduler
+        by_trial: dict[Hashable, list[int]] = {}
+        for k in trained:
+            by_trial.setdefault(run.members[k].trial, []).append(k)
+        for trial, ks in by_trial.items():
+            own = [run.members[k] for k in ks]
+            at = self.epoch - own[0].offset  # the trial's own epoch
+            metric = own[0].cfg.objective.metric
+            ok = all(m.result.status != "diverged" and m.tracker.epoch is not None for m in own)
+            rows = [m.outcome.rows[-1] for m in own if m.outcome.rows
+                    and m.outcome.rows[-1]["epoch"] == at]
+            ended = not any(m.active for m in own) or at >= own[0].cfg.train.epochs
+            result = base.TrialResult(
+                at, sum(r[metric] for r in rows) / len(rows) if ok and rows else None,
+                sum(m.tracker.row[metric] for m in own) / len(own) if ok else None,
+                last=ended, values={key: value_of(own[0].cfg, key)
+                                    for key in scheduler.explores})
+            decision = scheduler.on_trial_result(trial, result)
+            if ended:
+                scheduler.on_trial_complete(trial, result)
+            elif isinstance(decision, base.Pause):
+                self.waiting.add(trial)
+            else:
+                self._apply(trial, decision, exploits)
+
+    def _settle(self, exploits: list) -> bool:
+        """Asks the scheduler again about the trials that wait; True once none waits."""
+        for trial in sorted(self.waiting, key=repr):
+            decision = self.scheduler.decide(trial)
+            if not isinstance(decision, base.Pause):
+                self.waiting.discard(trial)
+                self._apply(trial, decision, exploits)
+        return not self.waiting
+
+    def _apply(self, trial: Hashable, decision: base.Decision, exploits: list) -> None:
+        run = self.run
+        if isinstance(decision, base.Stop):
+            for member in run.members:
+                if member.trial == trial and member.active:
+                    member.prune(self.epoch - member.offset)
+            log.debug("trial %s pruned after epoch %d: %s", trial, self.epoch, decision.reason)
+            self.scheduler.on_trial_complete(trial, None)
+        elif isinstance(decision, base.Exploit):
+            ks = [k for k, m in enumerate(run.members) if m.slot is not None]
+            donor = [k for k in ks if run.members[k].trial == decision.donor]
+            mine = [k for k in ks if run.members[k].trial == trial]
+            assert len(donor) == 1 and len(mine) == 1, \
+                "Exploit copies a trial of one member in the same population"
+            exploits.append((donor[0], mine[0], decision.values))
+
+    def _refill(self) -> None:
+        """Free slots take new trials; once fewer come than asked, none are asked again."""
+        run = self.run
+        free = run.free_slots()
+        if not free:
+            return
+        new = self.join(len(free))[:len(free)]
+        self.exhausted = len(new) < len(free)
+        if not new:
+            return
+        left = run.vacate(free[:len(new)])
+        for k in left if self.on_left is not None else ():
+            self.on_left(k, run.finish_member(run.members[k], (
+                CompileStats.seconds - self.compile_s0) / len(run.members)))
+        run.join(free[:len(new)], new, self.epoch)
+        log.info("epoch %d: %d new member%s in freed slots", self.epoch, len(new),
+                 "" if len(new) == 1 else "s")
 
 
-def _member(tree: Any, k: int) -> Any:
-    return jax.tree.map(lambda a: a[k], tree)
-
-
-def _restore(run: _Run, dirs: list[str]) -> Optional[int]:
-    """Restores every member from their latest common checkpoint (a member that had left the
-    population, from its last one); returns its epoch, or None when a member has none, or one
-    was saved by another config (the run then starts anew)."""
-    with checkpoint.unreadable(dirs) as damaged:  # a checkpoint cut short: set aside
-        epoch, at = checkpoint.resume_epoch(dirs)
-        if epoch is None:
-            return None
-        like = _member((run.states, run.best_params), 0)
-        trees, metas = [], []
-        for d, member, e in zip(dirs, run.members, at, strict=True):
-            tree, meta = checkpoint.restore(d, e, like)
-            if meta["config"] != member.origin:
-                log.warning("checkpoint in %s is of another config: training from the start", d)
-                return None
-            trees.append(tree)
-            metas.append(meta)
-    if "moved" in damaged:
-        return None
-    trees += trees[-1:] * (run.inputs.size - len(trees))  # the padding members
-    run.states, run.best_params = run.place.per_member(
-        jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
-    for member, meta in zip(run.members, metas, strict=True):
-        member.restore(meta, epoch)
-        changed = {k: v for k, v in (meta.get("values") or {}).items()
-                   if pbt_lib.value_of(member.cfg, k) != v}
-        if changed:  # PBT's explore, a scheduled value: the traced numbers it trained with
-            member.cfg = pbt_lib.with_values(member.cfg, changed)
-            run.set_hparams(member)
-    run.restored = metas
-    # the data where the members' common epoch left it (a member that had left saved earlier)
-    run.feed.restore(next((m for m, e in zip(metas, at, strict=True) if e == epoch), {}))
-    run.compact(epoch)  # members that had left: out again
-    log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
-             "" if len(dirs) == 1 else "s", epoch)
-    return epoch
+def drive(trainings: list[Any], on_done: Callable[[Any], Optional[list]]) -> None:
+    """Advances each training in turn until each has ended (`on_done(training)`, in the
+    order they end, which may give trainings to take its place). One that waits for the
+    scheduler yields to the next; a scheduler that lets none of the waiting go on is a bug in
+    it, raised here."""
+    pending = list(trainings)
+    while pending:
+        moved = False
+        for t in list(pending):
+            before = (t.run is None, t.epoch, len(t.waiting))
+            if t.advance():
+                at = pending.index(t)
+                pending[at:at + 1] = on_done(t) or []
+                moved = True
+            moved = moved or before != (t.run is None, t.epoch, len(t.waiting))
+        if not moved and pending:
+            raise RuntimeError("the scheduler keeps every population waiting: its trials "
+                               f"{sorted({x for t in pending for x in t.waiting}, key=repr)} "
+                               "wait for trials that are not training")
 
 
 def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
@@ -363,12 +234,13 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
                      on_progress: Optional[Callable[[EpochReport], None]] = None,
                      checkpoint_dirs: Optional[list[str]] = None,
                      params_paths: Optional[list[Optional[str]]] = None,
-                     stopper: Optional[Callable[[int, list[Member]], set[int]]] = None,
-                     pbt: Optional[pbt_lib.PBT] = None,
-                     refill: Optional[Callable[[int], list]] = None,
+                     scheduler: Optional[base.Scheduler] = None,
+                     trials: Optional[list] = None,
+                     join: Optional[Callable[[int], list[NewMember]]] = None,
                      on_left: Optional[Callable[[int, Outcome], None]] = None,
                      pad_to_compiled: bool = False) -> list[Outcome]:
-    """Trains configs of one signature together; returns one `Outcome` per config, in order.
+    """Trains configs of one signature together; returns one `Outcome` per config (then one
+    per member that joined), in order.
 
     Args:
       cfgs: validated configs whose `hpjax.engine.hparams.signature` is the same.
@@ -381,62 +253,28 @@ def train_population(cfgs: list[Config], *, folds: Optional[list[int]] = None,
         saves its state; a population whose members all saved an epoch continues from there.
       params_paths: one file (or None) per member, where its best epoch's variables are saved
         when it leaves the population (`hpjax.engine.checkpoint.save_params`).
-      stopper: called after every epoch with (epoch, members); the members whose indices it
-        returns stop there as `pruned`, and once at most half the slots train the population
-        is gathered into a smaller one (successive halving, Hyperband, Optuna's pruners).
-      pbt: population-based training's exploit and explore, after every epoch.
-      refill: called with a number of free slots at each epoch boundary, returns at most that
-        many new members (`hpjax.engine.refill.NewMember`), which train from their own fresh state in
-        the slots of members that ended; their outcomes follow the configs' in the list.
-      on_left: with `refill`, called with (member index, outcome) when a member leaves its
-        slot to a new member: its outcome is final then.
-      pad_to_compiled: without a stopper, PBT or refill, pad the population to a larger size
-        its program already ran at in this process (`population.compiled_size`: a sweep's
-        smaller last batch), instead of compiling its own size.
+      scheduler: decides after every epoch which trials go on (`Scheduler`); None: all train
+        to the end. Its trials are `trials` (one per member; default: the members' indices),
+        added to it here.
+      join: called with a number of free slots at each epoch boundary, returns at most that
+        many new members (`NewMember`), which train from their own fresh state in the slots of
+        members that ended. `on_left(member index, outcome)`: a member that left its slot to
+        a new one, its outcome final.
+      pad_to_compiled: without a scheduler or joins, pad the population to a larger size its
+        program already ran at in this process (`population.compiled_size`: a sweep's smaller
+        last batch), instead of compiling its own size.
     Raises:
       ConfigError: the data cannot be loaded or does not fit the config (before any compile).
     """
-    assert all(signature(c) == signature(cfgs[0]) for c in cfgs), "one signature per population"
-    CompileStats.install()
-    compile_s0 = CompileStats.seconds
-    run = _Run(cfgs, list(folds) if folds is not None else [0] * len(cfgs), launcher,
-               checkpoint_dirs, params_paths, refilled=refill is not None,
-               # (a stopper would gather the members into their own size, PBT and refills
-               # use the free slots)
-               pad=pad_to_compiled and refill is None and stopper is None and pbt is None)
-    run.explorer = pbt
-    start = run.resume()
-    for k, member in enumerate(run.members if on_epoch and start > 1 else ()):
-        for row in member.outcome.rows:
-            on_epoch(k, row)
-    if start > 1 and hasattr(stopper, "resume"):  # a bracket's rule: who it had stopped
-        stopper.resume(run.members)
-    if refill is not None:
-        from hpjax.engine import refill as refill_lib
+    training = Training(cfgs, trials=trials, folds=folds, launcher=launcher, on_epoch=on_epoch,
+                        on_progress=on_progress, checkpoint_dirs=checkpoint_dirs,
+                        params_paths=params_paths, scheduler=scheduler, join=join,
+                        on_left=on_left, pad_to_compiled=pad_to_compiled)
+    for trial in dict.fromkeys(training.trials) if scheduler is not None else ():
+        scheduler.on_trial_add(trial)
+    outcomes: list = []
+    drive([training], lambda t: outcomes.extend(t.finish()))
+    return outcomes
 
-        refill_lib.train(run, refill, start, on_epoch=on_epoch, stopper=stopper,
-                         on_progress=on_progress or (log_report if len(cfgs) > 1 else None),
-                         on_left=on_left, compile_s0=compile_s0)
-        return run.finish(CompileStats.seconds - compile_s0)
-    if pbt is not None:
-        pbt.start(run.members)
-        if start > 1:  # continued: lineages, schedules and the explorer's state as saved
-            pbt.resume(run.members, run.restored)
-    for epoch in range(start, cfgs[0].train.epochs + 1):
-        run.apply_schedules(epoch)
-        run.epoch(epoch, on_epoch)
-        if stopper is not None:
-            for k in stopper(epoch, run.members):
-                run.members[k].prune(epoch)
-        if on_progress or len(cfgs) > 1:
-            (on_progress or log_report)(epoch_report(epoch, run.members))
-        if not any(m.active for m in run.members):
-            break
-        if pbt is not None:
-            pbt(epoch, run)
-        stop = signals.requested() is not None  # SIGINT/SIGTERM: checkpoint, then stop
-        run.save(epoch, now=stop)
-        signals.check()
-        if stopper is not None:
-            run.compact(epoch)
-    return run.finish(CompileStats.seconds - compile_s0)
+
+__all__ = ["NewMember", "Training", "check_fits", "drive", "train_population"]

@@ -4,7 +4,7 @@ and the population's progress line."""
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from hpjax.config import Config, EarlyStoppingConfig
 from hpjax.engine.progress import EpochReport
@@ -50,6 +50,11 @@ class Member:
     pruned_at: Optional[int] = None  # the epoch the sweep's schedule stopped it
     gone: bool = False  # it left the population in an earlier run (restored from its record)
     origin: str = ""  # its config as it started (PBT and train.hparam_schedule change `cfg`)
+    trial: Any = None  # the trial it belongs to, as the scheduler names it
+    # PBT's record: the exploits it inherited, the values it trained with, its first ancestor
+    lineage: Optional[list] = None
+    schedule: Optional[list] = None
+    root: Any = None
 
     @property
     def result(self) -> Result:
@@ -74,6 +79,10 @@ class Member:
         self.tracker.epoch, self.tracker.row = meta["best_epoch"], meta["best_row"]
         self.active, self.train_s = meta["active"], meta["train_s"]
         self.pruned_at = meta.get("pruned_at")
+        if meta.get("pbt"):
+            self.lineage, self.schedule, self.root = (meta["pbt"]["lineage"],
+                                                      meta["pbt"]["schedule"],
+                                                      meta["pbt"]["root"])
         if meta.get("left"):  # it had left the population: its test metrics were taken then
             self.gone, self.test, self.host = True, meta["test"], meta.get("host", {})
 

@@ -9,7 +9,7 @@ hpjax's own runs one job after another, as Hydra's basic launcher does.
 import copy
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +25,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 import hpjax.engine
+from hpjax.engine import Scheduler
 
 from . import _fast
 from ._compose import install as install_fast_sweep_configs
@@ -103,7 +104,6 @@ class LoggingStates:
 
 
 class VmapLauncherImpl:
-    in_process = True  # trains in the sweeper's process: stoppers may report to the study live
     def __init__(self, max_population: int, memory_budget_mb: Optional[int]) -> None:
         if max_population < 1:
             raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")
@@ -111,14 +111,6 @@ class VmapLauncherImpl:
         self.name = "vmap"  # the launcher recorded in result.json
         self.progress: Any = None  # hpjax's default live display
         self.quiet = False  # the jobs now ending log to their files only
-        # Set by hpjax's sweeper for multi-fidelity search: batch positions of a population's
-        # jobs -> the `hpjax.engine.schedulers.halving.Stopper` that prunes them epoch by epoch.
-        self.stoppers: Any = None
-        # Set by hpjax's sweeper with a pruner: n -> at most n new (job number, overrides) for
-        # the slots of trials that ended; their returns follow the batch's.
-        self.refill: Any = None
-        # Set by hpjax's sweeper: (job number, JobReturn) of each job as soon as it has ended.
-        self.on_return: Any = None
         self._templates: Optional[_fast.Templates] = None
         self._file_only = _FileOnly()
         self._logging = LoggingStates()
@@ -193,42 +185,50 @@ class VmapLauncherImpl:
         return sorted(units)
 
     def run_jobs(self, indexed: list[tuple[int, list]]) -> list[JobReturn]:
-        """Trains jobs given as (job number, overrides) as populations, then ends each under
-        Hydra's `run_job` (or as `_fast` ends it, with the same files); with `refill`, the
-        refilled jobs' returns follow."""
-        indexed = list(indexed)
+        """Trains jobs given as (job number, overrides) as populations, each trial to its end."""
+        return self.run_populations(indexed, None, None)
+
+    def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]],
+                        scheduler: Optional[Scheduler],
+                        on_result: Optional[Callable[[int, JobReturn], None]]) -> list[JobReturn]:
+        """Trains jobs given as (job number, overrides) as populations driven by `scheduler`
+        (its trials are the job numbers), then ends each under Hydra's `run_job` (or as `_fast`
+        ends it, with the same files), calling `on_result(job number, JobReturn)` as each
+        ends. A scheduler that refills gives (job number, (job number, overrides)) pairs;
+        their returns follow the batch's."""
+        indexed = [(n, list(o)) for n, o in jobs]
         self._start()
         hpjax.enable_compilation_cache()
-        fast = self._fast_jobs(indexed)
+        refills = scheduler is not None and scheduler.refills
+        fast = None if refills else self._fast_jobs(indexed)
         if fast is not None:
-            return self._run_fast(fast)
+            return self._run_fast(fast, scheduler, on_result)
         configs = [self._compose(n, o) for n, o in indexed]
-        jobs = [self._job(n, c) for (n, _), c in zip(indexed, configs, strict=True)]
+        jobs_ = [self._job(n, c) for (n, _), c in zip(indexed, configs, strict=True)]
         returns: dict[int, JobReturn] = {}
         quiet = len(indexed) > PER_TRIAL_LINES
 
-        def refill(n: int) -> list:
-            new = []
-            for number, overrides in self.refill(n):
-                indexed.append((number, list(overrides)))
-                configs.append(self._compose(number, list(overrides)))
-                new.append(self._job(number, configs[-1]))
-            return new
+        def new_job(payload: tuple) -> Any:
+            number, overrides = payload
+            indexed.append((number, list(overrides)))
+            configs.append(self._compose(number, list(overrides)))
+            return self._job(number, configs[-1])
 
         def end_jobs(ended: dict) -> None:  # each population's files as soon as it ends
             for i, end in sorted(ended.items()):
                 (n, o), c = indexed[i], configs[i]
                 returns[i] = self._run_job(n, o, c, _off_console(end) if quiet else end)
-                if self.on_return is not None:
-                    self.on_return(n, returns[i])
+                if on_result is not None:
+                    on_result(n, returns[i])
 
         self.quiet = quiet
         try:
-            hpjax.engine.train_jobs(jobs, launcher=self.name, max_population=self.max_population,
+            hpjax.engine.train_jobs(jobs_, launcher=self.name,
+                                    max_population=self.max_population,
                                     memory_budget_mb=self.memory_budget_mb,
-                                    progress=self._sweep_progress(),
-                                    stoppers=self.stoppers, on_ended=end_jobs,
-                                    refill=refill if self.refill is not None else None)
+                                    progress=self._sweep_progress(), scheduler=scheduler,
+                                    trials=[n for n, _ in indexed], new_job=new_job,
+                                    on_ended=end_jobs)
         finally:
             self.quiet = False
         return [returns[i] for i in range(len(indexed))]
@@ -236,8 +236,9 @@ class VmapLauncherImpl:
     # -- the fast path: one composition per template (`_fast`) -----------------------------------
     def _fast_jobs(self, indexed: list[tuple[int, list]]) -> Optional[list]:
         """The batch's jobs composed from templates, whichever sweeper asked; None where Hydra's
-        path must run them (a refilled batch, a callback that reads each job's config)."""
-        if self.refill is not None or wants_jobs(self.hydra_context.callbacks):
+        path must run them (a callback that reads each job's config; a refilled batch does not
+        ask)."""
+        if wants_jobs(self.hydra_context.callbacks):
             return None
         if self._templates is None:
             loader = self.hydra_context.config_loader
@@ -249,9 +250,11 @@ class VmapLauncherImpl:
             log.debug("the batch runs Hydra's run_job: %s", e)
             return None
 
-    def _run_fast(self, fast: list) -> list[JobReturn]:
+    def _run_fast(self, fast: list, scheduler: Optional[Scheduler] = None,
+                  on_result: Optional[Callable[[int, JobReturn], None]] = None
+                  ) -> list[JobReturn]:
         """Trains templated jobs and ends each with its files, written by a `Writer` thread
-        (flushed before the sweeper sees a return: `on_return`, the batch's end)."""
+        (flushed before the sweeper sees a return: `on_result`, the batch's end)."""
         jobs = [hpjax.engine.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
         if len(fast) <= PER_TRIAL_LINES:  # a small batch names its jobs, as Hydra's path does
             for j in fast:
@@ -271,10 +274,10 @@ class VmapLauncherImpl:
                 writer.tag = i
                 returns[i] = self._end_fast(fast[i], end, logs[0], writer, cwd)
             writer.tag = None
-            if self.on_return is not None:
+            if on_result is not None:
                 written(writer)
                 for i in sorted(ended):
-                    self.on_return(fast[i].index, returns[i])
+                    on_result(fast[i].index, returns[i])
 
         self.quiet = True
         try:
@@ -282,8 +285,8 @@ class VmapLauncherImpl:
                 hpjax.engine.train_jobs(jobs, launcher=self.name,
                                         max_population=self.max_population,
                                         memory_budget_mb=self.memory_budget_mb,
-                                        progress=self._sweep_progress(), stoppers=self.stoppers,
-                                        on_ended=end_jobs)
+                                        progress=self._sweep_progress(), scheduler=scheduler,
+                                        trials=[j.index for j in fast], on_ended=end_jobs)
                 written(writer)
         finally:
             self.quiet = False

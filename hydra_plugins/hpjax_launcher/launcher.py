@@ -1,5 +1,5 @@
-from collections.abc import Sequence
-from typing import Optional
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
@@ -27,6 +27,22 @@ class VmapLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    in_process = True  # a scheduler runs in the caller's process: it may report to a study
+
+    @property
+    def populations(self) -> bool:
+        """Whether `run_populations` trains populations: hpjax's task."""
+        import hpjax.engine
+
+        return hpjax.engine.is_task(getattr(self.impl, "task_function", None))
+
+    def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]], scheduler: Any,
+                        on_result: Optional[Callable[[int, JobReturn], None]] = None
+                        ) -> Sequence[JobReturn]:
+        """`hpjax.engine.PopulationLauncher.run_populations`: the jobs (job number, overrides)
+        as populations driven by `scheduler` (None: each trial to its end)."""
+        return self.impl.run_populations(jobs, scheduler, on_result)
 
     @property
     def composes_batch_first(self) -> bool:

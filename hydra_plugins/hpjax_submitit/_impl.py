@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides, setup_globals
@@ -179,9 +179,6 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         super().__init__(**params)
         self.vectorize, self.max_retries, self.poll_s = vectorize, max_retries, poll_s
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
-        # Set by hpjax's sweeper for sha, hyperband and pbt: pickled with this launcher into each
-        # submitted job, where the population applies it (`hpjax.engine.HalvingStoppers`, ...)
-        self.stoppers: Any = None
 
     def _populations(self) -> bool:
         """Whether jobs train as populations: hpjax's task (known by its marker), vectorized."""
@@ -200,15 +197,15 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         return impl
 
     # -- in the submitted job ------------------------------------------------------------------
-    def __call__(self, unit: Unit, singleton_state: dict) -> list[JobReturn]:
-        """Runs one unit: a population through the vmap launcher, or its jobs one by one as
-        upstream runs each."""
+    def __call__(self, unit: Unit, singleton_state: dict,
+                 scheduler: Any = None) -> list[JobReturn]:
+        """Runs one unit: its populations through the vmap launcher, driven by `scheduler`
+        (pickled into the job), or its jobs one by one as upstream runs each."""
         if self._populations():
             Singleton.set_state(singleton_state)
             setup_globals()
             vmap = self._vmap()
-            vmap.stoppers = self.stoppers
-            return until_signalled(lambda: vmap.run_jobs(unit))
+            return until_signalled(lambda: vmap.run_populations(unit, scheduler, None))
 
         def one_by_one() -> list[JobReturn]:
             return [super(HpjaxSubmititImpl, self).__call__(
@@ -243,29 +240,48 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
-        assert self.config is not None and len(job_overrides) > 0
+        assert len(job_overrides) > 0
+        return self._launch([(initial_job_idx + i, list(o))
+                             for i, o in enumerate(job_overrides)], None, None)
+
+    def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]], scheduler: Any,
+                        on_result: Optional[Callable[[int, JobReturn], None]] = None
+                        ) -> list[JobReturn]:
+        """`hpjax.engine.PopulationLauncher.run_populations`. The scheduler is pickled into
+        the submitted job, so a batch with one trains as one submitted job whose populations
+        take turns there: the scheduler sees every trial of its bracket. `on_result` is
+        called as each submitted job's returns come back."""
+        if not self._populations():
+            raise ValueError(f"hydra/launcher=hpjax_{self._EXECUTOR} trains populations with "
+                             "hpjax's task and vectorize=true only")
+        return self._launch([(n, list(o)) for n, o in jobs], scheduler, on_result)
+
+    def _launch(self, indexed: Unit, scheduler: Any,
+                on_result: Optional[Callable[[int, JobReturn], None]]) -> list[JobReturn]:
+        assert self.config is not None
         log.info("Submitit '%s' sweep output dir : %s", self._EXECUTOR, self.config.hydra.sweep.dir)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
-        indexed = [(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
         for num, overrides in indexed:
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-        units = self._units(indexed)
+        units = self._units(indexed) if scheduler is None else [indexed]
         executor = self._executor()
         state = Singleton.get_state()
         old_umask = os.umask(0o077)  # submitit's pickles hold the whole config: the user's only
         try:
             with executor.batch():
-                jobs = [executor.submit(self, unit, state) for unit in units]
+                jobs = [executor.submit(self, unit, state, scheduler) for unit in units]
         finally:
             os.umask(old_umask)
-        returns = self.wait(executor, units, jobs, state)
+        returns = self.wait(executor, units, jobs, state, scheduler, on_result)
         return [returns[num] for num, _ in indexed]
 
-    def wait(self, executor: Any, units: list[Unit], jobs: list,
-             state: dict) -> dict[int, JobReturn]:
+    def wait(self, executor: Any, units: list[Unit], jobs: list, state: dict,
+             scheduler: Any = None,
+             on_result: Optional[Callable[[int, JobReturn], None]] = None
+             ) -> dict[int, JobReturn]:
         """Every unit's JobReturns by job number, once its job ended; a job that ended without a
         result is submitted again (`max_retries`), then its trials fail."""
         returns: dict[int, JobReturn] = {}
@@ -276,8 +292,10 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
             for u, outcome in watch.poll(pending).items():
                 job = pending.pop(u)
                 if isinstance(outcome, list):
-                    returns.update({num: ret for (num, _), ret in zip(units[u], outcome,
-                                                                      strict=True)})
+                    for (num, _), ret in zip(units[u], outcome, strict=True):
+                        returns[num] = ret
+                        if on_result is not None:
+                            on_result(num, ret)
                     continue
                 nums = [num for num, _ in units[u]]
                 if isinstance(outcome, Signalled):
@@ -288,7 +306,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
                                     "continue from their checkpoints (%d of at most %d)",
                                     job.job_id, nums, outcome.signal, signalled[u],
                                     MAX_SIGNALLED)
-                        pending[u] = executor.submit(self, units[u], state)
+                        pending[u] = executor.submit(self, units[u], state, scheduler)
                         continue
                     outcome = f"stopped by {outcome.signal} {signalled[u]} times"
                 if tries[u] < self.max_retries:
@@ -296,7 +314,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
                     log.warning("submitit job %s (trials %s) ended without a result (%s): "
                                 "submitting it again, retry %d of %d", job.job_id, nums,
                                 outcome, tries[u], self.max_retries)
-                    pending[u] = executor.submit(self, units[u], state)
+                    pending[u] = executor.submit(self, units[u], state, scheduler)
                 else:
                     log.error("submitit job %s (trials %s) ended without a result (%s) after "
                               "%d retries: its trials fail", job.job_id, nums, outcome, tries[u])

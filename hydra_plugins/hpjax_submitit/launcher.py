@@ -1,5 +1,5 @@
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
@@ -35,6 +35,22 @@ class HpjaxSubmititLauncher(Launcher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    @property
+    def in_process(self) -> bool:
+        """A scheduler runs in the submitted jobs (pickled there), not the caller's process."""
+        return False
+
+    @property
+    def populations(self) -> bool:
+        """Whether `run_populations` trains populations: hpjax's task, vectorize=true."""
+        return self.impl._populations()
+
+    def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]], scheduler: Any,
+                        on_result: Optional[Callable[[int, JobReturn], None]] = None
+                        ) -> Sequence[JobReturn]:
+        """`hpjax.engine.PopulationLauncher.run_populations` (see the impl's)."""
+        return self.impl.run_populations(jobs, scheduler, on_result)
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:

@@ -1,25 +1,28 @@
-"""Multi-fidelity search in the sweeper: successive halving and Hyperband brackets, and Optuna's
-pruners, applied epoch by epoch inside the vmap launcher's populations.
+"""Multi-fidelity search in the sweeper: successive halving and Hyperband brackets, Optuna's
+pruners and PBT, each a scheduler (`hpjax.engine.schedulers`) handed to the launcher with the
+batch (`PopulationLauncher.run_populations`).
 
 A bracket's configurations come from the sweeper's sampler and are launched as one batch; the
-launcher trains them as a population and, after every epoch, calls a stopper built here: it
+launcher trains them as populations and, after every epoch, asks the scheduler built here: it
 reports each trial's objective to Optuna (`trial.report`, the learning curve in the study) and
-says which trials stop there (the bracket's rung rule, or the study's pruner). A stopped trial is
-told to Optuna as PRUNED; its `result.json` says `status: pruned`.
+says which trials stop there (the bracket's rung rule, over the whole bracket, or the study's
+pruner). A stopped trial is told to Optuna as PRUNED; its `result.json` says `status: pruned`.
 """
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 import hpjax.engine
+from hpjax.engine import PBT, PBTBounds, PopulationLauncher, StudyTrials, SuccessiveHalving
 
 from . import _batch, _checks, _search
+
+if TYPE_CHECKING:  # the sweeper whose multi-fidelity methods these are (its module imports this)
+    from ._impl import HpjaxSweeperImpl
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +32,20 @@ PRUNERS = ("none", "asha", "sha", "hyperband", "median")
 
 
 def population_launcher(launcher: Any, why: str, live: bool = False) -> Any:
-    """The launcher's population engine, which takes stoppers: vmap, or hpjax_slurm (and
-    hpjax_submitit_local) with vectorize=true unless `live` (the study is asked every epoch);
-    else a clear error."""
-    impl = getattr(launcher, "impl", None)
-    ok = impl is not None and hasattr(impl, "stoppers") and (
-        getattr(impl, "in_process", False) or (not live and getattr(impl, "vectorize", False)))
+    """The launcher as a `PopulationLauncher` that trains populations now: vmap, or hpjax_slurm
+    (and hpjax_submitit_local) with vectorize=true unless `live` (the scheduler reports to the
+    study every epoch, in this process); else a clear error."""
+    ok = isinstance(launcher, PopulationLauncher) and launcher.populations and (
+        launcher.in_process or not live)
     if not ok:
         raise ValueError(f"{why} trains its trials inside populations and needs "
                          "hydra/launcher=vmap (the default)" + (
                              "" if live else " or hpjax_slurm with vectorize=true")
                          + f"; got {type(launcher).__name__}")
-    return impl
+    return launcher
 
 
-def max_epochs(sweeper: Any, space: _search.SearchSpace) -> int:
+def max_epochs(sweeper: "HpjaxSweeperImpl", space: _search.SearchSpace) -> int:
     """train.epochs, the maximum resource R, as the jobs will compose it; checked against
     eta and min_epochs."""
     if any(p.key == "train.epochs" for p in space.params):
@@ -93,67 +95,16 @@ def check(algorithm: str, pruner: Any, eta: int, min_epochs: int) -> None:
         raise ValueError(f"hydra.sweeper.min_epochs={min_epochs}: must be >= 1")
 
 
-class Stoppers:
-    """For one launched batch: given the batch positions of a population's jobs, the stopper
-    that reports their objectives to Optuna and prunes them (a bracket's rule, a pruner)."""
-
-    def __init__(self, trials: list, rungs: Optional[list[int]] = None, eta: int = 3,
-                 mode: str = "max", prune: bool = False, label: str = "") -> None:
-        self.trials, self.rungs, self.eta, self.mode = trials, rungs, eta, mode
-        self.prune, self.label = prune, label
-        self.rules: list[hpjax.engine.SuccessiveHalving] = []
-
-    def __call__(self, ids: list[int]) -> Any:
-        """`ids` grows as a refilled population takes new trials (`self.trials` grows too)."""
-        rule = hpjax.engine.SuccessiveHalving(self.rungs, self.eta, self.mode) if self.rungs \
-            else None
-        if rule is not None:
-            self.rules.append(rule)
-
-        def stop(epoch: int, scores: list, values: list, running: list,
-                 epochs: Optional[list] = None) -> set[int]:
-            trials = [self.trials[i] for i in ids]
-            for i, (trial, value) in enumerate(zip(trials, values, strict=True)):
-                if value is not None:  # it trained this epoch
-                    trial.report(value, epochs[i] if epochs else epoch)
-            pruned: set[int] = set()
-            if rule is not None:
-                pruned = rule(epoch, scores, values, running, epochs)
-                if rule.promoted and rule.promoted[-1][0] == epoch:
-                    _, n, kept = rule.promoted[-1]
-                    log.info("%s rung %d (epoch %d): %d trials, %d promoted", self.label,
-                             len(rule.promoted), epoch, n, kept)
-            if self.prune:
-                pruned |= {i for i, t in enumerate(trials) if running[i] and i not in pruned
-                           and values[i] is not None and t.should_prune()}
-            return pruned
-
-        if rule is not None:
-            stop.resume, stop.rule = rule.resume, rule
-        return stop
-
-
-def refills(sweeper: Any) -> bool:
-    """Whether the launcher takes new trials into the slots of pruned ones (a pruner, the vmap
-    launcher, hpjax's task)."""
-    impl = getattr(sweeper.launcher, "impl", None)
-    return getattr(impl, "refill", None) is not None
-
-
-@contextmanager
-def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, sweep_dir: Path,
-              space: _search.SearchSpace, total: int, distributions: dict,
-              trials: list) -> Iterator[None]:
-    """With a pruner, while a batch runs: a slot freed by a pruned or ended trial takes a new
-    trial asked from the sampler, until the study has `total` (finished, running here or in
-    other workers). The new trials are appended to `trials` (which the batch tells, and whose
-    stoppers report them)."""
-    impl = getattr(sweeper.launcher, "impl", None)
-    if stoppers is None or not hpjax.engine.is_task(getattr(impl, "task_function", None)):
-        yield
-        return
-
-    def refill(n: int) -> list[tuple[int, list[str]]]:
+def pruning(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
+            space: _search.SearchSpace, total: int, distributions: dict,
+            trials: list) -> tuple[StudyTrials, Any]:
+    """For one batch under a pruner: the scheduler that reports each epoch's objective to the
+    study and prunes where its pruner says, and gives a slot freed by a pruned or ended trial a
+    new trial asked from the sampler, until the study has `total` (finished, running here or in
+    other workers); and `on_result`, which tells a trial as soon as its job ends (the sampler
+    learns). New trials are appended to `trials` (which the batch tells); the numbers told
+    are in `on_result.told`."""
+    def ask(n: int) -> list[tuple[int, tuple[int, list[str]]]]:
         with sweeper._lock(sweep_dir):
             finished, running = _batch.count(study)
             room = min(n, total - finished - running)
@@ -161,11 +112,12 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
                 return []
             new = sweeper._ask(study, sweep_dir, space, distributions, room)
         trials.extend(new)
-        return [(t.number, space.overrides(t.params)) for t in new]
+        scheduler.trials.update({t.number: t for t in new})
+        return [(t.number, (t.number, space.overrides(t.params))) for t in new]
 
     told: set[int] = set()
 
-    def tell(number: int, ret: Any) -> None:  # as soon as the job ends: the sampler learns
+    def on_result(number: int, ret: Any) -> None:
         trial = next(t for t in trials if t.number == number)
         try:
             with _batch.transaction(study):
@@ -175,14 +127,12 @@ def refilling(sweeper: Any, stoppers: Optional[Stoppers], study: optuna.Study, s
             return
         told.add(number)
 
-    impl.refill, impl.on_return, sweeper._told = refill, tell, told
-    try:
-        yield
-    finally:
-        impl.refill, impl.on_return, sweeper._told = None, None, set()
+    on_result.told = told  # type: ignore[attr-defined]
+    scheduler = StudyTrials({t.number: t for t in trials}, prune=True, ask=ask)
+    return scheduler, on_result
 
 
-def bracket_plan(sweeper: Any, space: _search.SearchSpace) -> tuple[int, list, int]:
+def bracket_plan(sweeper: "HpjaxSweeperImpl", space: _search.SearchSpace) -> tuple[int, list, int]:
     """(R, the brackets, the trials they take): `n_trials`, or null: eta^s_max for sha, one
     pass of the brackets for hyperband."""
     top = max_epochs(sweeper, space)
@@ -194,11 +144,11 @@ def bracket_plan(sweeper: Any, space: _search.SearchSpace) -> tuple[int, list, i
     return top, brackets, sweeper.n_trials or sum(b[0].n for b in brackets)
 
 
-def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
+def sweep_brackets(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
                    space: _search.SearchSpace, names: list[str], mode: str) -> list:
     """Successive halving (one bracket) or Hyperband (its brackets, s_max down to 0, again
     until `n_trials`): each bracket one batch, its configurations from the sampler."""
-    impl = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
+    launcher = population_launcher(sweeper.launcher, f"algorithm={sweeper.algorithm}")
     top, brackets, total = bracket_plan(sweeper, space)
     log.info("%s: R = %d epochs, eta = %d: brackets %s", sweeper.algorithm, top, sweeper.eta,
              "; ".join(hpjax.engine.bracket_table(brackets)))
@@ -221,26 +171,23 @@ def sweep_brackets(sweeper: Any, study: optuna.Study, sweep_dir: Path,
                         t.set_user_attr("job_dir", str(job_dir(t.number)))
             label = f"[bracket {k + 1}: {hpjax.engine.bracket_table([rungs])[0]}]"
             log.info("%s %d trials from %d epochs", label, n, rungs[0].epochs)
-            epochs = [r.epochs for r in rungs]
-            # In this process: report every epoch to the study; in a SLURM job: the rule alone
-            # (the sweeper records the learning curves from metrics.jsonl when it tells)
-            impl.stoppers = Stoppers(trials, epochs, sweeper.eta, mode, label=label) \
-                if getattr(impl, "in_process", False) else hpjax.engine.HalvingStoppers(
-                    tuple(epochs), sweeper.eta, mode)
-            try:
-                returns.append(sweeper._run_batch(study, trials, space))
-            finally:
-                impl.stoppers = None
+            # The bracket's rule over all its trials, whatever population each trains in. In
+            # this process every epoch is reported to the study too; in a SLURM job the rule
+            # runs alone (the sweeper records the learning curves from metrics.jsonl).
+            rule = SuccessiveHalving([r.epochs for r in rungs], sweeper.eta, mode, label=label)
+            scheduler = StudyTrials({t.number: t for t in trials}, rule) \
+                if launcher.in_process else rule
+            returns.append(sweeper._run_batch(study, trials, space, scheduler))
         started += n
         k += 1
     return returns
 
 
-def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
-              space: _search.SearchSpace) -> list:
+def sweep_pbt(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
+              space: _search.SearchSpace, mode: str) -> list:
     """Population-based training: n_trials configurations from the sampler, trained as one
     population that exploits and explores every `pbt.interval` epochs."""
-    impl = population_launcher(sweeper.launcher, "algorithm=pbt")
+    population_launcher(sweeper.launcher, "algorithm=pbt")
     opts = sweeper.pbt
     if not 0 < opts["fraction"] <= 0.5:
         raise ValueError(f"hydra.sweeper.pbt.fraction={opts['fraction']}: must be in (0, 0.5] "
@@ -254,7 +201,7 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
             raise ValueError(f"algorithm=pbt: {p.key} must be searched as an interval of floats "
                              "(interval(...) or tag(log, interval(...))): PBT multiplies values "
                              "by 0.8 or 1.2 and resamples them from their range")
-        bounds[p.key] = hpjax.engine.PBTBounds(d.low, d.high, d.log)
+        bounds[p.key] = PBTBounds(d.low, d.high, d.log)
     fixed = [item for item in space.items if isinstance(item, str)]
     cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, fixed)
     with open_dict(cfg):
@@ -273,18 +220,13 @@ def sweep_pbt(sweeper: Any, study: optuna.Study, sweep_dir: Path,
     log.info("pbt: a population of %d, every %d epochs the bottom %g copy the top %g and "
              "explore %s", n, opts["interval"], opts["fraction"], opts["fraction"],
              ", ".join(bounds))
-    explorer = hpjax.engine.PBT(bounds, interval=opts["interval"], fraction=opts["fraction"],
-                                resample_probability=opts["resample_probability"],
-                                seed=sweeper.seed or 0)
-    impl.stoppers = hpjax.engine.SameStopper(explorer)
-    try:
-        returns = [sweeper._run_batch(study, trials, space)]
-    finally:
-        impl.stoppers = None
+    explorer = PBT(bounds, interval=opts["interval"], fraction=opts["fraction"],
+                   resample_probability=opts["resample_probability"], seed=sweeper.seed or 0,
+                   mode=mode)
+    returns = [sweeper._run_batch(study, trials, space, explorer)]
     log.info("pbt: %d exploits", len(explorer.copies))
     return returns
 
 
-__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Stoppers", "bracket_plan", "check",
-           "make_pruner", "max_epochs", "population_launcher", "refilling", "refills",
-           "sweep_brackets", "sweep_pbt"]
+__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "bracket_plan", "check", "make_pruner",
+           "max_epochs", "population_launcher", "pruning", "sweep_brackets", "sweep_pbt"]

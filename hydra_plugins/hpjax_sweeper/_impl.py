@@ -182,8 +182,8 @@ class HpjaxSweeperImpl(Sweeper):
         if self.algorithm in _fidelity.BRACKETS:
             return _fidelity.sweep_brackets(self, study, sweep_dir, space, names, modes[0])
         if self.algorithm == "pbt":
-            return _fidelity.sweep_pbt(self, study, sweep_dir, space)
-        stoppers = self._pruning(study, space, modes)
+            return _fidelity.sweep_pbt(self, study, sweep_dir, space, modes[0])
+        pruning = self._pruning(study, space, modes)
         returns: list[Sequence[JobReturn]] = []
         start, waiting, milestones = time.perf_counter(), False, _batch.Milestones()
         while True:
@@ -200,10 +200,11 @@ class HpjaxSweeperImpl(Sweeper):
                 time.sleep(self.poll_s)
                 continue
             waiting = False
-            if stoppers is not None:
-                stoppers.trials = trials
-            with _fidelity.refilling(self, stoppers, study, sweep_dir, space, total,
-                                     distributions, trials):
+            if pruning:
+                scheduler, on_result = _fidelity.pruning(self, study, sweep_dir, space, total,
+                                                         distributions, trials)
+                returns.append(self._run_batch(study, trials, space, scheduler, on_result))
+            else:
                 returns.append(self._run_batch(study, trials, space))
             finished = _batch.count(study)[0]
             if milestones.due(finished, total):
@@ -212,19 +213,17 @@ class HpjaxSweeperImpl(Sweeper):
                          _batch.bar(finished, total))
 
     def _pruning(self, study: optuna.Study, space: _search.SearchSpace,
-                 modes: list[str]) -> Optional[_fidelity.Stoppers]:
-        """With a pruner: the study's pruner set, and the launcher's stoppers that report each
-        epoch's objective and prune (one for every batch)."""
+                 modes: list[str]) -> bool:
+        """With a pruner: the study's pruner set (each batch then gets its scheduler)."""
         if self.pruner in (None, "none"):
-            return None
+            return False
         if len(modes) > 1:
             raise ValueError("hydra.sweeper.pruner prunes on one objective; several were given")
-        impl = _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner", live=True)
+        _fidelity.population_launcher(self.launcher, "hydra.sweeper.pruner", live=True)
         top = _fidelity.max_epochs(self, space)
         study.pruner = _fidelity.make_pruner(self.pruner, eta=self.eta,
                                              min_epochs=self.min_epochs, max_epochs=top)
-        impl.stoppers = _fidelity.Stoppers([], mode=modes[0], prune=True)
-        return impl.stoppers
+        return True
 
     def _prepare(self, study: optuna.Study, sweep_dir: Path,
                 space: _search.SearchSpace) -> tuple[int, dict]:
@@ -284,24 +283,26 @@ class HpjaxSweeperImpl(Sweeper):
         root = sweep_dir.resolve()  # absolute: a rerun from another directory finds it
         return (lambda n: root / str(n)) if subdir == "${hydra.job.num}" else None
 
-    def _run_batch(self, study: optuna.Study, trials: list,
-                   space: _search.SearchSpace) -> list[JobReturn]:
+    def _run_batch(self, study: optuna.Study, trials: list, space: _search.SearchSpace,
+                   scheduler: Any = None, on_result: Any = None) -> list[JobReturn]:
+        """Launches the trials (with a scheduler: as populations it drives, `on_result` told
+        each job as it ends, its `told` the trials told that way) and tells their results."""
         batch = [space.overrides(t.params) for t in trials]
         if not getattr(self.launcher, "composes_batch_first", False):  # else it checks them
             self.validate_batch_is_legal(batch)
         _faults.carry_checkpoints(trials)
         with _faults.none_left_running(study, trials, self.max_retries, self._tell_result):
             with _faults.heartbeats(study, trials, self.heartbeat_interval):
-                results = self._launch(batch, [t.number for t in trials])
-            self._tell_batch(study, trials, results)
+                results = self._launch(batch, [t.number for t in trials], scheduler, on_result)
+            self._tell_batch(study, trials, results, getattr(on_result, "told", ()))
         _faults.disk_full(study, trials, self.max_retries)
         return _batch.slim(results)
 
-    def _tell_batch(self, study: optuna.Study, trials: list, results: list) -> None:
-        """Tells a batch's results: in bulk where the study allows (`_bulk`), else in one
-        transaction; one by one if a write is refused (a trial another worker marked failed
-        meanwhile: it is skipped, with a warning)."""
-        told = getattr(self, "_told", ())  # told as its job ended
+    def _tell_batch(self, study: optuna.Study, trials: list, results: list,
+                    told: Any = ()) -> None:
+        """Tells a batch's results (but those `told` as their jobs ended): in bulk where the
+        study allows (`_bulk`), else in one transaction; one by one if a write is refused (a
+        trial another worker marked failed meanwhile: it is skipped, with a warning)."""
         pending = [(t, r) for t, r in zip(trials, results, strict=True) if t.number not in told]
         if _bulk.tells_in_bulk(study):
             outcomes = [(t, self._outcome(study, t, r)) for t, r in pending]
@@ -324,10 +325,12 @@ class HpjaxSweeperImpl(Sweeper):
             except optuna.exceptions.UpdateFinishedTrialError:
                 _warn_refused(trial.number)
 
-    def _launch(self, batch: list[list[str]], numbers: list[int]) -> list[JobReturn]:
+    def _launch(self, batch: list[list[str]], numbers: list[int], scheduler: Any = None,
+                on_result: Any = None) -> list[JobReturn]:
         # Job directory = trial number, so a resumed sweep never overwrites an earlier trial's.
-        if _fidelity.refills(self):  # one population, refilled trials' returns after these
-            return list(self.launcher.impl.run_jobs(list(zip(numbers, batch, strict=True))))
+        if scheduler is not None:  # populations it drives; refilled trials' returns after
+            return list(self.launcher.run_populations(list(zip(numbers, batch, strict=True)),
+                                                      scheduler, on_result))
         if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
             return list(self.launcher.launch(batch, initial_job_idx=numbers[0]))
         return [r for overrides, n in zip(batch, numbers, strict=True)

@@ -18,7 +18,7 @@ def test_out_of_memory_splits_the_chunk_and_loses_nothing():
         sizes.append(len(cfgs))
         if len(cfgs) > 2:
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
-        return jobs.train_trials(cfgs, **kw)
+        return jobs.TrialsTraining(cfgs, **kw)
 
     ends = batch.train_jobs(job_list(sgd_configs([0.1, 0.05, 0.02, 0.01, 0.3])),
                             max_population=8,

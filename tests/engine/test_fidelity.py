@@ -66,7 +66,8 @@ def bracket_run():
     stopper = fidelity.SuccessiveHalving([r.epochs for r in rungs], 2, "max")
     rows = []
     count = CompileStats.count
-    halved = train_trials(cfgs, stopper=stopper, on_epoch=lambda k, row: rows.append((k, row)))
+    halved = train_trials(cfgs, scheduler=stopper,
+                          on_epoch=lambda k, row: rows.append((k, row)))
     return full, halved, stopper, rows, CompileStats.count - count
 
 
@@ -128,10 +129,10 @@ def test_a_bracket_that_dies_resumes_from_its_checkpoints(bracket_run, tmp_path)
             raise Killed
 
     with pytest.raises(Killed):
-        train_trials(cfgs, stopper=fidelity.SuccessiveHalving([1, 2, 4], 2, "max"),
+        train_trials(cfgs, scheduler=fidelity.SuccessiveHalving([1, 2, 4], 2, "max"),
                      output_dirs=dirs, on_progress=killed_at_4)
     epochs = []
-    resumed = train_trials(cfgs, stopper=fidelity.SuccessiveHalving([1, 2, 4], 2, "max"),
+    resumed = train_trials(cfgs, scheduler=fidelity.SuccessiveHalving([1, 2, 4], 2, "max"),
                            output_dirs=dirs, on_progress=lambda r: epochs.append(r.epoch))
     assert epochs == [4]  # one epoch trained, by the one trial left
     for r, h in zip(resumed, halved, strict=True):
@@ -161,7 +162,7 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     sweep = tmp_path / "hb"
     hyperband = [*TINY, "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
                  "hydra.sweeper.eta=2"]
-    with logged("hydra_plugins.hpjax_sweeper._fidelity") as lines:
+    with logged("hpjax") as lines:
         multirun(hyperband, sweep)
     # the log says per rung how many went on
     assert [line for line in lines if " rung " in line] == [
@@ -285,3 +286,21 @@ def test_a_bracket_runs_as_one_submitit_job(tmp_path, jobs_share_the_cache):
     assert sorted(len(t.intermediate_values) for t in trials
                   if t.state == TrialState.PRUNED) == [1, 1, 2]
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 1
+
+
+def test_a_bracket_split_by_a_static_key_halves_as_one(tmp_path):
+    """A rung decides once every trial of the bracket reached it, whatever population (width)
+    or chunk it trains in: the epochs run are the bracket table's exactly."""
+    from helpers import BRACKETS_27, STATIC, epochs_run, multirun, trials_in
+
+    sweep = tmp_path / "static"
+    with logged("hpjax") as lines:
+        multirun(STATIC, sweep)
+    assert epochs_run(sweep) == BRACKETS_27
+    widths = {int(t.params["model.width"]) for t in trials_in(sweep)
+              if t.user_attrs["bracket"] == 0}
+    assert widths == {16, 32}  # the first bracket trains as two populations at least
+    assert [line.split("] ", 1)[1] for line in lines if " rung " in line] == [
+        "rung 1 (epoch 1): 27 trials, 9 promoted", "rung 2 (epoch 3): 9 trials, 3 promoted",
+        "rung 3 (epoch 9): 3 trials, 1 promoted", "rung 1 (epoch 3): 12 trials, 4 promoted",
+        "rung 2 (epoch 9): 4 trials, 1 promoted", "rung 1 (epoch 9): 6 trials, 2 promoted"]

@@ -87,8 +87,9 @@ def test_an_unknown_or_misdirected_host_metric_stops_before_training():
     cfg = compose_config(["objective.metric=val/loss", "objective.mode=min"])
     assert (cfg.objective.metric, cfg.objective.mode) == ("val/loss", "min")
     from hpjax.engine.jobs import train_trials
+    from hpjax.engine.schedulers.base import FullTraining
 
     with pytest.raises(ConfigError, match=r"^objective\.metric='val/f1_macro': is a host metric, "
                        "known once a trial ends; multi-fidelity search"):
         train_trials([compose_config(["objective.metric=val/f1_macro"])],
-                     stopper=lambda *args: set())
+                     scheduler=FullTraining())

@@ -254,7 +254,7 @@ def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_
     """PBT over the Equinox example with batch norm: an exploit copies the donor's parameters
     and its `eqx.nn.State` exactly; killed during epoch 3 with `train.checkpoint_every=1` and
     run again on its job directories, it trains epoch 3 only and ends as the uninterrupted run."""
-    from test_pbt import Watched
+    from test_pbt import Watched, watched_exploits
 
     from hpjax.engine.jobs import train_trials
     from hpjax.engine.schedulers import pbt as pbt_lib
@@ -270,10 +270,11 @@ def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_
                     resample_probability=0.25, seed=0)
 
     watched = explorer(Watched)
-    watched.seen, watched.explored = [], []
-    outcomes = train_trials(cfgs(), stopper=watched)
+    watched.explored = []
+    with watched_exploits() as seen:
+        outcomes = train_trials(cfgs(), scheduler=watched)
     assert [c[0] for c in watched.copies] == [1, 2]
-    for donor, recipient, _, _ in watched.seen:
+    for donor, recipient, _, _ in seen:
         assert sorted(donor) == ["params", "state"] and donor["state"]
         for a, b in zip(jax.tree.leaves(donor), jax.tree.leaves(recipient), strict=True):
             np.testing.assert_array_equal(a, b)
@@ -287,10 +288,10 @@ def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_
 
     dirs = [str(tmp_path / str(i)) for i in range(4)]
     with pytest.raises(Killed):
-        train_trials(cfgs("train.checkpoint_every=1"), stopper=explorer(), output_dirs=dirs,
+        train_trials(cfgs("train.checkpoint_every=1"), scheduler=explorer(), output_dirs=dirs,
                      on_progress=killed_at_3)
     epochs, again = [], explorer()
-    resumed = train_trials(cfgs("train.checkpoint_every=1"), stopper=again, output_dirs=dirs,
+    resumed = train_trials(cfgs("train.checkpoint_every=1"), scheduler=again, output_dirs=dirs,
                            on_progress=lambda r: epochs.append(r.epoch))
     assert epochs == [3] and again.copies == watched.copies
     for r, o in zip(resumed, outcomes, strict=True):

@@ -1,5 +1,7 @@
 """Population-based training inside one population: exploit copies, explore, lineage, replay."""
 
+import contextlib
+
 import jax
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from helpers import compose_config
 from hpjax.engine.compile import CompileStats
 from hpjax.engine.jobs import train_trials
 from hpjax.engine.schedulers import pbt as pbt_lib
+from hpjax.engine.state import PopulationRun
 
 LRS = [0.3, 0.03, 0.003, 3e-4]
 # The program family of test_fidelity.py (iris, SGD, 4 epochs): compiled once for both files.
@@ -16,10 +19,8 @@ BASE = ["data=iris", "optimizer=sgd", "train.epochs=4", "train.batch_size=16",
 
 
 class Watched(pbt_lib.PBT):
-    """PBT that also keeps, after each exploit, the recipients' and donors' parameters and
-    the recipients' learning rate in the optimizer state, and every explored value."""
+    """PBT that also keeps every explored value."""
 
-    seen: list
     explored: list
 
     def _explore(self, key, value):
@@ -27,16 +28,29 @@ class Watched(pbt_lib.PBT):
         self.explored.append((key, value, out))
         return out
 
-    def __call__(self, epoch, run):
-        before = len(self.copies)
-        super().__call__(epoch, run)
-        for _, donor, k in self.copies[before:]:
-            d, r = run.members[donor].slot, run.members[k].slot
-            params = jax.device_get(run.states.params)
-            lr = jax.device_get(run.states.opt_state.hyperparams["lr"])[r]
-            self.seen.append((jax.tree.map(lambda a, d=d: a[d], params),
-                              jax.tree.map(lambda a, r=r: a[r], params), lr,
-                              run.members[k].cfg.optimizer.lr))
+
+@contextlib.contextmanager
+def watched_exploits():
+    """After each exploit in the block: the donor's and recipient's variables, the recipient's
+    learning rate in the optimizer state and in its config, as the loop left them."""
+    seen = []
+    exploit = PopulationRun.exploit
+
+    def watched(run, epoch, pairs):
+        exploit(run, epoch, pairs)
+        params = jax.device_get(run.states.params)
+        for d, r, _ in pairs:
+            ds, rs = run.members[d].slot, run.members[r].slot
+            lr = jax.device_get(run.states.opt_state.hyperparams["lr"])[rs]
+            seen.append((jax.tree.map(lambda a, ds=ds: a[ds], params),
+                         jax.tree.map(lambda a, rs=rs: a[rs], params), lr,
+                         run.members[r].cfg.optimizer.lr))
+
+    PopulationRun.exploit = watched
+    try:
+        yield seen
+    finally:
+        PopulationRun.exploit = exploit
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +59,11 @@ def pbt_run():
     pbt = Watched({"optimizer.lr": pbt_lib.Bounds(1e-4, 1.0, log=True),
                    "model.dropout": pbt_lib.Bounds(0.0, 0.5)}, interval=1, fraction=0.25,
                   resample_probability=0.25, seed=0)
-    pbt.seen, pbt.explored = [], []
+    pbt.explored = []
     train_trials(cfgs)  # the population's programs, compiled before counting PBT's
     count = CompileStats.count
-    outcomes = train_trials(cfgs, stopper=pbt)
+    with watched_exploits() as pbt.seen:
+        outcomes = train_trials(cfgs, scheduler=pbt)
     return pbt, outcomes, CompileStats.count - count
 
 
@@ -193,9 +208,9 @@ def test_a_pbt_population_that_dies_resumes_from_its_checkpoints(pbt_run, tmp_pa
             raise Killed
 
     with pytest.raises(Killed):
-        train_trials(cfgs, stopper=explorer(), output_dirs=dirs, on_progress=killed_at_3)
+        train_trials(cfgs, scheduler=explorer(), output_dirs=dirs, on_progress=killed_at_3)
     epochs, again = [], explorer()
-    resumed = train_trials(cfgs, stopper=again, output_dirs=dirs,
+    resumed = train_trials(cfgs, scheduler=again, output_dirs=dirs,
                            on_progress=lambda r: epochs.append(r.epoch))
     assert epochs == [3, 4]
     assert again.copies == pbt.copies

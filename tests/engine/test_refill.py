@@ -9,6 +9,7 @@ import pytest
 from helpers import child_env, compose_config
 from hpjax.engine.compile import CompileStats
 from hpjax.engine.jobs import train_trials
+from hpjax.engine.schedulers.base import CONTINUE, FullTraining, Stop
 
 # One worker: both tests train the same program family (iris, SGD, 4 epochs, a population of 4
 # with a seed row per member) and so compile it once.
@@ -19,9 +20,23 @@ SMALL = ["data=iris", "optimizer=sgd", "train.epochs=4", "train.batch_size=16",
 LRS = [0.3, 0.1, 0.03, 0.01, 0.2, 0.05, 0.02, 0.15, 0.08, 0.04]
 
 
-def odd_at_first_epoch(epoch, scores, values, running, epochs=None):
-    """A deterministic rule: odd trials stop after their own first epoch."""
-    return {i for i in range(len(scores)) if running[i] and i % 2 and epochs[i] == 1}
+class OddAtFirstEpoch(FullTraining):
+    """A deterministic scheduler: odd trials stop after their own first epoch; free slots take
+    the configs of `queue` (trial ids from 4 on)."""
+
+    refills = True
+
+    def __init__(self, queue):
+        self.queue, self.asked, self.next = queue, [], 4
+
+    def on_trial_result(self, trial, result):
+        return Stop("odd") if trial % 2 and result.epoch == 1 and not result.last else CONTINUE
+
+    def refill(self, free):
+        self.asked.append(free)
+        new = [(self.next + i, self.queue.pop(0)) for i in range(min(free, len(self.queue)))]
+        self.next += len(new)
+        return new
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +45,12 @@ def refilled():
     of 4; the compiles counted after each epoch."""
     cfgs = [compose_config([*SMALL, f"optimizer.lr={lr}", f"train.seed={i}",
                             "model.dropout=0.2"]) for i, lr in enumerate(LRS)]
-    queue = [(c, None) for c in cfgs[4:]]
-    asked = []
-
-    def refill(n):
-        asked.append(n)
-        return [queue.pop(0) for _ in range(min(n, len(queue)))]
-
+    scheduler = OddAtFirstEpoch(list(cfgs[4:]))
     CompileStats.install()
     count, compiles = CompileStats.count, []
-    out = train_trials(cfgs[:4], stopper=odd_at_first_epoch, refill=refill,
+    out = train_trials(cfgs[:4], scheduler=scheduler,
                        on_progress=lambda r: compiles.append(CompileStats.count - count))
-    return cfgs, out, asked, compiles
+    return cfgs, out, scheduler.asked, compiles
 
 
 def test_slots_are_refilled_until_the_trials_run_out_and_compile_nothing_new(refilled):

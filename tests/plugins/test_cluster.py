@@ -266,3 +266,19 @@ def test_submitit_local_launchers_give_the_local_results(tmp_path, jobs_share_th
     # submitit's pickles hold the whole config: the user's only
     pickles = list((tmp_path / "hpjax_submitit_local").rglob("*.pkl"))
     assert pickles and {stat.S_IMODE(p.stat().st_mode) for p in pickles} == {0o600}
+
+
+@one_at_a_time
+@pytest.mark.usefixtures("unset_version_base")
+def test_a_bracket_split_by_a_static_key_halves_as_one_on_slurm(slurm, tmp_path,
+                                                                 jobs_share_the_cache):
+    """The first bracket of `test_fidelity`'s static-key sweep (`algorithm=sha`: 27x1 9x3 3x9
+    1x27, widths 16 and 32, chunks of 4) through `hpjax_slurm`: one SLURM job whose populations
+    take turns at the rungs, so its epochs run are the bracket table's exactly."""
+    from helpers import STATIC, epochs_run, multirun
+
+    sweep = tmp_path / "sha"
+    multirun([*STATIC, "hydra.sweeper.algorithm=sha", "hydra/launcher=hpjax_slurm",
+              "hydra.launcher.poll_s=0.5"], sweep)
+    assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == 1
+    assert epochs_run(sweep) == {1: 18, 3: 6, 9: 2, 27: 1}

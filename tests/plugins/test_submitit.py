@@ -53,7 +53,7 @@ class FakeExecutor:
     def __init__(self, folder: Path) -> None:
         self.folder, self.jobs = folder, []
 
-    def submit(self, fn, unit, state) -> FakeJob:
+    def submit(self, fn, unit, state, scheduler=None) -> FakeJob:
         self.jobs.append(FakeJob(f"9{len(self.jobs)}", self.folder, unit))
         return self.jobs[-1]
 

@@ -1,15 +1,29 @@
 """Multi-fidelity schedules: Hyperband's brackets and successive halving's rungs, in epochs.
 
-Pure Python (no JAX): the sweeper plans brackets with `hyperband`/`successive_halving`, and the
-host loop calls a `Stopper` after every epoch, which says which trials of the population stop
-there (`pruned`). `SuccessiveHalving` is the rule of Li et al. (JMLR 2018, Algorithm 1): at each
-rung's epoch it keeps the top floor(m / eta) of the m trials still in the bracket.
+Pure Python (no JAX): the sweeper plans brackets with `hyperband`/`successive_halving`, and
+`SuccessiveHalving`, a `hpjax.engine.schedulers.base.Scheduler`, applies the rule of Li et al.
+(JMLR 2018, Algorithm 1) to a bracket: at each rung's epoch it keeps the top floor(m / eta) of
+the m trials still in the bracket, once all m have reached the rung.
 """
 
-import math
-from collections.abc import Sequence
+import logging
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Protocol
+from typing import Any, Optional
+
+from hpjax.engine.schedulers.base import (
+    CONTINUE,
+    PAUSE,
+    Decision,
+    FullTraining,
+    Stop,
+    TrialResult,
+    pairs,
+    rank_key,
+    unpairs,
+)
+
+log = logging.getLogger("hpjax")
 
 
 @dataclass(frozen=True)
@@ -71,41 +85,78 @@ def table(brackets: Sequence[Sequence[Rung]]) -> list[str]:
     return [" ".join(f"{r.n}x{r.epochs}" for r in b) for b in brackets]
 
 
-class Stopper(Protocol):
-    """What the host loop asks after every epoch of a population: which trials stop here.
-
-    `scores[i]`: trial i's objective so far (its best epoch's), None when it has none (it
-    diverged); `values[i]`: its objective at this epoch; `running[i]`: whether it still trains;
-    `epochs[i]`: its own epoch (in a refilled population, trials joined at different epochs).
-    Returns the indices of the trials to prune."""
-
-    def __call__(self, epoch: int, scores: list[Optional[float]], values: list[Optional[float]],
-                 running: list[bool], epochs: Optional[list[int]] = None) -> set[int]: ...
-
-
 @dataclass
-class SuccessiveHalving:
-    """A bracket's rule in one population: at each rung's epoch (the last excepted) the top
-    floor(m / eta) of its m trials still in the bracket go on; a trial without a score (it
-    diverged) ranks last."""
+class SuccessiveHalving(FullTraining):
+    """A bracket's rule over all its trials, whatever population, chunk or static signature
+    each trains in: at each rung's epoch (the last excepted) a trial waits (`PAUSE`) until every
+    trial of the rung has reached it, or ended before it; then the top floor(m / eta) of the
+    rung's m trials go on and the others stop. A trial without a score (it diverged) ranks last;
+    one that ended before the rung (stopped early) ranks by its best score and, promoted, takes
+    its place without training further, as in Li et al.'s Algorithm 1."""
 
     rung_epochs: Sequence[int]
     eta: int
     mode: str
-    out: set = field(default_factory=set)  # trials pruned so far
+    label: str = ""  # how the log names the bracket
+    on_rung: Any = None  # called with (rung index, epoch, trials, promoted) as a rung decides
+    trials: list = field(default_factory=list)  # the bracket's trials, in order of adding
+    reports: dict = field(default_factory=dict)  # rung -> {trial: score}
+    ended: dict = field(default_factory=dict)  # trial -> its score when it ended
+    waiting: dict = field(default_factory=dict)  # trial -> the rung it waits at
+    decided: dict = field(default_factory=dict)  # rung -> the trials it promoted
     promoted: list = field(default_factory=list)  # (epoch, trials in the rung, promoted)
 
-    def __call__(self, epoch: int, scores: list[Optional[float]], values: list[Optional[float]],
-                 running: list[bool], epochs: Optional[list[int]] = None) -> set[int]:
-        if epoch not in self.rung_epochs[:-1]:
-            return set()
-        alive = [i for i in range(len(scores)) if i not in self.out]
-        ranked = sorted(alive, key=lambda i: _rank_key(scores[i], self.mode))
-        keep = len(alive) // self.eta
-        pruned = set(ranked[keep:])
-        self.out |= pruned
-        self.promoted.append((epoch, len(alive), keep))
-        return pruned
+    def on_trial_add(self, trial: Hashable) -> None:
+        if trial not in self.trials:
+            self.trials.append(trial)
+
+    def on_trial_result(self, trial: Hashable, result: TrialResult) -> Decision:
+        if result.epoch not in self.rung_epochs[:-1] or result.last:
+            return CONTINUE
+        rung = list(self.rung_epochs).index(result.epoch)
+        self.reports.setdefault(rung, {})[trial] = result.score
+        self.waiting[trial] = rung
+        return self.decide(trial)
+
+    def decide(self, trial: Hashable) -> Decision:
+        rung = self.waiting.get(trial)
+        if rung is None:
+            return CONTINUE
+        if rung not in self.decided and not self._decide(rung):
+            return PAUSE
+        del self.waiting[trial]
+        if trial in self.decided[rung]:
+            return CONTINUE
+        epoch = self.rung_epochs[rung]
+        return Stop(f"rung {rung + 1} (epoch {epoch}): not among the "
+                    f"{len(self.decided[rung])} best of {len(self._expected(rung))}")
+
+    def on_trial_complete(self, trial: Hashable, result: Optional[TrialResult]) -> None:
+        self.ended[trial] = None if result is None else result.score
+        self.waiting.pop(trial, None)
+
+    def _expected(self, rung: int) -> list:
+        return list(self.trials) if rung == 0 else [
+            t for t in self.trials if t in self.decided.get(rung - 1, ())]
+
+    def _decide(self, rung: int) -> bool:
+        """Promotes the rung's best once every trial of it reported or ended."""
+        expected, reported = self._expected(rung), self.reports.get(rung, {})
+        if rung > 0 and rung - 1 not in self.decided:
+            return False
+        if any(t not in reported and t not in self.ended for t in expected):
+            return False
+        score = {t: reported[t] if t in reported else self.ended[t] for t in expected}
+        ranked = sorted(expected, key=lambda t: rank_key(score[t], self.mode))
+        keep = len(expected) // self.eta
+        self.decided[rung] = set(ranked[:keep])
+        epoch = self.rung_epochs[rung]
+        self.promoted.append((epoch, len(expected), keep))
+        log.info("%s rung %d (epoch %d): %d trials, %d promoted", self.label, rung + 1, epoch,
+                 len(expected), keep)
+        if self.on_rung is not None:
+            self.on_rung(rung, epoch, len(expected), keep)
+        return True
 
     def table(self) -> str:
         """The rungs as they ran: `4x1 2x2 1x4` (trials x epochs), as far as they got."""
@@ -114,39 +165,25 @@ class SuccessiveHalving:
         return " ".join([f"{n}x{e}" for e, n, _ in self.promoted]
                         + [f"{self.promoted[-1][2]}x{self.rung_epochs[-1]}"])
 
-    def resume(self, out: set[int]) -> None:
-        """Continues a bracket from a checkpoint: the trials it had stopped are `out`."""
-        self.out = set(out)
+    def save(self) -> dict:
+        return {"reports": {str(r): pairs(v) for r, v in self.reports.items()},
+                "ended": pairs(self.ended), "waiting": pairs(self.waiting),
+                "decided": {str(r): sorted(v, key=repr) for r, v in self.decided.items()},
+                "promoted": self.promoted}
+
+    def restore(self, state: dict) -> None:
+        """Merges a checkpoint's state (each population saves the bracket's state it knew)."""
+        for r, items in state.get("reports", {}).items():
+            self.reports.setdefault(int(r), {}).update(unpairs(items))
+        self.ended.update(unpairs(state.get("ended")))
+        self.waiting.update(unpairs(state.get("waiting")))
+        for r, trials in state.get("decided", {}).items():
+            if int(r) not in self.decided:
+                self.decided[int(r)] = {tuple(t) if isinstance(t, list) else t for t in trials}
+        for p in state.get("promoted", ()):
+            if tuple(p) not in self.promoted:
+                self.promoted.append(tuple(p))
 
 
-@dataclass(frozen=True)
-class HalvingStoppers:
-    """A bracket's stoppers as a launcher takes them (batch positions -> `Stopper`), without
-    Optuna: picklable, for a population trained in a SLURM job."""
-
-    rung_epochs: tuple
-    eta: int
-    mode: str
-
-    def __call__(self, ids: list[int]) -> SuccessiveHalving:
-        return SuccessiveHalving(list(self.rung_epochs), self.eta, self.mode)
-
-
-@dataclass(frozen=True)
-class SameStopper:
-    """One object for every population of a batch (PBT's explorer): picklable."""
-
-    stopper: object
-
-    def __call__(self, ids: list[int]) -> object:
-        return self.stopper
-
-
-def _rank_key(score: Optional[float], mode: str) -> tuple:
-    if score is None or not math.isfinite(score):
-        return (1, 0.0)
-    return (0, -score if mode == "max" else score)
-
-
-__all__ = ["HalvingStoppers", "Rung", "SameStopper", "Stopper", "SuccessiveHalving", "bracket",
-           "check", "hyperband", "s_max", "successive_halving", "table"]
+__all__ = ["Rung", "SuccessiveHalving", "bracket", "check", "hyperband", "s_max",
+           "successive_halving", "table"]

@@ -9,9 +9,9 @@ recompiles. Each member keeps its lineage and the schedule of values its paramet
 with (inherited from its donors); `train.hparam_schedule` replays such a schedule in one run.
 """
 
-import copy
 import dataclasses
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -19,6 +19,15 @@ import numpy as np
 
 from hpjax.config import Config, ConfigError
 from hpjax.engine.hparams import hparams
+from hpjax.engine.schedulers.base import (
+    CONTINUE,
+    PAUSE,
+    Decision,
+    Exploit,
+    FullTraining,
+    TrialResult,
+    rank_key,
+)
 
 
 def with_values(cfg: Config, values: dict[str, Any]) -> Config:
@@ -75,68 +84,86 @@ class Bounds:
 
 
 @dataclass
-class PBT:
-    """The exploit-and-explore step, called by the host loop after every epoch."""
+class PBT(FullTraining):
+    """Exploit and explore as a `hpjax.engine.schedulers.base.Scheduler`: every `interval`
+    epochs (the last excepted) each trial waits until every trial still training has reported
+    that epoch; then each of the bottom `fraction` is told to copy (`Exploit`) a random one of
+    the top `fraction`, with explored values."""
 
     bounds: dict[str, Bounds]  # the searched keys
     interval: int = 4
     fraction: float = 0.25
     resample_probability: float = 0.25
     seed: int = 0
+    mode: str = "max"  # the objective's direction
     rng: Any = None
-    copies: list = field(default_factory=list)  # (epoch, donor member, recipient member)
+    copies: list = field(default_factory=list)  # (epoch, donor trial, recipient trial)
+    trials: list = field(default_factory=list)  # in order of adding
+    done: set = field(default_factory=set)  # trials that ended
+    reports: dict = field(default_factory=dict)  # epoch -> {trial: (value, its values)}
+    plans: dict = field(default_factory=dict)  # epoch -> {recipient: Exploit}
+    waiting: dict = field(default_factory=dict)  # trial -> the epoch it waits at
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
 
-    def start(self, members: list) -> None:
-        for k, m in enumerate(members):
-            m.lineage = []
-            m.schedule = [{"epoch": 1, "train.seed": m.cfg.train.seed,
-                           **{key: value_of(m.cfg, key) for key in self.bounds}}]
-            m.root = k
+    @property
+    def explores(self) -> list[str]:  # type: ignore[override]
+        return list(self.bounds)
 
-    def __call__(self, epoch: int, run: Any) -> None:
-        members = run.members
-        last = members[0].cfg.train.epochs
-        if epoch % self.interval or epoch >= last:
-            return
-        objective = members[0].cfg.objective
-        live = [k for k, m in enumerate(members) if m.active and m.slot is not None]
-        score = {k: members[k].outcome.rows[-1][objective.metric] for k in live}
-        ranked = sorted(live, key=lambda k: -score[k] if objective.mode == "max" else score[k])
+    def on_trial_add(self, trial: Hashable) -> None:
+        if trial not in self.trials:
+            self.trials.append(trial)
+
+    def on_trial_result(self, trial: Hashable, result: TrialResult) -> Decision:
+        if result.epoch % self.interval or result.last:
+            return CONTINUE
+        self.reports.setdefault(result.epoch, {})[trial] = (result.value, result.values)
+        self.waiting[trial] = result.epoch
+        return self.decide(trial)
+
+    def decide(self, trial: Hashable) -> Decision:
+        epoch = self.waiting.get(trial)
+        if epoch is None:
+            return CONTINUE
+        if epoch not in self.plans:
+            reported = self.reports.get(epoch, {})
+            if any(t not in reported for t in self.trials if t not in self.done):
+                return PAUSE
+            self.plans[epoch] = self._plan(epoch, reported)
+        del self.waiting[trial]
+        return self.plans[epoch].get(trial, CONTINUE)
+
+    def on_trial_complete(self, trial: Hashable, result: Optional[TrialResult]) -> None:
+        self.done.add(trial)
+        self.waiting.pop(trial, None)
+
+    def _plan(self, epoch: int, reported: dict) -> dict:
+        """The bottom `fraction` copy a random one of the top `fraction`, ranked by this
+        epoch's objective (the first trial's mode)."""
+        live = [t for t in self.trials if t in reported and reported[t][0] is not None]
+        ranked = sorted(live, key=lambda t: rank_key(reported[t][0], self.mode))
         n = max(1, int(len(ranked) * self.fraction)) if len(ranked) > 1 else 0
         top, bottom = ranked[:n], ranked[len(ranked) - n:]
         if not n or set(top) & set(bottom):
-            return
-        pairs = [(int(self.rng.choice(top)), k) for k in bottom]
-        run.copy_members([(members[d].slot, members[r].slot) for d, r in pairs])
-        for donor, k in pairs:
-            d, m = members[donor], members[k]
-            values = {key: self._explore(key, value_of(d.cfg, key)) for key in self.bounds}
-            m.tracker = copy.deepcopy(d.tracker)
-            m.cfg = with_values(d.cfg, values)
-            m.lineage = d.lineage + [{"epoch": epoch, "donor": donor}]
-            m.schedule = d.schedule + [{"epoch": epoch + 1, **values}]
-            m.root = d.root
-            run.set_hparams(m)
+            return {}
+        donors = [top[int(self.rng.integers(len(top)))] for _ in bottom]
+        plan = {}
+        for donor, k in zip(donors, bottom, strict=True):
+            values = {key: self._explore(key, reported[donor][1][key]) for key in self.bounds}
+            plan[k] = Exploit(donor, values)
             self.copies.append((epoch, donor, k))
+        return plan
 
-    def state(self) -> dict:
+    def save(self) -> dict:
         """What a checkpoint keeps of the explorer: its random state and its exploits."""
         return {"rng": self.rng.bit_generator.state, "copies": self.copies}
 
-    def resume(self, members: list, metas: list[dict]) -> None:
-        """Continues from checkpoints' `meta`s: each member's lineage, schedule and root, and
-        the explorer's state, so later exploits are those of an uninterrupted run."""
-        for m, meta in zip(members, metas, strict=True):
-            if meta.get("pbt"):
-                m.lineage, m.schedule, m.root = (meta["pbt"]["lineage"], meta["pbt"]["schedule"],
-                                                 meta["pbt"]["root"])
-        saved = next((meta["explorer"] for meta in metas if meta.get("explorer")), None)
-        if saved is not None:
-            self.rng.bit_generator.state = saved["rng"]
-            self.copies = [tuple(c) for c in saved["copies"]]
+    def restore(self, state: dict) -> None:
+        """Continues from a checkpoint, so later exploits are those of an uninterrupted run."""
+        if state.get("rng") is not None:
+            self.rng.bit_generator.state = state["rng"]
+            self.copies = [tuple(c) for c in state["copies"]]
 
     def _explore(self, key: str, value: float) -> float:
         b = self.bounds[key]
@@ -161,7 +188,7 @@ def traced_values(cfg: Config) -> dict[str, float]:
 
 def record(member: Any) -> Optional[dict]:
     """What result.json keeps of a PBT member: its lineage and its schedule."""
-    if not hasattr(member, "schedule"):
+    if member.schedule is None:
         return None
     return {"lineage": member.lineage, "schedule": member.schedule, "root": member.root}
 
