@@ -85,6 +85,15 @@ def timed(cmd, env) -> tuple[float, str]:
     return time.perf_counter() - t0, out.stdout + out.stderr
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of the finished child processes so far: on a machine others share,
+    what a process cost, whatever its neighbours did to its wall time."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def peers(args: argparse.Namespace, tmp: str, hpjax: str, layer: float) -> list:
     """The sweep end to end as processes, alternating, `args.repeats` times: (name, seconds)."""
     import statistics
@@ -101,13 +110,16 @@ def peers(args: argparse.Namespace, tmp: str, hpjax: str, layer: float) -> list:
     if args.basic_launcher:
         runs["hpjax basic launcher"] = [*sweep, "hydra/launcher=basic"]
     times: dict = {name: [] for name in runs}
+    cpu: dict = {name: [] for name in runs}
     timed([*sweep, f"hydra.sweep.dir={tmp}/fill"], warm)  # fills the warm cache
     for r in range(args.repeats):
         for name, cmd in runs.items():
             if name.startswith("hpjax"):
                 cmd = [*cmd, f"hydra.sweep.dir={tmp}/{r}-{len(times[name])}-{name[6:10]}"]
+            c0 = cpu_seconds()
             seconds, out = timed(cmd, warm if name == "hpjax warm" else cold)
             times[name].append(seconds)
+            cpu[name].append(cpu_seconds() - c0)
             if name == "bare" and r == 0:
                 compile_s, run_s = (float(v) for v in re.findall(r"_s=([\d.]+)", out)[:2])
                 gflop = training_gflop(32, args.epochs) + evaluation_gflop(
@@ -115,16 +127,21 @@ def peers(args: argparse.Namespace, tmp: str, hpjax: str, layer: float) -> list:
                 print(f"bare jit(vmap(train)) script: compile {compile_s:.2f} s, run "
                       f"{run_s:.2f} s: {gflop / run_s:.1f} GFLOP/s, {gflop / run_s / layer:.0%} "
                       "of one device's layer-shape ceiling")
-            print(f"  {name:22s} run {r + 1}: {seconds:6.2f} s", flush=True)
+            print(f"  {name:22s} run {r + 1}: {seconds:6.2f} s wall, {cpu[name][-1]:6.2f} s CPU",
+                  flush=True)
     median = {name: statistics.median(v) for name, v in times.items()}
+    mcpu = {name: statistics.median(v) for name, v in cpu.items()}
     rows = []
     for name, v in times.items():
         rows.append((name, median[name], min(v), max(v), median[name] / median["bare"],
-                     median["torch"] / median[name]))
-    head = ("| process | median s | min s | max s | vs bare script | PyTorch is slower by |\n"
-            "|---|---|---|---|---|---|")
-    table = "\n".join([head] + [f"| {n} | {m:.2f} | {lo:.2f} | {hi:.2f} | {b:.2f}x | {t:.2f}x |"
-                                 for n, m, lo, hi, b, t in rows])
+                     median["torch"] / median[name], mcpu[name], mcpu[name] / mcpu["bare"],
+                     mcpu["torch"] / mcpu[name]))
+    head = ("| process | wall s (median) | min | max | wall vs bare script | PyTorch's wall over "
+            "it | CPU s (median) | CPU vs bare script | PyTorch's CPU over it |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    table = "\n".join([head] + [
+        f"| {n} | {m:.2f} | {lo:.2f} | {hi:.2f} | {b:.2f}x | {t:.2f}x | {c:.2f} | {cb:.2f}x | "
+        f"{ct:.2f}x |" for n, m, lo, hi, b, t, c, cb, ct in rows])
     print(table)
     return [table, threads, args.repeats]
 
@@ -144,7 +161,8 @@ Adam, batch 64; Hydra's basic sweeper, the vmap launcher), a process each time, 
 each process alternating (the median, min and max). Cold: `HPJAX_COMPILATION_CACHE=off`; warm: a
 cache the same sweep filled. The bare script (scripts/_bare_sweep.py) is one `jit(vmap(train))`
 of the same work without Hydra or files; PyTorch (scripts/_torch_sweep.py) trains the same
-network and batches one trial after another on {threads} threads.
+network and batches one trial after another on {threads} threads. CPU: user + system seconds
+of the process and its threads (on a shared machine, what it cost whatever its neighbours did).
 
 {table}
 """)
