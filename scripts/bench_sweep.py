@@ -155,13 +155,14 @@ def write_doc(result: list, args: argparse.Namespace) -> None:
     table, threads, repeats = result
     write_section("bench_sweep", "End to end: the 32-trial grid against a bare script and "
                   "PyTorch (`scripts/bench_sweep.py`)",
-                  f"python scripts/bench_sweep.py --epochs {args.epochs} --repeats {repeats}", f"""
+                  f"python scripts/bench_sweep.py --epochs {args.epochs} --repeats {repeats}"
+                  + (f" --torch-threads {args.torch_threads}" if args.torch_threads else ""), f"""
 The sweep: `hpjax -m {' '.join(SWEEP)} train.epochs={args.epochs}` (digits, MLP 64-128-128-10,
 Adam, batch 64; Hydra's basic sweeper, the vmap launcher), a process each time, {repeats} runs of
 each process alternating (the median, min and max). Cold: `HPJAX_COMPILATION_CACHE=off`; warm: a
 cache the same sweep filled. The bare script (scripts/_bare_sweep.py) is one `jit(vmap(train))`
 of the same work without Hydra or files; PyTorch (scripts/_torch_sweep.py) trains the same
-network and batches one trial after another on {threads} threads. CPU: user + system seconds
+network and batches one trial after another on {threads} thread(s). CPU: user + system seconds
 of the process and its threads (on a shared machine, what it cost whatever its neighbours did).
 
 {table}
