@@ -170,6 +170,7 @@ class _Chunk:
             if not self.training.advance():
                 return False
             outcomes = self.training.finish()
+            self.training = None  # its device state goes now, not when the batch ends
         except ConfigError as e:
             b.ends.update({i: JobEnd(error=e) for i in self.ids})
             return True

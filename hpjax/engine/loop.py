@@ -213,6 +213,7 @@ def drive(trainings: list[Any], on_done: Callable[[Any], Optional[list]]) -> Non
     scheduler yields to the next; a scheduler that lets none of the waiting go on is a bug in
     it, raised here."""
     pending = list(trainings)
+    trainings = []  # an ended training is freed as soon as it leaves `pending`
     while pending:
         moved = False
         for t in list(pending):
