@@ -19,8 +19,8 @@ def test_help_lists_groups_and_their_choices(hpjax_main, cli):
     assert ("activation: elu, gelu, leaky_relu, relu, sigmoid, silu, softplus, swish, tanh\n"
             in out.stdout)
     assert "schedule: constant, cosine, exponential, onecycle, step, warmup_cosine\n" in out.stdout
-    assert ("data: breast_cancer, csv, diabetes, digits, iris, make_regression, mnist1d, npz, "
-            "synthetic, wine\n") in out.stdout
+    assert ("data: array_record, breast_cancer, csv, diabetes, digits, iris, make_regression, "
+            "mnist1d, npy, npz, synthetic, wine\n") in out.stdout
     assert "model: cnn, cnn1d, mlp\n" in out.stdout
     assert "task: binary, classification, regression\n" in out.stdout
     assert "base_" not in out.stdout
@@ -108,18 +108,24 @@ def test_hydra_rejects_unknown_keys_itself(hpjax_main):
     assert out.returncode == 1 and "Key 'lrr' not in 'AdamConfig'" in out.stderr
 
 
-def test_diverging_or_invalid_trial_exits_zero_and_a_sweep_goes_on(hpjax_main, tmp_path):
+def test_a_diverging_run_exits_zero_and_a_sweep_goes_on_past_a_failed_trial(hpjax_main,
+                                                                             tmp_path):
+    """A diverged trial is a result (exit 0); a sweep whose trial failed with an error trains
+    the others and exits 3 (docs/faults.md), naming the error."""
     out = hpjax_main("optimizer=sgd", "optimizer.lr=1e6", "hydra.run.dir=run")
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
     out = hpjax_main("-m", "optimizer=sgd", "optimizer.lr=0.1,1e6,-1", "activation=relu",
-              "train.epochs=3", "hydra.sweep.dir=sweep")
-    assert out.returncode == 0, out.stderr
+                     "train.epochs=3", "hydra.sweep.dir=sweep")
+    assert out.returncode == 3, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "hpjax: 1 of 3 trials failed: optimizer.lr=-1.0: must be a finite number > 0 (1 trial); "
+        "exit code 3")
     results = [json.loads((tmp_path / "sweep" / j / "result.json").read_text())
                for j in ("0", "1", "2")]
     assert [r["status"] for r in results] == ["ok", "diverged", "failed"]
     assert results[2]["error"] == "optimizer.lr=-1.0: must be a finite number > 0"
-    assert "trial 2 failed: optimizer.lr=-1.0: must be a finite number > 0" in out.stdout
+    assert "1 trial failed: optimizer.lr=-1.0: must be a finite number > 0 (trial 2)" in out.stdout
 
 
 def test_persistent_compilation_cache_is_reused_by_a_new_process(cli, tmp_path, monkeypatch):
