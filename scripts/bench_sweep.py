@@ -98,8 +98,10 @@ def peers(args: argparse.Namespace, tmp: str, hpjax: str, layer: float) -> list:
     """The sweep end to end as processes, alternating, `args.repeats` times: (name, seconds)."""
     import statistics
 
-    cold = {**os.environ, "HPJAX_COMPILATION_CACHE": "off"}
-    warm = {**os.environ, "HPJAX_COMPILATION_CACHE": os.path.join(tmp, "cache")}
+    # the peers write no report: hpjax is timed without report.html, written after training
+    env = {**os.environ, "HPJAX_REPORT_HTML": "off"}
+    cold = {**env, "HPJAX_COMPILATION_CACHE": "off"}
+    warm = {**env, "HPJAX_COMPILATION_CACHE": os.path.join(tmp, "cache")}
     threads = args.torch_threads or len(os.sched_getaffinity(0))
     runs = {"bare": [sys.executable, str(HERE / "_bare_sweep.py"), str(args.epochs)],
             "torch": [sys.executable, str(HERE / "_torch_sweep.py"), str(args.epochs),

@@ -222,7 +222,17 @@ def copy(tree: Any) -> Any:
     """A copy of every leaf on its own device, without compiling anything (`jnp.copy` compiles
     a program per shape): the best parameters start as the first state's, which the epoch
     program then donates."""
-    return jax.device_put(tree, may_alias=False)
+    if _device_put_copies():
+        return jax.device_put(tree, may_alias=False)
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+
+
+@functools.cache
+def _device_put_copies() -> bool:
+    """Whether `device_put(x, may_alias=False)` gives `x` a buffer of its own: older JAX (0.5)
+    returns a new array on the same buffer, which the epoch program's donation then deletes."""
+    x = jax.device_put(np.zeros(1, np.float32))
+    return jax.device_put(x, may_alias=False).unsafe_buffer_pointer() != x.unsafe_buffer_pointer()
 
 
 @dataclass(frozen=True)

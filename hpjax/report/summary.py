@@ -351,10 +351,9 @@ class SweepReport(Callback):
 
 
 def html_enabled(asked: bool = False) -> bool:
-    """Whether a sweep writes `report.html` as it ends: when asked (`hydra.callbacks.report.html
-    =true`), or `HPJAX_REPORT_HTML=on`/`off` whatever the config says. Off by default: its 5 MB
-    and 1-2 s (Plotly) would cost every sweep, and `python -m hpjax.report <sweep_dir>` writes it
-    from the job directories at any time."""
+    """Whether a sweep writes `report.html` as it ends: as the config asks
+    (`hydra.callbacks.report.html`, true in hpjax's config), or `HPJAX_REPORT_HTML=on`/`off`
+    whatever the config says (a benchmark or a test that times or reads no report)."""
     env = os.environ.get("HPJAX_REPORT_HTML", "").lower()
     if env in ("on", "1", "true"):
         return True
