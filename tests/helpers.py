@@ -217,14 +217,16 @@ class FillDisk(Callback):
 # Hyperband R = 27, eta = 3 over a static axis: brackets 27x1 9x3 3x9 1x27; 12x3 4x9 1x27;
 # 6x9 2x27; 4x27. Each trial ends at its rung: 18 at epoch 1, 14 at 3, 9 at 9, 8 at 27.
 BRACKETS_27 = {1: 18, 3: 14, 9: 9, 27: 8}
-STATIC = ["data=iris", "optimizer=sgd", "train.batch_size=16", "train.epochs=27",
+STATIC = ["data=iris", "optimizer=sgd", "train.batch_size=64", "train.epochs=27",
           "train.early_stopping.patience=null", "hydra/sweeper=hpjax",
           "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
-          "hydra.sweeper.seed=0",
-          # a static key: each bracket trains as one population per width (16: the program
-          # family of test_fidelity.py), in chunks of at most 4 (sizes 4, 2, 1 compile)
-          "model.width=choice(16, 32)", "optimizer.lr=interval(0.02, 0.1)",
-          "hydra.launcher.max_population=4"]
+          "hydra.sweeper.seed=0", "model.num_layers=1",
+          # a static key: each bracket trains as one population per width, and, in chunks of
+          # one trial, as many populations per width: every population has size 1, so each
+          # width compiles once (chunks of 4 compacted to sizes 2 and 1 as trials stopped, each
+          # size a compile) and the rung still waits for populations of both widths
+          "model.width=choice(4, 8)", "optimizer.lr=interval(0.02, 0.1)",
+          "hydra.launcher.max_population=1"]
 
 
 def epochs_run(sweep):

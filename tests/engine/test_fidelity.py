@@ -299,7 +299,7 @@ def test_a_bracket_split_by_a_static_key_halves_as_one(tmp_path):
     assert epochs_run(sweep) == BRACKETS_27
     widths = {int(t.params["model.width"]) for t in trials_in(sweep)
               if t.user_attrs["bracket"] == 0}
-    assert widths == {16, 32}  # the first bracket trains as two populations at least
+    assert widths == {4, 8}  # the first bracket trains as two populations at least
     assert [line.split("] ", 1)[1] for line in lines if " rung " in line] == [
         "rung 1 (epoch 1): 27 trials, 9 promoted", "rung 2 (epoch 3): 9 trials, 3 promoted",
         "rung 3 (epoch 9): 3 trials, 1 promoted", "rung 1 (epoch 3): 12 trials, 4 promoted",

@@ -272,13 +272,17 @@ def test_submitit_local_launchers_give_the_local_results(tmp_path, jobs_share_th
 @pytest.mark.usefixtures("unset_version_base")
 def test_a_bracket_split_by_a_static_key_halves_as_one_on_slurm(slurm, tmp_path,
                                                                  jobs_share_the_cache):
-    """The first bracket of `test_fidelity`'s static-key sweep (`algorithm=sha`: 27x1 9x3 3x9
-    1x27, widths 16 and 32, chunks of 4) through `hpjax_slurm`: one SLURM job whose populations
+    """`test_fidelity`'s static-key sweep as one successive-halving bracket (`algorithm=sha`)
+    through `hpjax_slurm`: one SLURM job whose populations (widths 4 and 8, one trial each)
     take turns at the rungs, so its epochs run are the bracket table's exactly."""
-    from helpers import STATIC, epochs_run, multirun
+    from helpers import STATIC, epochs_run, multirun, trials_in
 
     sweep = tmp_path / "sha"
-    multirun([*STATIC, "hydra.sweeper.algorithm=sha", "hydra/launcher=hpjax_slurm",
-              "hydra.launcher.poll_s=0.5"], sweep)
+    # R = 9, eta = 3: sha's one bracket (s_max = 2) is 9x1 3x3 1x9, so 6 trials end at epoch 1,
+    # 2 at epoch 3 and 1 at epoch 9: a multi-rung bracket, a third of R = 27's 27 trials
+    multirun([*STATIC, "train.epochs=9", "hydra.sweeper.algorithm=sha",
+              "hydra/launcher=hpjax_slurm", "hydra.launcher.poll_s=0.5"], sweep)
     assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == 1
-    assert epochs_run(sweep) == {1: 18, 3: 6, 9: 2, 27: 1}
+    assert epochs_run(sweep) == {1: 6, 3: 2, 9: 1}
+    # the bracket trains as populations of both widths
+    assert {int(t.params["model.width"]) for t in trials_in(sweep)} == {4, 8}
