@@ -191,11 +191,14 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
             f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.heartbeat_interval=1",
             "hydra.sweeper.poll_s=0.5", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
             "data=iris", "model.width=8", "train.epochs=600",  # about 1 s of training
-            "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
+            "train.early_stopping.patience=null"]
     exe = str(Path(sys.executable).parent / "hpjax")
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
-    workers = [subprocess.Popen([exe, *args], cwd=tmp_path, stdout=open(log, "w"),
-                                stderr=subprocess.STDOUT, env=child_env()) for log in logs]
+    # a sweep directory each: a worker's epochs go to its own populations.log, not its terminal
+    sweeps = [tmp_path / f"sweep{i}" for i in range(2)]
+    workers = [subprocess.Popen([exe, *args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path,
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT, env=child_env())
+               for log, sweep in zip(logs, sweeps)]
     # Only the workers create the tables: a reader that did too would race them.
     def study() -> optuna.Study:
         storage = optuna.storages.RDBStorage(PG_URL, skip_table_creation=True)
@@ -209,7 +212,9 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
 
     def stopped_in_a_trial() -> bool:
         """Freezes worker 0 once it logs a trial's epoch; kills it if that trial is running."""
-        launched = re.findall(r"epoch +\d+/\d+ .*\(trial (\d+)\)", logs[0].read_text())
+        epochs = sweeps[0] / "populations.log"
+        launched = re.findall(r"epoch +\d+/\d+ .*\(trial (\d+)\)",
+                              epochs.read_text() if epochs.is_file() else "")
         if not launched:
             return False
         workers[0].send_signal(signal.SIGSTOP)  # its trial cannot end while we look
@@ -230,7 +235,7 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 4 and len({t.number for t in complete}) == 4
     for t in complete:  # each trial ran once, in its own directory
-        assert (tmp_path / "sweep" / str(t.number) / "result.json").exists()
+        assert sum((sweep / str(t.number) / "result.json").exists() for sweep in sweeps) == 1
     failed = [t.number for t in trials if t.state.name == "FAIL"]
     assert failed == killed  # the killed worker's trial, run again by the other:
     retry = next(c for c in complete if c.user_attrs.get("retry_of") == killed[0])
@@ -239,7 +244,7 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
         "(retry 1 of 2)" in output
     # the password is in no file of the sweep and in no worker's output
     everything = logs[0].read_text() + output
-    for path in (tmp_path / "sweep").rglob("*"):
+    for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".yaml", ".csv", ".json", ".log", ".jsonl"):
             everything += path.read_text()
     assert ":hpjax@" not in everything
