@@ -22,6 +22,21 @@ def test_every_exported_name_resolves_and_is_documented_in_its_module_docstring(
     assert len(hpjax.__all__) == 14, hpjax.__all__  # the user API stays small: curate it
 
 
+def test_each_exported_name_is_declared_once_and_the_decisions_are_the_schedulers():
+    """A name exported twice in `_EXPORTS` silently takes the later module's object:
+    `hpjax.engine.Stop` must be the scheduler's decision, not the exit of `hpjax.errors`."""
+    from hpjax.engine.schedulers import base
+
+    for init in (Path(hpjax.__file__), Path(hpjax.engine.__file__)):
+        exports = next(node.value for node in ast.walk(ast.parse(init.read_text()))
+                       if isinstance(node, ast.AnnAssign | ast.Assign)
+                       and "_EXPORTS" in ast.unparse(node.targets[0] if isinstance(
+                           node, ast.Assign) else node.target))
+        keys = [k.value for k in exports.keys]
+        assert len(keys) == len(set(keys)), (init, sorted(k for k in keys if keys.count(k) > 1))
+    assert hpjax.engine.Stop is base.Stop and hpjax.engine.CONTINUE is base.CONTINUE
+
+
 def test_importing_either_api_imports_neither_jax_nor_flax():
     probe = ("import sys, hpjax, hpjax.engine; "
              "print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))")

@@ -53,8 +53,8 @@ Signals (a sweep stops at an epoch boundary, not mid-step):
 - `Interrupted`: a sweep stopped by a signal; `exit_code` is 128 + the signal.
 
 Stopping (`hpjax.errors`: the exit codes of the `hpjax` command):
-- `stop`: prints `hpjax: error: <message>` on stderr and raises `Stop` (exit code 2 by default).
-- `Stop`: a SystemExit with its message, which Hydra's error handlers let through.
+- `stop`: prints `hpjax: error: <message>` on stderr and raises `hpjax.errors.Stop`, a
+  SystemExit (exit code 2 by default).
 - `is_user_error`: whether a ValueError is a check of hpjax's own on the user's values.
 - `disk_fault`: the full or read-only disk behind an error, as one line, or None.
 - `DISK_FAULT`: the exit code of a sweep stopped by one (5).
@@ -103,7 +103,6 @@ _EXPORTS: dict[str, Any] = {
     "check_interrupt": ("hpjax.engine.signals", "check"),
     "Interrupted": "hpjax.engine.signals",
     "stop": "hpjax.errors",
-    "Stop": "hpjax.errors",
     "is_user_error": "hpjax.errors",
     "disk_fault": "hpjax.errors",
     "DISK_FAULT": "hpjax.errors",
