@@ -17,8 +17,7 @@ Names load on first use: `import hpjax` imports neither JAX nor Flax and changes
 (JAX's device count and Hydra's ConfigStore are set by `hpjax.app.main()` or by explicit calls).
 """
 
-import importlib
-from typing import Any
+from hpjax._lazy import exports
 
 __version__ = "0.1.0"
 
@@ -42,15 +41,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'hpjax' has no attribute {name!r}")
-    module, attr = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name],
-                                                                             name)
-    value: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        value = getattr(value, part)
-    return value
+__getattr__ = exports('hpjax', _EXPORTS)
 
 
 def __dir__() -> list[str]:

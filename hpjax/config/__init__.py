@@ -17,8 +17,8 @@ from hpjax.config._schema import (
     traced,
 )
 from hpjax.config.data import (
-    ArrayRecordDataConfig,
     SKLEARN_DATASETS,
+    ArrayRecordDataConfig,
     CsvDataConfig,
     DataConfig,
     MakeRegressionDataConfig,
@@ -70,7 +70,8 @@ from hpjax.config.task import ClassificationTaskConfig, RegressionTaskConfig, Ta
 
 __all__ = [
     "ACTIVATIONS", "ACTIVATION_ALIASES", "METRICS", "MODES", "NORMS", "SKLEARN_DATASETS",
-    "ActivationConfig", "AdagradConfig", "ArrayRecordDataConfig", "AdamConfig", "AdamWConfig", "CNN1DConfig", "CNNConfig",
+    "ActivationConfig", "AdagradConfig", "ArrayRecordDataConfig", "AdamConfig", "AdamWConfig",
+    "CNN1DConfig", "CNNConfig",
     "Config",
     "ConfigError", "ConstantScheduleConfig", "CosineScheduleConfig", "CsvDataConfig",
     "DataConfig", "EarlyStoppingConfig", "ExponentialScheduleConfig", "LambConfig", "LionConfig",

@@ -3,8 +3,8 @@
 Every config group's choices are dataclasses deriving from `Schema`; a class with a `choice`
 registers itself as `<group>/base_<choice>` (the YAML files extend it), so the classes are the
 one list of what each group offers. A field declared `traced(...)` reaches the compiled program as
-a number (`hpjax.engine.hparams`); a field declared `per_member(...)` is read by the host loop for each
-member; every other field is static and part of the program's signature.
+a number (`hpjax.engine.hparams`); a field declared `per_member(...)` is read by the host loop for
+each member; every other field is static and part of the program's signature.
 """
 
 import dataclasses

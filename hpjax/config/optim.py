@@ -2,8 +2,8 @@
 
 The builders run inside the compiled program. `n` holds the traced numbers of the trial (the
 schema's `traced` fields, by name): a trial that changes only numbers reuses the program.
-`self` is the static view of the config (`hpjax.engine.hparams.static`): reading a traced field from it
-raises, so a builder cannot bake one member's number into every member's program.
+`self` is the static view of the config (`hpjax.engine.hparams.static`): reading a traced field
+from it raises, so a builder cannot bake one member's number into every member's program.
 """
 
 from collections.abc import Mapping

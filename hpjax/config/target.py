@@ -12,8 +12,8 @@ _traced_: [dropout]             # these arguments reach the module as traced JAX
 
 Such a node has no schema of its own: `to_config` makes a dataclass for it from its keys, with
 the `_traced_` keys as traced fields (`hpjax.config._schema.traced`) and every other key static,
-so the rule of `hpjax.engine.hparams` (what compiles, what is a number) holds for it unchanged. A data
-node (`_target_: mypkg.data.load`) passes its own keys to the function as keyword arguments and
+so the rule of `hpjax.engine.hparams` (what compiles, what is a number) holds for it unchanged. A
+data node (`_target_: mypkg.data.load`) passes its own keys to the function as keyword arguments and
 keeps the keys of `DataConfig` (`val_fraction`, `num_classes`, ...) for hpjax.
 """
 

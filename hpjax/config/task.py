@@ -33,8 +33,8 @@ class TaskConfig(Schema):
     metric: str = "val/accuracy"
     mode: str = "max"
     # scikit-learn metrics computed on the host from the best epoch's predictions of the
-    # validation and test splits, reported as val/<name> and test/<name> (hpjax.engine.host_metrics);
-    # objective.metric=val/<name> computes its own
+    # validation and test splits, reported as val/<name> and test/<name>
+    # (hpjax.engine.host_metrics); objective.metric=val/<name> computes its own
     host_metrics: list[str] = per_member(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -63,11 +63,10 @@ Names load on first use: `import hpjax.engine` imports neither JAX nor Flax. To 
 to `_EXPORTS` and one line above.
 """
 
-import importlib
-from typing import Any
+from hpjax._lazy import Target, exports
 
 # name -> module, or (module, attribute path) where the internal name differs
-_EXPORTS: dict[str, Any] = {
+_EXPORTS: dict[str, Target] = {
     "Job": "hpjax.engine.batch",
     "JobEnd": "hpjax.engine.jobs",
     "plan": "hpjax.engine.batch",
@@ -111,15 +110,7 @@ _EXPORTS: dict[str, Any] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'hpjax.engine' has no attribute {name!r}")
-    target = _EXPORTS[name]
-    module, attr = target if isinstance(target, tuple) else (target, name)
-    value: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        value = getattr(value, part)
-    return value
+__getattr__ = exports('hpjax.engine', _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -13,7 +13,8 @@ read from the schemas' field declarations (`hpjax.config`):
 
 `static(cfg)` is the view of a config that the program builders receive: reading a traced or
 per-member field from it raises `StaticConfigError`, so no builder can bake member 0's value
-into a program that every member runs. `rule_table()` renders the rule as docs/populations.md shows it.
+into a program that every member runs. `rule_table()` renders the rule as in
+docs/populations.md.
 """
 
 import copy

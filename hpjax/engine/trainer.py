@@ -1,11 +1,12 @@
 """The numeric core: pure functions of one member, `(spec, hp, state, batch...)`.
 
 `spec` (a `Spec`) is everything static about a program: the model, the step counts, and the
-static view of the config (`hpjax.engine.hparams.static`). `hp` is the member's traced numbers by group
-(`hpjax.engine.hparams.hparams`). The optimizer's numbers (`hp["optimizer"]`, `hp["schedule"]`) go into
-its state at `init_state` through `optax.inject_hyperparams`: each step reads them from there, so
-the logged learning rate is the state's, and a later step may change them without compiling.
-`hpjax.engine.population` vmaps and jits these functions; a single run is a population of one.
+static view of the config (`hpjax.engine.hparams.static`). `hp` is the member's traced numbers by
+group (`hpjax.engine.hparams.hparams`). The optimizer's numbers (`hp["optimizer"]`,
+`hp["schedule"]`) go into its state at `init_state` through `optax.inject_hyperparams`: each step
+reads them from there, so the logged learning rate is the state's, and a later step may change them
+without compiling. `hpjax.engine.population` vmaps and jits these functions; a single run is a
+population of one.
 """
 
 import inspect

@@ -198,7 +198,7 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
     sweeps = [tmp_path / f"sweep{i}" for i in range(2)]
     workers = [subprocess.Popen([exe, *args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path,
                                 stdout=open(log, "w"), stderr=subprocess.STDOUT, env=child_env())
-               for log, sweep in zip(logs, sweeps)]
+               for log, sweep in zip(logs, sweeps, strict=True)]
     # Only the workers create the tables: a reader that did too would race them.
     def study() -> optuna.Study:
         storage = optuna.storages.RDBStorage(PG_URL, skip_table_creation=True)
