@@ -142,22 +142,26 @@ def bad(kind: str):
     return splits
 
 
+WHERE = "data._target_='test_stream.bad': "
+
+
 @pytest.mark.parametrize("kind,message", [
-    ("missing", "returned splits test, train; streamed data needs train, val and test "
-     r"\(missing: val\)"),
-    ("no_length", "returned a test split without a length: give a random-access source "
-     r"\(__len__ and __getitem__, or a grain.MapDataset\), not list_iterator"),
-    ("empty", "returned an empty val split"),
-    ("shapes", r"returned records of different shapes: test has \(4,\), train's record 0 \(3,\)"),
-    ("labels", r"^data.num_classes=2: labels must be integers in \[0, 2\); the val split holds "
-     "2, 2, 2$"),
+    ("missing", WHERE + "returned splits test, train; streamed data needs train, val and test "
+     "(missing: val)"),
+    ("no_length", WHERE + "returned a test split without a length: give a random-access source "
+     "(__len__ and __getitem__, or a grain.MapDataset), not list_iterator"),
+    ("empty", WHERE + "returned an empty val split"),
+    ("shapes", WHERE + "returned records of different shapes: test has (4,), train's record 0 "
+     "(3,)"),
+    ("labels", "data.num_classes=2: labels must be integers in [0, 2); the val split holds "
+     "2, 2, 2"),
 ])
 def test_bad_sources_stop_before_training_with_one_line(kind, message):
     cfg = target_config("data", {"_target_": "test_stream.bad", "kind": kind, "num_classes": 2,
                                  "stream": True})
-    with pytest.raises(ConfigError, match=message) as e:
+    with pytest.raises(ConfigError) as e:
         data_lib.load(cfg)
-    assert "\n" not in str(e.value)
+    assert str(e.value) == message
 
 
 def _anon_kb(pid: int) -> int:

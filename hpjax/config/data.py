@@ -22,6 +22,17 @@ def installed(module: str) -> bool:
         return False
 
 
+def _numbers(value: Any) -> Any:
+    """`value` as a 1-D float array of finite numbers; None if it is not one."""
+    import numpy as np
+
+    try:
+        a = np.asarray(list(value) if isinstance(value, (list, tuple)) else value, np.float64)
+    except (TypeError, ValueError):
+        return None
+    return a.reshape(-1) if a.ndim <= 1 and a.size and np.isfinite(a).all() else None
+
+
 @dataclass
 class DataConfig(Schema):
     group = "data"
@@ -61,6 +72,10 @@ class DataConfig(Schema):
     stream_threads: int = 2
     # Streaming: blocks read ahead of the step that needs them (per worker)
     stream_buffer: int = 2
+    # The features' mean and std for standardisation, one number or one per feature, given
+    # instead of computed: no pass over the training split to take them (both or neither)
+    mean: Optional[Any] = None
+    std: Optional[Any] = None
 
     def __post_init__(self) -> None:
         self._check_fraction("val_fraction", low_open=True)
@@ -83,6 +98,16 @@ class DataConfig(Schema):
                     "must be an integer >= 0 (0: threads only)")
         self._check("stream_threads", self.stream_threads >= 0, "must be an integer >= 0")
         self._check("stream_buffer", self.stream_buffer >= 1, "must be an integer >= 1 (blocks)")
+        if (self.mean is None) != (self.std is None):
+            unset, given = ("std", "mean") if self.std is None else ("mean", "std")
+            self._check(unset, False, f"must be given with data.{given} (both, or neither)")
+        if self.mean is not None:
+            self._check("mean", self.standardize, "is given with data.standardize=false: "
+                        "set data.standardize=true to use it, or leave data.mean unset")
+            for name in ("mean", "std"):
+                self._check(name, _numbers(getattr(self, name)) is not None,
+                            "must be a finite number or a list of them (one per feature)")
+            self._check("std", bool((_numbers(self.std) > 0).all()), "must be > 0 everywhere")
 
     def arrays(self) -> Any:
         """(features, labels) of every sample, before the split; or a dict of ready splits,

@@ -54,6 +54,9 @@ class TrainConfig(Schema):
     epochs: int = 30
     # Samples per optimizer step; the last partial batch of each epoch is dropped
     batch_size: int = 64
+    # Streamed data: optimizer steps per epoch, the training split read as one sequence of
+    # shuffled passes (needed for an endless split: docs/data.md); null: one pass per epoch
+    steps_per_epoch: Optional[int] = None
     # Root seed: parameter init, dropout masks and the data order per epoch
     seed: int = traced(0, dtype="int32")
     # Label smoothing of the cross-entropy loss
@@ -78,6 +81,9 @@ class TrainConfig(Schema):
         self._check("batch_size", self.batch_size >= 1,
                     "must be an integer between 1 and the training-set size")
         self._check("seed", self.seed >= 0, "must be an integer >= 0")
+        if self.steps_per_epoch is not None:
+            self._check("steps_per_epoch", self.steps_per_epoch >= 1,
+                        "must be an integer >= 1, or null (an epoch: one pass over the data)")
         self._check_fraction("label_smoothing")
         self._check("eval_batch_size", self.eval_batch_size >= 1, "must be an integer >= 1")
         self._check("repeats", self.repeats >= 1, "must be an integer >= 1")

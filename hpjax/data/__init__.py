@@ -12,6 +12,7 @@ from hpjax.config import ConfigError, CsvDataConfig, DataConfig, NpzDataConfig
 from hpjax.config.data import ArrayRecordDataConfig, Mnist1dDataConfig, NpyDataConfig
 from hpjax.data import stream as stream_lib
 from hpjax.data.sources import write_array_record, write_npy
+from hpjax.data.splits import given_stats, open_sources
 from hpjax.data.stream import Stream
 
 
@@ -95,7 +96,7 @@ def _load(cfg: DataConfig, regression: bool) -> Dataset | Stream:
     loader = _LOADERS.get(type(cfg))
     arrays = loader(cfg) if loader else cfg.arrays()
     if stream_lib.is_sources(arrays):  # streamed, or read into arrays where they fit
-        arrays = stream_lib.open_sources(arrays, cfg, regression, _where(cfg))
+        arrays = open_sources(arrays, cfg, regression, _where(cfg))
         if isinstance(arrays, Stream):
             return arrays
     ds = _arrays(arrays, cfg, regression)
@@ -131,13 +132,14 @@ def _arrays(arrays: Any, cfg: DataConfig, regression: bool) -> Dataset:
             raise ConfigError("data.image_shape", list(shape),
                               f"must hold exactly the {n_features} features of each sample")
     folds = _folds(splits, cfg) if cfg.cv_folds > 1 else [splits]
+    given = given_stats(cfg, n_features)  # data.mean, data.std: instead of each fold's own
     if cfg.standardize:
-        folds = [_standardize(*s) for s in folds]
+        folds = [_standardize(*s, stats=given) for s in folds]
     arrays = [[a.reshape(len(a), *shape) if a.ndim == 2 else a for a in s] for s in folds]
     if cfg.cv_folds > 1:
         return Dataset(*map(np.stack, zip(*arrays, strict=True)), num_classes=num_classes,
                        folds=cfg.cv_folds, classes=classes, y_mean=y_mean, y_std=y_std)
-    mean, std = _stats(splits[0]) if cfg.standardize else (None, None)
+    mean, std = (given or _stats(splits[0])) if cfg.standardize else (None, None)
     return Dataset(*arrays[0], num_classes=num_classes, classes=classes, mean=mean, std=std,
                    y_mean=y_mean, y_std=y_std)
 
@@ -376,8 +378,8 @@ def _stats(x_tr: np.ndarray) -> tuple:
     return x_tr.mean(axis=0), np.where(std > 1e-8, std, 1.0).astype(np.float32)
 
 
-def _standardize(x_tr, y_tr, x_va, y_va, x_te, y_te) -> tuple:
-    mean, std = _stats(x_tr)
+def _standardize(x_tr, y_tr, x_va, y_va, x_te, y_te, stats: Optional[tuple] = None) -> tuple:
+    mean, std = stats or _stats(x_tr)
 
     def scale(a):
         return ((a - mean) / std).astype(np.float32)

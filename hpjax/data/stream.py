@@ -9,6 +9,11 @@ and transfers the next block while the device trains. Validation and test are re
 their last batch padded and weighted out. Grain reads blocks ahead in threads
 (`data.stream_threads`), or in worker processes (`data.stream_workers`), and keeps at most
 `data.stream_buffer` of them: memory is bounded by the buffers, not by the data.
+
+With `train.steps_per_epoch` an epoch is that many steps of the training split read as one
+sequence of passes, each in a new shuffled order; an endless split (no length, or Grain's
+endless `MapDataset.repeat()`) is read in its own order: by index, or, an iterable, through
+`hpjax.data.endless`.
 """
 
 import sys
@@ -22,7 +27,21 @@ from hpjax.config import ConfigError, DataConfig
 from hpjax.data.sources import SPLITS, ArraySource
 
 _ENDLESS = sys.maxsize // 4  # blocks: an iterator serves every epoch of a run, refills included
-_PASS = 1024  # records per read of the checking pass
+ENDLESS = sys.maxsize  # the length Grain gives an endless dataset (`MapDataset.repeat()`)
+
+
+def length(source: Any) -> Optional[int]:
+    """The records of a split; None where it is endless: no length, or Grain's endless one."""
+    try:
+        n = len(source)
+    except TypeError:
+        return None
+    return None if n >= ENDLESS else n
+
+
+def indexed(source: Any) -> bool:
+    """Whether a split is read by index (a random-access source), not by iterating it."""
+    return hasattr(source, "__getitem__")
 
 
 def permute(idx: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -58,33 +77,85 @@ def read(source: Any, idx: Sequence[int]) -> tuple:
     if hasattr(source, "__getitems__"):
         x, y = source.__getitems__(list(idx) if not isinstance(source, ArraySource) else idx)
         return np.asarray(x), np.asarray(y)
-    pairs = [source[int(i)] for i in idx]
-    return np.stack([np.asarray(p[0]) for p in pairs]), np.asarray([p[1] for p in pairs])
+    return stack([source[int(i)] for i in idx])
+
+
+def stack(pairs: Sequence) -> tuple:
+    """(features, labels) of (x, y) records; features of differing shapes stay a list (for
+    `check` to name)."""
+    xs = [np.asarray(p[0]) for p in pairs]
+    same = all(x.shape == xs[0].shape for x in xs)
+    return np.stack(xs) if xs and same else xs, np.asarray([p[1] for p in pairs])
+
+
+def check(x: Any, y: np.ndarray, shape: tuple, k: int, split: str, where: str) -> None:
+    """Refuses, in one line, records of another shape than `shape` or labels outside [0, k)."""
+    key, value = where.split("=", 1)
+    got = x.shape[1:] if isinstance(x, np.ndarray) else next(
+        (np.shape(a) for a in x if np.shape(a) != shape), shape)
+    if got != shape:
+        raise ConfigError(key, value, f"returned records of different shapes: {split} has "
+                          f"{got}, train's record 0 {shape}")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (
+            len(y) and (y.min() < 0 or y.max() >= k)):
+        bad = y[(y < 0) | (y >= k)][:3] if y.ndim == 1 else y[:1]
+        raise ConfigError("data.num_classes", k, f"labels must be integers in [0, {k}); the "
+                          f"{split} split holds {', '.join(map(str, bad))}")
 
 
 class _Blocks:
     """Block `j` of a split (a Grain `map` over block indices; pickled into workers): epoch
     `j // per_epoch`, as (x [block, batch, ...] float32, y [block, batch] int32, weight
-    [block, batch] bool: false for padding)."""
+    [block, batch] bool: false for padding). `steps`: the training split's steps per epoch,
+    its records read as one sequence of passes (a batch may straddle two); None: an epoch is
+    one pass."""
 
-    def __init__(self, stream: "Stream", split: str, batch: int, shuffle: bool) -> None:
-        self.source, self.n = getattr(stream, split), len(getattr(stream, split))
-        self.batch, self.shuffle = batch, shuffle
-        self.steps = self.n // batch if shuffle else -(-self.n // batch)
+    def __init__(self, stream: "Stream", split: str, batch: int, shuffle: bool,
+                 steps: Optional[int] = None) -> None:
+        self.source, self.n = getattr(stream, split), length(getattr(stream, split))
+        self.batch, self.shuffle, self.passes = batch, shuffle, steps is not None
+        self.steps = steps or (self.n // batch if shuffle else -(-self.n // batch))
         self.block = min(stream.block, self.steps)  # a short split: no block of padding
         self.per_epoch = -(-self.steps // self.block)
         self.seed, self.shape = stream.seed, stream.input_shape
         self.mean, self.std = (stream.mean, stream.std) if stream.raw else (None, None)
+        self.split, self.record, self.k = split, stream.record_shape, stream.num_classes
+        self.where = stream.where
 
-    def __call__(self, j: int) -> tuple:
+    def positions(self, j: int) -> np.ndarray:
+        """The records of block `j`: positions in the split (or in its sequence of passes)."""
         epoch, b = divmod(int(j), self.per_epoch)
+        if self.passes:
+            first, count = epoch * self.steps + b * self.block, min(self.block,
+                                                                      self.steps - b * self.block)
+            return np.arange(first * self.batch, (first + count) * self.batch)
         first = b * self.block * self.batch
         end = min(first + self.block * self.batch,
                   self.steps * self.batch if self.shuffle else self.n)
-        pos = np.arange(first, end)
-        idx = permute(pos, self.n, self.seed * 1_000_003 + epoch) if self.shuffle else pos
-        x, y = read(self.source, idx)
-        x = x.reshape(len(x), -1).astype(np.float32)
+        return np.arange(first, end)
+
+    def __call__(self, j: int) -> tuple:
+        pos = self.positions(j)
+        if self.n is None:  # endless: the source's own order
+            idx = pos
+        elif self.passes:  # pass p of the sequence in the order of epoch p
+            idx = np.empty_like(pos)
+            for p in np.unique(pos // self.n):
+                at = pos // self.n == p
+                idx[at] = permute(pos[at] % self.n, self.n, self.seed * 1_000_003 + int(p))
+        else:
+            epoch = int(j) // self.per_epoch
+            idx = permute(pos, self.n, self.seed * 1_000_003 + epoch) if self.shuffle else pos
+        return self.pack(*read(self.source, idx))
+
+    def pack_pairs(self, pairs: Sequence) -> tuple:
+        return self.pack(*stack(pairs))
+
+    def pack(self, x: Any, y: np.ndarray) -> tuple:
+        """The records `x, y` (checked), standardised and padded to a block."""
+        if self.record is not None:
+            check(x, y, self.record, self.k, self.split, self.where)
+        x = np.asarray(x).reshape(len(x), -1).astype(np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         size = self.block * self.batch
@@ -120,10 +191,15 @@ class Stream:
     y_mean: None = None
     y_std: None = None
     y_scale: float = 1.0
+    # a record's features' shape, as the sources give them (None: not checked while read), and
+    # where they come from (`data._target_=...`), for the one-line errors
+    record_shape: Optional[tuple] = None
+    where: str = "data=arrays"
 
     @property
-    def n_train(self) -> int:
-        return len(self.train)
+    def n_train(self) -> Optional[int]:
+        """None: an endless training split (`train.steps_per_epoch` sets the epoch)."""
+        return length(self.train)
 
     @property
     def n_val(self) -> int:
@@ -140,21 +216,31 @@ class Stream:
             x = (x - self.mean) / self.std
         return x.reshape(len(x), *self.input_shape)
 
-    def blocks_per_epoch(self, split: str, batch: int) -> int:
-        return _Blocks(self, split, batch, split == "train").per_epoch
+    def blocks_per_epoch(self, split: str, batch: int, steps: Optional[int] = None) -> int:
+        return _Blocks(self, split, batch, split == "train",
+                       steps if split == "train" else None).per_epoch
 
-    def iterator(self, split: str, batch: int, *, put: bool = False, device: Any = None,
-                 workers: bool = True) -> Any:
+    def iterator(self, split: str, batch: int, *, steps: Optional[int] = None, put: bool = False,
+                 device: Any = None, workers: bool = True) -> Any:
         """A checkpointable Grain iterator over every epoch's blocks of `split` (train shuffled,
         the others in order), read ahead and, with `put`, put on `device` ahead of the step
         (None: the default device, uncommitted, so that a program whose state is elsewhere
-        still takes it); `workers`: the configured worker processes (False: threads only)."""
+        still takes it); `steps`: the training split's steps per epoch (None: a pass);
+        `workers`: the configured worker processes (False: threads only)."""
         import grain
 
-        blocks = grain.MapDataset.range(_ENDLESS).map(_Blocks(self, split, batch, split == "train"))
-        ds = blocks.to_iter_dataset(grain.ReadOptions(num_threads=self.threads,
-                                                      prefetch_buffer_size=self.buffer))
-        if workers and self.workers:  # each worker reads every workers-th block
+        blocks = _Blocks(self, split, batch, split == "train", steps if split == "train" else None)
+        if not indexed(blocks.source):  # an endless iterable: read in order, in this process
+            from hpjax.data.endless import Blocks
+
+            ds = Blocks(blocks)
+            if not put:  # device_put reads ahead in a thread of its own
+                ds = grain.experimental.ThreadPrefetchIterDataset(
+                    ds, prefetch_buffer_size=self.buffer)
+        else:
+            ds = grain.MapDataset.range(_ENDLESS).map(blocks).to_iter_dataset(
+                grain.ReadOptions(num_threads=self.threads, prefetch_buffer_size=self.buffer))
+        if workers and self.workers and indexed(blocks.source):  # a worker reads every n-th block
             from absl import flags
 
             if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags' defaults
@@ -174,7 +260,8 @@ def is_sources(raw: Any) -> bool:
         isinstance(v, np.ndarray) for v in raw.values())
 
 
-def _refuse(cfg: DataConfig, regression: bool) -> None:
+def refuse(cfg: DataConfig, regression: bool) -> None:
+    """What streamed data cannot serve (the data node's part), in one line."""
     if regression:
         raise ConfigError("data.stream", cfg.stream, "streams classification data only: "
                           "task=regression trains on arrays (set data.stream=false)")
@@ -183,7 +270,8 @@ def _refuse(cfg: DataConfig, regression: bool) -> None:
                           "cross-validation needs arrays (data.cv_folds=1 or data.stream=false)")
 
 
-def _options(cfg: DataConfig) -> dict:
+def options(cfg: DataConfig) -> dict:
+    """The `Stream` fields that `data.*` sets."""
     return {"seed": cfg.split_seed, "block": cfg.stream_block, "workers": cfg.stream_workers,
             "threads": cfg.stream_threads, "buffer": cfg.stream_buffer}
 
@@ -191,95 +279,7 @@ def _options(cfg: DataConfig) -> dict:
 def from_arrays(ds: Any, cfg: DataConfig, regression: bool) -> Stream:
     """A loaded `Dataset`'s splits (standardised already) streamed: `data.stream=true` on
     arrays."""
-    _refuse(cfg, regression)
+    refuse(cfg, regression)
     return Stream(ArraySource(ds.x_train, ds.y_train), ArraySource(ds.x_val, ds.y_val),
                   ArraySource(ds.x_test, ds.y_test), ds.num_classes, tuple(ds.input_shape),
-                  mean=ds.mean, std=ds.std, raw=False, classes=ds.classes, **_options(cfg))
-
-
-def open_sources(raw: Mapping, cfg: DataConfig, regression: bool, where: str) -> Any:
-    """Checks the sources in one pass (lengths, record shapes, labels) and takes the training
-    split's feature statistics on the way; returns a `Stream`, or, where the data is not
-    streamed (`data.stream=false`, or null and at most `data.device_mb`), the splits read into
-    arrays as `{"x_train": ..., "y_train": ..., ...}`.
-
-    Raises:
-      ConfigError: in one line, naming the split: missing, without a length, empty; a record not
-        an (x, y) pair, of another shape than the first; a label outside [0, num_classes).
-    """
-    key, value = where.split("=", 1)
-    missing = [s for s in SPLITS if s not in raw]
-    if missing:
-        raise ConfigError(key, value, f"returned splits {', '.join(sorted(raw))}; streamed data "
-                          f"needs train, val and test (missing: {', '.join(missing)})")
-    k = cfg.num_classes
-    if k is None:
-        raise ConfigError("data.num_classes", None, "must be set for data given as sources "
-                          "(they are not read whole to count the labels)")
-    for split in SPLITS:
-        try:
-            n = len(raw[split])
-        except TypeError:
-            raise ConfigError(key, value, f"returned a {split} split without a length: give a "
-                              "random-access source (__len__ and __getitem__, or a "
-                              f"grain.MapDataset), not {type(raw[split]).__name__}") from None
-        if n == 0:
-            raise ConfigError(key, value, f"returned an empty {split} split")
-    first = raw["train"][0]
-    if not (isinstance(first, (tuple, list)) and len(first) == 2):
-        raise ConfigError(key, value, "sources must return (x, y) pairs, the train split's "
-                          f"record 0 is a {type(first).__name__}")
-    shape = np.asarray(first[0]).shape
-    features = int(np.prod(shape))
-    size_mb = sum(len(raw[s]) for s in SPLITS) * (features + 1) * 4 / 2**20
-    streamed = cfg.stream if cfg.stream is not None else size_mb > cfg.device_mb
-    if streamed:
-        _refuse(cfg, regression)
-    kept: dict = {}
-    total, squares = np.zeros(features), np.zeros(features)
-    for split in SPLITS:
-        source, chunks = raw[split], []
-        for start in range(0, len(source), _PASS):
-            idx = np.arange(start, min(start + _PASS, len(source)))
-            if hasattr(source, "__getitems__"):
-                x, y = read(source, idx)
-                got = x.shape[1:]
-            else:
-                pairs = [source[int(i)] for i in idx]
-                got = next((np.asarray(p[0]).shape for p in pairs
-                            if np.asarray(p[0]).shape != shape), shape)
-                x = np.stack([np.asarray(p[0]) for p in pairs]) if got == shape else None
-                y = np.asarray([p[1] for p in pairs])
-            if got != shape:
-                raise ConfigError(key, value, f"returned records of different shapes: {split} "
-                                  f"has {got}, train's record 0 {shape}")
-            y = np.asarray(y)
-            if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (
-                    len(y) and (y.min() < 0 or y.max() >= k)):
-                bad = y[(y < 0) | (y >= k)][:3] if y.ndim == 1 else y[:1]
-                raise ConfigError("data.num_classes", k, f"labels must be integers in [0, {k}); "
-                                  f"the {split} split holds {', '.join(map(str, bad))}")
-            x = x.reshape(len(x), features).astype(np.float32)
-            if split == "train":
-                total += x.sum(0, dtype=np.float64)
-                squares += np.square(x, dtype=np.float64).sum(0)
-            if not streamed:
-                chunks.append((x.reshape(len(x), *shape), y))
-        if not streamed:
-            kept[f"x_{split}"] = np.concatenate([c[0] for c in chunks])
-            kept[f"y_{split}"] = np.concatenate([c[1] for c in chunks])
-    if not streamed:
-        return kept
-    mean = std = None
-    if cfg.standardize:
-        n = len(raw["train"])
-        mean = total / n
-        std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
-        mean, std = mean.astype(np.float32), np.where(std > 1e-8, std, 1.0).astype(np.float32)
-    input_shape = tuple(cfg.image_shape) if cfg.image_shape is not None else (
-        shape if len(shape) > 1 else (features,))
-    if int(np.prod(input_shape)) != features:
-        raise ConfigError("data.image_shape", list(input_shape),
-                          f"must hold exactly the {features} features of each sample")
-    return Stream(raw["train"], raw["val"], raw["test"], k, input_shape, mean=mean, std=std,
-                  classes=np.arange(k), **_options(cfg))
+                  mean=ds.mean, std=ds.std, raw=False, classes=ds.classes, **options(cfg))

@@ -7,7 +7,8 @@ permutation per member), chosen for arrays and for sources that fit (`data.devic
 `data.stream_block` batches, each block transferred once and shared by every member (the same
 batch order for all; their seeds still differ for initialisation and dropout). `data.stream`
 forces either. Epochs mean the same in both: one pass over the training split, its remainder
-dropped, so early stopping, rungs, PBT intervals and checkpoints count them as before.
+dropped, so early stopping, rungs, PBT intervals and checkpoints count them as before; streamed,
+`train.steps_per_epoch` may set an epoch's steps instead (an endless split needs it).
 """
 
 import functools
@@ -151,6 +152,7 @@ class Streamed:
         self.stream, self.pop = stream, pop
         self.block, self.finish, self.eval_block = _programs(pop)
         self.batch = pop.spec.batch_size
+        self.steps = pop.spec.cfg.train.steps_per_epoch  # None: an epoch is a pass
         self.eval_batch = min(pop.spec.cfg.train.eval_batch_size, stream.n_val)
         self.wait_s = 0.0  # time the host waited for the input pipeline (bench_data.py)
         self.where = place
@@ -170,7 +172,7 @@ class Streamed:
     def _iter(self, split: str) -> Any:
         if split not in self.iters:
             batch = self.batch if split == "train" else self.eval_batch
-            self.iters[split] = self.stream.iterator(split, batch, put=True,
+            self.iters[split] = self.stream.iterator(split, batch, steps=self.steps, put=True,
                                                      device=self._device(),
                                                      workers=split == "train")
             if split in self.pending:
@@ -180,7 +182,7 @@ class Streamed:
     def _blocks(self, split: str) -> Any:
         it = self._iter(split)
         batch = self.batch if split == "train" else self.eval_batch
-        for _ in range(self.stream.blocks_per_epoch(split, batch)):
+        for _ in range(self.stream.blocks_per_epoch(split, batch, self.steps)):
             t0 = time.perf_counter()
             block = next(it)
             self.wait_s += time.perf_counter() - t0

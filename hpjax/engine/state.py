@@ -42,8 +42,16 @@ class NewMember:
 
 def check_fits(cfg: Config, ds: data_lib.Dataset) -> None:
     """The checks that need the data: run before anything compiles."""
-    n = ds.n_train
-    if cfg.train.batch_size > n:
+    n, steps = ds.n_train, cfg.train.steps_per_epoch
+    if not isinstance(ds, data_lib.Stream) and steps is not None:
+        raise ConfigError("train.steps_per_epoch", steps, "counts the steps of streamed data; "
+                          "with the splits on the device an epoch is one pass over the training "
+                          "split (set data.stream=true, or train.steps_per_epoch=null)")
+    if n is None and steps is None:
+        raise ConfigError("train.steps_per_epoch", None, "must be set for an endless train "
+                          f"split ({type(ds.train).__name__}, without a length): an epoch is "
+                          "then that many steps")
+    if n is not None and cfg.train.batch_size > n:
         raise ConfigError("train.batch_size", cfg.train.batch_size,
                           f"must be an integer between 1 and the training-set size {n}")
     rank = type(cfg.model).input_rank

@@ -34,7 +34,7 @@ class Spec:
     cfg: Config  # the static view: traced and per-member keys unreadable
     model: Model  # the model adapter (`model._target_`, or a built-in model's)
     input_shape: tuple
-    n_train: int
+    n_train: Optional[int]  # None: an endless training split (streamed)
     activation: Optional[int] = None  # an index that fixes the activation; None: traced
     y_scale: float = 1.0  # regression: the std the targets were standardised with
     model_outputs: int = 1  # outputs per sample (classes, or regression targets)
@@ -53,7 +53,9 @@ class Spec:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.n_train // self.batch_size
+        """`train.steps_per_epoch` where set (streamed data only: `state.check_fits`), else
+        one pass over the training split."""
+        return self.cfg.train.steps_per_epoch or self.n_train // self.batch_size
 
     @property
     def total_steps(self) -> int:
