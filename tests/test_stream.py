@@ -91,6 +91,25 @@ def test_a_killed_streamed_run_resumes_with_the_iterators_state(tmp_path):
     assert rows(whole[0]) != rows(whole[1])
 
 
+def test_rungs_count_streamed_epochs_and_a_survivor_reads_on_where_it_was():
+    """Successive halving on streamed data (2 trials, rungs at 1 and 2 epochs, eta 2): the
+    population gathered down to its survivor reads on where the stream was, so each trial's
+    epochs are those of the same trial trained in full."""
+    from hpjax.engine.jobs import train_trials
+    from hpjax.engine.schedulers.halving import SuccessiveHalving
+
+    cfgs = [compose_config([*STREAMED, "train.epochs=2", f"optimizer.lr={lr}"])
+            for lr in (0.03, 0.003)]
+    full = train_trials(cfgs)
+    halved = train_trials(cfgs, scheduler=SuccessiveHalving([1, 2], 2, "max"))
+    assert sorted(o.result.epochs_run for o in halved) == [1, 2]
+    for f, h in zip(full, halved, strict=True):
+        assert len(h.rows) == h.result.epochs_run
+        for a, b in zip(f.rows, h.rows, strict=False):
+            for name in ("train/loss", "val/loss"):
+                assert b[name] == pytest.approx(a[name], rel=1e-4)
+
+
 def folder(tmp_path, kind, n=(400, 100, 100), features=6):
     rng = np.random.default_rng(0)
     write = data_lib.write_npy if kind == "npy" else data_lib.write_array_record
@@ -122,6 +141,32 @@ def test_npy_and_array_record_folders_stream_the_same_batches(tmp_path):
     assert rows(out)[-1]["val/accuracy"] > 0.7 and out.result.test["test/accuracy"] > 0.7
     # data.device_mb's default: these few kilobytes fit, so they are read into arrays
     assert not isinstance(data_lib.load(dataclasses.replace(npy.data, device_mb=1024)), Stream)
+
+
+def map_datasets(wrap: bool) -> dict:
+    """Splits of random records, as `grain.MapDataset`s (`wrap`) or the sources they map."""
+    import grain
+
+    rng, out = np.random.default_rng(0), {}
+    for split, n in (("train", 64), ("val", 20), ("test", 20)):
+        x = rng.normal(1.0, 2.0, size=(n, 3)).astype(np.float32)
+        source = data_lib.sources.ArraySource(x, (x[:, 0] > 1).astype(np.int64))
+        out[split] = grain.MapDataset.source(source) if wrap else source
+    return out
+
+
+def test_a_grain_map_dataset_streams_as_the_source_it_maps():
+    grain_ds, plain = (data_lib.load(target_config("data", {
+        "_target_": "test_stream.map_datasets", "wrap": wrap, "num_classes": 2,
+        "stream": True})) for wrap in (True, False))
+    np.testing.assert_allclose(grain_ds.mean, plain.mean, rtol=1e-6)
+    assert grain_ds.mean[0] == pytest.approx(1.0, abs=0.5)
+    a, b = grain_ds.iterator("train", 16), plain.iterator("train", 16)
+    for _ in range(2):  # an epoch of 4 steps in blocks of 8 (cut to 4), then the next
+        for u, v in zip(next(a), next(b), strict=True):
+            np.testing.assert_array_equal(u, v)
+    a.close()
+    b.close()
 
 
 def bad(kind: str):
