@@ -63,6 +63,8 @@ def _lengths(raw: Mapping, key: str, value: str) -> None:
                               " read once: give an iterable that starts anew at each iter() (a "
                               "grain.IterDataset, a class with __iter__), so that each "
                               "population and a resumed run read it from its start")
+        if hasattr(it, "close"):  # a Grain iterator's reading threads
+            it.close()
 
 
 def _first(source: Any, key: str, value: str) -> Any:
