@@ -314,15 +314,16 @@ class Trained:
         compiled program as a trial trained alone: a single run's `result.json` test metrics
         exactly (a trial trained in a population: up to float rounding)."""
         import jax
+        import numpy as np
 
         from hpjax.engine import population
 
         pop = population.get(self.config, self.data)
         place = population.Placement.of(1)
         inputs = population.stack([self.config], [0], place)
-        x, y = getattr(self.data, f"x_{split}"), getattr(self.data, f"y_{split}")
-        out = pop.evaluate(jax.tree.map(lambda a: a[None], self.variables), inputs.hp,
-                           inputs.fold, x, y)
+        data = population.eval_split(self.data, split, self.config.train.eval_batch_size)
+        variables = jax.tree.map(lambda a: a[None], self.variables)
+        out = pop.evaluate(variables, variables, np.ones(1, bool), inputs.hp, inputs.fold, *data)
         return {f"{split}/{k}": float(v[0]) for k, v in out.items()}
 
 

@@ -131,18 +131,20 @@ def prepare(cfgs: list) -> tuple[float, tuple, Callable[[], float]]:
     active = place.per_member(np.ones(i.size, bool))
     c0 = CompileStats.seconds
     held = {"states": pop.init(i.hp, i.seeds, i.owner)}
+    held["best"] = population.copy(held["states"].params)
+    keep = place.per_member(np.zeros(i.size, bool))
 
     def epoch() -> float:
         t0 = time.perf_counter()
-        held["states"], m = pop.epoch(held["states"], i.hp, active, i.fold, x, y, i.seeds,
-                                      i.owner)
+        held["states"], held["best"], m = pop.epoch(held["states"], held["best"], keep, i.hp,
+                                                    active, i.fold, x, y, i.seeds, i.owner)
         jax.block_until_ready((held["states"], m))
         return time.perf_counter() - t0
 
     epoch()
     compile_s = CompileStats.seconds - c0
-    cost = pop.epoch.lower(held["states"], i.hp, active, i.fold, x, y, i.seeds,
-                           i.owner).compile().cost_analysis()
+    cost = pop.epoch.lower(held["states"], held["best"], keep, i.hp, active, i.fold, x, y,
+                           i.seeds, i.owner).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return compile_s, (cost.get("flops", float("nan")) / 1e9,
                        cost.get("bytes accessed", float("nan")) / 2**20), epoch

@@ -76,8 +76,9 @@ def test_a_64_member_populations_params_are_its_best_and_load_predicts_as_it_did
     def watch(run, slots):  # the population's best variables and test logits as it ends
         i = run.inputs
         seen["best"] = jax.device_get(run.best_params)
-        seen["logits"] = np.asarray(run.pop.predict(run.best_params, i.hp, i.fold,
-                                                    run.place.shared(run.ds.x_test)))
+        best = run.best_params
+        seen["logits"] = np.asarray(run.pop.predict(best, best, np.ones(i.size, bool), i.hp,
+                                                    i.fold, run.place.shared(run.ds.x_test)))
         seen["paths"] = [run.members[run.slots[s]].params_path for s in slots]
         save(run, slots)
 

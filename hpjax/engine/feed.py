@@ -23,18 +23,21 @@ import numpy as np
 from hpjax.config import Config, ConfigError
 from hpjax.data import Dataset, Stream
 from hpjax.engine import host_metrics, trainer
-from hpjax.engine.population import Population, where
+from hpjax.engine.population import Population, eval_split, where
 
 
 class Feed(Protocol):
     def place(self, place: Any) -> None:
         """Puts (or will put) the shared data where the population now lives."""
 
-    def train(self, states: Any, inputs: Any, active: jax.Array) -> tuple:
-        """One epoch of every member: (states, metrics by name, one value per member)."""
+    def train(self, states: Any, best: Any, keep: np.ndarray, inputs: Any,
+              active: jax.Array) -> tuple:
+        """One epoch of every member, after `best` takes the variables of the members in `keep`
+        (host mask): (states, best, metrics by name, one value per member)."""
 
-    def evaluate(self, params: Any, inputs: Any, split: str) -> dict:
-        """{"loss", "accuracy"...}: one value per member, over `split` (val or test)."""
+    def evaluate(self, new: Any, old: Any, pick: np.ndarray, inputs: Any, split: str) -> dict:
+        """{"loss", "accuracy"...}: one value per member, over `split` (val or test), at its
+        variables in `new` where `pick` (host mask), else in `old`."""
 
     def state(self) -> dict:
         """What a checkpoint keeps to continue the data where it was (JSON)."""
@@ -49,21 +52,27 @@ class OnDevice:
 
     def __init__(self, ds: Dataset, pop: Population, place: Any) -> None:
         self.ds, self.pop = ds, pop
+        batch = pop.spec.cfg.train.eval_batch_size
+        # padded to one length: one compiled evaluation for both splits
+        self.splits = {s: eval_split(ds, s, batch) for s in ("val", "test")}
         self.place(place)
 
     def place(self, place: Any) -> None:
         self.where = place
         self.train_data = place.shared((self.ds.x_train, self.ds.y_train))
-        self.val_data = place.shared((self.ds.x_val, self.ds.y_val))
+        self.val_data = place.shared(self.splits["val"])
 
-    def train(self, states: Any, inputs: Any, active: jax.Array) -> tuple:
+    def train(self, states: Any, best: Any, keep: np.ndarray, inputs: Any,
+              active: jax.Array) -> tuple:
         i = inputs
-        return self.pop.epoch(states, i.hp, active, i.fold, *self.train_data, i.seeds, i.owner)
+        return self.pop.epoch(states, best, self.where.per_member(keep), i.hp, active, i.fold,
+                              *self.train_data, i.seeds, i.owner)
 
-    def evaluate(self, params: Any, inputs: Any, split: str) -> dict:
-        data = self.val_data if split == "val" else self.where.shared((self.ds.x_test,
-                                                                      self.ds.y_test))
-        return self.pop.evaluate(params, inputs.hp, inputs.fold, *data)
+    def evaluate(self, new: Any, old: Any, pick: np.ndarray, inputs: Any, split: str) -> dict:
+        # the test split is read once or twice a population: not kept on the device
+        data = self.val_data if split == "val" else self.where.shared(self.splits["test"])
+        return self.pop.evaluate(new, old, self.where.per_member(pick), inputs.hp, inputs.fold,
+                                 *data)
 
     def state(self) -> dict:
         return {}
@@ -188,8 +197,17 @@ class Streamed:
             self.wait_s += time.perf_counter() - t0
             yield block
 
-    def train(self, states: Any, inputs: Any, active: jax.Array) -> tuple:
+    def _pick(self, new: Any, old: Any, pick: np.ndarray) -> Any:
+        """`new` where `pick`, else `old`, per member (the population's where program)."""
+        if pick.all():
+            return new
+        return self.pop.keep(self.where.per_member(pick), new, old)
+
+    def train(self, states: Any, best: Any, keep: np.ndarray, inputs: Any,
+              active: jax.Array) -> tuple:
         i = inputs
+        if keep.any():  # a new tree (the blocks donate the states)
+            best = self.pop.keep(self.where.per_member(keep), states.params, best)
         sums = self.where.per_member((np.zeros(i.size, np.float32),) * 2)
         flight: deque = deque()
         for xs, ys, ws in self._blocks("train"):
@@ -197,10 +215,10 @@ class Streamed:
             flight.append(sums)
             if len(flight) > self.IN_FLIGHT:
                 jax.block_until_ready(flight.popleft())
-        return states, self.finish(states, sums)
+        return states, best, self.finish(states, sums)
 
-    def evaluate(self, params: Any, inputs: Any, split: str) -> dict:
-        size = inputs.size
+    def evaluate(self, new: Any, old: Any, pick: np.ndarray, inputs: Any, split: str) -> dict:
+        params, size = self._pick(new, old, pick), inputs.size
         totals = self.where.per_member((np.zeros(size, np.float32),) * 2)
         for xs, ys, ws in self._blocks(split):
             totals = self.eval_block(totals, params, inputs.hp, xs, ys, ws)

@@ -31,13 +31,17 @@ class Population:
     """The compiled functions of one signature, each over a leading member axis `_P`."""
 
     init: Callable  # (hp_P, seeds_U, owner_P) -> state_P
-    # (state_P, hp_P, active_P, fold_P, x, y, seeds_U, owner_P) -> (state_P, metrics_P)
+    # (state_P, best_P, keep_P, hp_P, active_P, fold_P, x, y, seeds_U, owner_P)
+    #   -> (state_P, best_P, metrics_P)
     epoch: Callable
-    evaluate: Callable  # (params_P, hp_P, fold_P, x, y) -> {"loss": [P], "accuracy": [P]}
+    # (new_P, old_P, pick_P, hp_P, fold_P, x, y, n) -> {"loss": [P], "accuracy": [P]} at
+    # where(pick, new, old), over the first n samples of a split padded by `eval_split`
+    evaluate: Callable
     keep: Callable  # (mask_P, new_P, old_P) -> where(mask, new, old) per member
     spec: trainer.Spec
     take: Callable = None  # (tree_P, idx_Q) -> tree_Q: members gathered into a new population
-    predict: Callable = None  # (params_P, hp_P, fold_P, x) -> outputs_P (host metrics)
+    # (new_P, old_P, pick_P, hp_P, fold_P, x) -> outputs_P at where(pick, new, old) (host metrics)
+    predict: Callable = None
     # the population sizes its epoch program ran at in this process (compiled)
     sizes: set = field(default_factory=set, compare=False, hash=False)
 
@@ -54,10 +58,14 @@ def take(tree: Any, idx: jax.Array) -> Any:
     return jax.tree.map(lambda a: a[idx], tree)
 
 
-def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Array,
-           fold: jax.Array, x: jax.Array, y: jax.Array, seeds: jax.Array,
+def _epoch(spec: trainer.Spec, folds: bool, states: Any, best: Any, keep: jax.Array, hp: Any,
+           active: jax.Array, fold: jax.Array, x: jax.Array, y: jax.Array, seeds: jax.Array,
            owner: jax.Array) -> tuple:
-    """One epoch of every member. Each step's dropout key is made once per distinct seed
+    """One epoch of every member, after keeping the variables it comes in with as the best of
+    the members in `keep`: the host learns that an epoch improved only from the validation
+    after it, so the next epoch's program keeps them (a program of their own would compile
+    too; the evaluation picks them where no epoch follows). Each step's dropout key is made
+    once per distinct seed
     (`seeds`; member i has `seeds[owner[i]]`) and shared by the members with that seed; when
     they all share one (a sweep's usual `train.seed`), it stays unbatched, so the dropout masks'
     random bits are drawn once for the whole population: the same numbers as drawing per
@@ -65,6 +73,7 @@ def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Ar
     member (`active` false) keeps its state. The active members that share a seed are at one
     step (a refilled population gives each member a seed row of its own: members at different
     epochs)."""
+    best = where(keep, states.params, best)
     if folds:  # cross-validation: each member reads its own fold's arrays
         x, y = x[fold], y[fold]
     data_axis = 0 if folds else None
@@ -90,7 +99,7 @@ def _epoch(spec: trainer.Spec, folds: bool, states: Any, hp: Any, active: jax.Ar
     kept = new.replace(step=where(active, new.step, states.step),
                        params=where(active, new.params, states.params),
                        opt_state=where(active, new.opt_state, states.opt_state))
-    return kept, metrics
+    return kept, best, metrics
 
 
 def _init(spec: trainer.Spec, hp: Any, seeds: jax.Array, owner: jax.Array) -> Any:
@@ -100,21 +109,24 @@ def _init(spec: trainer.Spec, hp: Any, seeds: jax.Array, owner: jax.Array) -> An
     return jax.vmap(functools.partial(trainer.init_state, spec))(hp, params)
 
 
-def _evaluate(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.Array,
-              x: jax.Array, y: jax.Array) -> dict:
+def _evaluate(spec: trainer.Spec, folds: bool, new: Any, old: Any, pick: jax.Array, hp: Any,
+              fold: jax.Array, x: jax.Array, y: jax.Array, n: jax.Array) -> dict:
+    """Each member's metrics at `new` where `pick`, else `old` (its current or its best
+    variables), over the first `n` samples of `x` and `y`: every split, padded to one length,
+    shares this program."""
     if folds:
         x, y = x[fold], y[fold]
     data_axis = 0 if folds else None
-    return jax.vmap(functools.partial(trainer.evaluate, spec),
-                    in_axes=(0, 0, data_axis, data_axis))(params, hp, x, y)
+    return jax.vmap(functools.partial(trainer.evaluate, spec), in_axes=(
+        0, 0, data_axis, data_axis, None))(where(pick, new, old), hp, x, y, n)
 
 
-def _predict(spec: trainer.Spec, folds: bool, params: Any, hp: Any, fold: jax.Array,
-             x: jax.Array) -> jax.Array:
+def _predict(spec: trainer.Spec, folds: bool, new: Any, old: Any, pick: jax.Array, hp: Any,
+             fold: jax.Array, x: jax.Array) -> jax.Array:
     if folds:
         x = x[fold]
     return jax.vmap(functools.partial(trainer.predict, spec),
-                    in_axes=(0, 0, 0 if folds else None))(params, hp, x)
+                    in_axes=(0, 0, 0 if folds else None))(where(pick, new, old), hp, x)
 
 
 def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Population:
@@ -130,7 +142,7 @@ def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Populat
     folds = bool(ds.folds)
     return Population(
         init=jax.jit(functools.partial(_init, spec)),
-        epoch=jax.jit(functools.partial(_epoch, spec, folds), donate_argnums=0),
+        epoch=jax.jit(functools.partial(_epoch, spec, folds), donate_argnums=(0, 1)),
         evaluate=jax.jit(functools.partial(_evaluate, spec, folds)),
         keep=jax.jit(where),
         spec=spec,
@@ -148,6 +160,25 @@ def get(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Populatio
     if key not in _CACHE:
         _CACHE[key] = build(cfg, ds, activation)
     return _CACHE[key]
+
+
+def eval_split(ds: Dataset, split: str, batch: int) -> tuple[np.ndarray, np.ndarray, np.int32]:
+    """(x, y, n) of `split` (val or test): its n samples padded with zeros to the length of the
+    longer of the two, rounded up to whole evaluation batches of at most `batch`
+    (`train.eval_batch_size`), so that one compiled evaluation serves both splits."""
+    axis = 1 if ds.folds else 0  # after the fold axis
+    n = ds.x_val.shape[axis], ds.x_test.shape[axis]
+    longest = max(*n, 1)
+    size = -(-longest // min(batch, longest)) * min(batch, longest)
+    x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+    own = x.shape[axis]
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        widths = [(0, 0)] * a.ndim
+        widths[axis] = (0, size - own)
+        return np.pad(a, widths) if size > own else a
+
+    return pad(x), pad(y), np.int32(own)
 
 
 def padded_size(n: int) -> int:

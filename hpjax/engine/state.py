@@ -116,6 +116,23 @@ class PopulationRun:
         self.states = self.place.per_member(self.pop.init(i.hp, i.seeds, i.owner))
         self.best_params = population.copy(self.states.params)
 
+    # Each member's best variables are `states.params` where `improved` (its last epoch was its
+    # best so far: the next epoch's program keeps them), else `_best`.
+    @property
+    def best_params(self) -> Any:
+        """Each member's best variables, as one tree (a path that needs the tree itself:
+        checkpoints, PBT, compaction, refills; it runs the population's where program)."""
+        if self.improved.any():
+            self._best = self.pop.keep(self.place.per_member(self.improved), self.states.params,
+                                       self._best)
+            self.improved = np.zeros_like(self.improved)
+        return self._best
+
+    @best_params.setter
+    def best_params(self, tree: Any) -> None:
+        self._best = tree
+        self.improved = np.zeros(jax.tree.leaves(tree)[0].shape[0], bool)
+
     def new_member(self, cfg: Config, fold: int, checkpoint_dir: Optional[str],
                    params_path: Optional[str]) -> Member:
         return Member(cfg, Outcome(Result(
@@ -175,9 +192,10 @@ class PopulationRun:
                    if m.params_path and m.tracker.epoch is not None and not m.gone]
         if not members:
             return
-        best = jax.device_get(self.best_params)
-        checkpoint.save_params([(m.params_path, jax.tree.map(lambda a, s=s: a[s], best))
-                                for s, m in members])
+        current = self.improved[[s for s, _ in members]].any()  # a best epoch not yet kept
+        new, old = jax.device_get((self.states.params if current else None, self._best))
+        checkpoint.save_params([(m.params_path, jax.tree.map(
+            lambda a, s=s: a[s], new if self.improved[s] else old)) for s, m in members])
 
     def meta(self, member: Member) -> dict:
         """A member's checkpoint record, with the data's position and the scheduler's state."""
@@ -251,8 +269,9 @@ class PopulationRun:
         seeds = place.shared(seeds)
         fresh = self.pop.init(hp, seeds, i.owner)
         mask = place.per_member(np.isin(np.arange(i.size), slots))
+        best = self.best_params  # the others' best, before their slots' states change
         self.states = self.pop.keep(mask, fresh, self.states)
-        self.best_params = self.pop.keep(mask, fresh.params, self.best_params)
+        self.best_params = self.pop.keep(mask, fresh.params, best)
         self.inputs = type(i)(hp, fold, seeds, i.owner, i.size)
 
     def copy_members(self, pairs: list[tuple[int, int]]) -> None:
@@ -291,7 +310,8 @@ class PopulationRun:
 
     def test_metrics(self) -> dict:
         """Every slot's test metrics at its best epoch's parameters."""
-        return jax.device_get(self.feed.evaluate(self.best_params, self.inputs, "test"))
+        return jax.device_get(self.feed.evaluate(self.states.params, self._best, self.improved,
+                                                 self.inputs, "test"))
 
     def host_metrics(self, slots: Any) -> None:
         """The host metrics (`hpjax.engine.host_metrics`) of the members in `slots` that ask
@@ -308,12 +328,15 @@ class PopulationRun:
         ds, i = self.ds, self.inputs
         task = self.members[0].cfg.task.name
         fold = np.asarray(jax.device_get(i.fold))
+        pick = self.place.per_member(self.improved)
         for split in ("val", "test"):
-            x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
-            out = np.asarray(jax.device_get(self.pop.predict(self.best_params, i.hp, i.fold,
-                                                             self.place.shared(x))))
+            # padded as the evaluation's splits are: one program for both
+            x, _, n = population.eval_split(ds, split, self.pop.spec.cfg.train.eval_batch_size)
+            y = getattr(ds, f"y_{split}")
+            out = np.asarray(jax.device_get(self.pop.predict(
+                self.states.params, self._best, pick, i.hp, i.fold, self.place.shared(x))))
             for s, (member, names) in wanted.items():
-                truth, pred = (y[fold[s]] if ds.folds else y), out[s]
+                truth, pred = (y[fold[s]] if ds.folds else y), out[s, :n]
                 if ds.y_std is not None:  # regression: in the targets' own units
                     truth = truth.reshape(pred.shape) * ds.y_std + ds.y_mean
                     pred = pred * ds.y_std + ds.y_mean
@@ -337,11 +360,13 @@ class PopulationRun:
         """Trains every active member one epoch and records its metrics."""
         i, active = self.inputs, self.active_mask()
         c0, t0 = CompileStats.seconds, time.perf_counter()
-        self.states, m = self.feed.train(self.states, i, self.place.per_member(active))
+        self.states, self._best, m = self.feed.train(self.states, self._best, self.improved, i,
+                                                     self.place.per_member(active))
+        self.improved = np.zeros(i.size, bool)
         self.pop.sizes.add(i.size)
         jax.block_until_ready(self.states)
         t1 = time.perf_counter()
-        val = self.feed.evaluate(self.states.params, i, "val")
+        val = self.feed.evaluate(self.states.params, self._best, np.ones(i.size, bool), i, "val")
         m = jax.device_get(m) | {f"val/{k}": v for k, v in jax.device_get(val).items()}
         compiling = CompileStats.seconds - c0
         running = int(active.sum())
@@ -357,9 +382,7 @@ class PopulationRun:
             improved[s] = member.record(own, row, bool(m["finite"][s]))
             if on_epoch:
                 on_epoch(k, row)
-        if improved.any():
-            self.best_params = self.pop.keep(self.place.per_member(improved),
-                                             self.states.params, self.best_params)
+        self.improved = improved  # kept by the next epoch's program
 
     def save(self, epoch: int, now: bool = False) -> None:
         for member in self.members:

@@ -291,13 +291,16 @@ def predict(spec: Spec, params: Any, hp: Hparams, x: jax.Array) -> jax.Array:
     return out.reshape(nb * ebs, *out.shape[2:])[:n]
 
 
-def evaluate(spec: Spec, params: Any, hp: Hparams, x: jax.Array, y: jax.Array) -> dict:
-    """Mean loss and accuracy over `x` (regression: loss, mse, mae, r2), in fixed-size batches
-    (`train.eval_batch_size`)."""
-    n = x.shape[0]
-    ebs = min(spec.cfg.train.eval_batch_size, n)
-    nb = -(-n // ebs)
-    pad = nb * ebs - n
+def evaluate(spec: Spec, params: Any, hp: Hparams, x: jax.Array, y: jax.Array,
+             n: Optional[jax.Array] = None) -> dict:
+    """Mean loss and accuracy over the first `n` samples of `x` (default all; regression: loss,
+    mse, mae, r2), in fixed-size batches (`train.eval_batch_size`). A traced `n` lets splits
+    padded to one length share a program."""
+    rows = x.shape[0]
+    n = rows if n is None else n
+    ebs = min(spec.cfg.train.eval_batch_size, rows)
+    nb = -(-rows // ebs)
+    pad = nb * ebs - rows
     xs = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)).reshape(nb, ebs, *x.shape[1:])
     ys = jnp.pad(y, [(0, pad)] + [(0, 0)] * (y.ndim - 1)).reshape(nb, ebs, *y.shape[1:])
     ws = (jnp.arange(nb * ebs) < n).reshape(nb, ebs)

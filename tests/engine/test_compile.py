@@ -1,8 +1,11 @@
 """The process: JAX's CPU devices, set by an explicit call and not by importing hpjax."""
 
+import contextlib
 import logging
 import subprocess
 import sys
+
+import pytest
 
 
 def test_use_cpu_cores_gives_jax_one_device_per_core_unless_told_otherwise():
@@ -33,17 +36,39 @@ def test_importing_hpjax_changes_no_global_state():
     assert out.stdout.split() == ["1", "False"], out.stderr
 
 
+@contextlib.contextmanager
+def programs_compiled():
+    """The names of the programs XLA compiles in the block (`jit(_epoch)`...), in order, with
+    their count by `CompileStats` appended last."""
+    import jax
+
+    from hpjax.engine.compile import CompileStats
+
+    CompileStats.install()
+    compiled = []
+    jax.config.update("jax_log_compiles", True)
+    handler = logging.Handler()
+    handler.emit = lambda r: compiled.append(r.getMessage().split()[1]) if r.getMessage(
+        ).startswith("Compiling ") else None
+    logging.getLogger("jax").addHandler(handler)
+    before = CompileStats.count
+    try:
+        yield compiled
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+        jax.config.update("jax_log_compiles", False)
+    compiled.append(CompileStats.count - before)
+
+
 def test_a_batch_loads_its_data_once_and_compiles_each_program_once(tmp_path, monkeypatch):
     """Two trials trained as a population: the data set is loaded, split and standardised once
     (planning the population's memory and training share it), and the programs compiled are the
-    population's init, its epoch, its evaluation (once for validation, once more for the test
-    split's own shape) and the best parameters' update; no data transfer compiles a program."""
-    import jax
+    population's init, its epoch (which keeps the best variables too) and its evaluation (one
+    for the validation and test splits); no data transfer compiles a program."""
     from conftest import compose_config
 
     from hpjax import data as data_lib
     from hpjax.engine.batch import Job, train_jobs
-    from hpjax.engine.compile import CompileStats
 
     loads = []
     load = data_lib._load
@@ -53,21 +78,45 @@ def test_a_batch_loads_its_data_once_and_compiles_each_program_once(tmp_path, mo
     cfgs = [compose_config(["data=iris", "train.epochs=2", "model.width=24", "train.seed=3",
                             f"optimizer.lr={lr}", "train.save_params=none"])
             for lr in (0.01, 0.02)]
-    CompileStats.install()
-    compiled = []
-    jax.config.update("jax_log_compiles", True)
-    handler = logging.Handler()
-    handler.emit = lambda r: compiled.append(r.getMessage().split()[1]) if r.getMessage(
-        ).startswith("Compiling ") else None
-    logging.getLogger("jax").addHandler(handler)
-    try:
-        before = CompileStats.count
+    with programs_compiled() as compiled:
         ends = train_jobs([Job(c, str(tmp_path / str(i))) for i, c in enumerate(cfgs)])
-    finally:
-        logging.getLogger("jax").removeHandler(handler)
-        jax.config.update("jax_log_compiles", False)
     assert [e.outcome.result.status for e in ends] == ["ok", "ok"]
     assert len(loads) == 1
-    assert sorted(compiled) == ["jit(_epoch)", "jit(_evaluate)", "jit(_evaluate)", "jit(_init)",
-                                "jit(where)"]
-    assert CompileStats.count - before == 5
+    assert sorted(compiled[:-1]) == ["jit(_epoch)", "jit(_evaluate)", "jit(_init)"]
+    assert compiled[-1] == 3
+
+
+# Recorded on main d463b6e (before the splits were padded to one evaluation and the epoch kept
+# the best variables), under the tests' settings (one device, most optimizations off): the
+# same numbers now, each to 1e-6. Digits' best epoch is its last, which the test evaluation
+# picks from the current variables; diabetes' is epoch 3 of 6, kept by the epoch program.
+SINGLE_RUNS = {
+    "default": (["train.epochs=3"], 3, {
+        "val/accuracy": 0.8296296000480652, "val/loss": 0.8208588361740112,
+        "test/accuracy": 0.8444444537162781, "test/loss": 0.8002111315727234}),
+    "regression": (["task=regression", "data=diabetes", "train.epochs=6", "optimizer.lr=0.1"],
+                   3, {"val/loss": 0.5722616910934448, "val/mae": 47.91166305541992,
+                       "val/mse": 3597.489990234375, "val/r2": 0.3911052942276001,
+                       "test/loss": 0.38666489720344543, "test/mae": 40.048587799072266,
+                       "test/mse": 2430.74658203125, "test/r2": 0.3744996190071106}),
+}
+
+
+@pytest.mark.parametrize("name", SINGLE_RUNS)
+def test_a_single_run_compiles_its_init_epoch_and_evaluation_once(name, monkeypatch):
+    """A single run compiles three programs: its init, its epoch (which keeps the best epoch's
+    variables too) and its evaluation (the validation and test splits padded to one length,
+    their metrics over their own samples as before)."""
+    import hpjax
+    from hpjax.engine import population
+
+    overrides, best_epoch, metrics = SINGLE_RUNS[name]
+    monkeypatch.setattr(population, "_CACHE", {})  # compiled here, whatever ran before
+    with programs_compiled() as compiled:
+        result = hpjax.train(overrides)
+    assert sorted(compiled[:-1]) == ["jit(_epoch)", "jit(_evaluate)", "jit(_init)"]
+    assert compiled[-1] == 3
+    assert result.best_epoch == best_epoch
+    got = {**result.best, **result.test}
+    assert {k: got[k] for k in metrics} == pytest.approx(metrics, rel=1e-6, abs=1e-6)
+

@@ -112,8 +112,9 @@ def test_population_draws_init_and_dropout_noise_once_per_seed_with_the_same_num
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         if epoch == 2:
             break
-        shared, m = pop.epoch(shared, hp, jnp.ones(4, bool), jnp.zeros(4, jnp.int32), x, y,
-                              seeds, owner)
+        shared, _, m = pop.epoch(shared, population.copy(shared.params),
+                                 jnp.zeros(4, bool), hp, jnp.ones(4, bool),
+                                 jnp.zeros(4, jnp.int32), x, y, seeds, owner)
         per_member, m_ref = reference(hp, x, y, per_member)
         np.testing.assert_array_equal(m["train/loss"], m_ref["train/loss"])
     # Members of one seed share masks, not results: other dropout rates, other numbers.

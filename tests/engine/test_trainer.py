@@ -171,14 +171,15 @@ def test_optimizer_numbers_live_in_its_state_and_a_new_lr_compiles_nothing():
     args = (jnp.ones(1, bool), jnp.zeros(1, jnp.int32), jnp.asarray(ds.x_train),
             jnp.asarray(ds.y_train), seeds, owner)
     copy = lambda s: jax.tree.map(jnp.copy, s)
-    same, m = pop.epoch(copy(state), hp, *args)
+    keep = jnp.zeros(1, bool)  # no best variables kept
+    same, _, m = pop.epoch(copy(state), copy(state.params), keep, hp, *args)
     assert float(m["lr"][0]) == pytest.approx(0.1)
     halved = copy(state)
     halved = halved.replace(opt_state=halved.opt_state._replace(hyperparams={
         **halved.opt_state.hyperparams, "lr": halved.opt_state.hyperparams["lr"] / 2}))
     half_opt_state = jax.tree.map(lambda v: v[0], halved.opt_state)  # before it is donated
     before = CompileStats.count
-    other, m2 = pop.epoch(halved, hp, *args)
+    other, _, m2 = pop.epoch(halved, copy(halved.params), keep, hp, *args)
     assert CompileStats.count == before  # same program, new numbers from the state
     assert float(m2["lr"][0]) == pytest.approx(0.05)
     # One SGD step from the same parameters moves half as far at half the rate.
