@@ -155,3 +155,32 @@ def test_mnist1d_is_generated_with_its_own_test_split_and_leaves_global_rngs_alo
     raw = make_dataset(args)
     assert np.array_equal(np.bincount(raw["y_test"], minlength=10),
                           np.bincount(ds.y_test, minlength=10))
+
+
+def test_splits_are_scikit_learns_without_importing_it():
+    """hpjax.data.holdout gives the indices of scikit-learn's train_test_split (shuffled, and
+    stratified) and shuffled KFold / StratifiedKFold, sample for sample, over sizes, seeds and
+    class balances (ties among the classes' remainders included)."""
+    from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+    from hpjax.data import holdout
+
+    rng = np.random.default_rng(0)
+    for n, classes, test_size, seed in ((150, 3, 0.3, 0), (1797, 10, 0.3, 1), (442, 2, 0.15, 7),
+                                        (61, 5, 0.5, 3), (40, 2, 0.2, 42), (1527, 10, 0.5, 0)):
+        y = rng.integers(0, classes, n) if n != 150 else np.repeat(np.arange(3), 50)
+        for stratify in (None, y):
+            tr, te = train_test_split(np.arange(n), test_size=test_size, random_state=seed,
+                                      stratify=stratify)
+            mine = holdout.train_test_split(n, test_size, seed, stratify)
+            np.testing.assert_array_equal(mine[0], tr)
+            np.testing.assert_array_equal(mine[1], te)
+        k = 5
+        for stratify, theirs in ((None, KFold(k, shuffle=True, random_state=seed)),
+                                 (y, StratifiedKFold(k, shuffle=True, random_state=seed))):
+            for (tr, va), (my_tr, my_va) in zip(theirs.split(np.zeros(n), y),
+                                                holdout.kfold(n, k, seed, stratify), strict=True):
+                np.testing.assert_array_equal(my_tr, tr)
+                np.testing.assert_array_equal(my_va, va)
+    with pytest.raises(ValueError, match="1 sample"):
+        holdout.train_test_split(10, 0.3, 0, np.array([0] * 9 + [1]))

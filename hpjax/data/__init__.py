@@ -11,6 +11,7 @@ import numpy as np
 from hpjax.config import ConfigError, CsvDataConfig, DataConfig, NpzDataConfig
 from hpjax.config.data import ArrayRecordDataConfig, Mnist1dDataConfig, NpyDataConfig
 from hpjax.data import stream as stream_lib
+from hpjax.data.holdout import kfold, train_test_split
 from hpjax.data.sources import write_array_record, write_npy
 from hpjax.data.splits import given_stats, open_sources
 from hpjax.data.stream import Stream
@@ -247,16 +248,12 @@ def _stratify(y: np.ndarray, least: int) -> Optional[np.ndarray]:
 def _split_val(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray,
                cfg: DataConfig) -> tuple:
     """Holds out `val_fraction` of a given training split for validation (stratified)."""
-    from sklearn.model_selection import train_test_split
-
-    stratify = _stratify(y_tr, 2)
     try:
-        x_tr, x_va, y_tr, y_va = train_test_split(x_tr, y_tr, test_size=cfg.val_fraction,
-                                                  random_state=cfg.split_seed, stratify=stratify)
+        tr, va = train_test_split(len(x_tr), cfg.val_fraction, cfg.split_seed, _stratify(y_tr, 2))
     except ValueError as e:
         raise ConfigError("data", cfg.name, f"too few training samples ({len(x_tr)}) to split "
                           f"off validation: {e}") from None
-    return x_tr, y_tr, x_va, y_va, x_te, y_te
+    return x_tr[tr], y_tr[tr], x_tr[va], y_tr[va], x_te, y_te
 
 
 def load_mnist1d(cfg: Any) -> dict:
@@ -285,8 +282,6 @@ def _folds(splits: tuple, cfg: DataConfig) -> list[tuple]:
     Every fold has the same size, so the folds train as members of one program: the last
     `n mod k` samples of the (shuffled) pool are left out, at most k - 1 of them.
     """
-    from sklearn.model_selection import KFold, StratifiedKFold
-
     x_tr, y_tr, x_va, y_va, x_te, y_te = splits
     k = cfg.cv_folds
     n = (len(x_tr) + len(x_va)) // k * k
@@ -295,9 +290,8 @@ def _folds(splits: tuple, cfg: DataConfig) -> list[tuple]:
         raise ConfigError("data.cv_folds", k, f"needs at least 2 samples per fold, the "
                           f"training and validation splits hold {len(x_tr) + len(x_va)}")
     # Stratified where every class can appear in every fold (as GridSearchCV(cv=k) does).
-    splitter = (StratifiedKFold if _stratify(y, k) is not None else KFold)(
-        k, shuffle=True, random_state=cfg.split_seed)
-    return [(x[tr], y[tr], x[va], y[va], x_te, y_te) for tr, va in splitter.split(x, y)]
+    return [(x[tr], y[tr], x[va], y[va], x_te, y_te)
+            for tr, va in kfold(n, k, cfg.split_seed, _stratify(y, k))]
 
 
 def load_npz(cfg: NpzDataConfig) -> tuple:
@@ -355,21 +349,18 @@ def load_csv(cfg: CsvDataConfig) -> tuple:
 
 
 def _split(x: np.ndarray, y: np.ndarray, cfg: DataConfig) -> tuple:
-    from sklearn.model_selection import train_test_split
-
     held_out = cfg.val_fraction + cfg.test_fraction
     # Stratify where every class can appear in every split; tiny classes fall back to random.
     stratify = _stratify(y, 3)
     try:
-        x_tr, x_rest, y_tr, y_rest = train_test_split(
-            x, y, test_size=held_out, random_state=cfg.split_seed, stratify=stratify)
+        tr, rest = train_test_split(len(x), held_out, cfg.split_seed, stratify)
+        x_rest, y_rest = x[rest], y[rest]
         rest_strat = _stratify(y_rest, 2) if stratify is not None else None
-        x_va, x_te, y_va, y_te = train_test_split(
-            x_rest, y_rest, test_size=cfg.test_fraction / held_out, random_state=cfg.split_seed,
-            stratify=rest_strat)
+        va, te = train_test_split(len(x_rest), cfg.test_fraction / held_out, cfg.split_seed,
+                                  rest_strat)
     except ValueError as e:
         raise ConfigError("data", cfg.name, f"too few samples ({len(x)}) to split: {e}") from None
-    return x_tr, y_tr, x_va, y_va, x_te, y_te
+    return x[tr], y[tr], x_rest[va], y_rest[va], x_rest[te], y_rest[te]
 
 
 def _stats(x_tr: np.ndarray) -> tuple:

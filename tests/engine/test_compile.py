@@ -120,3 +120,20 @@ def test_a_single_run_compiles_its_init_epoch_and_evaluation_once(name, monkeypa
     got = {**result.best, **result.test}
     assert {k: got[k] for k in metrics} == pytest.approx(metrics, rel=1e-6, abs=1e-6)
 
+
+def test_a_run_imports_only_what_its_config_uses(tmp_path):
+    """A run on data of its own (a CSV file) imports neither scikit-learn (its data sets and
+    metrics only: hpjax splits in NumPy) nor Plotly (the report only)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 3))
+    path = tmp_path / "data.csv"
+    path.write_text("a,b,c,label\n" + "".join(f"{a},{b},{c},{int(a + b > 0)}\n" for a, b, c in x))
+    probe = ("import sys, hpjax; "
+             f"r = hpjax.train(['data=csv', 'data.path={path}', 'train.epochs=1', "
+             "'model.width=8', 'data.cv_folds=3', 'train.batch_size=16']); "
+             "print(r.status, sorted(m for m in ('sklearn', 'plotly') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.strip().splitlines()[-1] == "ok []", out.stderr[-2000:]
