@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from hpjax.config import Config, to_config
+from hpjax.config import Config, ConfigError, to_config
 
 if TYPE_CHECKING:
     from hpjax.results import Result
@@ -131,9 +131,12 @@ def train(overrides: Sequence[str] = (), output_dir: Optional[str] = None, *,
     Returns:
       The trial's `Result`.
     Raises:
-      ConfigError: a bad value or data that does not fit (before anything trains).
+      ConfigError: a bad value, data that does not fit, a chosen option whose package is
+        missing (`logger=wandb` without wandb: the message the command prints, in one line),
+        before anything trains.
     """
     from hpjax.engine.jobs import run
+    from hpjax.errors import USER_ERROR, Stop, SweepError
     from hpjax.results import Result
 
     cfg = compose(overrides, config_dir, config_name)
@@ -142,10 +145,15 @@ def train(overrides: Sequence[str] = (), output_dir: Optional[str] = None, *,
 
         enable_compilation_cache()
         return run(cfg)
-    with hydra_session(config_dir) as hydra_:
-        hydra_.run(config_name=config_name, task_function=_train_task,
-                   overrides=[*overrides, f"hydra.run.dir={Path(output_dir).resolve()}"],
-                   with_log_configuration=False)
+    try:
+        with hydra_session(config_dir) as hydra_:
+            hydra_.run(config_name=config_name, task_function=_train_task,
+                       overrides=[*overrides, f"hydra.run.dir={Path(output_dir).resolve()}"],
+                       with_log_configuration=False)
+    except Stop as e:  # the command's exit (a tracker's missing package): never a SystemExit
+        if e.code == USER_ERROR:
+            raise ConfigError.line(e.message) from None
+        raise SweepError(e.message, e.code) from None
     return Result.read(output_dir)
 
 

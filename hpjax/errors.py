@@ -4,7 +4,8 @@ for a user's mistake.
 Exit codes of the `hpjax` command (docs/faults.md):
 
   0    the run or sweep ran; every trial finished (diverged and pruned trials are outcomes)
-  1    a bug in hpjax or in your own code: Python's traceback
+  1    a bug in hpjax: Python's traceback (an error of your own model or data function fails
+       its trials instead: 3 or 4)
   2    a user error found before anything ran (a bad value, a missing package, a data path that
        cannot be read, a storage that cannot be written): nothing was written
   3    the sweep ran, but some trials failed with an error (the others are results)
@@ -16,7 +17,8 @@ Exit codes of the `hpjax` command (docs/faults.md):
   130, 143   stopped by SIGINT or SIGTERM (the same command again resumes)
 
 `hpjax.sweep` raises `SweepError` (its `exit_code` 2, 4 or 5), and returns a `Sweep` whose `failed`
-and `exit_code` say how many trials failed when some did (3).
+and `exit_code` say how many trials failed when some did (3); `hpjax.train` raises `ConfigError`
+for 2.
 """
 
 import contextlib

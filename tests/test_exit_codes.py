@@ -111,3 +111,64 @@ def test_the_most_common_error_is_named_with_its_count_and_the_others_counted():
     trials = [_trial(0, "failed", "A"), _trial(1, "failed", "B"), _trial(2, "failed", "B")]
     assert verdict(trials) == (4, "all 3 trials failed: B (2 trials); 1 other error in "
                                   "summary.csv")
+
+
+def mismatched(features: int = 8, num_classes: int = 3):
+    """A model of plain functions whose weights have the wrong shape for the data (9 inputs,
+    iris has 4): it fails as its program is first built, for every trial."""
+    import jax
+
+    def init(key, x):
+        return {"w": jax.random.normal(key, (features + 1, num_classes))}
+
+    def apply(params, x, *, train, key):
+        return x.reshape(x.shape[0], -1) @ params["w"]
+
+    return init, apply
+
+
+def _own_model(tmp_path):
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "mismatched.yaml").write_text(
+        "_target_: test_exit_codes.mismatched\nfeatures: 8\nnum_classes: ${data.num_classes}\n")
+    return [f"hydra.searchpath=[file://{tmp_path}/conf]", "model=mismatched"]
+
+
+def test_a_model_that_fails_as_its_program_is_built_fails_its_trials_not_the_sweep(
+        tmp_path, capsys):
+    """The engine builds each signature's program before training it (its memory estimate):
+    the user's model raising there fails the trials of that signature (it was a traceback and
+    exit code 1); here every trial, so one line with the count and exit code 4."""
+    error = ("TypeError: dot_general requires contracting dimensions to have the same shape, "
+             "got (4,) and (9,).")
+    with pytest.raises(SweepError) as e:
+        sweep(["data=iris", "train.epochs=2", *_own_model(tmp_path), "hydra.sweeper.params=null",
+               "optimizer.lr=0.01,0.02"], str(tmp_path / "s"))
+    assert (e.value.exit_code, str(e.value)) == (4, f"all 2 trials failed: {error} (2 trials)")
+    assert [r["status"] for r in e.value.sweep.table] == ["failed", "failed"]
+    out = capsys.readouterr()
+    assert "Traceback" not in out.out + out.err
+
+
+def test_planning_sets_aside_the_signature_whose_program_cannot_be_built(tmp_path):
+    """Of two signatures, the one whose model raises is in no population: its trials end with
+    the error (the scheduler told, so no rung waits for them), the other is planned."""
+    from helpers import compose_config
+    from hpjax.engine.schedulers.base import FullTraining
+
+    bad = compose_config(["data=iris", *_own_model(tmp_path)])
+    good = compose_config(TINY)
+    failed: dict = {}
+    assert batch.plan([bad, good, bad], failed=failed) == [[[1]]]
+    assert sorted(failed) == [0, 2] and isinstance(failed[0], TypeError)
+
+    class Told(FullTraining):
+        ended: list = []
+
+        def on_trial_complete(self, trial, result):
+            self.ended.append((trial, result))
+
+    ends = batch.train_jobs([batch.Job(bad, ""), batch.Job(bad, "")], scheduler=Told(),
+                            trials=["a", "b"])
+    assert [type(end.error) for end in ends] == [TypeError, TypeError]
+    assert Told.ended == [("a", None), ("b", None)]

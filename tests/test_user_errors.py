@@ -201,3 +201,51 @@ def test_a_storage_or_sweep_directory_that_cannot_be_written_stops_before_anythi
                  "system, or not yours)")
     assert not (tmp_path / "s").exists()
 
+
+
+def _missing_target(tmp_path):
+    conf = tmp_path / "conf" / "model"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "mine.yaml").write_text("_target_: nosuchpkg.Model\nfeatures: 8\n")
+    return ["model=mine", f"hydra.searchpath=[file://{tmp_path}/conf]"]
+
+
+def test_under_hydras_basic_sweeper_the_preflight_stops_before_any_job(tmp_path, capsys,
+                                                                      monkeypatch):
+    """Hydra's own sweeper with hpjax's launcher: what would fail every trial stops the sweep
+    before its first job, as under hpjax's sweeper (it was each trial failing: exit 4). Hydra's
+    sweeper writes multirun.yaml first; no job directory exists."""
+    monkeypatch.setitem(__import__("sys").modules, "mnist1d", None)
+    for overrides, message in [
+            (["data=mnist1d", "data.n_samples=200"],
+             "data='mnist1d': needs the mnist1d package: pip install 'hpjax[mnist1d]'"),
+            # the first job of each set of group choices is checked
+            (["data=iris,mnist1d"],
+             "data='mnist1d': needs the mnist1d package: pip install 'hpjax[mnist1d]'"),
+            (["data=npz", f"data.path={tmp_path}/none.npz"],
+             f"data.path='{tmp_path}/none.npz': file not found"),
+            (_missing_target(tmp_path),
+             "model._target_='nosuchpkg.Model': does not import (ModuleNotFoundError: No module "
+             "named 'nosuchpkg'); is its package installed or in the working directory?")]:
+        sweep_dir = tmp_path / "s"
+        code, output = hpjax_m(["hydra/sweeper=basic", "train.epochs=2",
+                                "optimizer.lr=0.01,0.02", *overrides], sweep_dir, capsys)
+        one_line(code, output, message)
+        assert sorted(p.name for p in sweep_dir.iterdir()) == ["multirun.yaml"]
+        (sweep_dir / "multirun.yaml").unlink()
+
+
+def test_the_python_api_raises_a_config_error_for_a_trackers_missing_package(tmp_path,
+                                                                            monkeypatch):
+    """`hpjax.train` with a logger whose package is missing: the command's one line as a
+    ConfigError, not the command's SystemExit; nothing trains."""
+    import hpjax
+
+    monkeypatch.setitem(__import__("sys").modules, "wandb", None)
+    with pytest.raises(hpjax.ConfigError) as e:
+        hpjax.train([*TINY, "logger=wandb"], str(tmp_path / "run"))
+    assert str(e.value) == ("logger=wandb needs the wandb package, which is not installed "
+                            "(import of wandb halted; None in sys.modules): pip install "
+                            "'hpjax[wandb]'")
+    assert e.value.key == "logger"
+    assert not (tmp_path / "run" / "result.json").exists()

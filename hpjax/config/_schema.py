@@ -24,6 +24,15 @@ class ConfigError(ValueError):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={show(value)}: {allowed}")
 
+    @classmethod
+    def line(cls, message: str) -> "ConfigError":
+        """A check's one line as written (`logger=wandb needs the wandb package, ...`): its key
+        is what precedes the first `=`."""
+        key, _, rest = message.partition("=")
+        error = cls(key, None, rest)
+        error.args = (message,)
+        return error
+
 
 def show(value: Any) -> str:
     if value == MISSING:

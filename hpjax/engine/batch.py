@@ -27,6 +27,7 @@ from hpjax.engine.progress import SweepProgress
 from hpjax.engine.schedulers.base import Scheduler
 from hpjax.engine.schedulers.halving import SuccessiveHalving
 from hpjax.engine.schedulers.study import StudyTrials
+from hpjax.errors import disk_fault
 from hpjax.results import Outcome
 
 log = logging.getLogger("hpjax")
@@ -108,10 +109,14 @@ def _chunk_size(cfgs: list[Config], max_population: int,
 
 
 def plan(cfgs: list[Optional[Config]], *, max_population: int = 64,
-         memory_budget_mb: Optional[int] = 4096) -> list[list[list[int]]]:
+         memory_budget_mb: Optional[int] = 4096,
+         failed: Optional[dict[int, Exception]] = None) -> list[list[list[int]]]:
     """The indices of `cfgs` by population (one per signature, in order of first appearance),
     each in chunks that fit `max_population` members and `memory_budget_mb` MiB; None configs
-    (jobs that failed validation) are in no population."""
+    (jobs that failed validation) are in no population. A signature whose program cannot be
+    built to estimate its memory (the user's model raises in its constructor or init, its data
+    function raises) raises, or, given `failed`, is in no population either: each of its
+    indices maps to the error there, for its trial to fail with it."""
     if max_population < 1:
         raise ValueError(f"hydra.launcher.max_population={max_population}: must be >= 1")
     groups: dict[tuple, list[int]] = {}
@@ -120,7 +125,13 @@ def plan(cfgs: list[Optional[Config]], *, max_population: int = 64,
             groups.setdefault(signature(cfg), []).append(i)
     planned = []
     for members in groups.values():
-        size = _chunk_size([cfgs[i] for i in members], max_population, memory_budget_mb)
+        try:
+            size = _chunk_size([cfgs[i] for i in members], max_population, memory_budget_mb)
+        except Exception as e:  # noqa: BLE001  (the user's code: its trials fail, not the sweep)
+            if failed is None:
+                raise
+            failed.update(dict.fromkeys(members, e))
+            continue
         planned.append([members[i:i + size] for i in range(0, len(members), size)])
     return planned
 
@@ -175,9 +186,10 @@ class _Chunk:
             b.ends.update({i: JobEnd(error=e) for i in self.ids})
             return True
         except Exception as e:  # noqa: BLE001  (a failure is its trial's alone, never the sweep's)
-            if len(jobs) == 1:
-                log.error("%s failed: %s: %s", jobs[0].name or "trial", type(e).__name__, e)
-                b.ends[self.ids[0]] = JobEnd(error=e)
+            if len(jobs) == 1 or disk_fault(e):  # a full disk: halving would only fail again
+                log.error("%s failed: %s: %s", jobs[0].name or "trial" if len(jobs) == 1
+                          else f"{self.label}: {len(jobs)} trials", type(e).__name__, e)
+                b.ends.update({i: JobEnd(error=e) for i in self.ids})
                 return True
             half = len(jobs) // 2
             # Out of memory: smaller populations fit. Anything else (a value that passes the
@@ -269,6 +281,9 @@ class _Batch:
     def tell(self) -> None:
         new = {i: e for i, e in self.ends.items() if i not in self.told}
         self.told.update(new)
+        for i, end in new.items():  # a failed trial never reports: a rung must not wait for it
+            if end.outcome is None and self.scheduler is not None:
+                self.scheduler.on_trial_complete(self.trials[i], None)
         if new and self.on_ended is not None:
             self.on_ended(new)
 
@@ -325,8 +340,14 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
         if job.cfg is not None:
             scheduler.on_trial_add(trials[i])
     b.tell()
+    failed: dict[int, Exception] = {}
     planned = plan([job.cfg for job in jobs], max_population=max_population,
-                   memory_budget_mb=memory_budget_mb)
+                   memory_budget_mb=memory_budget_mb, failed=failed)
+    for e in {id(e): e for e in failed.values()}.values():
+        log.error("%d trials failed as their program was built: %s: %s",
+                  sum(x is e for x in failed.values()), type(e).__name__, e)
+    b.ends.update({i: JobEnd(error=e) for i, e in failed.items()})
+    b.tell()
     lines = [("Launching %d jobs as %d population%s (hydra/launcher=%s)", len(jobs),
               len(planned), "" if len(planned) == 1 else "s", launcher)]
     for g, chunks in enumerate(planned, start=1):

@@ -19,6 +19,7 @@ from hpjax.engine.compile import CompileStats
 from hpjax.engine.loop import Training, drive
 from hpjax.engine.progress import EpochReport
 from hpjax.engine.schedulers.base import Scheduler
+from hpjax.errors import disk_fault
 from hpjax.results import (
     METRICS_FILE,
     Outcome,
@@ -190,6 +191,10 @@ class JobEnd:
     def finish(self, output_dir: Optional[str], metric: str = "", mode: str = "max") -> float:
         if self.crash is not None:
             raise self.crash
+        if self.error is not None and disk_fault(self.error):
+            # a full or read-only disk under its checkpoint or params.msgpack: the job fails as
+            # when its own files cannot be written (a sweeper runs it again once there is room)
+            raise self.error
         if self.error is not None:
             error = self.error if isinstance(self.error, ConfigError) else \
                 f"{type(self.error).__name__}: {self.error}"

@@ -114,12 +114,18 @@ class VmapLauncherImpl:
         self._templates: Optional[_fast.Templates] = None
         self._file_only = _FileOnly()
         self._logging = LoggingStates()
+        self._preflight = False  # the first batch's check is still to run (`preflight`)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         if hpjax.engine.is_task(task_function):  # compose jobs once per set of group choices
             install_fast_sweep_configs(hydra_context.config_loader)
+        # hpjax's sweeper checks its whole space before its study exists; Hydra's own (basic)
+        # and other sweepers do not: the first batch is checked here (`preflight`)
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+        self._preflight = hpjax.engine.is_task(task_function) and not sweeper.startswith(
+            "hydra_plugins.hpjax_sweeper.")
 
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
@@ -128,9 +134,42 @@ class VmapLauncherImpl:
             self._start()
             return [self._run_job(n, o, self._compose(n, o), self.task_function)
                     for n, o in indexed]
+        self.preflight(indexed)
         from ._interrupt import launch  # SIGINT/SIGTERM at epoch boundaries, a rerun resumes
 
         return launch(self, indexed)
+
+    def preflight(self, indexed: list[tuple[int, list]]) -> None:
+        """Under a sweeper other than hpjax's (Hydra's basic sweeper), once, before the first
+        batch trains or writes a job directory: the first job of each set of group choices
+        (`data=mnist1d,iris`: one each) composed and validated, as hpjax's sweeper checks its
+        space. What would fail every trial of those choices (a chosen option whose package is
+        missing, a data path that cannot be read, a `_target_` that does not import, any value
+        the config refuses) stops the sweep with one line and exit code 2, instead of failing
+        each trial (exit code 4). A later job's own bad value fails that trial alone."""
+        if not self._preflight:
+            return
+        self._preflight = False
+        exists = self.hydra_context.config_loader.repository.group_exists
+        groups: dict[str, bool] = {}
+
+        def is_group(line: str) -> bool:
+            key = line.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+            if key not in groups:
+                groups[key] = not key.startswith("hydra") and bool(exists(key))
+            return groups[key]
+
+        first: dict[tuple, tuple[int, list]] = {}
+        for n, overrides in indexed:
+            first.setdefault(tuple(o for o in overrides if is_group(o)), (n, overrides))
+        for n, overrides in first.values():
+            task = self._compose(n, overrides)
+            with read_write(task), open_dict(task):
+                del task["hydra"]
+            try:
+                hpjax.validate(task)
+            except hpjax.ConfigError as e:
+                hpjax.engine.stop(str(e))
 
     def _start(self) -> None:
         setup_globals()
@@ -175,11 +214,14 @@ class VmapLauncherImpl:
 
     def units(self, indexed: list[tuple[int, list]]) -> list[list[tuple[int, list]]]:
         """The jobs (job number, overrides) in the units they train in: one per population
-        chunk; a job whose config is bad is a unit of its own."""
+        chunk; a job whose config is bad is a unit of its own, and the jobs whose program cannot
+        be built are one unit (where each fails with its error, without training)."""
         self._start()
         cfgs = [self._job(n, self._compose(n, o)).cfg for n, o in indexed]
+        failed: dict = {}
         planned = hpjax.engine.plan(cfgs, max_population=self.max_population,
-                                    memory_budget_mb=self.memory_budget_mb)
+                                    memory_budget_mb=self.memory_budget_mb, failed=failed)
+        planned.append([sorted(failed)] if failed else [])
         units = [[indexed[i]] for i, cfg in enumerate(cfgs) if cfg is None]
         units += [[indexed[i] for i in chunk] for chunks in planned for chunk in chunks]
         return sorted(units)
@@ -265,6 +307,8 @@ class VmapLauncherImpl:
 
         def written(writer: Any) -> None:  # a job whose files failed to write fails
             for i, error in writer.flush().items():
+                if i in returns and returns[i].status == JobStatus.FAILED:
+                    continue  # its first error, the cause (a checkpoint on a full disk)
                 returns[i] = _fast.job_return(fast[i], JobStatus.FAILED, error, None, cwd)
 
         def end_jobs(ended: dict) -> None:

@@ -179,6 +179,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         super().__init__(**params)
         self.vectorize, self.max_retries, self.poll_s = vectorize, max_retries, poll_s
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
+        self._checked = False  # the vmap launcher's preflight ran (on the first batch)
 
     def _populations(self) -> bool:
         """Whether jobs train as populations: hpjax's task (known by its marker), vectorized."""
@@ -241,8 +242,11 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]],
                initial_job_idx: int) -> Sequence[JobReturn]:
         assert len(job_overrides) > 0
-        return self._launch([(initial_job_idx + i, list(o))
-                             for i, o in enumerate(job_overrides)], None, None)
+        indexed = [(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+        if self._populations() and not self._checked:  # before anything is submitted
+            self._checked = True
+            self._vmap().preflight(indexed)
+        return self._launch(indexed, None, None)
 
     def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]], scheduler: Any,
                         on_result: Optional[Callable[[int, JobReturn], None]] = None
