@@ -178,7 +178,8 @@ def write_whole(path: str | Path, tmp: str | Path, data: bytes) -> None:
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename is None:  # f.write's names no file
+        # f.write's error names no file, open's the temporary one: either is `path`'s
+        if isinstance(e, OSError) and e.filename in (None, os.fspath(tmp)):
             raise OSError(e.errno, e.strerror, os.fspath(path)) from None
         raise
 
@@ -225,10 +226,15 @@ class Writer:
         return failed
 
     def _append(self, path: str, text: str, mode: str, encoding: Optional[str]) -> None:
-        if self._log is None or self._log[0] != path:
-            self._close_log()
-            self._log = (path, open(path, mode, encoding=encoding))
-        self._log[1].write(text)
+        try:
+            if self._log is None or self._log[0] != path:
+                self._close_log()
+                self._log = (path, open(path, mode, encoding=encoding))
+            self._log[1].write(text)
+        except OSError as e:  # a full disk: the write's error names no file
+            if e.filename is None:
+                raise OSError(e.errno, e.strerror, path) from None
+            raise
 
     def _close_log(self) -> None:
         if self._log is not None:

@@ -172,19 +172,112 @@ def need(module: str, extra: str = "test"):
 @contextlib.contextmanager
 def small_fs(path, size_kb=4096, read_only=False):
     """A real file system of `size_kb` at `path` (a tmpfs; mounting needs root, as here and in
-    CI); yields whether it was mounted. Where it cannot be (not root, no mount), the test injects
-    the errno instead, and under CI that is a failure: a skipped fault is an untested one."""
+    CI); yields whether it was mounted. Where it cannot be (not root, no mount; or
+    HPJAX_TEST_INJECT_DISK=1), a writable one is simulated (`_injected_full_disk`: the errno
+    injected into every write under `path` while it is full), so the same assertions run; a
+    read-only one is left to the test. Under CI not mounting is a failure: a real file system
+    is what the faults are tested on."""
     path.mkdir(parents=True, exist_ok=True)
     opts = f"size={size_kb}k" + (",ro" if read_only else "")
-    mounted = shutil.which("mount") is not None and subprocess.run(
+    mounted = not os.environ.get("HPJAX_TEST_INJECT_DISK") and shutil.which(
+        "mount") is not None and subprocess.run(
         ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
         capture_output=True).returncode == 0
     assert mounted or not os.environ.get("CI"), f"cannot mount a tmpfs at {path} under CI"
     try:
-        yield mounted
+        if mounted or read_only:
+            yield mounted
+        else:
+            with _injected_full_disk(path):
+                yield mounted
     finally:
         if mounted:
             subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill_disk(root) -> None:
+    """Fills the small file system at `root` (`small_fs`): a file `filler` written until the
+    disk is full; where it is simulated, the filler alone makes it full. Removing the filler
+    frees the space."""
+    filler = os.path.join(os.fspath(root), "filler")
+    if os.path.abspath(os.fspath(root)) in _INJECTED:
+        open(filler, "ab").close()
+        return
+    with open(filler, "ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+
+_INJECTED: set = set()  # roots of simulated small file systems (no tmpfs could be mounted)
+
+
+def _is_full(path) -> bool:
+    """Whether `path` lies under a simulated small file system whose filler exists."""
+    try:
+        p = os.path.abspath(os.fspath(path))
+    except TypeError:  # a file descriptor
+        return False
+    return any(p.startswith(root + os.sep) and p != os.path.join(root, "filler")
+               and os.path.exists(os.path.join(root, "filler")) for root in _INJECTED)
+
+
+@contextlib.contextmanager
+def _injected_full_disk(path):
+    """A full disk at `path` as its writers meet it, where none can be mounted: while
+    `path/filler` exists, Python's `open` and `os.open` for writing, an Orbax checkpoint's save
+    and an SQLite database's writes under `path` fail as a full disk fails them (`OSError`
+    ENOSPC naming the file; SQLite's `database or disk is full`)."""
+    import builtins
+    import errno
+    import io
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    import hpjax.engine.checkpoint as ckpt
+
+    real_open, real_os_open, real_save = builtins.open, os.open, ckpt.save
+
+    def enospc(file):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
+
+    def fake_open(file, mode="r", *args, **kwargs):
+        if isinstance(mode, str) and any(c in mode for c in "wax+") and _is_full(file):
+            raise enospc(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def fake_os_open(file, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and _is_full(file):
+            raise enospc(file)
+        return real_os_open(file, flags, *args, **kwargs)
+
+    def fake_save(directory, *args, **kwargs):
+        if _is_full(os.path.join(os.fspath(directory), "x")):
+            raise enospc(directory)
+        return real_save(directory, *args, **kwargs)
+
+    def sqlite_write(conn, cursor, statement, parameters, context, executemany):
+        database = conn.engine.url.database
+        if database and _is_full(database) and not statement.lstrip().upper().startswith(
+                ("SELECT", "PRAGMA")):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    root = os.path.abspath(os.fspath(path))
+    _INJECTED.add(root)
+    builtins.open = io.open = fake_open
+    os.open, ckpt.save = fake_os_open, fake_save
+    event.listen(Engine, "before_cursor_execute", sqlite_write)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "before_cursor_execute", sqlite_write)
+        builtins.open = io.open = real_open
+        os.open, ckpt.save = real_os_open, real_save
+        _INJECTED.discard(root)
 
 
 class FillDisk(Callback):
@@ -196,14 +289,8 @@ class FillDisk(Callback):
         self.path, self.job, self.at = Path(path), job, at
 
     def _fill(self, config) -> None:
-        if config.hydra.job.num != self.job:
-            return
-        with open(self.path / "filler", "ab", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\0" * 4096)
-            except OSError:
-                pass
+        if config.hydra.job.num == self.job:
+            fill_disk(self.path)
 
     def on_job_start(self, config, **kwargs) -> None:
         if self.at == "start":

@@ -1,15 +1,19 @@
 """Full disks (issue 26), on a real small file system (a 4 MB tmpfs, mounted as root here and in
-CI): a disk that fills up under a sweep fails the write's trial, or stops the sweep where the
+CI; where none can be mounted, `helpers.small_fs` simulates it by injecting the errno into each
+write under it, and the same assertions run): a disk that fills up under a sweep fails the
+write's trial (its result, its checkpoint, its params.msgpack), or stops the sweep where the
 study is written, with one line and exit code 5; every finished trial's files are kept, and the
 same command again, once there is room, resumes and completes."""
 
 import json
+import os
 
 import optuna
 import pytest
 from hydra._internal.utils import run_and_report
 
-from helpers import multirun, small_fs
+from helpers import fill_disk, multirun, small_fs
+from hpjax.engine import checkpoint
 from hpjax.cli import sweep_argv
 
 TINY = ["hydra/sweeper=hpjax", "data=iris", "model.width=8", "train.epochs=2",
@@ -47,9 +51,7 @@ def test_a_trial_that_cannot_write_its_files_runs_again_once_there_is_room(tmp_p
     trial after it, and the rerun runs trial 1's parameters again."""
     disk, storage = tmp_path / "disk", f"sqlite:///{tmp_path / 'study.db'}"
     args = [*TINY, "hydra.sweeper.batch_size=1", f"hydra.sweeper.storage={storage}"]
-    with small_fs(disk) as mounted:
-        if not mounted:
-            pytest.skip("no tmpfs: not root (under CI, small_fs fails instead)")
+    with small_fs(disk):
         code, line = hpjax_m([*args, *fill(disk, job=1, at="start")], disk / "s")
         assert code == 5, line
         assert line.startswith("hpjax: error: OSError: [Errno 28] No space left on device: "
@@ -79,9 +81,7 @@ def test_a_full_disk_under_the_study_stops_the_sweep_and_a_rerun_completes(tmp_p
     result.json is written, telling the study fails, the sweep stops with one line (exit 5);
     the rerun tells trial 0 from its result.json and runs trial 1."""
     disk = tmp_path / "disk"
-    with small_fs(disk) as mounted:
-        if not mounted:
-            pytest.skip("no tmpfs: not root (under CI, small_fs fails instead)")
+    with small_fs(disk):
         code, line = hpjax_m([*TINY, *fill(disk, job=0, at="end")], disk / "s")
         assert code == 5, line
         assert line == ("hpjax: error: sqlite3.OperationalError: database or disk is full: the "
@@ -95,3 +95,80 @@ def test_a_full_disk_under_the_study_stops_the_sweep_and_a_rerun_completes(tmp_p
         assert [t.state.name for t in done] == ["COMPLETE", "COMPLETE"]
         assert (disk / "s" / "0" / "result.json").read_bytes() == kept
         assert done[0].value == json.loads(kept)["objective"]
+
+
+DISK_LINE = (": 1 trial could not write their files and will run again; the sweep stopped, "
+             "every finished trial's files are kept: free space (or make it writable) and run "
+             "the same command again: it resumes")
+
+
+@pytest.mark.parametrize("write, extra", [
+    ("save", ["train.checkpoint_every=1"]),  # an Orbax checkpoint, every epoch
+    ("save_params", []),  # params.msgpack, the best epoch's variables, as the trial ends
+])
+def test_a_full_disk_under_a_checkpoint_or_params_fails_that_trial_and_a_rerun_completes(
+        tmp_path, monkeypatch, write, extra):
+    """The disk fills up just as trial 1 writes its checkpoint (or its params.msgpack): that
+    trial fails with the error naming its file and will run again, the sweep stops (exit 5),
+    trial 0's files are kept byte for byte; the same command, once there is room, completes."""
+    disk, storage = tmp_path / "disk", f"sqlite:///{tmp_path / 'study.db'}"
+    args = [*TINY, *extra, "hydra.sweeper.batch_size=1", f"hydra.sweeper.storage={storage}"]
+    trial_1 = disk / "s" / "1"
+    with small_fs(disk), monkeypatch.context() as patch:
+        real = getattr(checkpoint, write)
+
+        def filling(first, *a, **kw):  # the disk fills up as trial 1 starts this write
+            target = first if write == "save" else first[0][0]
+            if str(target).startswith(f"{trial_1}{os.sep}"):
+                fill_disk(disk)
+            return real(first, *a, **kw)
+
+        patch.setattr(checkpoint, write, filling)
+        code, line = hpjax_m(args, disk / "s")
+        assert code == 5, line
+        assert line.startswith("hpjax: error: ") and line.endswith(DISK_LINE), line
+        assert "No space left on device" in line and str(trial_1) in line, line
+        kept = {p: p.read_bytes() for p in (disk / "s" / "0").rglob("*")
+                if p.is_file() and p.suffix != ".log"}
+        assert disk / "s" / "0" / "result.json" in kept
+        assert any(p.name == ("params.msgpack" if write == "save_params" else "_METADATA")
+                   for p in kept), sorted(kept)  # what trial 0 wrote of the same kind
+        first = trials(storage)
+        assert [(t.state.name, t.user_attrs.get("status")) for t in first] == [
+            ("COMPLETE", "ok"), ("FAIL", "disk"), ("WAITING", None)]
+        (disk / "filler").unlink()  # space freed
+        code, line = hpjax_m(args, disk / "s")
+        assert code == 0, line
+        again = trials(storage)
+        assert [(t.state.name, t.user_attrs.get("status")) for t in again] == [
+            ("COMPLETE", "ok"), ("FAIL", "disk"), ("COMPLETE", "ok")]
+        assert again[2].params == first[1].params  # trial 1's parameters, run again
+        assert {p: p.read_bytes() for p in kept} == kept
+        assert json.loads((disk / "s" / "2" / "result.json").read_text())["status"] == "ok"
+        if write == "save_params":
+            assert (disk / "s" / "2" / "params.msgpack").is_file()
+
+
+def test_the_report_command_on_a_full_disk_says_so_in_one_line(tmp_path, capsys):
+    """`python -m hpjax.report <sweep_dir>` where summary.csv cannot be written: one line and
+    exit code 5, the trial's files untouched; once there is room it writes the report."""
+    from hpjax.report import main as report_main
+    from hpjax.results import Result
+
+    disk = tmp_path / "disk"
+    with small_fs(disk, size_kb=256):
+        job = disk / "s" / "0"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "overrides.yaml").write_text("- optimizer.lr=0.1\n")
+        Result("ok", 0.9, "val/accuracy", "max", best={"val/accuracy": 0.9}).write(job)
+        before = (job / "result.json").read_bytes()
+        fill_disk(disk)
+        assert report_main([str(disk / "s"), "--no-html"]) == 5
+        err = capsys.readouterr().err
+        assert err.splitlines() == [f"hpjax.report: error: OSError: No space left on device "
+                                    f"({disk / 's' / 'summary.csv'}): free space (or make it "
+                                    "writable) and run it again"], err
+        assert (job / "result.json").read_bytes() == before
+        (disk / "filler").unlink()
+        assert report_main([str(disk / "s"), "--no-html"]) == 0
+        assert (disk / "s" / "summary.csv").is_file()

@@ -390,6 +390,14 @@ def main(argv: Optional[list] = None) -> int:
     except ReportError as e:
         print(f"hpjax.report: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full or read-only disk: one line, as the sweep says it (exit 5)
+        from hpjax.errors import DISK_FAULT, disk_fault
+
+        if disk_fault(e) is None:
+            raise
+        print(f"hpjax.report: error: {disk_fault(e)}: free space (or make it writable) and run "
+              "it again", file=sys.stderr)
+        return DISK_FAULT
     return 0
 
 
