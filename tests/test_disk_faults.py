@@ -13,8 +13,8 @@ import pytest
 from hydra._internal.utils import run_and_report
 
 from helpers import fill_disk, multirun, small_fs
-from hpjax.engine import checkpoint
 from hpjax.cli import sweep_argv
+from hpjax.engine import checkpoint
 
 TINY = ["hydra/sweeper=hpjax", "data=iris", "model.width=8", "train.epochs=2",
         "hydra.sweeper.n_trials=2", "optimizer.lr=tag(log, interval(1e-3, 1e-1))"]
