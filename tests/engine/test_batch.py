@@ -70,9 +70,15 @@ def test_memory_estimate_caps_the_chunk(monkeypatch):
     assert len(batch.plan(four, max_population=64, memory_budget_mb=None)[0][0]) == 16
 
 
-def test_a_batch_like_the_sweeps_one_before_logs_its_lines_at_debug(tmp_path, caplog):
+def test_a_batch_like_the_sweeps_one_before_logs_its_lines_at_debug(tmp_path, caplog,
+                                                                    monkeypatch):
     """A sweep of many batches shows its launch lines and epochs once, not for every batch."""
     import logging
+
+    # a terminal handler left on the root logger by an earlier test's Hydra job logging would
+    # take the population's end line (SweepProgress prints it there), not the log caplog reads
+    monkeypatch.setattr(logging.root, "handlers", [
+        h for h in logging.root.handlers if type(h) is not logging.StreamHandler])
 
     from hpjax.config import ConfigError
     from hpjax.engine.progress import EpochReport
