@@ -249,3 +249,23 @@ def test_the_python_api_raises_a_config_error_for_a_trackers_missing_package(tmp
                             "'hpjax[wandb]'")
     assert e.value.key == "logger"
     assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_under_hydras_basic_sweeper_a_sweep_directory_of_another_grid_is_not_mixed(tmp_path,
+                                                                                   capsys):
+    """The same hydra.sweep.dir given to another grid: Hydra's sweeper would overwrite its
+    jobs 0 and 1 and leave job 2, which the report would rank with this sweep's. One line and
+    exit 2, the other sweep's files as they were."""
+    sweep_dir = tmp_path / "s"
+    for n, lr in enumerate(("0.1", "0.2", "0.3")):
+        (sweep_dir / str(n) / ".hydra").mkdir(parents=True)
+        (sweep_dir / str(n) / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n")
+    before = {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file()}
+    code, output = hpjax_m(["hydra/sweeper=basic", *TINY, "optimizer.lr=0.01,0.02"], sweep_dir,
+                           capsys)
+    one_line(code, output, f"hydra.sweep.dir={sweep_dir} holds the jobs of another sweep (job 0 "
+             "ran optimizer.lr=0.1; this sweep's job 0 is data=iris model.width=8 train.epochs=2 "
+             "optimizer.lr=0.01): its trials would mix with this sweep's; pick another "
+             "hydra.sweep.dir, or move that one away")
+    assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file() and
+            p.name != "multirun.yaml"} == before

@@ -150,6 +150,7 @@ class VmapLauncherImpl:
         if not self._preflight:
             return
         self._preflight = False
+        self._refuse_another_sweep(indexed)
         exists = self.hydra_context.config_loader.repository.group_exists
         groups: dict[str, bool] = {}
 
@@ -170,6 +171,31 @@ class VmapLauncherImpl:
                 hpjax.validate(task)
             except hpjax.ConfigError as e:
                 hpjax.engine.stop(str(e))
+
+    def _refuse_another_sweep(self, indexed: list[tuple[int, list]]) -> None:
+        """A sweep directory holds one sweep: a job directory of this batch's numbers that ran
+        other overrides (the same `hydra.sweep.dir` given to another grid) stops the sweep with
+        one line and exit code 2, where Hydra's sweeper would overwrite some of its jobs and
+        the report mix the rest with this sweep's. The same command again is no mix: its jobs
+        run again (or, interrupted, resume)."""
+        sweep = self.config.hydra.sweep
+        if OmegaConf.to_container(sweep, resolve=False).get("subdir") != "${hydra.job.num}":
+            return  # job directories named otherwise: not compared
+        sweep_dir = Path(str(sweep.dir))
+        for n, overrides in indexed:
+            saved = sweep_dir / str(n) / ".hydra" / "overrides.yaml"
+            if not saved.is_file():
+                continue
+            try:
+                ran = [str(o) for o in OmegaConf.load(saved)]
+            except Exception:  # noqa: BLE001  (unreadable: not a job this sweep can keep)
+                ran = [f"(unreadable {saved.name})"]
+            if ran != list(overrides):
+                hpjax.engine.stop(
+                    f"hydra.sweep.dir={sweep_dir} holds the jobs of another sweep (job {n} ran "
+                    f"{' '.join(ran) or 'no overrides'}; this sweep's job {n} is "
+                    f"{' '.join(overrides) or 'no overrides'}): its trials would mix with this "
+                    "sweep's; pick another hydra.sweep.dir, or move that one away")
 
     def _start(self) -> None:
         setup_globals()
