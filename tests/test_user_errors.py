@@ -12,7 +12,7 @@ import optuna
 import pytest
 from hydra._internal.utils import run_and_report
 
-from helpers import multirun, small_fs
+from helpers import multirun, need, small_fs
 from hpjax.cli import sweep_argv
 
 TINY = ["data=iris", "model.width=8", "train.epochs=2"]
@@ -269,3 +269,18 @@ def test_under_hydras_basic_sweeper_a_sweep_directory_of_another_grid_is_not_mix
              "hydra.sweep.dir, or move that one away")
     assert {p: p.read_bytes() for p in sweep_dir.rglob("*") if p.is_file() and
             p.name != "multirun.yaml"} == before
+
+
+def test_the_submitit_launcher_checks_the_first_batch_before_submitting(tmp_path, capsys,
+                                                                       monkeypatch):
+    """hydra/launcher=hpjax_submitit_local (submitit's local executor, as SLURM's) under
+    Hydra's basic sweeper: the same preflight, before any job is submitted."""
+    need("submitit", "slurm")
+    monkeypatch.setitem(__import__("sys").modules, "mnist1d", None)
+    sweep_dir = tmp_path / "s"
+    code, output = hpjax_m(["hydra/sweeper=basic", "hydra/launcher=hpjax_submitit_local",
+                            "data=mnist1d", "train.epochs=2", "optimizer.lr=0.01,0.02"],
+                           sweep_dir, capsys)
+    one_line(code, output, "data='mnist1d': needs the mnist1d package: pip install "
+             "'hpjax[mnist1d]'")
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["multirun.yaml"]
