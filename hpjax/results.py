@@ -168,19 +168,29 @@ def _write_atomic(path: str | Path, text: str) -> None:
     write_whole(path, tmp, text.encode())
 
 
+@contextlib.contextmanager
+def naming(path: str | Path, tmp: Optional[str | Path] = None) -> Iterator[None]:
+    """Within it, an OSError (a full or read-only disk) names `path`, the file its reader
+    knows: `f.write`'s names no file, and one about the temporary file `tmp` is `path`'s."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None or tmp is not None and e.filename == os.fspath(tmp):
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
+        raise
+
+
 def write_whole(path: str | Path, tmp: str | Path, data: bytes) -> None:
     """Writes `data` to `tmp` and renames it over `path`. A failed write (a full or read-only
     disk) leaves the old file as it was and no temporary one, and its error names the file."""
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException as e:
+        with naming(path, tmp):
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+    except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        # f.write's error names no file, open's the temporary one: either is `path`'s
-        if isinstance(e, OSError) and e.filename in (None, os.fspath(tmp)):
-            raise OSError(e.errno, e.strerror, os.fspath(path)) from None
         raise
 
 
@@ -226,15 +236,11 @@ class Writer:
         return failed
 
     def _append(self, path: str, text: str, mode: str, encoding: Optional[str]) -> None:
-        try:
+        with naming(path):
             if self._log is None or self._log[0] != path:
                 self._close_log()
                 self._log = (path, open(path, mode, encoding=encoding))
             self._log[1].write(text)
-        except OSError as e:  # a full disk: the write's error names no file
-            if e.filename is None:
-                raise OSError(e.errno, e.strerror, path) from None
-            raise
 
     def _close_log(self) -> None:
         if self._log is not None:

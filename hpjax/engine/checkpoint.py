@@ -42,16 +42,14 @@ def save(directory: str, epoch: int, tree: Any, meta: dict) -> None:
     """Saves one member: `tree` its arrays (any pytree), `meta` what the host knows (JSON)."""
     import orbax.checkpoint as ocp
 
-    try:
-        with _manager(directory) as manager:
-            if epoch in manager.all_steps():  # left by a run that got further than its population
-                manager.delete(epoch)
-            manager.save(epoch, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_leaves(tree)), meta=ocp.args.JsonSave(meta)))
-    except OSError as e:  # a full or read-only disk: Orbax's error names no folder
-        if e.filename is None:
-            raise OSError(e.errno, e.strerror, os.path.join(directory, str(epoch))) from None
-        raise
+    from hpjax.results import naming
+
+    # a full or read-only disk: Orbax's error names no folder
+    with naming(os.path.join(directory, str(epoch))), _manager(directory) as manager:
+        if epoch in manager.all_steps():  # left by a run that got further than its population
+            manager.delete(epoch)
+        manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_leaves(tree)), meta=ocp.args.JsonSave(meta)))
 
 
 def all_epochs(directory: str) -> list[int]:

@@ -344,16 +344,12 @@ def write_hydra_files(job: FastJob, subdir: str = ".hydra", writer: Any = None) 
 
 
 def _write_files(directory: str, files: dict) -> None:
+    from hpjax.results import naming
     os.makedirs(directory, exist_ok=True)
     for name, text in files.items():
         path = os.path.join(directory, name)
-        try:
-            with open(path, "wb") as f:
-                f.write(text.encode())
-        except OSError as e:  # a full disk: f.write's error names no file
-            if e.filename is None:
-                raise OSError(e.errno, e.strerror, path) from None
-            raise
+        with naming(path), open(path, "wb") as f:  # a full disk's error names the file
+            f.write(text.encode())
 
 
 # -- a job's log file -----------------------------------------------------------------------------
