@@ -72,6 +72,9 @@ class Result:
     test: dict = field(default_factory=dict)  # the best epoch's parameters on the test split
     epochs_run: int = 0
     stopped_early: bool = False
+    # A scheduler stopped it (status "pruned"): {"epoch": its last epoch, "reason": the
+    # scheduler's, e.g. "rung 1 (epoch 3): not among the 3 best of 9"}
+    stopped: Optional[dict] = None
     diverged_epoch: Optional[int] = None
     compile_time_s: float = 0.0  # a population's time is shared equally by its members
     train_time_s: float = 0.0

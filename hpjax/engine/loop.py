@@ -177,7 +177,7 @@ class Training:
         if isinstance(decision, base.Stop):
             for member in run.members:
                 if member.trial == trial and member.active:
-                    member.prune(self.epoch - member.offset)
+                    member.prune(self.epoch - member.offset, decision.reason)
             log.debug("trial %s pruned after epoch %d: %s", trial, self.epoch, decision.reason)
             self.scheduler.on_trial_complete(trial, None)
         elif isinstance(decision, base.Exploit):

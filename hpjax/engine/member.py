@@ -68,7 +68,7 @@ class Member:
                 "train_s": self.train_s, "status": r.status, "diverged_epoch": r.diverged_epoch,
                 "stopped_early": r.stopped_early, "best_epoch": self.tracker.epoch,
                 "best_row": self.tracker.row, "pruned_at": self.pruned_at, "test": self.test,
-                "host": self.host}
+                "host": self.host, "stopped": r.stopped}
 
     def restore(self, meta: dict, epoch: int) -> None:
         r = self.result
@@ -78,7 +78,7 @@ class Member:
         r.epochs_run, r.resumed_from_epoch = len(self.outcome.rows), epoch
         self.tracker.epoch, self.tracker.row = meta["best_epoch"], meta["best_row"]
         self.active, self.train_s = meta["active"], meta["train_s"]
-        self.pruned_at = meta.get("pruned_at")
+        self.pruned_at, r.stopped = meta.get("pruned_at"), meta.get("stopped")
         if meta.get("pbt"):
             self.lineage, self.schedule, self.root = (meta["pbt"]["lineage"],
                                                       meta["pbt"]["schedule"],
@@ -98,10 +98,12 @@ class Member:
             self.result.stopped_early, self.active = True, False
         return self.tracker.epoch == epoch
 
-    def prune(self, epoch: int) -> None:
-        """Stopped by the sweep's schedule (successive halving, a pruner) after `epoch`."""
+    def prune(self, epoch: int, reason: str) -> None:
+        """Stopped by the sweep's scheduler (successive halving, a pruner) after `epoch`, for
+        `reason` (its `Stop`'s, kept in result.json)."""
         if self.result.status == "ok":
             self.result.status = "pruned"
+        self.result.stopped = {"epoch": epoch, "reason": reason}
         self.active, self.pruned_at = False, epoch
 
     def saves_at(self, epoch: int, now: bool = False) -> bool:

@@ -1,7 +1,8 @@
 """What the study keeps of each trial beyond its values, so that Optuna's own tools
 (optuna-dashboard, `study.trials_dataframe()`) show the whole sweep: metric names, the objective
 per epoch (intermediate values: learning curves), and the trial's status, epochs, test metrics,
-parameter count and job directory as user attributes."""
+parameter count, job directory and, for a pruned trial, where and why its scheduler stopped it
+(`stopped`) as user attributes."""
 
 import json
 import logging
@@ -62,6 +63,8 @@ def of_result(study: optuna.Study, trial_id: int, result: Any,
              "num_params": result.num_params, "objective_metric": result.objective_metric,
              **{k: v for k, v in result.test.items()
                 if isinstance(v, (int, float)) and math.isfinite(v)}}
+    if result.stopped:  # a scheduler's Stop: the epoch and its reason
+        attrs["stopped"] = result.stopped
     return values, attrs
 
 

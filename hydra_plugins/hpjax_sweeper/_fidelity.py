@@ -128,7 +128,8 @@ def pruning(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
         told.add(number)
 
     on_result.told = told  # type: ignore[attr-defined]
-    scheduler = StudyTrials({t.number: t for t in trials}, prune=True, ask=ask)
+    scheduler = StudyTrials({t.number: t for t in trials}, prune=True, ask=ask,
+                            pruner=f"Optuna's {type(study.pruner).__name__}")
     return scheduler, on_result
 
 

@@ -173,7 +173,7 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
     assert [t.user_attrs["bracket"] for t in trials] == [0] * 4 + [1] * 3 + [2] * 3
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert sorted(len(t.intermediate_values) for t in pruned) == [1, 1, 2, 2, 2]
-    epochs = 0
+    epochs, reasons = 0, []
     for t in trials:
         result = json.loads((sweep / str(t.number) / "result.json").read_text())
         rows = (sweep / str(t.number) / "metrics.jsonl").read_text().splitlines()
@@ -184,10 +184,18 @@ def test_hyperband_sweep_prunes_in_the_study_and_reports_every_epoch(tmp_path):
             assert result["status"] == "pruned" and result["epochs_run"] < 4
             assert t.value == t.intermediate_values[result["epochs_run"]]  # the last reported
             assert t.user_attrs["status"] == "pruned"
+            # the bracket's Stop: where and why, in result.json and the study
+            assert result["stopped"]["epoch"] == result["epochs_run"]
+            assert t.user_attrs["stopped"] == result["stopped"]
+            reasons.append((t.user_attrs["bracket"], result["stopped"]["reason"]))
         else:
             assert t.state == TrialState.COMPLETE
             assert result["status"] == "ok" and result["epochs_run"] == 4
             assert t.value == pytest.approx(result["objective"])
+            assert result["stopped"] is None and "stopped" not in t.user_attrs
+    assert sorted(reasons) == [(0, "rung 1 (epoch 1): not among the 2 best of 4")] * 2 + [
+        (0, "rung 2 (epoch 2): not among the 1 best of 2")] + [
+        (1, "rung 1 (epoch 2): not among the 1 best of 3")] * 2
     assert epochs == (2 * 1 + 1 * 2 + 4) + (2 * 2 + 4) + 3 * 4
     summary = read_summary(sweep)
     assert sorted(r["status"] for r in summary) == ["ok"] * 5 + ["pruned"] * 5
@@ -258,14 +266,18 @@ def test_asha_pruner_freezes_members_as_optunas_rule_says(tmp_path):
         else:
             assert (t.state, epochs) == (TrialState.PRUNED, 1)
         status = "ok" if t.state == TrialState.COMPLETE else "pruned"
-        assert hpjax_status(sweep / str(t.number)) == (status, epochs)
+        assert hpjax_status(sweep / str(t.number))[:2] == (status, epochs)
+        # the pruner's Stop: where and why, in result.json and the study
+        stopped = None if promoted and epochs == 4 else {
+            "epoch": epochs, "reason": f"Optuna's SuccessiveHalvingPruner at epoch {epochs}"}
+        assert hpjax_status(sweep / str(t.number))[2] == t.user_attrs.get("stopped") == stopped
 
 
 def hpjax_status(job_dir):
     import json
 
     result = json.loads((job_dir / "result.json").read_text())
-    return result["status"], result["epochs_run"]
+    return result["status"], result["epochs_run"], result["stopped"]
 
 
 @pytest.mark.usefixtures("unset_version_base")
@@ -286,6 +298,12 @@ def test_a_bracket_runs_as_one_submitit_job(tmp_path, jobs_share_the_cache):
     assert sorted(len(t.intermediate_values) for t in trials
                   if t.state == TrialState.PRUNED) == [1, 1, 2]
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 1
+    for t in trials:  # the rule's Stop, from result.json (the rule ran in the submitted job)
+        if t.state == TrialState.PRUNED:
+            e = len(t.intermediate_values)
+            assert t.user_attrs["stopped"] == {"epoch": e, "reason": (
+                "rung 1 (epoch 1): not among the 2 best of 4" if e == 1
+                else "rung 2 (epoch 2): not among the 1 best of 2")}
 
 
 def test_a_bracket_split_by_a_static_key_halves_as_one(tmp_path):

@@ -20,11 +20,14 @@ class StudyTrials(FullTraining):
     """`trials`: trial id -> its `optuna.Trial` (grows as `ask` adds trials); `rule`: the
     decisions besides the pruner's (default: train to the end); `prune`: ask the study's pruner
     after every epoch but the last; `ask(n)`: at most n new (trial id, payload) for free slots,
-    fewer once the study has all it needs (None: no refills)."""
+    fewer once the study has all it needs (None: no refills); `pruner`: how a `Stop`'s reason
+    names the pruner."""
 
     def __init__(self, trials: dict, rule: Optional[Scheduler] = None, prune: bool = False,
-                 ask: Optional[Callable[[int], list]] = None) -> None:
+                 ask: Optional[Callable[[int], list]] = None,
+                 pruner: str = "the study's pruner") -> None:
         self.trials, self.rule, self.prune, self.ask = trials, rule or FullTraining(), prune, ask
+        self.pruner = pruner
         self.explores = self.rule.explores
         self.refills = ask is not None
 
@@ -39,7 +42,7 @@ class StudyTrials(FullTraining):
         if (self.prune and isinstance(decision, Continue) and not result.last
                 and study_trial is not None and result.value is not None
                 and study_trial.should_prune()):
-            return Stop(f"the study's pruner at epoch {result.epoch}")
+            return Stop(f"{self.pruner} at epoch {result.epoch}")
         return decision
 
     def decide(self, trial: Hashable) -> Decision:
