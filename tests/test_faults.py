@@ -353,7 +353,7 @@ def test_heartbeats_survive_a_database_outage_and_say_so(tmp_path, caplog):
     storage = optuna.storages.RDBStorage(  # a short busy timeout: a locked database fails fast
         f"sqlite:///{db}", heartbeat_interval=1, grace_period=3,
         engine_kwargs={"connect_args": {"timeout": 0.05}})
-    study = optuna.create_study(storage=storage)
+    study = _storage.create_study(storage)
     trial = study.ask()
     with _faults.heartbeats(study, [trial]):
         time.sleep(0.3)
@@ -501,7 +501,7 @@ def test_a_grid_of_a_million_points_is_enqueued_a_batch_at_a_time():
     sweeper = HpjaxSweeperImpl(algorithm="grid", n_trials=None, batch_size=4, seed=0,
                                params=None, storage=None, study_name="hpjax", objectives=None,
                                direction=None, fail_stale_trials=True)
-    study = optuna.create_study()
+    study = _storage.create_study(optuna.storages.InMemoryStorage())
     space = parse(["model.dropout=range(0,1000)", "train.seed=range(0,1000)"])
     start = time.perf_counter()
     assert sweeper._enqueue_grid(study, space) == 1_000_000 and not study.trials
@@ -549,14 +549,15 @@ def test_journal_workers_record_heartbeats_and_a_dead_workers_trial_runs_again(t
 
     from hydra_plugins.hpjax_sweeper import _faults
 
-    study = optuna.create_study(storage=optuna.storages.JournalStorage(
-        JournalFileBackend(str(tmp_path / "journal.log"))), study_name="hpjax")
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    study = _storage.create_study(storage, study_name="hpjax")
     dead, alive = study.ask({"x": FloatDistribution(0, 1)}), study.ask()
     with _faults.heartbeats(study, [alive], interval=1):
         time.sleep(1.5)  # two beats
-    beat = study._storage.get_trial(alive._trial_id).system_attrs[_faults.HEARTBEAT]
+    beat = storage.get_trial(_storage.trial_id(study, alive)).system_attrs[_faults.HEARTBEAT]
     assert time.time() - beat < 2
-    study._storage.set_trial_system_attr(dead._trial_id, _faults.HEARTBEAT, time.time() - 60)
+    storage.set_trial_system_attr(_storage.trial_id(study, dead), _faults.HEARTBEAT,
+                                  time.time() - 60)
     _faults.fail_stale(study, heartbeats=True, tell=None, max_retries=2, grace_period=10)
     states = [(t.state.name, t.user_attrs.get("status")) for t in study.get_trials()]
     assert states == [("FAIL", "killed"), ("RUNNING", None), ("WAITING", None)]

@@ -112,12 +112,29 @@ def _usable(distribution: Any, values: list[str]) -> Any:
         return None
     try:
         for v in values:
-            if not distribution._contains(distribution.to_internal_repr(_convert(distribution,
-                                                                                 v))):
+            if not _within(distribution, _convert(distribution, v)):
                 return None
     except (ValueError, TypeError):
         return None
     return distribution
+
+
+def _within(distribution: Any, value: Any) -> bool:
+    """Whether a value is one of the distribution's, by its public fields (Optuna's own check
+    is private): one of the choices, or in [low, high] on the step's grid."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    x = distribution.to_internal_repr(value)  # raises ValueError where it cannot be one
+    if isinstance(distribution, CategoricalDistribution):
+        return True
+    if not distribution.low <= x <= distribution.high:
+        return False
+    if isinstance(distribution, IntDistribution):
+        return (x - distribution.low) % distribution.step == 0
+    if distribution.step is None:
+        return True
+    k = (x - distribution.low) / distribution.step
+    return abs(k - round(k)) < 1e-8
 
 
 def _convert(distribution: Any, text: str) -> Any:

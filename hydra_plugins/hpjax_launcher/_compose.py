@@ -17,18 +17,17 @@ override is a plain change, the values are applied to one scratch copy per templ
 check returns: the same errors for a bad key or value, without a copy of the config per job.
 
 It relies on two of Hydra's internals (`ConfigLoaderImpl._apply_overrides_to_config`,
-`get_overrides_dirname`, through `_speedups`); where the speedups are off, `install` leaves
-Hydra's composition alone.
+`get_overrides_dirname`) and on the caller's frame (`sys._getframe`: is it the batch's check?),
+all through `_speedups`; where the speedups are off, `install` leaves Hydra's composition
+alone.
 """
 
 import copy
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
-from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from . import _speedups
@@ -66,7 +65,7 @@ class FastSweepConfigs:
             key = groups
         if key not in self._templates:
             self._templates[key] = self.compose(master_config, list(groups))
-        if _checking_batch() and all(o.type == OverrideType.CHANGE for o in values):
+        if _speedups.checking_batch() and all(o.type == OverrideType.CHANGE for o in values):
             cfg = self._scratch.get(key)
             if cfg is None:
                 cfg = self._scratch[key] = copy.deepcopy(self._templates[key])
@@ -94,20 +93,6 @@ class FastSweepConfigs:
                     self._lines[line] = o
             out.append(o)
         return out
-
-
-_CHECK = Sweeper.validate_batch_is_legal.__code__
-
-
-def _checking_batch() -> bool:
-    """Whether the caller is `Sweeper.validate_batch_is_legal`, which only asks whether the
-    job composes (it has no way to say so); a few frames up, for wrappers (profilers)."""
-    frame = sys._getframe(2)
-    for _ in range(3):
-        if frame is None or frame.f_code is _CHECK:
-            return frame is not None
-        frame = frame.f_back
-    return False
 
 
 def install(config_loader: Any) -> None:

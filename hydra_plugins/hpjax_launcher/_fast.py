@@ -445,6 +445,6 @@ class FastReturn(JobReturn):
 def job_return(job: FastJob, status: JobStatus, value: Any, result: Any,
                cwd: Optional[str] = None) -> FastReturn:
     ret = FastReturn(overrides=list(job.overrides), working_dir=cwd or os.getcwd(),
-                     task_name=job.template.task_name, status=status, _return_value=value)
-    ret.output_dir, ret.result = job.output_dir, result
+                     task_name=job.template.task_name, status=status)
+    ret.return_value, ret.output_dir, ret.result = value, job.output_dir, result
     return ret

@@ -4,6 +4,9 @@ Hydra's public path as its fallback. Selected here, once: `enabled()`.
 - Composing a batch's jobs once per set of config-group choices (`_compose.FastSweepConfigs`):
   Hydra's `ConfigLoaderImpl._apply_overrides_to_config` and `get_overrides_dirname`
   (`hydra._internal`); fallback: Hydra composes every job (`load_sweep_config`).
+- A sweeper's check of its batch (`Sweeper.validate_batch_is_legal`, which composes every job
+  and drops the result) told apart by its frame (`sys._getframe`: `checking_batch`), so that
+  the check writes its values into one scratch copy per template; fallback: a copy per job.
 - Templated jobs (`_fast.Templates`): a job's `.hydra/` files rendered from its template's with
   OmegaConf's YAML dumper (`omegaconf._utils.get_omega_conf_dumper`), its values converted by
   the config's value nodes (`DictConfig._get_node`), and its files laid out as Hydra's
@@ -19,8 +22,10 @@ same job files, byte for byte.
 import functools
 import os
 import re
+import sys
 from typing import Any
 
+from hydra.plugins.sweeper import Sweeper
 from omegaconf import DictConfig
 
 HYDRA = ("1.3.2", "1.4")  # known-good versions: [lowest, first untested)
@@ -81,3 +86,18 @@ def child_node(cfg: DictConfig, key: str) -> Any:
     """A config's node for one key (a value node: its `validate_and_convert` checks a value as
     OmegaConf does on assignment)."""
     return cfg._get_node(key)
+
+
+_CHECK = Sweeper.validate_batch_is_legal.__code__
+
+
+def checking_batch() -> bool:
+    """Whether the composition asked for now is for `Sweeper.validate_batch_is_legal`, which
+    only asks whether the job composes (it has no way to say so): its frame, a few up from the
+    caller's (for wrappers such as profilers)."""
+    frame = sys._getframe(2)  # (0: this function, 1: `FastSweepConfigs.__call__`)
+    for _ in range(3):
+        if frame is None or frame.f_code is _CHECK:
+            return frame is not None
+        frame = frame.f_back
+    return False

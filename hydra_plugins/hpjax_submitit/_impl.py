@@ -166,7 +166,7 @@ def _results(job: Any) -> Outcome:
 
 def _failed(overrides: list, why: str) -> JobReturn:
     ret = JobReturn(overrides=overrides, status=JobStatus.FAILED)
-    ret._return_value = RuntimeError(f"the job ended without a result: {why}")
+    ret.return_value = RuntimeError(f"the job ended without a result: {why}")
     return ret
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from . import _speedups
+from . import _speedups, _storage
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ def of_result(study: optuna.Study, trial_id: int, result: Any,
     values = {}
     if len(study.directions) == 1:
         values = epoch_values(job_dir, result.objective_metric)
-        if not isinstance(getattr(study._storage, "_backend", study._storage),
-                          optuna.storages.RDBStorage):
-            done = study._storage.get_trial(trial_id).intermediate_values
+        storage = _storage.storage_of(study)
+        if not isinstance(storage, optuna.storages.RDBStorage):
+            done = storage.get_trial(trial_id).intermediate_values
             values = {epoch: v for epoch, v in values.items() if epoch not in done}
     attrs = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
              "num_params": result.num_params, "objective_metric": result.objective_metric,
@@ -75,7 +75,7 @@ def write(study: optuna.Study, trial_id: int, values: dict[int, float], attrs: d
     it costs a trial: docs/benchmarks.md)."""
     if _speedups.write_attrs(study, trial_id, values, attrs):
         return
-    storage = study._storage
+    storage = _storage.storage_of(study)
     if values:
         done = storage.get_trial(trial_id).intermediate_values
         values = {step: v for step, v in values.items() if step not in done}

@@ -15,7 +15,7 @@ from hydra.core.utils import JobReturn
 from optuna.trial import TrialState
 
 from . import _speedups
-from ._storage import fresh_trials
+from ._storage import fresh_trials, storage_of
 
 # Trials that ended with a result (diverged, failed on a bad value) count toward n_trials; a trial
 # left RUNNING by a killed sweep does not, and is run again on resume.
@@ -31,7 +31,7 @@ def finish(study: optuna.Study, trial_id: int, state: TrialState,
     """`study.tell` of a COMPLETE (finite values, checked by the caller) or FAIL trial (straight
     to the storage where the speedups allow)."""
     if not _speedups.finish(study, trial_id, state, values):
-        number = study._storage.get_trial_number_from_id(trial_id)
+        number = storage_of(study).get_trial_number_from_id(trial_id)
         study.tell(number, values, state=state)
 
 

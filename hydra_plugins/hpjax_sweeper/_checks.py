@@ -108,15 +108,32 @@ def refuse_foreign(study: Any, distributions: dict) -> None:
         log.warning("trial %d: refused the enqueued %s, outside this sweep's space (%s); never "
                     "applied", t.number, ", ".join(refused), "its other values are kept" if kept
                     else "its values are drawn by the sampler")
-        study._storage.set_trial_system_attr(t._trial_id, "fixed_params", kept)
+        _storage.storage_of(study).set_trial_system_attr(_storage.trial_id(study, t),
+                                                         "fixed_params", kept)
 
 
 def _contains(dist: Any, value: Any) -> bool:
+    """Whether `value` is one of the distribution's (its public fields: the choices; `low`,
+    `high` and `step`), as Optuna checks a parameter against its distribution."""
     import optuna.distributions as d
 
-    if isinstance(value, bool) and not isinstance(dist, d.CategoricalDistribution):
+    if isinstance(dist, d.CategoricalDistribution):
+        try:
+            dist.to_internal_repr(value)  # (its index among the choices)
+        except (ValueError, TypeError):
+            return False
+        return True
+    if isinstance(value, bool):
         return False
     try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
+        x = dist.to_internal_repr(value)  # a float: not NaN, positive on a log scale
     except (ValueError, TypeError):
         return False
+    if not dist.low <= x <= dist.high:
+        return False
+    if isinstance(dist, d.IntDistribution):
+        return (x - dist.low) % dist.step == 0
+    if dist.step is None:
+        return True
+    k = (x - dist.low) / dist.step
+    return abs(k - round(k)) < 1e-8

@@ -22,7 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 import hpjax.engine
 
-from ._storage import fresh_trials
+from . import _storage
+from ._storage import fresh_trials, storage_of
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,11 @@ def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> None:
                 "(retry %d of %d)", trial.number, retries + 1, max_retries)
 
 
-def _optuna_heartbeats(study: optuna.Study) -> bool:
-    """Whether the storage records Optuna's own heartbeats (an RDB storage with an interval;
-    Optuna's `is_heartbeat_enabled` asks the same of its storages' public methods)."""
-    interval = getattr(study._storage, "get_heartbeat_interval", None)
-    return interval is not None and interval() is not None
+def optuna_heartbeats(study: optuna.Study) -> bool:
+    """Whether the storage records Optuna's own heartbeats (an RDB storage with an interval)."""
+    storage = storage_of(study)
+    return isinstance(storage, optuna.storages.RDBStorage) and \
+        storage.get_heartbeat_interval() is not None
 
 
 def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: int,
@@ -60,10 +61,10 @@ def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: i
 
     A journal file has no heartbeats of Optuna's: there, hpjax's workers record their own in
     each running trial (`HEARTBEAT`), and one older than `grace_period` seconds is stale."""
-    if heartbeats and _optuna_heartbeats(study):
+    if heartbeats and optuna_heartbeats(study):
         optuna.storages.fail_stale_trials(study)  # calls the storage's callback, `retry`
         return
-    now = time.time()
+    now, storage = time.time(), storage_of(study)
     for t in fresh_trials(study, (TrialState.RUNNING,)):
         if heartbeats:
             start = t.datetime_start.timestamp() if t.datetime_start else now
@@ -71,13 +72,14 @@ def fail_stale(study: optuna.Study, heartbeats: bool, tell: Tell, max_retries: i
                 continue  # its worker is alive
         job_dir = t.user_attrs.get("job_dir")
         result = hpjax.engine.read_result(job_dir) if job_dir else None
+        trial_id = _storage.trial_id(study, t)
         if result is not None:
-            tell(study, t._trial_id, result)
+            tell(study, trial_id, result)
             log.info("trial %d finished after its sweep was killed: result taken from %s",
                      t.number, job_dir)
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "status", "killed")
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        storage.set_trial_user_attr(trial_id, "status", "killed")
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
         retry(study, t, max_retries)
 
 
@@ -85,9 +87,10 @@ def first_heartbeats(study: optuna.Study, trials: list) -> None:
     """Each new trial's first heartbeat, written with its ask (in the ask's transaction on a
     database): Optuna never fails a RUNNING trial that has no heartbeat, so a worker killed
     between the ask and its heartbeat thread's first beat would leave it running for ever."""
-    if _optuna_heartbeats(study):
+    if optuna_heartbeats(study):
+        storage = storage_of(study)
         for t in trials:
-            study._storage.record_heartbeat(t._trial_id)
+            storage.record_heartbeat(_storage.trial_id(study, t))
 
 
 @contextmanager
@@ -98,11 +101,10 @@ def heartbeats(study: optuna.Study, trials: list,
     `interval` seconds (a journal file); nothing without heartbeats. One thread for the batch,
     which survives a database error (Optuna's own thread dies at the first one, silently
     leaving its trial to be failed as stale by another worker)."""
-    storage = study._storage
-    if _optuna_heartbeats(study):
+    storage = storage_of(study)
+    if optuna_heartbeats(study):
         every = storage.get_heartbeat_interval()
-        rdb = getattr(storage, "_backend", storage)  # Optuna caches an RDBStorage
-        grace = getattr(rdb, "grace_period", None) or 2 * every
+        grace = storage.grace_period or 2 * every
         beat = storage.record_heartbeat
     elif interval:
         every, grace = interval, 2 * interval
@@ -112,7 +114,7 @@ def heartbeats(study: optuna.Study, trials: list,
     else:
         yield
         return
-    thread = _Heartbeat(beat, [t._trial_id for t in trials], every, grace)
+    thread = _Heartbeat(beat, [_storage.trial_id(study, t) for t in trials], every, grace)
     thread.start()
     try:
         yield
@@ -205,22 +207,23 @@ def none_left_running(study: optuna.Study, trials: list, max_retries: int,
         yield
     except BaseException as e:
         status = "interrupted" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "error"
-        storage = study._storage
+        storage = storage_of(study)
         for t in trials:
             try:
-                frozen = storage.get_trial(t._trial_id)
+                trial_id = _storage.trial_id(study, t)
+                frozen = storage.get_trial(trial_id)
                 if frozen.state != TrialState.RUNNING:
                     continue
                 job_dir = frozen.user_attrs.get("job_dir")
                 result = hpjax.engine.read_result(job_dir) if job_dir else None
                 if result is not None:  # its population ended before the fault
-                    tell(study, t._trial_id, result)
+                    tell(study, trial_id, result)
                     continue
-                storage.set_trial_user_attr(t._trial_id, "status", status)
+                storage.set_trial_user_attr(trial_id, "status", status)
                 if status == "error":
-                    storage.set_trial_user_attr(t._trial_id, "error",
+                    storage.set_trial_user_attr(trial_id, "error",
                                                 f"{type(e).__name__}: {e}"[:500])
-                storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
                 retry(study, frozen, max_retries)
             except Exception as inner:  # noqa: BLE001  (the storage itself may be the fault)
                 log.warning("trial %d could not be marked failed: %r", t.number, inner)
@@ -235,13 +238,14 @@ def disk_full(study: optuna.Study, trials: list, max_retries: int) -> None:
     """Stops the sweep after a batch whose trials could not write their files (status `disk`,
     told as failed, not counted toward n_trials): their parameters are enqueued to run again,
     and the sweep stops with exit code 5 instead of failing every trial after them."""
-    hit = [t for t in trials if study._storage.get_trial(t._trial_id).user_attrs.get(
-        "status") == "disk"]
+    storage = storage_of(study)
+    frozen = [storage.get_trial(_storage.trial_id(study, t)) for t in trials]
+    hit = [t for t in frozen if t.user_attrs.get("status") == "disk"]
     if not hit:
         return
     for t in hit:
-        retry(study, study._storage.get_trial(t._trial_id), max_retries)
-    error = study._storage.get_trial(hit[0]._trial_id).user_attrs.get("error", "")
+        retry(study, t, max_retries)
+    error = hit[0].user_attrs.get("error", "")
     hpjax.engine.stop(f"{error}: {len(hit)} trial{'s' if len(hit) > 1 else ''} could not "
                       "write their files and will run again; the sweep stopped, every "
                       "finished trial's files are kept: free space (or make it writable) and "

@@ -1,7 +1,9 @@
 """The sweep: ask a batch of trials, launch it, tell each trial's result, until the study has
 `n_trials` finished trials (counted across every worker on the study)."""
 
+import contextlib
 import functools
+import io
 import logging
 import math
 import os
@@ -264,7 +266,7 @@ class HpjaxSweeperImpl(Sweeper):
         attrs = (lambda number: {"job_dir": str(job_dir(number))}) if job_dir else (lambda _: {})
         if n > 0 and _bulk.applies(study):
             trials = _bulk.ask(study, n, lambda s: space.ask(s, distributions), attrs,
-                               heartbeat=_faults._optuna_heartbeats(study))
+                               heartbeat=_faults.optuna_heartbeats(study))
         else:
             with _batch.transaction(study), _batch.asking(study):
                 trials = [space.ask(study, distributions) for _ in range(max(n, 0))]
@@ -272,9 +274,6 @@ class HpjaxSweeperImpl(Sweeper):
                     for key, value in attrs(t.number).items():
                         t.set_user_attr(key, value)
                 _faults.first_heartbeats(study, trials)
-        for t in trials:
-            if job_dir is not None:
-                t._hpjax_job_dir = str(job_dir(t.number))  # (not set again when told)
         return trials
 
     def _job_dir(self, sweep_dir: Path) -> Any:
@@ -348,25 +347,25 @@ class HpjaxSweeperImpl(Sweeper):
         if output_dir is None and ret.hydra_cfg is not None:
             output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir")
         attrs = {}
-        if output_dir and str(output_dir) != getattr(trial, "_hpjax_job_dir", None):
+        if output_dir and str(output_dir) != trial.user_attrs.get("job_dir"):  # (it moved)
             attrs["job_dir"] = str(output_dir)
+        trial_id = _storage.trial_id(study, trial)
         if ret.status != JobStatus.COMPLETED:
-            error = ret._return_value  # an exception: its type and message (and file)
-            error = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) \
-                else repr(error)
+            exception = _job_error(ret)  # its type and message (and file)
+            error = f"{type(exception).__name__}: {exception}"
             log.warning("trial %d failed: %s", trial.number, error)
             # a full or read-only disk: not the trial's fault, it runs again (_faults.disk_full)
-            status = "disk" if hpjax.engine.disk_fault(ret._return_value) else "failed"
-            return _bulk.Outcome(trial._trial_id, TrialState.FAIL, user_attrs={
+            status = "disk" if hpjax.engine.disk_fault(exception) else "failed"
+            return _bulk.Outcome(trial_id, TrialState.FAIL, user_attrs={
                 **attrs, "status": status, "error": error[:500]})
         result = getattr(ret, "result", None) or (hpjax.engine.read_result(output_dir) if output_dir
                                                   else None)
         if result is None:  # a task function of its own: its return value is the objective
             value = ret.return_value
-            return _final(study, trial._trial_id, "ok", list(value) if isinstance(
+            return _final(study, trial_id, "ok", list(value) if isinstance(
                 value, (list, tuple)) else [value], user_attrs=attrs)
-        intermediate, more = _attrs.of_result(study, trial._trial_id, result, output_dir)
-        outcome = self._result_outcome(study, trial._trial_id, result)
+        intermediate, more = _attrs.of_result(study, trial_id, result, output_dir)
+        outcome = self._result_outcome(study, trial_id, result)
         outcome.intermediate, outcome.user_attrs = intermediate, {**attrs, **more,
                                                                   **outcome.user_attrs}
         return outcome
@@ -439,9 +438,20 @@ def _final(study: optuna.Study, trial_id: int, status: str, values: list,
     return _bulk.Outcome(trial_id, TrialState.FAIL, user_attrs=user_attrs)
 
 
+def _job_error(ret: JobReturn) -> BaseException:
+    """A failed job's exception, as Hydra's `JobReturn.return_value` raises it (its line on
+    stderr left out: the sweeper logs the trial's failure in one line of its own)."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            ret.return_value
+    except BaseException as e:  # noqa: BLE001  (the job's, whatever it was)
+        return e
+    return RuntimeError(f"the job ended {ret.status.name}")
+
+
 def _apply(study: optuna.Study, outcome: _bulk.Outcome) -> None:
     """Tells one outcome through the storage (one transaction of a database's writes)."""
-    storage, trial_id = study._storage, outcome.trial_id
+    storage, trial_id = _storage.storage_of(study), outcome.trial_id
     _attrs.write(study, trial_id, outcome.intermediate, outcome.user_attrs)
     if outcome.state == PRUNED:
         study.tell(storage.get_trial_number_from_id(trial_id), state=PRUNED)

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import os
 import re
+import weakref
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,8 @@ from urllib.parse import unquote
 import optuna
 from filelock import FileLock
 from omegaconf import DictConfig, open_dict, read_write
+
+from . import _speedups
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +134,8 @@ def open_study(url: str, study_name: str, directions: list[str], sampler: Any,
     try:
         with study_lock(url, study_name, sweep_dir):
             storage = make_storage(url, **storage_options)
-            study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
-                                        directions=directions, load_if_exists=True)
+            study = create_study(storage, study_name=study_name, sampler=sampler,
+                                 directions=directions, load_if_exists=True)
             worker = _count_worker(storage, study_name)
     except ModuleNotFoundError as e:
         raise ValueError(f"hydra.sweeper.storage={safe_url(url)}: the database driver "
@@ -153,14 +156,52 @@ def _count_worker(storage: Any, study_name: str) -> int:
     return worker
 
 
+# Each study this plugin created -> (the storage it built for it, the study's id): Optuna's
+# `Study` keeps its storage only privately, and wraps an RDB storage in a cache of its own.
+_OPENED: "weakref.WeakKeyDictionary[optuna.Study, tuple[Any, int]]" = weakref.WeakKeyDictionary()
+
+
+def create_study(storage: optuna.storages.BaseStorage, **kwargs: Any) -> optuna.Study:
+    """`optuna.create_study(storage=storage, **kwargs)`, keeping `storage` (`storage_of`): the
+    plugin reads and writes trials by id through its public methods."""
+    study = optuna.create_study(storage=storage, **kwargs)
+    _OPENED[study] = (storage, storage.get_study_id_from_name(study.study_name))
+    return study
+
+
+def _opened(study: optuna.Study) -> tuple[Any, int]:
+    try:
+        return _OPENED[study]
+    except KeyError:
+        raise ValueError(f"study {study.study_name!r} was not created by the sweeper's "
+                         "_storage.create_study: its storage is unknown") from None
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study was created on (`create_study`): an RDB storage is read directly,
+    not through Optuna's cache in front of it (which may lag behind other workers' writes)."""
+    return _opened(study)[0]
+
+
+def study_id(study: optuna.Study) -> int:
+    """The study's id in its storage (what the storage's methods take)."""
+    return _opened(study)[1]
+
+
+def trial_id(study: optuna.Study, trial: Any) -> int:
+    """A trial's id in the storage (an `optuna.Trial` or a `FrozenTrial`): the id the trial
+    carries where the speedups apply, else the storage's lookup by the trial's number."""
+    known = _speedups.trial_id(trial)
+    if known is not None:
+        return known
+    return storage_of(study).get_trial_id_from_study_id_trial_number(study_id(study),
+                                                                     trial.number)
+
+
 def fresh_trials(study: optuna.Study, states: tuple) -> list[optuna.trial.FrozenTrial]:
     """The study's trials as the database has them now: Optuna's cache in front of an RDB
     storage may lag behind what other workers wrote (a worker would count too few trials)."""
-    storage = study._storage
-    backend = getattr(storage, "_backend", None)  # an RDB storage behind Optuna's cache
-    if isinstance(backend, optuna.storages.BaseStorage):
-        storage = backend
-    return storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+    return storage_of(study).get_all_trials(study_id(study), deepcopy=False, states=states)
 
 
 OWNER_FILE = ".hpjax-study"  # in the sweep directory: the study whose trials it holds
@@ -263,10 +304,10 @@ def check_study(url: str, study_name: str, directions: Optional[list], algorithm
 def remember(study: optuna.Study, algorithm: str, space: dict) -> None:
     """Records the study's algorithm and space when it starts (a resumed sweep is checked
     against them: `check_study`)."""
-    attrs = study._storage.get_study_system_attrs(study._study_id)
-    if SPACE_ATTR not in attrs:
-        study._storage.set_study_system_attr(study._study_id, ALGORITHM_ATTR, algorithm)
-        study._storage.set_study_system_attr(study._study_id, SPACE_ATTR, space)
+    storage, sid = _opened(study)
+    if SPACE_ATTR not in storage.get_study_system_attrs(sid):
+        storage.set_study_system_attr(sid, ALGORITHM_ATTR, algorithm)
+        storage.set_study_system_attr(sid, SPACE_ATTR, space)
 
 
 def _foreign_file(url: str) -> Optional[str]:

@@ -10,7 +10,7 @@ import sqlalchemy
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
 
-from hydra_plugins.hpjax_sweeper import _batch
+from hydra_plugins.hpjax_sweeper import _batch, _storage
 from hydra_plugins.hpjax_sweeper._impl import HpjaxSweeperImpl
 from hydra_plugins.hpjax_sweeper._speedups import _session
 
@@ -20,9 +20,10 @@ SPACE = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
 
 
 def make_study(tmp_path, name="s"):
-    return optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name=name,
-                               direction="maximize", sampler=optuna.samplers.RandomSampler(0),
-                               load_if_exists=True)
+    """A study as the sweeper creates one (its storage kept: `_storage.storage_of`)."""
+    return _storage.create_study(
+        optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'study.db'}"), study_name=name,
+        direction="maximize", sampler=optuna.samplers.RandomSampler(0), load_if_exists=True)
 
 
 def commits(study):
@@ -79,19 +80,19 @@ def test_a_batch_that_raises_writes_nothing(tmp_path):
 
 def test_count_asks_the_database_what_loading_every_trial_finds(tmp_path):
     study = make_study(tmp_path)
-    storage = study._storage
+    storage = _storage.storage_of(study)
     statuses = ["ok", "ok", "diverged", "failed", "killed", None, "ok"]
     for status in statuses:
         t = study.ask(SPACE)
         if status == "ok":
             study.tell(t, 0.5)
         elif status is not None:
-            storage.set_trial_user_attr(t._trial_id, "status", status)
+            storage.set_trial_user_attr(_storage.trial_id(study, t), "status", status)
             study.tell(t, state=TrialState.FAIL)
     # a killed trial and a running one do not count toward n_trials
     assert _batch.count(study) == (5, 1) == (len(_batch.finished_trials(study)), 1)
     assert _batch.best_line(study, ["val/accuracy"]).startswith("best val/accuracy 0.5000")
-    journal = optuna.create_study(storage=optuna.storages.JournalStorage(
+    journal = _storage.create_study(optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "journal.log"))))
     assert _batch.count(journal) == (0, 0)  # any other storage: loaded and counted
     assert _batch.best_line(journal, ["loss"]) == "no finished trial yet"
@@ -102,7 +103,8 @@ def test_a_batch_tell_refused_for_one_trial_tells_the_others(tmp_path, caplog):
     its trials are told one by one, and that trial is skipped with a warning."""
     study = make_study(tmp_path)
     trials = [study.ask(SPACE) for _ in range(3)]
-    study._storage.set_trial_state_values(trials[1]._trial_id, TrialState.FAIL)  # "elsewhere"
+    _storage.storage_of(study).set_trial_state_values(  # "elsewhere"
+        _storage.trial_id(study, trials[1]), TrialState.FAIL)
     sweeper = HpjaxSweeperImpl("random", 3, 3, 0, None, None, "s", None, "max", True)
     results = []
     for value in (0.1, 0.2, 0.3):
@@ -256,9 +258,10 @@ def test_a_batch_asked_as_one_proposes_what_one_ask_at_a_time_proposes(tmp_path,
     from hydra_plugins.hpjax_sweeper._search import make_sampler
 
     def sweep(name, batched):
-        study = optuna.create_study(storage=f"sqlite:///{tmp_path / name}", direction="minimize",
-                                    sampler=make_sampler(algorithm, seed=1, n_objectives=1,
-                                                         batch_size=8, conditional=False))
+        study = _storage.create_study(
+            optuna.storages.RDBStorage(f"sqlite:///{tmp_path / name}"), direction="minimize",
+            sampler=make_sampler(algorithm, seed=1, n_objectives=1, batch_size=8,
+                                 conditional=False))
         for _ in range(4):
             with _batch.transaction(study), (_batch.asking(study) if batched else nullcontext()):
                 trials = [study.ask(SPACE) for _ in range(8)]
@@ -266,7 +269,8 @@ def test_a_batch_asked_as_one_proposes_what_one_ask_at_a_time_proposes(tmp_path,
                 for t in trials[:-1]:
                     value = abs(math.log10(t.params["lr"]) + 2) + (t.params["act"] == "tanh")
                     if batched:
-                        _batch.finish(study, t._trial_id, TrialState.COMPLETE, [value])
+                        _batch.finish(study, _storage.trial_id(study, t),
+                                      TrialState.COMPLETE, [value])
                     else:
                         study.tell(t, value)
             study.tell(trials[-1], state=TrialState.FAIL)

@@ -15,6 +15,9 @@ What they save (host time per trial; docs/plugins.md has the figures and the why
   the storage's writes, one by one.
 - `_attrs.write`: a trial's learning curve and attributes as ORM rows in one transaction;
   fallback: `set_trial_intermediate_value` / `set_trial_user_attr`, a commit each.
+- `trial_id`: the storage id a trial object carries (`Trial._trial_id`,
+  `FrozenTrial._trial_id`); fallback: the storage's `get_trial_id_from_study_id_trial_number`,
+  a query a trial.
 - `_tpe.WindowedTPESampler`: a `TPESampler` subclass that models at most 300 finished trials
   (the best tenth and the most recent), fitting once per batch; fallback: Optuna's
   `TPESampler`, which models every trial (the same proposals while a study has at most 300).
@@ -71,6 +74,12 @@ def tpe_sampler(*, max_observations: int = 300, **kwargs: Any) -> Any:
     import optuna
 
     return optuna.samplers.TPESampler(**kwargs)
+
+
+def trial_id(trial: Any) -> Optional[int]:
+    """The storage id an `optuna.Trial` or `FrozenTrial` carries (enabled), else None: the
+    caller asks the storage (`_storage.trial_id`)."""
+    return trial._trial_id if enabled() else None
 
 
 def bulk_applies(study: Any) -> bool:
