@@ -24,7 +24,10 @@ Results (the sweeper's side):
 
 The seams (docs/architecture.md#the-engines-seams):
 - `PopulationLauncher`: what a sweeper may call on a launcher: `run_populations(jobs, scheduler,
-  on_result)`, with `populations` (whether it trains populations now) and `in_process`.
+  on_result)`, with `populations` (whether it trains populations now), `in_process` and
+  `composes_batch_first`.
+- `composes_batch_first`: whether a launcher composes a batch's jobs before any runs (a
+  `PopulationLauncher` says; Hydra's own launchers do not: the sweeper checks the batch).
 - `Scheduler`: what the epoch loop asks about each trial after every epoch (on the anchor of Ray
   Tune's `TrialScheduler`): `on_trial_add`, `on_trial_result` -> a decision, `decide` (a paused
   trial, again), `on_trial_complete`, `refill`, `save`/`restore`.
@@ -85,6 +88,7 @@ _EXPORTS: dict[str, Target] = {
     "check_fidelity": ("hpjax.engine.schedulers.halving", "check"),
     "SuccessiveHalving": "hpjax.engine.schedulers.halving",
     "PopulationLauncher": "hpjax.engine.batch",
+    "composes_batch_first": "hpjax.engine.batch",
     "Scheduler": "hpjax.engine.schedulers.base",
     "TrialResult": "hpjax.engine.schedulers.base",
     "CONTINUE": "hpjax.engine.schedulers.base",

@@ -42,15 +42,25 @@ class PopulationLauncher(Protocol):
     each job ends; it returns the jobs' `JobReturn`s in order, then those of the trials the
     scheduler's `refill` added. `populations`: whether it trains populations now (hpjax's
     task); `in_process`: whether the scheduler runs in the caller's process (else it is
-    pickled into the jobs, and may not hold live objects such as an Optuna study)."""
+    pickled into the jobs, and may not hold live objects such as an Optuna study);
+    `composes_batch_first`: whether `launch` composes every job of a batch before any runs (a
+    bad override then fails the batch before it starts: a sweeper need not check it first)."""
 
     in_process: bool
     populations: bool
+    composes_batch_first: bool
 
     def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]],
                         scheduler: Optional[Scheduler],
                         on_result: Optional[Callable[[int, Any], None]] = None
                         ) -> Sequence[Any]: ...
+
+
+def composes_batch_first(launcher: Any) -> bool:
+    """Whether a launcher composes a batch's jobs before any runs: what a `PopulationLauncher`
+    says; any other launcher (Hydra's basic one, submitit's) composes each job as it runs it,
+    so a sweeper checks the batch before launching it (`Sweeper.validate_batch_is_legal`)."""
+    return isinstance(launcher, PopulationLauncher) and launcher.composes_batch_first
 
 
 @dataclass

@@ -181,7 +181,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
         self._checked = False  # the vmap launcher's preflight ran (on the first batch)
 
-    def _populations(self) -> bool:
+    def populations(self) -> bool:
         """Whether jobs train as populations: hpjax's task (known by its marker), vectorized."""
         return bool(self.vectorize and getattr(self.task_function, "hpjax_task", False))
 
@@ -202,7 +202,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
                  scheduler: Any = None) -> list[JobReturn]:
         """Runs one unit: its populations through the vmap launcher, driven by `scheduler`
         (pickled into the job), or its jobs one by one as upstream runs each."""
-        if self._populations():
+        if self.populations():
             Singleton.set_state(singleton_state)
             setup_globals()
             vmap = self._vmap()
@@ -217,7 +217,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
 
     # -- in the driver -------------------------------------------------------------------------
     def _units(self, indexed: Unit) -> list[Unit]:
-        if not self._populations():
+        if not self.populations():
             return [[job] for job in indexed]
         units = self._vmap().units(indexed)
         log.info("%d jobs as %d submitit job%s (vectorize=true)", len(indexed), len(units),
@@ -243,7 +243,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
                initial_job_idx: int) -> Sequence[JobReturn]:
         assert len(job_overrides) > 0
         indexed = [(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
-        if self._populations() and not self._checked:  # before anything is submitted
+        if self.populations() and not self._checked:  # before anything is submitted
             self._checked = True
             self._vmap().preflight(indexed)
         return self._launch(indexed, None, None)
@@ -255,7 +255,7 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         the submitted job, so a batch with one trains as one submitted job whose populations
         take turns there: the scheduler sees every trial of its bracket. `on_result` is
         called as each submitted job's returns come back."""
-        if not self._populations():
+        if not self.populations():
             raise ValueError(f"hydra/launcher=hpjax_{self._EXECUTOR} trains populations with "
                              "hpjax's task and vectorize=true only")
         return self._launch([(n, list(o)) for n, o in jobs], scheduler, on_result)

@@ -44,7 +44,10 @@ class HpjaxSubmititLauncher(Launcher):
     @property
     def populations(self) -> bool:
         """Whether `run_populations` trains populations: hpjax's task, vectorize=true."""
-        return self.impl._populations()
+        return self.impl.populations()
+
+    # Each job is composed in its submitted job, as it runs: a sweeper checks a batch first.
+    composes_batch_first = False
 
     def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]], scheduler: Any,
                         on_result: Optional[Callable[[int, JobReturn], None]] = None

@@ -10,8 +10,9 @@ pruner). A stopped trial is told to Optuna as PRUNED; its `result.json` says `st
 """
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ContextManager, Optional, Protocol
 
 import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -21,10 +22,44 @@ from hpjax.engine import PBT, PBTBounds, PopulationLauncher, StudyTrials, Succes
 
 from . import _batch, _checks, _search
 
-if TYPE_CHECKING:  # the sweeper whose multi-fidelity methods these are (its module imports this)
-    from ._impl import HpjaxSweeperImpl
-
 log = logging.getLogger(__name__)
+
+
+class Sweep(Protocol):
+    """What the multi-fidelity code may use of the sweeper (`_impl.HpjaxSweeperImpl`): its
+    settings, and the study work it shares with the plain sweep."""
+
+    launcher: Any  # Hydra's launcher (a `PopulationLauncher` for these algorithms)
+    algorithm: str
+    n_trials: Optional[int]
+    eta: int
+    min_epochs: int
+    seed: Optional[int]
+    pbt: dict  # interval, fraction, resample_probability
+
+    def lock(self, sweep_dir: Path) -> ContextManager[None]:
+        """One worker at a time on the study."""
+
+    def ask(self, study: optuna.Study, sweep_dir: Path, space: _search.SearchSpace,
+            distributions: dict, n: int) -> list[optuna.Trial]:
+        """`n` new trials with their job directories (and first heartbeats)."""
+
+    def tell(self, study: optuna.Study, trial: optuna.Trial, ret: Any) -> None:
+        """Tells the study one job's `JobReturn`."""
+
+    def run_batch(self, study: optuna.Study, trials: list, space: _search.SearchSpace,
+                  scheduler: Optional[hpjax.engine.Scheduler] = None,
+                  on_result: Optional["TellAsTheyEnd"] = None) -> list:
+        """Launches the trials, driven by `scheduler`, and tells their results."""
+
+    def finished(self, study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The trials that count toward n_trials."""
+
+    def job_dir(self, sweep_dir: Path) -> Optional[Callable[[int], Path]]:
+        """Trial number -> its job directory (None: a `hydra.sweep.subdir` of the user's)."""
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        """A job's config as the launcher will compose it."""
 
 BRACKETS = ("sha", "hyperband")
 OWN_SAMPLER = (*BRACKETS, "pbt")  # algorithms whose configurations come from `sampler`
@@ -45,14 +80,13 @@ def population_launcher(launcher: Any, why: str, live: bool = False) -> Any:
     return launcher
 
 
-def max_epochs(sweeper: "HpjaxSweeperImpl", space: _search.SearchSpace) -> int:
+def max_epochs(sweeper: Sweep, space: _search.SearchSpace) -> int:
     """train.epochs, the maximum resource R, as the jobs will compose it; checked against
     eta and min_epochs."""
     if any(p.key == "train.epochs" for p in space.params):
         raise ValueError("train.epochs is the maximum resource R of multi-fidelity search and "
                          "cannot be searched: give it one value (train.epochs=27)")
-    fixed = [item for item in space.items if isinstance(item, str)]
-    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, fixed)
+    cfg = sweeper.compose([item for item in space.items if isinstance(item, str)])
     top = int(OmegaConf.select(cfg, "train.epochs"))
     hpjax.engine.check_fidelity(sweeper.eta, sweeper.min_epochs, top)
     return top
@@ -95,9 +129,9 @@ def check(algorithm: str, pruner: Any, eta: int, min_epochs: int) -> None:
         raise ValueError(f"hydra.sweeper.min_epochs={min_epochs}: must be >= 1")
 
 
-def pruning(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
+def pruning(sweeper: Sweep, study: optuna.Study, sweep_dir: Path,
             space: _search.SearchSpace, total: int, distributions: dict,
-            trials: list) -> tuple[StudyTrials, Any]:
+            trials: list) -> tuple[StudyTrials, "TellAsTheyEnd"]:
     """For one batch under a pruner: the scheduler that reports each epoch's objective to the
     study and prunes where its pruner says, and gives a slot freed by a pruned or ended trial a
     new trial asked from the sampler, until the study has `total` (finished, running here or in
@@ -105,35 +139,42 @@ def pruning(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
     learns). New trials are appended to `trials` (which the batch tells); the numbers told
     are in `on_result.told`."""
     def ask(n: int) -> list[tuple[int, tuple[int, list[str]]]]:
-        with sweeper._lock(sweep_dir):
+        with sweeper.lock(sweep_dir):
             finished, running = _batch.count(study)
             room = min(n, total - finished - running)
             if room <= 0:
                 return []
-            new = sweeper._ask(study, sweep_dir, space, distributions, room)
+            new = sweeper.ask(study, sweep_dir, space, distributions, room)
         trials.extend(new)
         scheduler.trials.update({t.number: t for t in new})
         return [(t.number, (t.number, space.overrides(t.params))) for t in new]
 
-    told: set[int] = set()
+    scheduler = StudyTrials({t.number: t for t in trials}, prune=True, ask=ask,
+                            pruner=f"Optuna's {type(study.pruner).__name__}")
+    return scheduler, TellAsTheyEnd(sweeper, study, trials)
 
-    def on_result(number: int, ret: Any) -> None:
-        trial = next(t for t in trials if t.number == number)
+
+class TellAsTheyEnd:
+    """A batch's `on_result(job number, JobReturn)`: tells each trial as soon as its job ends
+    (the sampler and the pruner learn from it); `told`: the numbers told so, which the batch's
+    end does not tell again."""
+
+    def __init__(self, sweeper: Sweep, study: optuna.Study, trials: list) -> None:
+        self.sweeper, self.study, self.trials = sweeper, study, trials  # (trials grows)
+        self.told: set[int] = set()
+
+    def __call__(self, number: int, ret: Any) -> None:
+        trial = next(t for t in self.trials if t.number == number)
         try:
-            with _batch.transaction(study):
-                sweeper._tell(study, trial, ret)
+            with _batch.transaction(self.study):
+                self.sweeper.tell(self.study, trial, ret)
         except Exception as e:  # noqa: BLE001  (told again when the batch ends)
             log.warning("trial %d: its result is told when the batch ends (%s)", number, e)
             return
-        told.add(number)
-
-    on_result.told = told  # type: ignore[attr-defined]
-    scheduler = StudyTrials({t.number: t for t in trials}, prune=True, ask=ask,
-                            pruner=f"Optuna's {type(study.pruner).__name__}")
-    return scheduler, on_result
+        self.told.add(number)
 
 
-def bracket_plan(sweeper: "HpjaxSweeperImpl", space: _search.SearchSpace) -> tuple[int, list, int]:
+def bracket_plan(sweeper: Sweep, space: _search.SearchSpace) -> tuple[int, list, int]:
     """(R, the brackets, the trials they take): `n_trials`, or null: eta^s_max for sha, one
     pass of the brackets for hyperband."""
     top = max_epochs(sweeper, space)
@@ -145,7 +186,7 @@ def bracket_plan(sweeper: "HpjaxSweeperImpl", space: _search.SearchSpace) -> tup
     return top, brackets, sweeper.n_trials or sum(b[0].n for b in brackets)
 
 
-def sweep_brackets(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
+def sweep_brackets(sweeper: Sweep, study: optuna.Study, sweep_dir: Path,
                    space: _search.SearchSpace, names: list[str], mode: str) -> list:
     """Successive halving (one bracket) or Hyperband (its brackets, s_max down to 0, again
     until `n_trials`): each bracket one batch, its configurations from the sampler."""
@@ -160,12 +201,12 @@ def sweep_brackets(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: 
         n = min(rungs[0].n, total - started)
         if n < rungs[0].n:  # the last bracket, cut to n_trials
             rungs = hpjax.engine.bracket(n, len(rungs) - 1, top, sweeper.eta)
-        done = [t for t in sweeper._finished(study) if t.user_attrs.get("bracket") == k]
+        done = [t for t in sweeper.finished(study) if t.user_attrs.get("bracket") == k]
         if len(done) < n:
-            with sweeper._lock(sweep_dir):
+            with sweeper.lock(sweep_dir):
                 _checks.refuse_foreign(study, space.distributions)  # (values are data)
                 trials = [space.ask(study, space.distributions) for _ in range(n)]
-                job_dir = sweeper._job_dir(sweep_dir)
+                job_dir = sweeper.job_dir(sweep_dir)
                 for t in trials:
                     t.set_user_attr("bracket", k)
                     if job_dir is not None:
@@ -178,13 +219,13 @@ def sweep_brackets(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: 
             rule = SuccessiveHalving([r.epochs for r in rungs], sweeper.eta, mode, label=label)
             scheduler = StudyTrials({t.number: t for t in trials}, rule) \
                 if launcher.in_process else rule
-            returns.append(sweeper._run_batch(study, trials, space, scheduler))
+            returns.append(sweeper.run_batch(study, trials, space, scheduler))
         started += n
         k += 1
     return returns
 
 
-def sweep_pbt(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
+def sweep_pbt(sweeper: Sweep, study: optuna.Study, sweep_dir: Path,
               space: _search.SearchSpace, mode: str) -> list:
     """Population-based training: n_trials configurations from the sampler, trained as one
     population that exploits and explores every `pbt.interval` epochs."""
@@ -203,18 +244,17 @@ def sweep_pbt(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
                              "(interval(...) or tag(log, interval(...))): PBT multiplies values "
                              "by 0.8 or 1.2 and resamples them from their range")
         bounds[p.key] = PBTBounds(d.low, d.high, d.log)
-    fixed = [item for item in space.items if isinstance(item, str)]
-    cfg = sweeper.hydra_context.config_loader.load_sweep_config(sweeper.config, fixed)
+    cfg = sweeper.compose([item for item in space.items if isinstance(item, str)])
     with open_dict(cfg):
         del cfg["hydra"]
     hpjax.engine.check_pbt_keys(hpjax.validate(cfg), list(bounds))
     n = sweeper.n_trials
-    if len(sweeper._finished(study)) >= n:
+    if len(sweeper.finished(study)) >= n:
         return []
-    with sweeper._lock(sweep_dir):
+    with sweeper.lock(sweep_dir):
         _checks.refuse_foreign(study, space.distributions)  # (values are data)
         trials = [space.ask(study, space.distributions) for _ in range(n)]
-        job_dir = sweeper._job_dir(sweep_dir)
+        job_dir = sweeper.job_dir(sweep_dir)
         for t in trials:
             if job_dir is not None:
                 t.set_user_attr("job_dir", str(job_dir(t.number)))
@@ -224,10 +264,11 @@ def sweep_pbt(sweeper: "HpjaxSweeperImpl", study: optuna.Study, sweep_dir: Path,
     explorer = PBT(bounds, interval=opts["interval"], fraction=opts["fraction"],
                    resample_probability=opts["resample_probability"], seed=sweeper.seed or 0,
                    mode=mode)
-    returns = [sweeper._run_batch(study, trials, space, explorer)]
+    returns = [sweeper.run_batch(study, trials, space, explorer)]
     log.info("pbt: %d exploits", len(explorer.copies))
     return returns
 
 
-__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "bracket_plan", "check", "make_pruner",
-           "max_epochs", "population_launcher", "pruning", "sweep_brackets", "sweep_pbt"]
+__all__ = ["BRACKETS", "OWN_SAMPLER", "PRUNERS", "Sweep", "TellAsTheyEnd", "bracket_plan",
+           "check", "make_pruner", "max_epochs", "population_launcher", "pruning",
+           "sweep_brackets", "sweep_pbt"]

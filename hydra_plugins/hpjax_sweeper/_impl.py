@@ -9,9 +9,9 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ContextManager, Optional
 
 import optuna
 from hydra.core.plugins import Plugins
@@ -60,6 +60,7 @@ class HpjaxSweeperImpl(Sweeper):
                                              else None)
         self.max_retries, self.poll_s = max_retries, poll_s
         self.config: Optional[DictConfig] = None
+        self._grid: Optional[list] = None  # the grid's points, made at the first enqueue
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -114,7 +115,9 @@ class HpjaxSweeperImpl(Sweeper):
                                         batch_size=self.batch_size,
                                         conditional=self.conditional)
 
-    def _lock(self, sweep_dir: Path) -> Any:
+    # -- what the multi-fidelity code calls (`_fidelity.Sweep`) -----------------------------
+    def lock(self, sweep_dir: Path) -> ContextManager[None]:
+        """One worker at a time on the study (`_storage.study_lock`)."""
         return _storage.study_lock(_storage.storage_url(self.storage, sweep_dir),
                                    self.study_name, sweep_dir)
 
@@ -124,15 +127,20 @@ class HpjaxSweeperImpl(Sweeper):
                            grace_period=self.grace_period)
 
     @staticmethod
-    def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+        """The trials that count toward n_trials."""
         return _batch.finished_trials(study)
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        """A job's config as the launcher will compose it, with these overrides."""
+        return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
 
     def _enqueue_grid(self, study: optuna.Study, space: _search.SearchSpace,
                       room: Optional[int] = None) -> int:
         """The grid's size (at most n_trials); given `room`, enqueues its next points not yet
         finished, running or waiting until `room` wait: a grid of a million points is enqueued
         a batch at a time, not all before the first trial."""
-        if getattr(self, "_grid", None) is None:
+        if self._grid is None:
             self._grid, self._grid_next = space.grid(), 0
         points = self._grid
         total = len(points) if self.n_trials is None else min(self.n_trials, len(points))
@@ -143,7 +151,7 @@ class HpjaxSweeperImpl(Sweeper):
         if need <= 0:
             return total
         key = lambda params: tuple(sorted(params.items()))
-        taken = {key(t.params) for t in self._finished(study)}
+        taken = {key(t.params) for t in self.finished(study)}
         taken |= {key(t.params) for t in _storage.fresh_trials(study, (TrialState.RUNNING,))}
         taken |= {key(t.system_attrs.get("fixed_params", {})) for t in waiting}
         while need > 0 and self._grid_next < total:
@@ -205,9 +213,9 @@ class HpjaxSweeperImpl(Sweeper):
             if pruning:
                 scheduler, on_result = _fidelity.pruning(self, study, sweep_dir, space, total,
                                                          distributions, trials)
-                returns.append(self._run_batch(study, trials, space, scheduler, on_result))
+                returns.append(self.run_batch(study, trials, space, scheduler, on_result))
             else:
-                returns.append(self._run_batch(study, trials, space))
+                returns.append(self.run_batch(study, trials, space))
             finished = _batch.count(study)[0]
             if milestones.due(finished, total):
                 log.info("[study] %d/%d trials finished, %s, %.1f s %s", finished, total,
@@ -230,7 +238,7 @@ class HpjaxSweeperImpl(Sweeper):
     def _prepare(self, study: optuna.Study, sweep_dir: Path,
                 space: _search.SearchSpace) -> tuple[int, dict]:
         """The study's size and distributions; fails what a killed sweep left running."""
-        with self._lock(sweep_dir):
+        with self.lock(sweep_dir):
             if self.fail_stale_trials or self.heartbeat_interval:
                 self._fail_stale(study)
             if self.algorithm == "grid":
@@ -248,21 +256,21 @@ class HpjaxSweeperImpl(Sweeper):
                total: int, distributions: dict) -> tuple[list, int, int]:
         """Asks the next batch of trials, as many as the study still lacks: (trials, finished,
         running elsewhere)."""
-        with self._lock(sweep_dir):
+        with self.lock(sweep_dir):
             if self.heartbeat_interval:
                 self._fail_stale(study)
             finished, running = _batch.count(study)
             room = min(self.batch_size, total - finished - running)
             if self.algorithm == "grid":
                 self._enqueue_grid(study, space, room)
-            return self._ask(study, sweep_dir, space, distributions, room), finished, running
+            return self.ask(study, sweep_dir, space, distributions, room), finished, running
 
-    def _ask(self, study: optuna.Study, sweep_dir: Path, space: _search.SearchSpace,
-             distributions: dict, n: int) -> list[optuna.Trial]:
+    def ask(self, study: optuna.Study, sweep_dir: Path, space: _search.SearchSpace,
+            distributions: dict, n: int) -> list[optuna.Trial]:
         """`n` new trials, with their job directories and first heartbeats (a worker killed
         after this leaves them stale, to be run again), written at once."""
         _checks.refuse_foreign(study, distributions)  # before any is asked
-        job_dir = self._job_dir(sweep_dir)
+        job_dir = self.job_dir(sweep_dir)
         attrs = (lambda number: {"job_dir": str(job_dir(number))}) if job_dir else (lambda _: {})
         if n > 0 and _bulk.applies(study):
             trials = _bulk.ask(study, n, lambda s: space.ask(s, distributions), attrs,
@@ -276,24 +284,25 @@ class HpjaxSweeperImpl(Sweeper):
                 _faults.first_heartbeats(study, trials)
         return trials
 
-    def _job_dir(self, sweep_dir: Path) -> Any:
+    def job_dir(self, sweep_dir: Path) -> Optional[Callable[[int], Path]]:
         """Trial number -> job directory, where the default `hydra.sweep.subdir` is in use."""
         subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir")
         root = sweep_dir.resolve()  # absolute: a rerun from another directory finds it
         return (lambda n: root / str(n)) if subdir == "${hydra.job.num}" else None
 
-    def _run_batch(self, study: optuna.Study, trials: list, space: _search.SearchSpace,
-                   scheduler: Any = None, on_result: Any = None) -> list[JobReturn]:
+    def run_batch(self, study: optuna.Study, trials: list, space: _search.SearchSpace,
+                  scheduler: Optional["hpjax.engine.Scheduler"] = None,
+                  on_result: Optional["_fidelity.TellAsTheyEnd"] = None) -> list[JobReturn]:
         """Launches the trials (with a scheduler: as populations it drives, `on_result` told
         each job as it ends, its `told` the trials told that way) and tells their results."""
         batch = [space.overrides(t.params) for t in trials]
-        if not getattr(self.launcher, "composes_batch_first", False):  # else it checks them
+        if not hpjax.engine.composes_batch_first(self.launcher):  # else the launcher checks
             self.validate_batch_is_legal(batch)
         _faults.carry_checkpoints(trials)
         with _faults.none_left_running(study, trials, self.max_retries, self._tell_result):
             with _faults.heartbeats(study, trials, self.heartbeat_interval):
                 results = self._launch(batch, [t.number for t in trials], scheduler, on_result)
-            self._tell_batch(study, trials, results, getattr(on_result, "told", ()))
+            self._tell_batch(study, trials, results, () if on_result is None else on_result.told)
         _faults.disk_full(study, trials, self.max_retries)
         return _batch.slim(results)
 
@@ -320,7 +329,7 @@ class HpjaxSweeperImpl(Sweeper):
     def _tell_each(self, study: optuna.Study, pending: list) -> None:
         for trial, ret in pending:
             try:
-                self._tell(study, trial, ret)
+                self.tell(study, trial, ret)
             except optuna.exceptions.UpdateFinishedTrialError:
                 _warn_refused(trial.number)
 
@@ -336,7 +345,7 @@ class HpjaxSweeperImpl(Sweeper):
                 for r in self.launcher.launch([overrides], initial_job_idx=n)]
 
     # -- telling results ---------------------------------------------------------------------
-    def _tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
+    def tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
         _apply(study, self._outcome(study, trial, ret))
 
     def _outcome(self, study: optuna.Study, trial: optuna.Trial,
