@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 # Tests count compilations in this process: JAX's persistent cache (hpjax turns it on) would hide
@@ -13,6 +14,13 @@ os.environ["HPJAX_CPU_DEVICES"] = "1"
 os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
 # Sweeps end without report.html (5 MB and 1-2 s each); tests/test_html_report.py turns it on.
 os.environ["HPJAX_REPORT_HTML"] = "off"
+
+# Importing submitit configures logging (`logging.config.dictConfig`), which closes the handlers
+# already installed: absl's (JAX's and Orbax's) closes its stream when that is not the current
+# sys.stderr, as a test's captured stream of an earlier phase is, and pytest then loses its
+# own stderr. Imported before absl installs its handler, it closes nothing.
+with contextlib.suppress(ImportError):
+    import submitit  # noqa: E402, F401
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -61,6 +61,8 @@ Stopping (`hpjax.errors`: the exit codes of the `hpjax` command):
 - `is_user_error`: whether a ValueError is a check of hpjax's own on the user's values.
 - `disk_fault`: the full or read-only disk behind an error, as one line, or None.
 - `DISK_FAULT`: the exit code of a sweep stopped by one (5).
+- `naming_file`: a context in which an OSError (a full or read-only disk) names the file being
+  written.
 
 Names load on first use: `import hpjax.engine` imports neither JAX nor Flax. To add a name, add it
 to `_EXPORTS` and one line above.
@@ -109,6 +111,7 @@ _EXPORTS: dict[str, Target] = {
     "is_user_error": "hpjax.errors",
     "disk_fault": "hpjax.errors",
     "DISK_FAULT": "hpjax.errors",
+    "naming_file": ("hpjax.results", "naming"),
 }
 
 __all__ = sorted(_EXPORTS)

@@ -344,11 +344,12 @@ def write_hydra_files(job: FastJob, subdir: str = ".hydra", writer: Any = None) 
 
 
 def _write_files(directory: str, files: dict) -> None:
-    from hpjax.results import naming
+    from hpjax.engine import naming_file
+
     os.makedirs(directory, exist_ok=True)
     for name, text in files.items():
         path = os.path.join(directory, name)
-        with naming(path), open(path, "wb") as f:  # a full disk's error names the file
+        with naming_file(path), open(path, "wb") as f:  # a full disk's error names the file
             f.write(text.encode())
 
 

@@ -9,10 +9,11 @@ says which trials stop there (the bracket's rung rule, over the whole bracket, o
 pruner). A stopped trial is told to Optuna as PRUNED; its `result.json` says `status: pruned`.
 """
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ContextManager, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import optuna
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -37,7 +38,7 @@ class Sweep(Protocol):
     seed: Optional[int]
     pbt: dict  # interval, fraction, resample_probability
 
-    def lock(self, sweep_dir: Path) -> ContextManager[None]:
+    def lock(self, sweep_dir: Path) -> contextlib.AbstractContextManager[None]:
         """One worker at a time on the study."""
 
     def ask(self, study: optuna.Study, sweep_dir: Path, space: _search.SearchSpace,

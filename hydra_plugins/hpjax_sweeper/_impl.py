@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ContextManager, Optional
+from typing import Any, Optional
 
 import optuna
 from hydra.core.plugins import Plugins
@@ -116,7 +116,7 @@ class HpjaxSweeperImpl(Sweeper):
                                         conditional=self.conditional)
 
     # -- what the multi-fidelity code calls (`_fidelity.Sweep`) -----------------------------
-    def lock(self, sweep_dir: Path) -> ContextManager[None]:
+    def lock(self, sweep_dir: Path) -> contextlib.AbstractContextManager[None]:
         """One worker at a time on the study (`_storage.study_lock`)."""
         return _storage.study_lock(_storage.storage_url(self.storage, sweep_dir),
                                    self.study_name, sweep_dir)
@@ -452,7 +452,7 @@ def _job_error(ret: JobReturn) -> BaseException:
     stderr left out: the sweeper logs the trial's failure in one line of its own)."""
     try:
         with contextlib.redirect_stderr(io.StringIO()):
-            ret.return_value
+            _ = ret.return_value  # raises the job's exception
     except BaseException as e:  # noqa: BLE001  (the job's, whatever it was)
         return e
     return RuntimeError(f"the job ended {ret.status.name}")
