@@ -184,3 +184,19 @@ def test_splits_are_scikit_learns_without_importing_it():
                 np.testing.assert_array_equal(my_va, va)
     with pytest.raises(ValueError, match="1 sample"):
         holdout.train_test_split(10, 0.3, 0, np.array([0] * 9 + [1]))
+
+
+def test_scikit_learns_data_sets_are_read_as_its_loaders_give_them():
+    """digits, iris, wine and breast_cancer come from scikit-learn's files without importing it:
+    the same arrays, dtypes and values as its `load_<name>()`."""
+    import sklearn.datasets
+
+    from hpjax.config import data as data_config
+
+    for name in ("digits", "iris", "wine", "breast_cancer"):
+        x, y = data_config._bundled(name)
+        bunch = getattr(sklearn.datasets, f"load_{name}")()
+        for mine, theirs in ((x, bunch.data), (y, bunch.target)):
+            assert mine.dtype == theirs.dtype and mine.shape == theirs.shape, name
+            np.testing.assert_array_equal(mine, theirs)
+    assert data_config._bundled("diabetes") is None  # scaled by scikit-learn's code: its loader

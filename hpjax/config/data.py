@@ -124,10 +124,50 @@ class SklearnDataConfig(DataConfig, choice="sklearn"):
         self._check_choice("name", SKLEARN_DATASETS)
 
     def arrays(self) -> tuple:
+        bundled = _bundled(self.name)
+        if bundled is not None:
+            return bundled
         import sklearn.datasets
 
         bunch = getattr(sklearn.datasets, f"load_{self.name}")()
         return bunch.data, bunch.target
+
+
+# scikit-learn's own files of its data sets (sklearn/datasets/data/), read as its loaders read
+# them: importing scikit-learn (and SciPy with it) takes longer than the rest of a cold run's data
+# loading. diabetes (scaled by scikit-learn's code) goes through scikit-learn.
+_FILES = {"digits": "digits.csv.gz", "iris": "iris.csv", "wine": "wine_data.csv",
+          "breast_cancer": "breast_cancer.csv"}
+
+
+def _bundled(name: str) -> Optional[tuple]:
+    """(data, target) of scikit-learn's data set `name` as `load_<name>()` gives them, read from
+    its file without importing scikit-learn; None where there is no such file (then its loader
+    runs). tests/test_data.py compares them with scikit-learn's loaders."""
+    import csv
+    import gzip
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if name not in _FILES or spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data", _FILES[name])
+    if not os.path.isfile(path):
+        return None
+    if path.endswith(".gz"):  # load_gzip_compressed_csv_data: the target in the last column
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            data = np.loadtxt(f, delimiter=",")
+        return data[:, :-1], data[:, -1].astype(int, copy=False)
+    with open(path, encoding="utf-8") as f:  # load_csv_data: a header row of counts and names
+        rows = csv.reader(f)
+        n, features = (int(v) for v in next(rows)[:2])
+        data, target = np.empty((n, features)), np.empty((n,), dtype=int)
+        for i, row in enumerate(rows):
+            data[i] = np.asarray(row[:-1], dtype=np.float64)
+            target[i] = np.asarray(row[-1], dtype=int)
+    return data, target
 
 
 @dataclass

@@ -38,6 +38,26 @@ class CompileStats:
         cls.cache_hits += event == "/jax/compilation_cache/cache_hits"
 
 
+# XLA's CPU backend optimises the code it generates at LLVM's level 3 by default. Level 1 gives
+# the same numbers bit for bit (without fast math, LLVM's further passes do not change float
+# arithmetic; tests/engine/test_compile.py compares the two) in less compile time, most of all for
+# the init program, whose random draws (threefry, once per parameter) run once.
+CPU_OPTIMIZATION_LEVEL = 1
+
+
+def compiler_options() -> Optional[dict]:
+    """The XLA options hpjax's programs compile with: on CPU, backend optimisation level 1
+    (`CPU_OPTIMIZATION_LEVEL`); None (XLA's own) on other platforms, and where the level is set
+    already: `JAX_DISABLE_MOST_OPTIMIZATIONS` (level 0) or `XLA_FLAGS`."""
+    import jax
+
+    set_already = jax.config.values.get("jax_disable_most_optimizations") or (
+        "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", ""))
+    if set_already or jax.default_backend() != "cpu":
+        return None
+    return {"xla_backend_optimization_level": CPU_OPTIMIZATION_LEVEL}
+
+
 DEFAULT_CACHE = "~/.cache/hpjax/jax"
 
 

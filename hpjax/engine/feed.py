@@ -23,6 +23,7 @@ import numpy as np
 from hpjax.config import Config, ConfigError
 from hpjax.data import Dataset, Stream
 from hpjax.engine import host_metrics, trainer
+from hpjax.engine.compile import compiler_options
 from hpjax.engine.population import Population, eval_split, where
 
 
@@ -143,9 +144,10 @@ def _programs(pop: Population) -> tuple:
     """(block, epoch metrics, eval block) of a population's signature, jitted once."""
     if id(pop) not in _PROGRAMS:
         spec = pop.spec
-        _PROGRAMS[id(pop)] = (pop, jax.jit(functools.partial(_block, spec), donate_argnums=0),
-                              jax.jit(functools.partial(_epoch_metrics, spec)),
-                              jax.jit(functools.partial(_eval_block, spec)))
+        jit = functools.partial(jax.jit, compiler_options=compiler_options())
+        _PROGRAMS[id(pop)] = (pop, jit(functools.partial(_block, spec), donate_argnums=0),
+                              jit(functools.partial(_epoch_metrics, spec)),
+                              jit(functools.partial(_eval_block, spec)))
     return _PROGRAMS[id(pop)][1:]
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from hpjax.config import Config
 from hpjax.data import Dataset
 from hpjax.engine import trainer
-from hpjax.engine.compile import use_cpu_cores
+from hpjax.engine.compile import compiler_options, use_cpu_cores
 from hpjax.engine.hparams import hparams, signature, static
 from hpjax.engine.model import build as build_model
 
@@ -140,14 +140,15 @@ def build(cfg: Config, ds: Dataset, activation: Optional[int] = None) -> Populat
         **({"negative_slope": cfg.activation.negative_slope}
            if "negative_slope" in spec.model.fill else {})})
     folds = bool(ds.folds)
+    jit = functools.partial(jax.jit, compiler_options=compiler_options())
     return Population(
-        init=jax.jit(functools.partial(_init, spec)),
-        epoch=jax.jit(functools.partial(_epoch, spec, folds), donate_argnums=(0, 1)),
-        evaluate=jax.jit(functools.partial(_evaluate, spec, folds)),
-        keep=jax.jit(where),
+        init=jit(functools.partial(_init, spec)),
+        epoch=jit(functools.partial(_epoch, spec, folds), donate_argnums=(0, 1)),
+        evaluate=jit(functools.partial(_evaluate, spec, folds)),
+        keep=jit(where),
         spec=spec,
-        take=jax.jit(take),
-        predict=jax.jit(functools.partial(_predict, spec, folds)))
+        take=jit(take),
+        predict=jit(functools.partial(_predict, spec, folds)))
 
 
 _CACHE: dict[tuple, Population] = {}
