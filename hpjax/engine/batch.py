@@ -169,6 +169,7 @@ class _Chunk:
         self.training: Any = None
         self.parts: list[_Chunk] = []
         self.start = 0.0
+        self.paused: set = set()  # its trials suspended while they wait for the scheduler
 
     # what `hpjax.engine.loop.drive` reads of a training
     @property
@@ -183,6 +184,9 @@ class _Chunk:
     def waiting(self) -> set:
         return set() if self.training is None else self.training.waiting
 
+    def suspend(self) -> None:
+        self.paused.update(self.training.suspend())
+
     def advance(self) -> bool:
         b, jobs = self.batch, self.jobs
         try:
@@ -193,13 +197,13 @@ class _Chunk:
             outcomes = self.training.finish()
             self.training = None  # its device state goes now, not when the batch ends
         except ConfigError as e:
-            b.ends.update({i: JobEnd(error=e) for i in self.ids})
+            b.fail(self.ids, e)
             return True
         except Exception as e:  # noqa: BLE001  (a failure is its trial's alone, never the sweep's)
             if len(jobs) == 1 or disk_fault(e):  # a full disk: halving would only fail again
                 log.error("%s failed: %s: %s", jobs[0].name or "trial" if len(jobs) == 1
                           else f"{self.label}: {len(jobs)} trials", type(e).__name__, e)
-                b.ends.update({i: JobEnd(error=e) for i in self.ids})
+                b.fail(self.ids, e)
                 return True
             half = len(jobs) // 2
             # Out of memory: smaller populations fit. Anything else (a value that passes the
@@ -219,7 +223,8 @@ class _Chunk:
             population["rungs"] = rule.table()
         for o in outcomes:  # (a refilled trial's says when it joined)
             o.result.population = {**population, **(o.result.population or {})}
-        b.ends.update({i: JobEnd(o) for i, o in zip(self.ids, outcomes, strict=True)})
+        b.ends.update({i: JobEnd(o, paused=b.trials[i] in self.paused)
+                       for i, o in zip(self.ids, outcomes, strict=True)})
         return True
 
     def _start(self) -> Any:
@@ -288,6 +293,14 @@ class _Batch:
         self.told: set[int] = set()
         self.deferred: list[int] = []  # new jobs of another signature: trained after the others
 
+    def fail(self, ids: list[int], error: Exception) -> None:
+        """Jobs that fail: a scheduler counts each as ended without a score, so that a rung
+        that waits for it decides without it."""
+        for i in ids:
+            self.ends[i] = JobEnd(error=error)
+            if self.scheduler is not None:
+                self.scheduler.on_trial_complete(self.trials[i], None)
+
     def tell(self) -> None:
         new = {i: e for i, e in self.ends.items() if i not in self.told}
         self.told.update(new)
@@ -324,7 +337,8 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
                progress: Optional[SweepProgress] = None, train: Callable = TrialsTraining,
                scheduler: Optional[Scheduler] = None, trials: Optional[list] = None,
                new_job: Optional[Callable[[Any], Job]] = None,
-               on_ended: Optional[Callable[[dict[int, JobEnd]], None]] = None) -> list[JobEnd]:
+               on_ended: Optional[Callable[[dict[int, JobEnd]], None]] = None,
+               suspend: bool = False) -> list[JobEnd]:
     """Trains a batch of jobs as populations; returns each job's `JobEnd`, in order.
 
     Args:
@@ -341,6 +355,10 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
         returned list, in the order given.
       on_ended: called with {job index: JobEnd} as soon as jobs end (each chunk, and the jobs
         that failed validation first), so that their results are written before the batch ends.
+      suspend: the scheduler also sees trials that train elsewhere (a bracket trained rung by
+        rung, one process per population): once every population waits for it, each saves a
+        checkpoint and ends there (`hpjax.engine.loop.Training.suspend`); the `JobEnd` of a
+        trial that waits says `paused`, and its outcome is the one a stop there gives it.
     """
     jobs = list(jobs)
     trials = list(range(len(jobs)) if trials is None else trials)
@@ -356,7 +374,8 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
     for e in {id(e): e for e in failed.values()}.values():
         log.error("%d trials failed as their program was built: %s: %s",
                   sum(x is e for x in failed.values()), type(e).__name__, e)
-    b.ends.update({i: JobEnd(error=e) for i, e in failed.items()})
+    for i, e in failed.items():
+        b.fail([i], e)
     b.tell()
     lines = [("Launching %d jobs as %d population%s (hydra/launcher=%s)", len(jobs),
               len(planned), "" if len(planned) == 1 else "s", launcher)]
@@ -378,7 +397,7 @@ def train_jobs(jobs: list[Job], *, launcher: str = "vmap", max_population: int =
         drive([_Chunk(b, chunk, f"population {g}/{len(planned)}" + (
             f" chunk {c}/{len(chunks)}" if len(chunks) > 1 else ""), quiet, True)
             for g, chunks in enumerate(planned, start=1)
-            for c, chunk in enumerate(chunks, start=1)], done)
+            for c, chunk in enumerate(chunks, start=1)], done, suspend)
         while b.deferred:  # new jobs of another signature
             later = list(b.deferred)
             b.deferred.clear()

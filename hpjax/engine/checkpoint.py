@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 log = logging.getLogger("hpjax")
 
@@ -71,6 +72,19 @@ def restore(directory: str, epoch: int, like: Any) -> tuple[Any, dict]:
               if jnp.issubdtype(t.dtype, jax.dtypes.prng_key)
               else jnp.asarray(restored["state"][f"{i:04d}"]) for i, t in enumerate(template)]
     return jax.tree.unflatten(treedef, leaves), restored["meta"]
+
+
+def stack(trees: list) -> Any:
+    """Restored members' trees as one population's, stacked on the host: placed as a fresh
+    population's arrays are (not committed to a device where those are not), so that the
+    programs compiled for it run on them."""
+    def leaf(*xs: Any) -> Any:
+        if jnp.issubdtype(xs[0].dtype, jax.dtypes.prng_key):
+            data = np.stack([np.asarray(jax.random.key_data(x)) for x in xs])
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(xs[0]))
+        return np.stack([np.asarray(x) for x in xs])
+
+    return jax.tree.map(leaf, *trees)
 
 
 def restore_meta(directory: str, epoch: int) -> dict:

@@ -149,6 +149,9 @@ class TrialsTraining:
     def advance(self) -> bool:
         return self.training.advance()
 
+    def suspend(self) -> list:
+        return self.training.suspend()
+
     def finish(self) -> list[Outcome]:
         """One outcome per trial (its members' aggregate), the joined trials' after."""
         outcomes, owners = self.training.finish(), self.owners
@@ -181,6 +184,9 @@ class JobEnd:
     crash: Optional[BaseException] = None  # raised again in the job, as the basic launcher would
     metrics_written: bool = False  # metrics.jsonl was written epoch by epoch already
     compilations: Optional[tuple] = None  # (new compilations, cache hits), logged if known
+    # the trial waits for its scheduler, suspended (`hpjax.engine.loop.Training.suspend`): its
+    # outcome is final only if the scheduler stops it there
+    paused: bool = False
 
     def __call__(self, dict_cfg: Any) -> float:
         from hydra.core.hydra_config import HydraConfig

@@ -110,6 +110,26 @@ class Training:
         """Test metrics at each member's best epoch, and the results' numbers."""
         return self.run.finish(CompileStats.seconds - self.compile_s0)
 
+    def suspend(self) -> list:
+        """Leaves this process while trials wait for the scheduler (whose other trials train
+        elsewhere): every member saves a checkpoint at this boundary, then each active trial
+        stops as a rung's `Stop` would stop it, without telling the scheduler. Its outcome
+        (`finish`) is final if the scheduler stops it; if not, a later run of the trial
+        continues from the checkpoint, where it is still running and waits again. Returns the
+        trials it stopped."""
+        run = self.run
+        missing = [m.trial for m in run.members if m.active and not m.checkpoint_dir]
+        if missing:
+            raise RuntimeError(f"trials {missing} wait for the scheduler but save no "
+                               "checkpoint to continue from: set train.checkpoint_every")
+        run.save(self.epoch, now=True)
+        trials = list(dict.fromkeys(m.trial for m in run.members if m.active))
+        for member in run.members:
+            if member.active:
+                member.prune(self.epoch - member.offset, "suspended: waits for its scheduler")
+        self.waiting.clear()
+        return trials
+
     # -- one epoch -----------------------------------------------------------------------------
     def _train_epoch(self) -> None:
         run, epoch = self.run, self.epoch
@@ -207,11 +227,14 @@ class Training:
                  "" if len(new) == 1 else "s")
 
 
-def drive(trainings: list[Any], on_done: Callable[[Any], Optional[list]]) -> None:
+def drive(trainings: list[Any], on_done: Callable[[Any], Optional[list]],
+          suspend: bool = False) -> None:
     """Advances each training in turn until each has ended (`on_done(training)`, in the
     order they end, which may give trainings to take its place). One that waits for the
     scheduler yields to the next; a scheduler that lets none of the waiting go on is a bug in
-    it, raised here."""
+    it, raised here, unless `suspend`: the scheduler waits for trials that train elsewhere (a
+    bracket trained rung by rung in several processes), and every training then suspends
+    (`Training.suspend`) and ends."""
     pending = list(trainings)
     trainings = []  # an ended training is freed as soon as it leaves `pending`
     while pending:
@@ -223,7 +246,10 @@ def drive(trainings: list[Any], on_done: Callable[[Any], Optional[list]]) -> Non
                 pending[at:at + 1] = on_done(t) or []
                 moved = True
             moved = moved or before != (t.run is None, t.epoch, len(t.waiting))
-        if not moved and pending:
+        if not moved and pending and suspend:
+            for t in pending:
+                t.suspend()
+        elif not moved and pending:
             raise RuntimeError("the scheduler keeps every population waiting: its trials "
                                f"{sorted({x for t in pending for x in t.waiting}, key=repr)} "
                                "wait for trials that are not training")

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hpjax import data as data_lib
@@ -455,8 +454,8 @@ def _restore(run: PopulationRun, dirs: list[str]) -> Optional[int]:
     if "moved" in damaged:
         return None
     trees += trees[-1:] * (run.inputs.size - len(trees))  # the padding members
-    run.states, run.best_params = run.place.per_member(
-        jax.tree.map(lambda *xs: jnp.stack(xs), *trees))
+    # placed as a fresh state: the epoch program runs as compiled, not compiled again
+    run.states, run.best_params = run.place.per_member(checkpoint.stack(trees))
     for member, meta in zip(run.members, metas, strict=True):
         member.restore(meta, epoch)
         changed = {k: v for k, v in (meta.get("values") or {}).items()

@@ -238,10 +238,12 @@ class VmapLauncherImpl:
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return ret
 
-    def units(self, indexed: list[tuple[int, list]]) -> list[list[tuple[int, list]]]:
+    def units(self, indexed: list[tuple[int, list]]) -> tuple[list[list[tuple[int, list]]],
+                                                               dict[int, Any]]:
         """The jobs (job number, overrides) in the units they train in: one per population
         chunk; a job whose config is bad is a unit of its own, and the jobs whose program cannot
-        be built are one unit (where each fails with its error, without training)."""
+        be built are one unit (where each fails with its error, without training). And each
+        job's validated config by job number (None: a bad one)."""
         self._start()
         cfgs = [self._job(n, self._compose(n, o)).cfg for n, o in indexed]
         failed: dict = {}
@@ -250,7 +252,7 @@ class VmapLauncherImpl:
         planned.append([sorted(failed)] if failed else [])
         units = [[indexed[i]] for i, cfg in enumerate(cfgs) if cfg is None]
         units += [[indexed[i] for i in chunk] for chunks in planned for chunk in chunks]
-        return sorted(units)
+        return sorted(units), {n: cfg for (n, _), cfg in zip(indexed, cfgs, strict=True)}
 
     def run_jobs(self, indexed: list[tuple[int, list]]) -> list[JobReturn]:
         """Trains jobs given as (job number, overrides) as populations, each trial to its end."""
@@ -258,19 +260,23 @@ class VmapLauncherImpl:
 
     def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]],
                         scheduler: Optional[Scheduler],
-                        on_result: Optional[Callable[[int, JobReturn], None]]) -> list[JobReturn]:
+                        on_result: Optional[Callable[[int, JobReturn], None]],
+                        on_paused: Optional[Callable[[int], None]] = None) -> list[JobReturn]:
         """Trains jobs given as (job number, overrides) as populations driven by `scheduler`
         (its trials are the job numbers), then ends each under Hydra's `run_job` (or as `_fast`
         ends it, with the same files), calling `on_result(job number, JobReturn)` as each
         ends. A scheduler that refills gives (job number, (job number, overrides)) pairs;
-        their returns follow the batch's."""
+        their returns follow the batch's. With `on_paused`, the scheduler also waits for trials
+        trained elsewhere (a bracket trained rung by rung, `hpjax_submitit`): once all the
+        batch's populations wait, they suspend (`hpjax.engine.train_jobs`), and each trial that
+        waits is ended as a stop there would end it and named to `on_paused`, not `on_result`."""
         indexed = [(n, list(o)) for n, o in jobs]
         self._start()
         hpjax.enable_compilation_cache()
         refills = scheduler is not None and scheduler.refills
         fast = None if refills else self._fast_jobs(indexed)
         if fast is not None:
-            return self._run_fast(fast, scheduler, on_result)
+            return self._run_fast(fast, scheduler, on_result, on_paused)
         configs = [self._compose(n, o) for n, o in indexed]
         jobs_ = [self._job(n, c) for (n, _), c in zip(indexed, configs, strict=True)]
         returns: dict[int, JobReturn] = {}
@@ -286,7 +292,9 @@ class VmapLauncherImpl:
             for i, end in sorted(ended.items()):
                 (n, o), c = indexed[i], configs[i]
                 returns[i] = self._run_job(n, o, c, _off_console(end) if quiet else end)
-                if on_result is not None:
+                if end.paused and on_paused is not None:
+                    on_paused(n)
+                elif on_result is not None:
                     on_result(n, returns[i])
 
         self.quiet = quiet
@@ -296,7 +304,7 @@ class VmapLauncherImpl:
                                     memory_budget_mb=self.memory_budget_mb,
                                     progress=self._sweep_progress(), scheduler=scheduler,
                                     trials=[n for n, _ in indexed], new_job=new_job,
-                                    on_ended=end_jobs)
+                                    on_ended=end_jobs, suspend=on_paused is not None)
         finally:
             self.quiet = False
         return [returns[i] for i in range(len(indexed))]
@@ -319,8 +327,8 @@ class VmapLauncherImpl:
             return None
 
     def _run_fast(self, fast: list, scheduler: Optional[Scheduler] = None,
-                  on_result: Optional[Callable[[int, JobReturn], None]] = None
-                  ) -> list[JobReturn]:
+                  on_result: Optional[Callable[[int, JobReturn], None]] = None,
+                  on_paused: Optional[Callable[[int], None]] = None) -> list[JobReturn]:
         """Trains templated jobs and ends each with its files, written by a `Writer` thread
         (flushed before the sweeper sees a return: `on_result`, the batch's end)."""
         jobs = [hpjax.engine.Job(j.cfg, j.output_dir, name=f"trial {j.index}") for j in fast]
@@ -343,10 +351,13 @@ class VmapLauncherImpl:
                     logs.append(self._job_logging(fast[i], writer))
                 writer.tag = i
                 returns[i] = self._end_fast(fast[i], end, logs[0], writer, cwd)
+                if end.paused and on_paused is not None:
+                    on_paused(fast[i].index)
             writer.tag = None
-            if on_result is not None:
+            told = [i for i in sorted(ended) if not (ended[i].paused and on_paused is not None)]
+            if on_result is not None and told:
                 written(writer)
-                for i in sorted(ended):
+                for i in told:
                     on_result(fast[i].index, returns[i])
 
         self.quiet = True
@@ -356,7 +367,8 @@ class VmapLauncherImpl:
                                         max_population=self.max_population,
                                         memory_budget_mb=self.memory_budget_mb,
                                         progress=self._sweep_progress(), scheduler=scheduler,
-                                        trials=[j.index for j in fast], on_ended=end_jobs)
+                                        trials=[j.index for j in fast], on_ended=end_jobs,
+                                        suspend=on_paused is not None)
                 written(writer)
         finally:
             self.quiet = False

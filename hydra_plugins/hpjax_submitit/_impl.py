@@ -4,6 +4,8 @@ populations and retries.
 With `vectorize=true` (the default) and hpjax's task, a batch is split by static signature and
 size, as the vmap launcher splits it, and each chunk is one submitit job that trains its trials as
 one population; otherwise each trial is one job, run by upstream's `BaseSubmititLauncher.__call__`.
+A scheduled batch (a bracket) of several chunks trains rung by rung, one job per chunk and round,
+its scheduler deciding in the driver (`_rungs`); of one chunk, or with `by_rung=false`, as one job.
 Either way every trial gets its own job directory. A job that ends without a result (cancelled,
 killed, its node lost) is submitted again, up to `max_retries` times, into the same job
 directories: with `train.checkpoint_every` its trials continue from their last checkpoint. A trial
@@ -38,11 +40,13 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
 
+from ._rungs import ByRung, RungEnd, train_by_rung
+
 log = logging.getLogger(__name__)
 
 Unit = list[tuple[int, list]]  # the (job number, overrides) that one submitit job runs
 # A job's outcome: its JobReturns, its pre-timeout signal, or why it has none
-Outcome = Union[list[JobReturn], "Signalled", str]
+Outcome = Union[list[JobReturn], "RungEnd", "Signalled", str]
 
 # SLURM states of a job that will not write a result any more
 _ENDED = ("BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
@@ -66,7 +70,7 @@ def _preempt_signal() -> int:
     return getattr(signal, name if name.startswith("SIG") else f"SIG{name}", signal.SIGUSR2)
 
 
-def until_signalled(run: Callable[[], list[JobReturn]]) -> Union[list[JobReturn], Signalled]:
+def until_signalled(run: Callable[[], Any]) -> Any:
     """Runs a submitted job's trials with its pre-timeout signal deferred to the next epoch
     boundary (instead of submitit's handler, which requeues the job at once, mid-epoch)."""
     import hpjax.engine
@@ -175,9 +179,10 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
 
     def __init__(self, vectorize: bool = True, max_population: int = 64,
                  memory_budget_mb: Any = 4096, max_retries: int = 2, poll_s: float = 1.0,
-                 **params: Any) -> None:
+                 by_rung: bool = True, **params: Any) -> None:
         super().__init__(**params)
         self.vectorize, self.max_retries, self.poll_s = vectorize, max_retries, poll_s
+        self.by_rung = by_rung
         self.max_population, self.memory_budget_mb = max_population, memory_budget_mb
         self._checked = False  # the vmap launcher's preflight ran (on the first batch)
 
@@ -198,14 +203,22 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         return impl
 
     # -- in the submitted job ------------------------------------------------------------------
-    def __call__(self, unit: Unit, singleton_state: dict,
-                 scheduler: Any = None) -> list[JobReturn]:
+    def __call__(self, unit: Unit, singleton_state: dict, scheduler: Any = None) -> Any:
         """Runs one unit: its populations through the vmap launcher, driven by `scheduler`
-        (pickled into the job), or its jobs one by one as upstream runs each."""
+        (pickled into the job; a `ByRung`: until its trials wait, then a `RungEnd`), or its
+        jobs one by one as upstream runs each."""
         if self.populations():
             Singleton.set_state(singleton_state)
             setup_globals()
             vmap = self._vmap()
+            if isinstance(scheduler, ByRung):
+                rule, waiting = scheduler.scheduler, []
+
+                def to_rung() -> RungEnd:
+                    returns = vmap.run_populations(unit, rule, None, waiting.append)
+                    return RungEnd([n for n, _ in unit], returns, waiting, rule.save())
+
+                return until_signalled(to_rung)
             return until_signalled(lambda: vmap.run_populations(unit, scheduler, None))
 
         def one_by_one() -> list[JobReturn]:
@@ -216,13 +229,14 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         return until_signalled(one_by_one)
 
     # -- in the driver -------------------------------------------------------------------------
-    def _units(self, indexed: Unit) -> list[Unit]:
+    def _units(self, indexed: Unit) -> tuple[list[Unit], dict[int, Any]]:
+        """The units the jobs train in, and their configs by job number (where composed)."""
         if not self.populations():
-            return [[job] for job in indexed]
-        units = self._vmap().units(indexed)
+            return [[job] for job in indexed], {}
+        units, cfgs = self._vmap().units(indexed)
         log.info("%d jobs as %d submitit job%s (vectorize=true)", len(indexed), len(units),
                  "" if len(units) == 1 else "s")
-        return units
+        return units, cfgs
 
     def _executor(self) -> Any:
         """The executor as upstream's `launch` builds it (inline there): `max_num_timeout` and
@@ -251,10 +265,13 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
     def run_populations(self, jobs: Sequence[tuple[int, Sequence[str]]], scheduler: Any,
                         on_result: Optional[Callable[[int, JobReturn], None]] = None
                         ) -> list[JobReturn]:
-        """`hpjax.engine.PopulationLauncher.run_populations`. The scheduler is pickled into
-        the submitted job, so a batch with one trains as one submitted job whose populations
-        take turns there: the scheduler sees every trial of its bracket. `on_result` is
-        called as each submitted job's returns come back."""
+        """`hpjax.engine.PopulationLauncher.run_populations`. A batch whose trials train in
+        several units (populations, chunks) trains rung by rung (`by_rung`, `_rungs`): one
+        submitted job per unit and round, the scheduler here deciding each rung over the whole
+        batch. Otherwise (one unit, `by_rung=false`, a scheduler that explores or refills:
+        PBT) the scheduler is pickled into one submitted job whose populations take turns
+        there. Either way the scheduler sees every trial of its bracket. `on_result` is called
+        as each trial's final return comes back."""
         if not self.populations():
             raise ValueError(f"hydra/launcher=hpjax_{self._EXECUTOR} trains populations with "
                              "hpjax's task and vectorize=true only")
@@ -270,24 +287,35 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         for num, overrides in indexed:
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
-        units = self._units(indexed) if scheduler is None else [indexed]
+        rungs = scheduler is not None and self.by_rung and not scheduler.explores \
+            and not scheduler.refills
+        units, cfgs = self._units(indexed) if scheduler is None or rungs else ([indexed], {})
         executor = self._executor()
         state = Singleton.get_state()
+        if rungs and len(units) > 1:
+            returns = train_by_rung(self, executor, units, cfgs, state, scheduler, on_result)
+        else:
+            if scheduler is not None:  # one job whose populations take turns at the rungs
+                units = [indexed]
+            jobs = self.submit(executor, units, state, scheduler)
+            returns = self.wait(executor, units, jobs, state, scheduler, on_result)
+        return [returns[num] for num, _ in indexed]
+
+    def submit(self, executor: Any, units: list[Unit], state: dict, scheduler: Any) -> list:
         old_umask = os.umask(0o077)  # submitit's pickles hold the whole config: the user's only
         try:
             with executor.batch():
-                jobs = [executor.submit(self, unit, state, scheduler) for unit in units]
+                return [executor.submit(self, unit, state, scheduler) for unit in units]
         finally:
             os.umask(old_umask)
-        returns = self.wait(executor, units, jobs, state, scheduler, on_result)
-        return [returns[num] for num, _ in indexed]
 
     def wait(self, executor: Any, units: list[Unit], jobs: list, state: dict,
              scheduler: Any = None,
-             on_result: Optional[Callable[[int, JobReturn], None]] = None
-             ) -> dict[int, JobReturn]:
+             on_result: Optional[Callable[[int, JobReturn], None]] = None,
+             rung_ends: Optional[list] = None) -> dict[int, JobReturn]:
         """Every unit's JobReturns by job number, once its job ended; a job that ended without a
-        result is submitted again (`max_retries`), then its trials fail."""
+        result is submitted again (`max_retries`), then its trials fail. A job that returns a
+        `RungEnd` goes into `rung_ends`; its trials that wait are not told to `on_result`."""
         returns: dict[int, JobReturn] = {}
         tries, signalled = [0] * len(units), [0] * len(units)
         pending = dict(enumerate(jobs))
@@ -295,10 +323,15 @@ class HpjaxSubmititImpl(BaseSubmititLauncher):
         while pending:
             for u, outcome in watch.poll(pending).items():
                 job = pending.pop(u)
+                waiting: Sequence[int] = ()
+                if isinstance(outcome, RungEnd):
+                    assert rung_ends is not None, "a RungEnd from a job not trained by rung"
+                    rung_ends.append(outcome)
+                    outcome, waiting = outcome.returns, outcome.waiting
                 if isinstance(outcome, list):
                     for (num, _), ret in zip(units[u], outcome, strict=True):
                         returns[num] = ret
-                        if on_result is not None:
+                        if on_result is not None and num not in waiting:
                             on_result(num, ret)
                     continue
                 nums = [num for num, _ in units[u]]

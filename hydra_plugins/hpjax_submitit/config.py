@@ -29,6 +29,10 @@ class _Populations:
     max_retries: int = 2
     # Seconds between two looks at the submitted jobs (one SLURM query for all of them)
     poll_s: float = 1.0
+    # A bracket whose trials train in several chunks (populations of different static keys,
+    # or more trials than a chunk holds): one job per chunk and rung, the driver deciding each
+    # rung over the whole bracket (true), or one job whose populations take turns (false)
+    by_rung: bool = True
 
 
 def _open_node(target: str) -> DictConfig:

@@ -215,8 +215,9 @@ def sweep_brackets(sweeper: Sweep, study: optuna.Study, sweep_dir: Path,
             label = f"[bracket {k + 1}: {hpjax.engine.bracket_table([rungs])[0]}]"
             log.info("%s %d trials from %d epochs", label, n, rungs[0].epochs)
             # The bracket's rule over all its trials, whatever population each trains in. In
-            # this process every epoch is reported to the study too; in a SLURM job the rule
-            # runs alone (the sweeper records the learning curves from metrics.jsonl).
+            # this process every epoch is reported to the study too; under hpjax_slurm the rule
+            # runs alone, in the SLURM jobs and in the driver between rungs (the sweeper records
+            # the learning curves from metrics.jsonl).
             rule = SuccessiveHalving([r.epochs for r in rungs], sweeper.eta, mode, label=label)
             scheduler = StudyTrials({t.number: t for t in trials}, rule) \
                 if launcher.in_process else rule

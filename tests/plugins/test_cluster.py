@@ -278,16 +278,33 @@ def test_submitit_local_launchers_give_the_local_results(tmp_path, jobs_share_th
 def test_a_bracket_split_by_a_static_key_halves_as_one_on_slurm(slurm, tmp_path,
                                                                  jobs_share_the_cache):
     """`test_fidelity`'s static-key sweep as one successive-halving bracket (`algorithm=sha`)
-    through `hpjax_slurm`: one SLURM job whose populations (widths 4 and 8, one trial each)
-    take turns at the rungs, so its epochs run are the bracket table's exactly."""
+    through `hpjax_slurm`: its two populations (widths 4 and 8) train in a SLURM job each, rung
+    by rung, the driver deciding each rung over the whole bracket, so its epochs run are the
+    bracket table's exactly."""
+    import logging
+
     from helpers import STATIC, epochs_run, multirun, trials_in
 
     sweep = tmp_path / "sha"
+    lines: list = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("hydra_plugins.hpjax_submitit._rungs")
+    logger.addHandler(handler)
     # R = 9, eta = 3: sha's one bracket (s_max = 2) is 9x1 3x3 1x9, so 6 trials end at epoch 1,
-    # 2 at epoch 3 and 1 at epoch 9: a multi-rung bracket, a third of R = 27's 27 trials
-    multirun([*STATIC, "train.epochs=9", "hydra.sweeper.algorithm=sha",
-              "hydra/launcher=hpjax_slurm", "hydra.launcher.poll_s=0.5"], sweep)
-    assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == 1
+    # 2 at epoch 3 and 1 at epoch 9: a multi-rung bracket, a third of R = 27's 27 trials; one
+    # chunk per width (STATIC's chunks of one trial would be 9 SLURM jobs)
+    try:
+        multirun([*[o for o in STATIC if not o.startswith("hydra.launcher.max_population")],
+                  "train.epochs=9", "hydra.sweeper.algorithm=sha", "hydra/launcher=hpjax_slurm",
+                  "hydra.launcher.poll_s=0.5"], sweep)
+    finally:
+        logger.removeHandler(handler)
     assert epochs_run(sweep) == {1: 6, 3: 2, 9: 1}
-    # the bracket trains as populations of both widths
+    # the bracket trains as populations of both widths, in a SLURM job each, then the
+    # promoted trials' populations from their checkpoints
     assert {int(t.params["model.width"]) for t in trials_in(sweep)} == {4, 8}
+    rounds = [line for line in lines if line.startswith("round ")]
+    assert rounds[0] == "round 1 of the bracket: 9 trials in 2 submitit jobs"
+    jobs = sum(int(re.search(r"in (\d+) submitit job", line)[1]) for line in rounds)
+    assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == jobs >= 3

@@ -4,6 +4,7 @@ driver watches SLURM jobs, and plugin discovery without the `slurm` extra.
 Sweeps on the real one-node cluster are in test_cluster.py.
 """
 
+import json
 import logging
 import subprocess
 import sys
@@ -187,6 +188,68 @@ def test_the_result_pickle_gets_a_grace_after_slurm_says_completed(tmp_path, mon
     launcher = HpjaxSlurmImpl(poll_s=0.5, submitit_folder=str(tmp_path))
     returns = launcher.wait(executor, UNITS, jobs, state={})
     assert executor.jobs == [] and len(calls) == 3 and sorted(returns) == [0, 1, 2, 3]
+
+
+# -- a bracket trained rung by rung, its jobs run in this process ---------------------------
+class InProcessExecutor:
+    """submitit's executor whose jobs run as they are submitted, in this process: the
+    scheduler reaches each through pickle, as it reaches a submitted job. `rounds`: the job
+    numbers of each job, by round of submission."""
+
+    def __init__(self) -> None:
+        self.rounds: list[list[list[int]]] = []
+
+    def batch(self):
+        import contextlib
+
+        self.rounds.append([])
+        return contextlib.nullcontext()
+
+    def submit(self, launcher, unit, state, scheduler=None):
+        import pickle
+
+        self.rounds[-1].append([n for n, _ in unit])
+        result = launcher(unit, state, pickle.loads(pickle.dumps(scheduler)))
+        return SimpleNamespace(job_id=f"{len(self.rounds)}_{len(self.rounds[-1])}",
+                               paths=SimpleNamespace(result_pickle=Path("/nonexistent")),
+                               done=lambda: True, results=lambda: [result])
+
+
+def test_a_bracket_trains_rung_by_rung_in_a_job_per_chunk(tmp_path, monkeypatch):
+    """SHA (R = 9, eta = 3: 9x1 3x3 1x9) over two widths in chunks of one trial (as
+    test_fidelity's static-key bracket): each round trains every chunk with trials going on in
+    a job of its own, up to the rung where they wait; the driver decides the rung over the
+    whole bracket, and the next round continues the promoted trials from their checkpoints.
+    The jobs per round and the epochs run are the table's, and every result is the in-process
+    bracket's."""
+    from helpers import STATIC, multirun, trials_in
+    from hydra_plugins.hpjax_submitit._impl import HpjaxSubmititImpl
+
+    executor = InProcessExecutor()
+    monkeypatch.setattr(HpjaxSubmititImpl, "_executor", lambda self: executor)
+    sha = [o for o in STATIC if not o.startswith(("train.epochs", "hydra.sweeper.algorithm"))]
+    sha += ["train.epochs=9", "hydra.sweeper.algorithm=sha"]
+    multirun([*sha, "hydra/launcher=hpjax_submitit_local"], tmp_path / "rungs")
+    multirun([*sha, "hydra/launcher=vmap"], tmp_path / "vmap")
+    results = {name: {t.number: json.loads((tmp_path / name / str(t.number) / "result.json")
+                                            .read_text()) for t in trials_in(tmp_path / name)}
+               for name in ("rungs", "vmap")}
+    rungs, vmap = results["rungs"], results["vmap"]
+    epochs = {n: r["epochs_run"] for n, r in rungs.items()}
+    assert sorted(epochs.values()) == [1] * 6 + [3] * 2 + [9]
+    assert executor.rounds == [[[n] for n in range(9)],
+                               [[n] for n in sorted(epochs) if epochs[n] >= 3],
+                               [[n] for n in sorted(epochs) if epochs[n] == 9]]
+    for n, r in rungs.items():
+        assert (r["status"], r["epochs_run"], r["best_epoch"]) == (
+            vmap[n]["status"], vmap[n]["epochs_run"], vmap[n]["best_epoch"])
+        assert r["status"] == ("ok" if r["epochs_run"] == 9 else "pruned")
+        # the driver's rung stopped it: its reason, as the in-process rule gives it
+        assert r["stopped"] == vmap[n]["stopped"]
+        assert r["objective"] == pytest.approx(vmap[n]["objective"], abs=1e-6)
+        assert r["test"] == pytest.approx(vmap[n]["test"], abs=1e-6)
+        # a trial that went on continued from its checkpoint at the rung before
+        assert r["resumed_from_epoch"] == {1: None, 3: 1, 9: 3}[r["epochs_run"]]
 
 
 # -- without the `slurm` extra ---------------------------------------------------------------
