@@ -341,9 +341,11 @@ def load(job_dir: str, member: int = 0) -> Trained:
     Args:
       job_dir: a job directory with `.hydra/` and `params.msgpack` (kept by
         `train.save_params=best`), or an earlier version's Orbax `params/`.
-      member: with several seeds or folds per trial, which member's variables.
+      member: with several seeds or folds per trial, which member's variables (0 to
+        `train.repeats * data.cv_folds - 1`).
     Raises:
       FileNotFoundError: the job kept no parameters.
+      ValueError: `member` is not one of the trial's members.
     """
     from hpjax import data as data_lib
     from hpjax.engine import checkpoint, trainer
@@ -354,6 +356,12 @@ def load(job_dir: str, member: int = 0) -> Trained:
 
     cfg = job_config(job_dir)
     members = members_per_trial(cfg)
+    if not 0 <= member < members:  # else a single member's file would answer for any member
+        raise ValueError(
+            f"hpjax.load(member={member}): {job_dir} is a trial of {members} member"
+            f"{'s' * (members > 1)} (train.repeats={cfg.train.repeats} x "
+            f"data.cv_folds={cfg.data.cv_folds}); pass member="
+            + ("0" if members == 1 else f"0 to {members - 1}"))
     path = Path(params_path(str(job_dir), member, members))
     if not path.is_file():  # a job of an earlier version: an Orbax checkpoint
         orbax = Path(orbax_params_dir(str(job_dir), member, members))

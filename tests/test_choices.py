@@ -115,5 +115,7 @@ def test_load_gives_each_member_of_a_trial_of_several_seeds(tmp_path):
     assert any(not np.array_equal(x, y) for x, y in zip(a, b, strict=True))  # two seeds
     tests = [m.evaluate()["test/accuracy"] for m in members]
     assert result.test["test/accuracy"] == pytest.approx(np.mean(tests), abs=1e-6)
-    with pytest.raises(FileNotFoundError, match="member_2.msgpack"):
+    with pytest.raises(ValueError) as info:  # no member_2.msgpack: out of range, said so
         hpjax.load(str(tmp_path / "job"), member=2)
+    assert str(info.value) == f"hpjax.load(member=2): {tmp_path / 'job'} is a trial of 2 " \
+        "members (train.repeats=2 x data.cv_folds=1); pass member=0 to 1"

@@ -145,6 +145,11 @@ def test_plain_functions_train_with_a_traced_number(tmp_path):
     np.testing.assert_allclose(trained.module(x), trained.apply(x), rtol=1e-6)
     assert trained.evaluate()["test/accuracy"] == pytest.approx(
         result.test["test/accuracy"], abs=1e-6)
+    # one seed, one fold: member 1 is no member (its variables would be member 0's)
+    with pytest.raises(ValueError) as info:
+        hpjax.load(tmp_path / "job", member=1)
+    assert str(info.value) == f"hpjax.load(member=1): {tmp_path / 'job'} is a trial of 1 " \
+        "member (train.repeats=1 x data.cv_folds=1); pass member=0"
 
 
 class NotAModel:
@@ -162,36 +167,51 @@ class LazyNNX(nnx.Module):
         return self.out(x)
 
 
+ARGS = "in_features, features, depth, num_classes, dropout, batch_norm, activation"
+TRACED = ("model._traced_='depth': {} uses it in Python control flow (if, range, a shape), "
+          "which a traced value cannot steer: leave it out of model._traced_ (a dropout rate: "
+          "use hpjax.nn.Dropout, hpjax.nn.nnx.Dropout or hpjax.nn.eqx.Dropout)")
+SHAPE = ("model._target_='{}': returns outputs of shape (64, 5) for a batch of 64; needs "
+         "(64, 10), one logit per class: set its output size, e.g. num_classes: "
+         "${{data.num_classes}}")
+
+
 @pytest.mark.parametrize("kind,node,overrides,message", [
     ("own", "_target_: test_models.NotAModel\nwidth: 3\n", [],
-     r"^model\._target_='test_models\.NotAModel': must name a flax\.linen\.Module, "
-     r"flax\.nnx\.Module or equinox\.Module class, or a function returning \(init, apply\)$"),
-    ("nnx", None, ["+model.width=3"], r"^model\.width=3: is not a constructor argument of "
-     r"nnxpkg\.models\.MLP \(its arguments: in_features, features, depth, num_classes, "),
-    ("equinox", None, ["+model.rngs=3"], r"^model\.rngs=3: is not a constructor argument of "
-     r"eqxpkg\.models\.MLP"),
-])
+     "model._target_='test_models.NotAModel': must name a flax.linen.Module, flax.nnx.Module "
+     "or equinox.Module class, or a function returning (init, apply)"),
+    ("nnx", None, ["+model.width=3"], "model.width=3: is not a constructor argument of "
+     f"nnxpkg.models.MLP (its arguments: {ARGS})"),
+    ("equinox", None, ["+model.rngs=3"], "model.rngs=3: is not a constructor argument of "
+     f"eqxpkg.models.MLP (its arguments: {ARGS})"),
+], ids=["no_kind", "nnx_argument", "equinox_argument"])
 def test_bad_model_configs_fail_with_one_line(tmp_path, kind, node, overrides, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as info:
         own(tmp_path, node) if kind == "own" else example(kind, *overrides)
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize("make,message", [
     (lambda p: example("nnx", "model._traced_=[dropout,depth]"),
-     r"^model\._traced_='depth': nnxpkg\.models\.MLP uses it in Python control flow .*leave it "
-     r"out of model\._traced_ \(a dropout rate: use hpjax\.nn\.Dropout, hpjax\.nn\.nnx\.Dropout"),
+     TRACED.format("nnxpkg.models.MLP")),
+    (lambda p: example("equinox", "model._traced_=[dropout,depth]"),
+     TRACED.format("eqxpkg.models.MLP")),
     (lambda p: own(p, "_target_: test_models.LazyNNX\nnum_classes: 10\n"),
-     r"^model\._target_='test_models\.LazyNNX': creates variables in __call__ \(out\.bias, "
-     r"out\.kernel\); an NNX module makes them in __init__"),
-    (lambda p: example("equinox", "model.num_classes=5"),
-     r"^model\._target_='eqxpkg\.models\.MLP': returns outputs of shape \(64, 5\) for a batch "
-     r"of 64; needs \(64, 10\)"),
-])
+     "model._target_='test_models.LazyNNX': creates variables in __call__ (out.bias, "
+     "out.kernel); an NNX module makes them in __init__: pass the input size as a constructor "
+     "argument"),
+    (lambda p: example("nnx", "model.num_classes=5"), SHAPE.format("nnxpkg.models.MLP")),
+    (lambda p: example("equinox", "model.num_classes=5"), SHAPE.format("eqxpkg.models.MLP")),
+    (lambda p: own(p, "_target_: test_models.make_mlp\nnum_classes: 5\n"),
+     SHAPE.format("test_models.make_mlp")),
+], ids=["nnx_traced_control_flow", "equinox_traced_control_flow", "nnx_lazy_variables",
+        "nnx_shape", "equinox_shape", "functions_shape"])
 def test_model_mistakes_stop_before_anything_compiles(tmp_path, make, message):
     cfg = make(tmp_path)
     before = CompileStats.count
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as info:
         train_population([cfg])
+    assert str(info.value) == message  # one line: the key, the value, the fix
     assert CompileStats.count == before
 
 
@@ -248,6 +268,34 @@ def test_the_example_project_is_tuned_from_its_own_folder(kind, tmp_path, monkey
         trained.evaluate()["test/accuracy"], abs=1e-6)
     raw = x.reshape(len(x), -1) * trained.data.std + trained.data.mean  # as the data gave them
     np.testing.assert_array_equal(trained.predict(raw), trained.data.classes[np.argmax(out, -1)])
+
+
+def test_pbt_copies_an_nnx_members_whole_state():
+    """PBT over the NNX example with batch norm: each exploit copies the donor's `nnx.Param`s
+    and its `nnx.BatchStat`s exactly, and the explored learning rate is in the optimizer's
+    state (the program of test_model_sweeps.py's NNX sweeps)."""
+    from test_pbt import Watched, watched_exploits
+
+    from hpjax.engine.jobs import train_trials
+    from hpjax.engine.schedulers import pbt as pbt_lib
+
+    cfgs = [example("nnx", "model.batch_norm=true", "model.features=8", "train.epochs=4",
+                    f"optimizer.lr={lr}") for lr in (0.03, 0.01, 0.003, 0.001)]
+    watched = Watched({"optimizer.lr": pbt_lib.Bounds(1e-4, 1.0, log=True),
+                       "model.dropout": pbt_lib.Bounds(0.0, 0.5)}, interval=1, fraction=0.25,
+                      resample_probability=0.25, seed=0)
+    watched.explored = []
+    with watched_exploits() as seen:
+        outcomes = train_trials(cfgs, scheduler=watched)
+    assert [c[0] for c in watched.copies] == [1, 2, 3]  # every epoch but the last
+    assert len(seen) == 3 and all(o.result.status == "ok" for o in outcomes)
+    for donor, recipient, lr, cfg_lr in seen:
+        assert sorted(donor) == ["params", "state"]
+        assert sorted(donor["state"]) == ["norms.0.mean", "norms.0.var", "norms.1.mean",
+                                          "norms.1.var"]
+        for a, b in zip(jax.tree.leaves(donor), jax.tree.leaves(recipient), strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert lr == pytest.approx(cfg_lr, rel=1e-6)
 
 
 def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_path):
