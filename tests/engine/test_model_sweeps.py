@@ -116,7 +116,10 @@ def test_an_optuna_pruner_stops_user_models_as_its_rule_says(kind, tmp_path):
         epochs = len(t.intermediate_values)
         state, status = (TrialState.COMPLETE, "ok") if goes_on else (TrialState.PRUNED, "pruned")
         assert (t.state, epochs) == (state, 2 if goes_on else 1)
-        assert hpjax_status(sweep / str(t.number)) == (status, epochs)
+        stopped = None if goes_on else {
+            "epoch": 1, "reason": "Optuna's SuccessiveHalvingPruner at epoch 1"}
+        assert hpjax_status(sweep / str(t.number)) == (status, epochs, stopped)
+        assert t.user_attrs.get("stopped") == stopped
         rows = (sweep / str(t.number) / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(r)["val/loss"] for r in rows] == pytest.approx(
             [t.intermediate_values[e] for e in range(1, epochs + 1)])
