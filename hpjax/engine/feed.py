@@ -11,7 +11,9 @@ dropped, so early stopping, rungs, PBT intervals and checkpoints count them as b
 `train.steps_per_epoch` may set an epoch's steps instead (an endless split needs it).
 """
 
+import concurrent.futures
 import functools
+import logging
 import time
 from collections import deque
 from typing import Any, Protocol
@@ -26,6 +28,8 @@ from hpjax.engine import host_metrics, trainer
 from hpjax.engine.compile import compiler_options
 from hpjax.engine.population import Population, eval_split, where
 
+log = logging.getLogger("hpjax")
+
 
 class Feed(Protocol):
     def place(self, place: Any) -> None:
@@ -39,6 +43,10 @@ class Feed(Protocol):
     def evaluate(self, new: Any, old: Any, pick: np.ndarray, inputs: Any, split: str) -> dict:
         """{"loss", "accuracy"...}: one value per member, over `split` (val or test), at its
         variables in `new` where `pick` (host mask), else in `old`."""
+
+    def ahead(self, states: Any, inputs: Any) -> list:
+        """Starts compiling the epoch and evaluation programs for `states` (the init's output,
+        as abstract arrays placed as the epoch receives them); returns their futures."""
 
     def state(self) -> dict:
         """What a checkpoint keeps to continue the data where it was (JSON)."""
@@ -69,6 +77,19 @@ class OnDevice:
         return self.pop.epoch(states, best, self.where.per_member(keep), i.hp, active, i.fold,
                               *self.train_data, i.seeds, i.owner)
 
+    def ahead(self, states: Any, inputs: Any) -> list:
+        """The epoch and evaluation programs compiled in background threads while the caller
+        compiles and runs the init: where cores are free, the three compile at once. JAX keeps
+        what they compile for the calls with these shapes and placements."""
+        i, members = inputs, self.where.members
+        mask = jax.ShapeDtypeStruct((i.size,), jnp.bool_, sharding=members)
+        states = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=members, weak_type=a.weak_type), states)
+        return [_COMPILER.submit(_compile, self.pop.epoch, states, states.params, mask, i.hp,
+                                 mask, i.fold, *self.train_data, i.seeds, i.owner),
+                _COMPILER.submit(_compile, self.pop.evaluate, states.params, states.params,
+                                 mask, i.hp, i.fold, *self.val_data)]
+
     def evaluate(self, new: Any, old: Any, pick: np.ndarray, inputs: Any, split: str) -> dict:
         # the test split is read once or twice a population: not kept on the device
         data = self.val_data if split == "val" else self.where.shared(self.splits["test"])
@@ -83,6 +104,18 @@ class OnDevice:
 
     def close(self) -> None:
         pass
+
+
+_COMPILER = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="hpjax-compile")
+
+
+def _compile(program: Any, *args: Any) -> None:
+    """`program` compiled for `args` (arrays or abstract ones); a failure is left to the call,
+    which compiles again and raises it where it belongs."""
+    try:
+        program.lower(*args).compile()
+    except Exception:  # noqa: BLE001
+        log.debug("compiling ahead failed; the call compiles", exc_info=True)
 
 
 def _block(spec: trainer.Spec, states: Any, hp: Any, active: jax.Array, sums: tuple,
@@ -158,6 +191,9 @@ class Streamed:
     device: the host waits for the one before last before it sends another."""
 
     IN_FLIGHT = 2
+
+    def ahead(self, states: Any, inputs: Any) -> list:
+        return []  # its blocks' shapes come with the data
 
     def __init__(self, stream: Stream, pop: Population, place: Any) -> None:
         self.stream, self.pop = stream, pop

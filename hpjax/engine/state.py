@@ -3,7 +3,7 @@ arrays, what the host knows of each member, and what the epoch loop (`hpjax.engi
 it: train an epoch, gather members into fewer slots, copy members (PBT), give a freed slot to a
 new member (from its own fresh state: each member counts its own epochs, and draws its dropout
 noise from a seed row of its own, so members at different epochs share one program), save and
-restore checkpoints."""
+restore checkpoints (`hpjax.engine.resume`)."""
 
 import copy
 import dataclasses
@@ -18,7 +18,7 @@ import numpy as np
 
 from hpjax import data as data_lib
 from hpjax.config import Config, ConfigError
-from hpjax.engine import checkpoint, feed, host_metrics, population, trainer
+from hpjax.engine import checkpoint, feed, host_metrics, population, resume, trainer
 from hpjax.engine.compile import CompileStats
 from hpjax.engine.hparams import hparams
 from hpjax.engine.member import BestEpoch, Member, scheduled
@@ -111,9 +111,18 @@ class PopulationRun:
             member.slot, member.trial = k, k if trials is None else trials[k]
         self.slots = list(range(len(cfgs)))  # the member in each slot (padding excluded)
         i = self.inputs
+        # the epoch and evaluation compile while the init does (a size not compiled yet)
+        self.ahead = [] if i.size in self.pop.sizes else self.feed.ahead(
+            jax.eval_shape(self.pop.init, i.hp, i.seeds, i.owner), i)
         # Placed as the epoch returns it, so that the epoch program compiles once.
         self.states = self.place.per_member(self.pop.init(i.hp, i.seeds, i.owner))
         self.best_params = population.copy(self.states.params)
+
+    def compiled(self) -> None:
+        """Waits for the programs compiling ahead (a call meanwhile would compile its own)."""
+        for future in self.ahead:
+            future.result()
+        self.ahead = []
 
     # Each member's best variables are `states.params` where `improved` (its last epoch was its
     # best so far: the next epoch's program keeps them), else `_best`.
@@ -309,6 +318,7 @@ class PopulationRun:
 
     def test_metrics(self) -> dict:
         """Every slot's test metrics at its best epoch's parameters."""
+        self.compiled()
         return jax.device_get(self.feed.evaluate(self.states.params, self._best, self.improved,
                                                  self.inputs, "test"))
 
@@ -348,7 +358,7 @@ class PopulationRun:
         dirs = [m.checkpoint_dir for m in self.members]
         if not any(dirs):
             return 1
-        resumed = _restore(self, dirs) if all(dirs) else None
+        resumed = resume.restore(self, dirs) if all(dirs) else None
         if resumed is None:
             for d in filter(None, dirs):
                 checkpoint.clear(d)
@@ -357,6 +367,7 @@ class PopulationRun:
 
     def epoch(self, epoch: int, on_epoch: Any) -> None:
         """Trains every active member one epoch and records its metrics."""
+        self.compiled()
         i, active = self.inputs, self.active_mask()
         c0, t0 = CompileStats.seconds, time.perf_counter()
         self.states, self._best, m = self.feed.train(self.states, self._best, self.improved, i,
@@ -432,46 +443,3 @@ class PopulationRun:
 
 def _member(tree: Any, k: int) -> Any:
     return jax.tree.map(lambda a: a[k], tree)
-
-
-def _restore(run: PopulationRun, dirs: list[str]) -> Optional[int]:
-    """Restores every member from their latest common checkpoint (a member that had left the
-    population, from its last one); returns its epoch, or None when a member has none, or one
-    was saved by another config (the run then starts anew)."""
-    with checkpoint.unreadable(dirs) as damaged:  # a checkpoint cut short: set aside
-        epoch, at = checkpoint.resume_epoch(dirs)
-        if epoch is None:
-            return None
-        like = _member((run.states, run.best_params), 0)
-        trees, metas = [], []
-        for d, member, e in zip(dirs, run.members, at, strict=True):
-            tree, meta = checkpoint.restore(d, e, like)
-            if meta["config"] != member.origin:
-                log.warning("checkpoint in %s is of another config: training from the start", d)
-                return None
-            trees.append(tree)
-            metas.append(meta)
-    if "moved" in damaged:
-        return None
-    trees += trees[-1:] * (run.inputs.size - len(trees))  # the padding members
-    # placed as a fresh state: the epoch program runs as compiled, not compiled again
-    run.states, run.best_params = run.place.per_member(checkpoint.stack(trees))
-    for member, meta in zip(run.members, metas, strict=True):
-        member.restore(meta, epoch)
-        changed = {k: v for k, v in (meta.get("values") or {}).items()
-                   if pbt_lib.value_of(member.cfg, k) != v}
-        if changed:  # PBT's explore, a scheduled value: the traced numbers it trained with
-            member.cfg = pbt_lib.with_values(member.cfg, changed)
-            run.set_hparams(member)
-    run.restored = metas
-    # the data where the members' common epoch left it (a member that had left saved earlier)
-    run.feed.restore(next((m for m, e in zip(metas, at, strict=True) if e == epoch), {}))
-    if run.scheduler is not None:  # each member saved the state it knew: the latest last
-        for meta in sorted(metas, key=lambda m: len(m["rows"])):
-            run.scheduler.restore(meta.get("scheduler") or {})
-    run.compact(epoch)  # members that had left: out again
-    log.info("resumed %d member%s from the checkpoint of epoch %d", len(dirs),
-             "" if len(dirs) == 1 else "s", epoch)
-    return epoch
-
-
