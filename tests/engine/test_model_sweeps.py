@@ -128,21 +128,26 @@ def test_an_optuna_pruner_stops_user_models_as_its_rule_says(kind, tmp_path):
 
 
 @pytest.mark.usefixtures("unset_version_base")
-@pytest.mark.parametrize("kind", BY_KIND)
-def test_a_bracket_of_user_models_halves_in_chunks_of_one_submitit_job(
-        kind, tmp_path, monkeypatch, jobs_share_the_cache):
+@pytest.mark.parametrize("kind,by_rung,jobs", [
+    pytest.param("nnx", True, 3, marks=pytest.mark.xdist_group("models_nnx")),
+    pytest.param("equinox", False, 1, marks=pytest.mark.xdist_group("models_equinox"))])
+def test_a_bracket_of_user_models_halves_in_chunks_of_submitit_jobs(
+        kind, by_rung, jobs, tmp_path, monkeypatch, jobs_share_the_cache):
     """Successive halving (2x1 1x2) through `hpjax_submitit_local` (hpjax_slurm's local twin)
-    in chunks of one trial: one submitted job, run from the project's folder as a user runs it
-    (the job imports the project's module from there), whose two populations take turns at the
-    rung; the epochs run are the bracket's, and every learning curve is the one the same sweep
-    trains in this process (vmap launcher), bit for bit."""
+    in chunks of one trial, run from the project's folder as a user runs it (each job imports
+    the project's module from there). By rung (the default): a job per chunk to the rung, then
+    the promoted trial's chunk again, from its checkpoint (the NNX module's parameters and
+    batch statistics saved in one process and restored in another); `by_rung=false`: one job
+    whose two populations take turns at the rung. The epochs run are the bracket's, and every
+    learning curve is the one the same sweep trains in this process, bit for bit."""
     folder, _, _ = PROJECTS[kind]
     monkeypatch.chdir(folder)
     sha = sweep_of(kind, "hydra.sweeper.algorithm=sha", "hydra.sweeper.eta=2",
                    "hydra.sweeper.n_trials=null")
     sweep, here = tmp_path / "sha", tmp_path / "here"
-    multirun([*sha, "hydra/launcher=hpjax_submitit_local", "hydra.launcher.poll_s=0.2"], sweep)
-    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 1
+    multirun([*sha, "hydra/launcher=hpjax_submitit_local", "hydra.launcher.poll_s=0.2",
+              f"hydra.launcher.by_rung={str(by_rung).lower()}"], sweep)
+    assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == jobs
     assert epochs_run(sweep) == {1: 1, 2: 1}
     trials = sorted(trials_in(sweep), key=lambda t: t.number)
     assert [t.state for t in trials].count(TrialState.PRUNED) == 1
