@@ -152,8 +152,11 @@ def test_a_bracket_of_user_models_halves_in_chunks_of_submitit_jobs(
     trials = sorted(trials_in(sweep), key=lambda t: t.number)
     assert [t.state for t in trials].count(TrialState.PRUNED) == 1
     first = [t.intermediate_values[1] for t in trials]
-    assert trials[first.index(max(first))].state == TrialState.COMPLETE
+    winner = first.index(max(first))
+    assert trials[winner].state == TrialState.COMPLETE
     results = [json.loads((sweep / str(t.number) / "result.json").read_text()) for t in trials]
+    # by rung, the winner's second job went on from the checkpoint its first left at the rung
+    assert results[winner]["resumed_from_epoch"] == (1 if by_rung else None)
     assert [(r["launcher"], r["population"]["members"]) for r in results] == [
         ("hpjax_submitit_local (population)", 1)] * 2  # a chunk each
     multirun(sha, here)
