@@ -200,3 +200,19 @@ def test_scikit_learns_data_sets_are_read_as_its_loaders_give_them():
             assert mine.dtype == theirs.dtype and mine.shape == theirs.shape, name
             np.testing.assert_array_equal(mine, theirs)
     assert data_config._bundled("diabetes") is None  # scaled by scikit-learn's code: its loader
+
+
+@pytest.mark.parametrize("folds", [1, 3])
+def test_several_regression_targets_keep_their_shape_and_count_samples(folds):
+    """make_regression's n_targets=2: the targets are 2-D; features alone take the sample
+    shape, and the sample counts are the samples', not the targets'."""
+    cfg = compose_config(["task=regression", "data=make_regression", "data.n_samples=100",
+                          "data.n_targets=2", f"data.cv_folds={folds}"])
+    ds = data_lib.load(cfg.data, regression=True)
+    lead = (folds,) if folds > 1 else ()
+    assert ds.x_train.shape[-1] == 20 and ds.y_train.shape[-1] == 2
+    assert ds.y_train.shape[:-1] == ds.x_train.shape[:-1] == (*lead, ds.n_train)
+    assert ds.y_val.shape[:-1] == (*lead, ds.n_val) and ds.y_std.shape == (2,)
+    pool = 100 - ds.y_test.shape[len(lead)]
+    # folds of equal size: up to folds - 1 samples of the pool left out
+    assert pool - (folds - 1) <= ds.n_train + ds.n_val <= pool

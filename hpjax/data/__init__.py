@@ -62,11 +62,11 @@ class Dataset:
 
     @property
     def n_train(self) -> int:
-        return self.y_train.shape[-1]
+        return self.y_train.shape[1 if self.folds else 0]
 
     @property
     def n_val(self) -> int:
-        return self.y_val.shape[-1]
+        return self.y_val.shape[1 if self.folds else 0]
 
 
 _CACHE: dict[tuple, Dataset] = {}
@@ -136,7 +136,10 @@ def _arrays(arrays: Any, cfg: DataConfig, regression: bool) -> Dataset:
     given = given_stats(cfg, n_features)  # data.mean, data.std: instead of each fold's own
     if cfg.standardize:
         folds = [_standardize(*s, stats=given) for s in folds]
-    arrays = [[a.reshape(len(a), *shape) if a.ndim == 2 else a for a in s] for s in folds]
+    # features (even places) take the sample shape; targets (odd) keep theirs: several
+    # regression targets are 2-D too
+    arrays = [[a.reshape(len(a), *shape) if i % 2 == 0 and a.ndim == 2 else a
+               for i, a in enumerate(s)] for s in folds]
     if cfg.cv_folds > 1:
         return Dataset(*map(np.stack, zip(*arrays, strict=True)), num_classes=num_classes,
                        folds=cfg.cv_folds, classes=classes, y_mean=y_mean, y_std=y_std)
