@@ -13,12 +13,11 @@ import pytest
 import sklearn.metrics as sk
 from flax import nnx
 from optuna.trial import TrialState
-
-from helpers import epochs_run, multirun, read_summary, trials_in
 from test_fidelity import hpjax_status, logged
 from test_models import PROJECTS
 
 import hpjax
+from helpers import epochs_run, multirun, read_summary, trials_in
 from hpjax.api import job_config
 from hpjax.engine.loop import train_population
 
