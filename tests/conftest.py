@@ -1,11 +1,19 @@
 import contextlib
 import os
+import tempfile
 
-# Tests count compilations in this process: JAX's persistent cache (hpjax turns it on) would hide
-# them. The processes the tests start (`hpjax`, its SLURM and submitit jobs) count nothing and
-# share one cache for the whole run instead (`helpers.child_env()`; tests of the cache itself set
-# their own folder).
-os.environ["HPJAX_COMPILATION_CACHE"] = "off"
+# One JAX compilation cache for the whole run, in a folder made fresh for it (nothing carried over
+# from an earlier run): this process, the other pytest workers and every process the tests start
+# (`hpjax`, its SLURM and submitit jobs) build each program once and load it after, whichever
+# test or process needs it next. Tests that count compilations still see a second program:
+# `CompileStats.count` counts programs loaded from the cache as it counts those compiled
+# (tests/engine/test_compile.py). Tests of the cache itself set their own folder.
+RUN_CACHE = os.path.join(tempfile.gettempdir(), "hpjax-tests-jax-cache-"
+                         + os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
+os.environ["HPJAX_COMPILATION_CACHE"] = RUN_CACHE
+# Every program cached, however quick to compile (hpjax's own floor is 0.2 s): a program loads
+# faster than it compiles, and these runs build the same small programs again and again.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # One JAX device (a user gets one per core by default): tests compare numbers across runs;
 # the population split over devices has a test of its own.
 os.environ["HPJAX_CPU_DEVICES"] = "1"
@@ -26,10 +34,12 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from hydra.version import _UNSPECIFIED_, VersionBase  # noqa: E402
 
-from helpers import CHILD_CACHE, compose_config, run_cli, run_main  # noqa: E402
+from helpers import compose_config, run_cli, run_main  # noqa: E402
 from hpjax.cli import register  # noqa: E402
+from hpjax.engine.compile import enable_compilation_cache  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+enable_compilation_cache()  # before anything compiles: JAX opens its cache once
 register()
 
 
@@ -70,9 +80,9 @@ def make_cfg():
 @pytest.fixture
 def jobs_share_the_cache(monkeypatch):
     """For a driver in this process whose jobs are processes of their own (submitit, SLURM):
-    they inherit its environment, so they get the run's shared compilation cache. The driver
-    itself trains nothing, so nothing here turns the cache on in this process."""
-    monkeypatch.setenv("HPJAX_COMPILATION_CACHE", CHILD_CACHE)
+    they inherit its environment, and with it the run's compilation cache, whatever an earlier
+    test left in the variable."""
+    monkeypatch.setenv("HPJAX_COMPILATION_CACHE", RUN_CACHE)
 
 
 @pytest.fixture
@@ -84,3 +94,21 @@ def cli(tmp_path):
 def hpjax_main(tmp_path):
     """`hpjax <args>` in this process, in tmp_path (`helpers.run_main`)."""
     return lambda *args: run_main(args, tmp_path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup`, the SLURM group handed out first: its tests mostly wait for the
+    one-node cluster, one after another (about 3 minutes), so one worker starts them while the
+    others take the rest; the suite runs one worker more than the cores (`-n 3`) so that those
+    waits leave no core idle."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class SlurmFirst(LoadGroupScheduling):
+        def _assign_work_unit(self, node):
+            if "slurm" in self.workqueue:
+                self.workqueue.move_to_end("slurm", last=False)
+            super()._assign_work_unit(node)
+
+    return SlurmFirst(config, log)

@@ -1,7 +1,7 @@
 """Helpers the tests share: configs composed in process, `hpjax -m` in process or as a process,
 the study and summary of a sweep, and whether the local SLURM cluster and PostgreSQL are up.
 
-`tests/conftest.py` sets the environment (no JAX compilation cache in this process, one device)
+`tests/conftest.py` sets the environment (the run's JAX compilation cache, one device)
 before anything here imports JAX; test modules import these by name (`from helpers import
 multirun`): pytest puts tests/, conftest.py's folder, on sys.path.
 """
@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +26,6 @@ from hydra.experimental.callback import Callback
 from hpjax.cli import CONF_DIR
 from hpjax.config import to_config
 
-# The processes tests start (`hpjax`, its SLURM and submitit jobs) share one compilation cache
-# for the whole run, so each compiles a program once, not once per test.
-CHILD_CACHE = os.path.join(tempfile.gettempdir(), "hpjax-tests-jax-cache-"
-                           + os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid())))
 PG_URL = "postgresql://hpjax:hpjax@localhost:5432/hpjax"
 
 # One iris population of 8 (4 epochs): the report tests' sweeps share its programs.
@@ -68,9 +63,9 @@ def multirun(overrides, sweep_dir):
 
 
 def child_env(env=None):
-    """The environment of a process a test starts: this one's, with the run's shared compilation
-    cache, and `env` on top."""
-    return {**os.environ, "HPJAX_COMPILATION_CACHE": CHILD_CACHE, **(env or {})}
+    """The environment of a process a test starts: this one's (with the run's compilation cache:
+    `tests/conftest.py`), and `env` on top."""
+    return {**os.environ, **(env or {})}
 
 
 def run_cli(args, cwd, module=False, env=None):

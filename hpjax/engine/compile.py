@@ -5,8 +5,9 @@ from typing import Any, Optional
 
 
 class CompileStats:
-    """Running totals of XLA compilations in this process (`count`), the time spent compiling,
-    and programs loaded from the persistent cache instead (`cache_hits`). JAX reports each
+    """Running totals of the programs built in this process (`count`: compiled by XLA or
+    loaded from the persistent cache, which JAX times alike as its backend compile), how many
+    of them were loaded (`cache_hits`), and the time spent building them. JAX reports each
     trace, lowering and compile through `jax.monitoring`; `install()` starts listening."""
 
     _EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
@@ -77,8 +78,10 @@ def enable_compilation_cache(path: Optional[str] = None) -> Optional[str]:
         return None
     path = os.path.abspath(os.path.expanduser(path))
     jax.config.update("jax_compilation_cache_dir", path)
-    # Tiny programs are cheaper to compile than to look up.
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # Tiny programs are cheaper to compile than to look up, unless JAX's own setting says
+    # otherwise (`JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`).
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     return path
 
 

@@ -100,19 +100,24 @@ def test_bad_data_fails_with_one_line(target, message):
                                              "num_classes": 3}))
 
 
-def test_the_example_project_is_tuned_from_its_own_folder(tmp_path):
+def test_the_example_project_is_tuned_from_its_own_folder(tmp_path, monkeypatch):
     """CI runs examples/own_model as its README says: `hpjax --config-dir conf -m
-    search=spirals` (its own TPE preset) from the project's folder, then loads the best trial
-    back in Python."""
+    search=spirals` (its own TPE preset) from the project's folder (the command's entry point,
+    in this process), then loads the best trial back in Python."""
     import csv
+    import sys
 
-    from helpers import run_cli
+    from helpers import run_main
     from hpjax.api import load
 
+    # as in a fresh process: its package found from the working directory alone
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(PROJECT)])
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        monkeypatch.delitem(sys.modules, name)
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli(["--config-dir", "conf", "-m", "search=spirals", "hydra.sweeper.n_trials=4",
-                    "train.epochs=2", "data.n_samples=300", "model.features=8",
-                    "model.batch_norm=true", f"hydra.sweep.dir={sweep_dir}"], cwd=PROJECT)
+    proc = run_main(["--config-dir", "conf", "-m", "search=spirals", "hydra.sweeper.n_trials=4",
+                     "train.epochs=2", "data.n_samples=300", "model.features=8",
+                     "model.batch_norm=true", f"hydra.sweep.dir={sweep_dir}"], cwd=PROJECT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)

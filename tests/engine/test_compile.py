@@ -174,3 +174,25 @@ def test_programs_compiled_at_cpu_level_1_give_level_3s_numbers_bit_for_bit():
         runs.append(jax.device_get((states.params, m)))
     for a, b in zip(jax.tree.leaves(runs[0]), jax.tree.leaves(runs[1]), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_program_loaded_from_the_persistent_cache_counts_as_one_built():
+    """The suite runs with one persistent cache for the run (conftest): a test that counts
+    compilations must still see a second program when it is loaded rather than compiled."""
+    import jax
+    import jax.numpy as jnp
+
+    from hpjax.engine.compile import CompileStats
+
+    CompileStats.install()
+    assert jax.config.jax_compilation_cache_dir  # the run's cache (tests/conftest.py)
+
+    def program():  # a new function each time: JAX's in-memory caches miss, its disk cache hits
+        return jax.jit(lambda x: jnp.sin(x) * 3.25 + 0.125)  # (a program no other test builds)
+
+    x = jnp.arange(7.0)
+    count, hits = CompileStats.count, CompileStats.cache_hits
+    program()(x).block_until_ready()  # compiled, or loaded if another process built it
+    program()(x).block_until_ready()  # the same program again: loaded
+    assert CompileStats.count - count == 2
+    assert CompileStats.cache_hits - hits >= 1

@@ -46,13 +46,21 @@ def test_progress_reports_each_epoch_live_or_as_log_lines(caplog, tmp_path, monk
         f"] population 1/1: epoch   4/4  2/3 members running  {best_line}")
 
 
-def test_a_piped_sweep_prints_a_line_per_population_not_per_epoch(cli, tmp_path):
-    """`hpjax -m search=qmc`, piped (as in a SLURM log): the qmc preset asks whole populations at
-    once; each population's epochs go to the sweep's populations.log, the terminal gets its end;
-    Optuna's notice that QMCSampler is experimental (nothing a user can act on) is not shown."""
-    out = cli("-m", "search=qmc", "hydra.sweeper.n_trials=8", "data=iris", "train.epochs=3",
-              "model.width=choice(16, 32)", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+def test_a_piped_sweep_prints_a_line_per_population_not_per_epoch(hpjax_main, tmp_path):
+    """`hpjax -m search=qmc`, piped (as in a SLURM log; here in this process, its output not a
+    terminal): the qmc preset asks whole populations at once; each population's epochs go to
+    the sweep's populations.log, the terminal gets its end; Optuna's notice that QMCSampler is
+    experimental (nothing a user can act on) is not shown."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # every warning the command lets through, recorded
+        out = hpjax_main("-m", "search=qmc", "hydra.sweeper.n_trials=8", "data=iris",
+                         "train.epochs=3", "model.width=choice(16, 32)",
+                         f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert out.returncode == 0, out.stderr[-2000:]
+    assert not [w for w in shown if "QMCSampler" in str(w.message)], [str(w.message)
+                                                                       for w in shown]
     lines = (out.stdout + out.stderr).splitlines()
     assert not [line for line in lines if "Warning" in line]
     assert not [line for line in lines if " epoch   " in line]  # no per-epoch line
