@@ -96,6 +96,24 @@ def hpjax_main(tmp_path):
     return lambda *args: run_main(args, tmp_path)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """`--dist loadgroup` sends the tests of an `xdist_group` to one worker: xdist (3.8) says so
+    by appending `@<group>` to their node ids, in a field pytest 9.2 no longer reads
+    (pytest-dev/pytest-xdist#1386), so that no test was grouped and the SLURM tests ran on two
+    workers at once. Here the ids get their suffix as xdist means them to, wherever it did not."""
+    if not getattr(config.option, "loadgroup", False):  # (set on the workers)
+        return
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                         for m in item.iter_markers("xdist_group")})
+        suffix = "@" + "_".join(groups)
+        if groups and not item.nodeid.endswith(suffix) and hasattr(item, "_id"):
+            from _pytest.nodeid import NodeId
+
+            item._id = NodeId.parse(item.nodeid + suffix)
+
+
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup`, the SLURM group handed out first: its tests mostly wait for the
     one-node cluster, one after another (about 3 minutes), so one worker starts them while the
