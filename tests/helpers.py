@@ -64,8 +64,9 @@ def multirun(overrides, sweep_dir):
 
 def child_env(env=None):
     """The environment of a process a test starts: this one's (with the run's compilation cache:
-    `tests/conftest.py`), and `env` on top."""
-    return {**os.environ, **(env or {})}
+    `tests/conftest.py`), and `env` on top (a None there removes the variable)."""
+    merged = {**os.environ, **(env or {})}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 def run_cli(args, cwd, module=False, env=None):
