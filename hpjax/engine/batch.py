@@ -294,12 +294,10 @@ class _Batch:
         self.deferred: list[int] = []  # new jobs of another signature: trained after the others
 
     def fail(self, ids: list[int], error: Exception) -> None:
-        """Jobs that fail: a scheduler counts each as ended without a score, so that a rung
-        that waits for it decides without it."""
+        """Jobs that fail; the next `tell` tells the scheduler (each ended without a score, so
+        that a rung that waits for it decides without it)."""
         for i in ids:
             self.ends[i] = JobEnd(error=error)
-            if self.scheduler is not None:
-                self.scheduler.on_trial_complete(self.trials[i], None)
 
     def tell(self) -> None:
         new = {i: e for i, e in self.ends.items() if i not in self.told}

@@ -3,9 +3,7 @@
 
 import contextlib
 import functools
-import io
 import logging
-import math
 import os
 import time
 import warnings
@@ -346,7 +344,7 @@ class HpjaxSweeperImpl(Sweeper):
 
     # -- telling results ---------------------------------------------------------------------
     def tell(self, study: optuna.Study, trial: optuna.Trial, ret: JobReturn) -> None:
-        _apply(study, self._outcome(study, trial, ret))
+        _bulk.apply(study, self._outcome(study, trial, ret))
 
     def _outcome(self, study: optuna.Study, trial: optuna.Trial,
                  ret: JobReturn) -> _bulk.Outcome:
@@ -360,7 +358,7 @@ class HpjaxSweeperImpl(Sweeper):
             attrs["job_dir"] = str(output_dir)
         trial_id = _storage.trial_id(study, trial)
         if ret.status != JobStatus.COMPLETED:
-            exception = _job_error(ret)  # its type and message (and file)
+            exception = _bulk.job_error(ret)  # its type and message (and file)
             error = f"{type(exception).__name__}: {exception}"
             log.warning("trial %d failed: %s", trial.number, error)
             # a full or read-only disk: not the trial's fault, it runs again (_faults.disk_full)
@@ -371,7 +369,7 @@ class HpjaxSweeperImpl(Sweeper):
                                                   else None)
         if result is None:  # a task function of its own: its return value is the objective
             value = ret.return_value
-            return _final(study, trial_id, "ok", list(value) if isinstance(
+            return _bulk.final(study, trial_id, "ok", list(value) if isinstance(
                 value, (list, tuple)) else [value], user_attrs=attrs)
         intermediate, more = _attrs.of_result(study, trial_id, result, output_dir)
         outcome = self._result_outcome(study, trial_id, result)
@@ -384,14 +382,14 @@ class HpjaxSweeperImpl(Sweeper):
         values = ([result.metric(n) for n in self.objectives] if self.objectives
                   else [result.objective])
         attrs = {"error": result.error[:500]} if result.error else {}
-        return _final(study, trial_id, result.status, values, user_attrs=attrs)
+        return _bulk.final(study, trial_id, result.status, values, user_attrs=attrs)
 
     def _tell_result(self, study: optuna.Study, trial_id: int, result: "hpjax.Result") -> None:
         """Tells a trial's result.json: the sweeper's objectives, else the trial's own."""
-        _apply(study, self._result_outcome(study, trial_id, result))
+        _bulk.apply(study, self._result_outcome(study, trial_id, result))
 
 
-PRUNED = TrialState.PRUNED
+PRUNED = _bulk.PRUNED
 
 
 def _warn_refused(number: int) -> None:
@@ -429,40 +427,3 @@ def _quiet_optuna() -> None:
                             module="optuna")
     warnings.filterwarnings("ignore", ".*heartbeat.*", optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with")
-
-
-def _final(study: optuna.Study, trial_id: int, status: str, values: list,
-           user_attrs: dict) -> _bulk.Outcome:
-    """A trial is COMPLETE with finite values, PRUNED when a bracket or pruner stopped it
-    (Optuna takes its last reported value); else FAIL, its `status` saying why."""
-    if status == "pruned":
-        return _bulk.Outcome(trial_id, PRUNED, user_attrs={**user_attrs, "status": "pruned"})
-    finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-    if status == "ok" and finite and len(values) == len(study.directions):
-        return _bulk.Outcome(trial_id, TrialState.COMPLETE, [float(v) for v in values],
-                             user_attrs={**user_attrs, "status": "ok"})
-    user_attrs = {**user_attrs, "status": status if status != "ok" else "failed"}
-    if status == "ok":
-        user_attrs["error"] = f"objective values {values} are not finite numbers"
-    return _bulk.Outcome(trial_id, TrialState.FAIL, user_attrs=user_attrs)
-
-
-def _job_error(ret: JobReturn) -> BaseException:
-    """A failed job's exception, as Hydra's `JobReturn.return_value` raises it (its line on
-    stderr left out: the sweeper logs the trial's failure in one line of its own)."""
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            _ = ret.return_value  # raises the job's exception
-    except BaseException as e:  # noqa: BLE001  (the job's, whatever it was)
-        return e
-    return RuntimeError(f"the job ended {ret.status.name}")
-
-
-def _apply(study: optuna.Study, outcome: _bulk.Outcome) -> None:
-    """Tells one outcome through the storage (one transaction of a database's writes)."""
-    storage, trial_id = _storage.storage_of(study), outcome.trial_id
-    _attrs.write(study, trial_id, outcome.intermediate, outcome.user_attrs)
-    if outcome.state == PRUNED:
-        study.tell(storage.get_trial_number_from_id(trial_id), state=PRUNED)
-    else:
-        _batch.finish(study, trial_id, outcome.state, outcome.values)
