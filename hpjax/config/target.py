@@ -132,11 +132,13 @@ class TargetModelConfig(Schema):
         for key in self._traced_:
             if key not in args:
                 raise ConfigError("model._traced_", key, f"is not a constructor argument of "
-                                  f"{self._target_} (its arguments: {', '.join(args)})")
+                                  f"{self._target_} (its arguments: {', '.join(args)}): "
+                                  "trace one of those, or add it to the constructor")
         for key, value in self.kwargs().items():
             if key not in args:
                 raise ConfigError(f"model.{key}", value, f"is not a constructor argument of "
-                                  f"{self._target_} (its arguments: {', '.join(args)})")
+                                  f"{self._target_} (its arguments: {', '.join(args)}): "
+                                  "remove it from the model config, or add it to the constructor")
 
     def spec(self, num_classes: int) -> ModelSpec:
         """What the engine builds the module from inside the program (`hpjax.engine.model`)."""

@@ -168,6 +168,7 @@ class LazyNNX(nnx.Module):
 
 
 ARGS = "in_features, features, depth, num_classes, dropout, batch_norm, activation"
+FIX = "remove it from the model config, or add it to the constructor"
 TRACED = ("model._traced_='depth': {} uses it in Python control flow (if, range, a shape), "
           "which a traced value cannot steer: leave it out of model._traced_ (a dropout rate: "
           "use hpjax.nn.Dropout, hpjax.nn.nnx.Dropout or hpjax.nn.eqx.Dropout)")
@@ -181,9 +182,9 @@ SHAPE = ("model._target_='{}': returns outputs of shape (64, 5) for a batch of 6
      "model._target_='test_models.NotAModel': must name a flax.linen.Module, flax.nnx.Module "
      "or equinox.Module class, or a function returning (init, apply)"),
     ("nnx", None, ["+model.width=3"], "model.width=3: is not a constructor argument of "
-     f"nnxpkg.models.MLP (its arguments: {ARGS})"),
+     f"nnxpkg.models.MLP (its arguments: {ARGS}): {FIX}"),
     ("equinox", None, ["+model.rngs=3"], "model.rngs=3: is not a constructor argument of "
-     f"eqxpkg.models.MLP (its arguments: {ARGS})"),
+     f"eqxpkg.models.MLP (its arguments: {ARGS}): {FIX}"),
 ], ids=["no_kind", "nnx_argument", "equinox_argument"])
 def test_bad_model_configs_fail_with_one_line(tmp_path, kind, node, overrides, message):
     with pytest.raises(ConfigError) as info:
