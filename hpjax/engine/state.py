@@ -288,9 +288,10 @@ class PopulationRun:
         idx = np.arange(self.inputs.size, dtype=np.int32)
         for src, dst in pairs:
             idx[dst] = src
-        i = self.inputs
+        i, improved = self.inputs, self.improved[idx]  # the best as it stands, unmerged
         self.states, self.best_params, hp, fold, owner = self.place.per_member(self.pop.take(
-            (self.states, self.best_params, i.hp, i.fold, i.owner), idx))
+            (self.states, self._best, i.hp, i.fold, i.owner), idx))
+        self.improved = improved
         self.inputs = dataclasses.replace(i, hp=hp, fold=fold, owner=owner)
 
     def set_hparams(self, member: Member) -> None:
