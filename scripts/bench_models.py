@@ -75,7 +75,7 @@ def functions_mlp(in_features, width, num_classes, dropout=0.0, activation=0):
         keys = jax.random.split(key, 3)
         init_w = jax.nn.initializers.lecun_normal()
         return [{"w": init_w(k, (a, b)), "b": jnp.zeros((1, b))}
-                for k, a, b in zip(keys, sizes, sizes[1:], strict=True)]
+                for k, a, b in zip(keys, sizes[:-1], sizes[1:], strict=True)]
 
     def apply(params, x, *, train, key):
         x = x.reshape(x.shape[0], -1)
