@@ -319,3 +319,47 @@ def epochs_run(sweep):
     return collections.Counter(
         json.loads((sweep / str(t.number) / "result.json").read_text())["epochs_run"]
         for t in trials_in(sweep))
+
+
+class Killed(Exception):
+    """A process killed mid-run, as a test raises it from a population's epoch callback."""
+
+
+def kill_at(epoch: int):
+    """An `on_epoch` callback that raises `Killed` when the population ends `epoch`."""
+    def on_epoch(_: int, row: dict) -> None:
+        if row["epoch"] == epoch:
+            raise Killed
+
+    return on_epoch
+
+
+def killed_in_epoch_3_and_resumed(cfgs, tmp_path):
+    """Trains the population `cfgs` whole; again with a checkpoint per member, killed in epoch
+    3; and once more from those checkpoints. Returns (whole, the checkpoints' JSON metadata of
+    member 0 at epoch 2, resumed), after checking that each resumed member ends exactly as its
+    uninterrupted run did."""
+    import json
+
+    from hpjax.engine.loop import train_population
+
+    dirs = [str(tmp_path / "a"), str(tmp_path / "b")][:len(cfgs)]
+    whole = train_population(cfgs)
+    try:
+        train_population(cfgs, on_epoch=kill_at(3), checkpoint_dirs=dirs)
+        raise AssertionError("the population was not killed in epoch 3")
+    except Killed:
+        pass
+    saved = [json.loads(p.read_text()) for p in (tmp_path / "a" / "2").rglob("*")
+             if p.is_file() and p.read_text(errors="ignore").startswith("{")]
+    again = train_population(cfgs, checkpoint_dirs=dirs)
+    for k in range(len(cfgs)):
+        assert again[k].result.resumed_from_epoch == 2
+        assert rows_without_time(again[k].rows) == rows_without_time(whole[k].rows)
+        assert again[k].result.test == whole[k].result.test
+    return whole, saved, again
+
+
+def rows_without_time(rows):
+    """Epoch rows without their wall time, the one field that differs between two runs."""
+    return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]

@@ -14,7 +14,8 @@ def test_a_section_is_replaced_whole_and_the_rest_kept():
             "<!-- bench: b -->\n## B\n\nold b\n<!-- /bench: b -->\n\nby hand\n")
     new = replace_section(text, "a", "## A\n\nnew a $1 \\1\n")
     assert new == text.replace("old a", "new a $1 \\1")
-    assert replace_section(new, "c", "## C") == new + "\n<!-- bench: c -->\n## C\n<!-- /bench: c -->\n"
+    assert replace_section(new, "c", "## C") == (
+        new + "\n<!-- bench: c -->\n## C\n<!-- /bench: c -->\n")
 
 
 def test_every_bench_script_has_its_section_in_the_docs():

@@ -2,13 +2,12 @@
 shuffled passes, and standardisation statistics given in the data node (docs/data.md)."""
 
 import dataclasses
-import json
 
 import grain
 import numpy as np
 import pytest
 
-from helpers import compose_config
+from helpers import compose_config, killed_in_epoch_3_and_resumed
 from hpjax import data as data_lib
 from hpjax.config import ConfigError
 from hpjax.config.target import target_config
@@ -63,18 +62,6 @@ def rows(outcome):
     return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in outcome.rows]
 
 
-class Killed(Exception):
-    pass
-
-
-def kill_at(epoch: int):
-    def on_epoch(_: int, row: dict) -> None:
-        if row["epoch"] == epoch:
-            raise Killed
-
-    return on_epoch
-
-
 def test_an_endless_stream_trains_epochs_of_its_steps_and_resumes_where_it_was(tmp_path):
     """A grain.IterDataset of endless shuffled passes, 5 steps an epoch: a population of two
     killed in epoch 3 resumes from epoch 2's checkpoints with the iterator's Grain state (10
@@ -82,19 +69,9 @@ def test_an_endless_stream_trains_epochs_of_its_steps_and_resumes_where_it_was(t
     cfgs = [config("iter", "train.steps_per_epoch=5", "train.checkpoint_every=1"),
             config("iter", "train.steps_per_epoch=5", "train.checkpoint_every=1",
                    "optimizer.lr=0.01")]
-    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
-    whole = train_population(cfgs)
-    with pytest.raises(Killed):
-        train_population(cfgs, on_epoch=kill_at(3), checkpoint_dirs=dirs)
-    saved = [json.loads(p.read_text()) for p in (tmp_path / "a" / "2").rglob("*")
-             if p.is_file() and p.read_text(errors="ignore").startswith("{")]
+    whole, saved, _ = killed_in_epoch_3_and_resumed(cfgs, tmp_path)
     assert any(m.get("data", {}).get("train") == {"step": 10, "source": {"next_index": 160}}
                for m in saved)
-    again = train_population(cfgs, checkpoint_dirs=dirs)
-    for k in range(2):
-        assert again[k].result.resumed_from_epoch == 2
-        assert rows(again[k]) == rows(whole[k])
-        assert again[k].result.test == whole[k].result.test
     assert rows(whole[0]) != rows(whole[1])
     assert rows(whole[0])[-1]["val/accuracy"] > 0.7
 

@@ -3,7 +3,6 @@ by the population; the same numbers whatever the block, the file format or a kil
 memory bounded by the buffers; bad input refused in one line before training."""
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
@@ -12,25 +11,12 @@ import threading
 import numpy as np
 import pytest
 
-from helpers import child_env, compose_config
+from helpers import child_env, compose_config, killed_in_epoch_3_and_resumed
 from hpjax import data as data_lib
 from hpjax.config import ConfigError
 from hpjax.config.target import target_config
 from hpjax.data.stream import Stream, permute
 from hpjax.engine.loop import train_population
-
-
-class Killed(Exception):
-    pass
-
-
-def kill_at(epoch: int):
-    def on_epoch(_: int, row: dict) -> None:
-        if row["epoch"] == epoch:
-            raise Killed
-
-    return on_epoch
-
 
 SMALL = ["data=iris", "model.width=16", "train.batch_size=16", "train.epochs=3",
          "optimizer.lr=0.03", "train.early_stopping.patience=null"]
@@ -75,19 +61,9 @@ def test_a_killed_streamed_run_resumes_with_the_iterators_state(tmp_path):
     run never killed."""
     cfg = compose_config([*STREAMED, "train.checkpoint_every=1"])
     cfgs = [cfg, compose_config([*STREAMED, "train.checkpoint_every=1", "optimizer.lr=0.01"])]
-    dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
-    whole = train_population(cfgs)
-    with pytest.raises(Killed):
-        train_population(cfgs, on_epoch=kill_at(3), checkpoint_dirs=dirs)
-    saved = [json.loads(p.read_text()) for p in (tmp_path / "a" / "2").rglob("*")
-             if p.is_file() and p.read_text(errors="ignore").startswith("{")]
+    whole, saved, _ = killed_in_epoch_3_and_resumed(cfgs, tmp_path)
     # after 2 epochs of 2 blocks
     assert any(m.get("data", {}).get("train") == {"next_index": 4} for m in saved)
-    again = train_population(cfgs, checkpoint_dirs=dirs)
-    for k in range(2):
-        assert again[k].result.resumed_from_epoch == 2
-        assert rows(again[k]) == rows(whole[k])
-        assert again[k].result.test == whole[k].result.test
     assert rows(whole[0]) != rows(whole[1])
 
 

@@ -6,21 +6,9 @@ import logging
 
 import pytest
 
-from helpers import compose_config
+from helpers import Killed, compose_config, kill_at
 from hpjax.engine import jobs
 from hpjax.engine.loop import train_population
-
-
-class Killed(Exception):
-    pass
-
-
-def kill_at(epoch: int):
-    def on_epoch(_: int, row: dict) -> None:
-        if row["epoch"] == epoch:
-            raise Killed
-
-    return on_epoch
 
 
 def without_time(rows):
