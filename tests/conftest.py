@@ -130,3 +130,19 @@ def pytest_xdist_make_scheduler(config, log):
             super()._assign_work_unit(node)
 
     return SlurmFirst(config, log)
+
+
+@pytest.fixture
+def breaks_on_seed_7(monkeypatch):
+    """A population's program that fails for one trial's value (one that passes the schema:
+    seed 7 stands for it): test_faults and test_exit_codes."""
+    from hpjax.engine import batch
+
+    train_trials = batch.train_jobs.__kwdefaults__["train"]
+
+    def train(cfgs, **kw):
+        if any(c.train.seed == 7 for c in cfgs):
+            raise FloatingPointError("the program broke on seed 7")
+        return train_trials(cfgs, **kw)
+
+    monkeypatch.setitem(batch.train_jobs.__kwdefaults__, "train", train)

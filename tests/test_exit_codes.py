@@ -37,19 +37,6 @@ main()
 SEVEN = "FloatingPointError: the program broke on seed 7"
 
 
-@pytest.fixture
-def breaks_on_seed_7(monkeypatch):
-    """A program that fails for one trial's value (seed 7 stands for it), as in test_faults."""
-    train_trials = batch.train_jobs.__kwdefaults__["train"]
-
-    def train(cfgs, **kw):
-        if any(c.train.seed == 7 for c in cfgs):
-            raise FloatingPointError("the program broke on seed 7")
-        return train_trials(cfgs, **kw)
-
-    monkeypatch.setitem(batch.train_jobs.__kwdefaults__, "train", train)
-
-
 def test_every_trial_failing_exits_4_with_its_error_once(tmp_path):
     """The command as a script or CI runs it, every trial's program broken."""
     proc = subprocess.run(

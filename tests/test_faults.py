@@ -77,17 +77,9 @@ def test_a_conditional_grid_multiplies_only_its_own_choices_and_a_key_of_no_choi
 
 
 def test_a_trial_whose_program_fails_fails_alone_and_its_population_trains(tmp_path,
-                                                                           monkeypatch):
+                                                                           breaks_on_seed_7):
     """A population whose program fails for one trial's value (one that passes the schema: here
     seed 7 stands for it) is halved until that trial fails alone; the others train."""
-    train_trials = batch.train_jobs.__kwdefaults__["train"]
-
-    def breaks_on_seed_7(cfgs, **kw):
-        if any(c.train.seed == 7 for c in cfgs):
-            raise FloatingPointError("the program broke on seed 7")
-        return train_trials(cfgs, **kw)
-
-    monkeypatch.setitem(batch.train_jobs.__kwdefaults__, "train", breaks_on_seed_7)
     sweep([*HPJAX, "hydra.sweeper.algorithm=grid", "hydra.sweeper.n_trials=null",
            "hydra.sweeper.batch_size=3", "train.seed=choice(0, 7, 1)"], tmp_path / "s")
     trials = study_trials(tmp_path / "s")
