@@ -127,10 +127,10 @@ def _instrument() -> None:
     for module in (hpjax.results, hpjax.engine.jobs):
         _patch(module, "write_metrics", "job files")
     try:  # the vmap launcher's templated jobs
-        from hydra_plugins.hpjax_launcher import _fast
+        from hydra_plugins.hpjax_launcher import _fast, _jobfiles
         _patch(_fast.Templates, "job", "compose")
-        _patch(_fast, "write_hydra_files", "job files")
-        _patch(_fast.JobLogFiles, "move", "callbacks+log")
+        _patch(_jobfiles, "write_hydra_files", "job files")
+        _patch(_jobfiles.JobLogFiles, "move", "callbacks+log")
         _patch(launcher.VmapLauncherImpl, "_job_logging", "callbacks+log")
     except ImportError:
         pass

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 import hpjax.engine
 from hpjax.engine import Scheduler
 
-from . import _fast
+from . import _fast, _jobfiles
 from ._compose import install as install_fast_sweep_configs
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _off_console(end: Any) -> Any:
 class LoggingStates:
     """Hydra's logging configs (the sweep's, the jobs' of a template) applied by `configure_log`
     the first time, and after that by putting back the root logger's handlers and level it set,
-    while nothing but the jobs' log files (`_fast.JobLogFiles`) changed them since: a batch
+    while nothing but the jobs' log files (`_jobfiles.JobLogFiles`) changed them since: a batch
     switches three times (`logging.config.dictConfig`: milliseconds each)."""
 
     def __init__(self) -> None:
@@ -343,7 +343,7 @@ class VmapLauncherImpl:
             for i, error in writer.flush().items():
                 if i in returns and returns[i].status == JobStatus.FAILED:
                     continue  # its first error, the cause (a checkpoint on a full disk)
-                returns[i] = _fast.job_return(fast[i], JobStatus.FAILED, error, None, cwd)
+                returns[i] = _jobfiles.job_return(fast[i], JobStatus.FAILED, error, None, cwd)
 
         def end_jobs(ended: dict) -> None:
             for i, end in sorted(ended.items()):
@@ -379,7 +379,7 @@ class VmapLauncherImpl:
                                     self.config.hydra.verbose)
         return [returns[i] for i in range(len(fast))]
 
-    def _job_logging(self, job: "_fast.FastJob", writer: Any) -> "_fast.JobLogFiles":
+    def _job_logging(self, job: "_fast.FastJob", writer: Any) -> "_jobfiles.JobLogFiles":
         """Hydra's job logging, configured once for the batch; each job gets its own file."""
         from hydra.core.hydra_config import HydraConfig
 
@@ -400,13 +400,13 @@ class VmapLauncherImpl:
         for h in logging.root.handlers:  # the jobs' INFO lines go to their files only
             if type(h) is logging.StreamHandler:
                 h.addFilter(self._file_only)
-        return _fast.JobLogFiles(first, writer)
+        return _jobfiles.JobLogFiles(first, writer)
 
-    def _end_fast(self, job: "_fast.FastJob", end: Any, logs: "_fast.JobLogFiles",
+    def _end_fast(self, job: "_fast.FastJob", end: Any, logs: "_jobfiles.JobLogFiles",
                   writer: Any = None, cwd: Optional[str] = None) -> JobReturn:
         """What run_job does for a job, with its files from the template (written by `writer`
         where there is one)."""
-        _fast.write_hydra_files(job, job.template.output_subdir, writer)  # and the directory
+        _jobfiles.write_hydra_files(job, job.template.output_subdir, writer)  # and the directory
         logs.move(job.output_dir)
         try:
             value = end.finish(job.output_dir, job.cfg.objective.metric, job.cfg.objective.mode)
@@ -414,7 +414,7 @@ class VmapLauncherImpl:
         except Exception as e:  # as run_job: the job fails, the sweep goes on
             value, status = e, JobStatus.FAILED
         ok = end.crash is None and end.error is None and end.outcome is not None
-        return _fast.job_return(job, status, value, end.outcome.result if ok else None, cwd)
+        return _jobfiles.job_return(job, status, value, end.outcome.result if ok else None, cwd)
 
 
 def wants_jobs(callbacks: Any) -> bool:
