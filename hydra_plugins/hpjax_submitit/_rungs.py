@@ -73,8 +73,8 @@ def stopped(ret: JobReturn, reason: str) -> JobReturn:
 
 
 def train_by_rung(launcher: "HpjaxSubmititImpl", executor: Any, units: "list[Unit]",
-            cfgs: dict[int, Any], state: dict, scheduler: Any,
-            on_result: Optional[Callable[[int, JobReturn], None]]) -> dict[int, JobReturn]:
+                  cfgs: dict[int, Any], state: dict, scheduler: Any,
+                  on_result: Optional[Callable[[int, JobReturn], None]]) -> dict[int, JobReturn]:
     """Trains `units` (lists of (job number, overrides)) round by round, as the module says;
     `cfgs`: each job's config (None: a bad one, which fails in its job). Returns every job's
     JobReturn by job number; `on_result` hears each as its trial ends."""
