@@ -20,6 +20,13 @@ os.environ["HPJAX_CPU_DEVICES"] = "1"
 # Compiles about 1.5x faster on CPU (here and in every process the tests start: `hpjax`, SLURM
 # and submitit jobs); tests compare runs made under the same setting.
 os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+# XLA's CPU fusion emitters (MLIR) compile a program in about 1.5x the time of its older LLVM
+# emitters; the programs run slower (about 1.5x an epoch), which the tests' few tiny epochs do
+# not notice. Every process the tests start inherits it, so runs compared with each other
+# compile alike.
+if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = " ".join(filter(None, (os.environ.get("XLA_FLAGS"),
+                                                     "--xla_cpu_use_fusion_emitters=false")))
 # Sweeps end without report.html (5 MB and 1-2 s each); tests/test_html_report.py turns it on.
 os.environ["HPJAX_REPORT_HTML"] = "off"
 

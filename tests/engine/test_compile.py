@@ -143,7 +143,8 @@ def test_programs_compiled_at_cpu_level_1_give_level_3s_numbers_bit_for_bit():
     """hpjax compiles its CPU programs at XLA's backend optimisation level 1 (quicker to compile
     than XLA's default, 3): a member's init and an epoch (dropout, Adam, a cosine schedule) give
     the same parameters and metrics bit for bit. (The tests' processes compile
-    at level 0, JAX_DISABLE_MOST_OPTIMIZATIONS: hpjax leaves that setting alone.)"""
+    at level 0, JAX_DISABLE_MOST_OPTIMIZATIONS: hpjax leaves that setting alone; and without
+    XLA's CPU fusion emitters, which these two programs turn back on as a user has them.)"""
     import functools
 
     import jax
@@ -166,7 +167,8 @@ def test_programs_compiled_at_cpu_level_1_give_level_3s_numbers_bit_for_bit():
     runs = []
     for level in (compile_lib.CPU_OPTIMIZATION_LEVEL, 3):
         jit = functools.partial(jax.jit, compiler_options={
-            "xla_backend_optimization_level": level, "xla_llvm_disable_expensive_passes": False})
+            "xla_backend_optimization_level": level, "xla_llvm_disable_expensive_passes": False,
+            "xla_cpu_use_fusion_emitters": True})
         states = jit(functools.partial(population._init, spec))(i.hp, i.seeds, i.owner)
         best = population.copy(states.params)
         epoch = jit(functools.partial(population._epoch, spec, False), donate_argnums=(0, 1))
