@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import FAST, compose_config
+from helpers import compose_config
 from hpjax import data as data_lib
 from hpjax.cli import CONF_DIR
 from hpjax.config import ACTIVATIONS
@@ -18,9 +18,17 @@ from hpjax.engine.hparams import hparams
 
 OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))
 
+# The program family of most tests here (digits, one hidden layer of 32, batches of 32: 39 steps
+# an epoch, 4 epochs, a constant learning rate): what they prove does not depend on the model's
+# size, and `population.get` builds each of its signatures (one per optimizer) once per process,
+# so the file runs on one worker.
+pytestmark = pytest.mark.xdist_group("trainer")
+SMALL = ["model.width=32", "model.num_layers=1", "train.batch_size=32", "train.epochs=4",
+         "train.early_stopping.patience=null", "schedule=constant"]
 
-def run(overrides=(), output_dir=None):
-    return jobs.run(compose_config(FAST + list(overrides)), output_dir)
+
+def run(overrides=(), output_dir=None, base=SMALL):
+    return jobs.run(compose_config(base + list(overrides)), output_dir)
 
 
 def read_metrics(path):
@@ -48,7 +56,9 @@ def test_default_config_reaches_95_percent_test_accuracy(tmp_path):
 def test_every_optimizer_trains_well_above_chance(name):
     result = run([f"optimizer={name}"])
     assert result.status == "ok"
-    assert result.best["val/accuracy"] > 0.6, result.best  # chance is 0.1
+    # chance is 0.1; at its default learning rate the slowest (lion) reaches 0.61-0.74 over
+    # seeds 0-3 at this size
+    assert result.best["val/accuracy"] > 0.5, result.best
 
 
 def test_every_activation_trains_well_above_chance():
@@ -90,35 +100,37 @@ def test_diverging_learning_rate_is_reported_not_raised(tmp_path):
 
 
 def test_early_stopping_stops_after_patience_and_keeps_the_best_epoch():
-    # min_delta=10: after epoch 1 nothing counts as an improvement of val/loss
-    result = run(["train.epochs=20", "train.early_stopping.patience=2",
-                  "train.early_stopping.min_delta=10"])
+    # min_delta=10: after epoch 1 nothing counts as an improvement of val/loss; 4 epochs at most
+    result = run(["train.early_stopping.patience=2", "train.early_stopping.min_delta=10"])
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 1
 
 
 def test_test_metrics_come_from_the_best_epoch():
     # monitoring train/loss in max mode keeps epoch 1 as the best: its test metrics are reported
-    last = run(["schedule=constant", "train.early_stopping.monitor=train/loss",
-                "train.early_stopping.mode=max"])
-    first = run(["schedule=constant", "train.epochs=1"])
-    assert last.best_epoch == 1 and last.epochs_run == 5
+    # (a constant learning rate: epoch 1 of both runs trains alike)
+    last = run(["train.early_stopping.monitor=train/loss", "train.early_stopping.mode=max"])
+    first = run(["train.epochs=1"])
+    assert last.best_epoch == 1 and last.epochs_run == 4
     assert last.test == pytest.approx(first.test, rel=1e-6)
     assert last.objective == pytest.approx(first.objective, rel=1e-6)
 
 
 def test_logged_learning_rate_follows_the_schedule(tmp_path):
-    # 19 steps per epoch; the boundary at 0.4 * 95 = step 38; lr is logged at each epoch's end
-    run(["schedule=step", "schedule.boundaries=[0.4]", "schedule.gamma=0.1",
+    # 39 steps per epoch; the boundary at 0.5 * 156 = step 78, the first of epoch 3; lr is logged
+    # at each epoch's end
+    run(["schedule=step", "schedule.boundaries=[0.5]", "schedule.gamma=0.1",
          "optimizer.lr=0.01"], str(tmp_path))
     lrs = [row["lr"] for row in read_metrics(tmp_path)]
-    np.testing.assert_allclose(lrs, [0.01, 0.01, 0.001, 0.001, 0.001], rtol=1e-6)
+    np.testing.assert_allclose(lrs, [0.01, 0.01, 0.001, 0.001], rtol=1e-6)
 
 
 def test_cnn_and_normalised_mlp_train(tmp_path):
     # A small CNN: convolutions are slow to run without XLA's optimizations (conftest).
-    cnn = run(["model=cnn", "model.channels=[8,16]", "model.width=32", "optimizer.lr=1e-2"],
-              str(tmp_path))
-    assert cnn.status == "ok" and cnn.best["val/accuracy"] > 0.8
+    cnn = run(["model=cnn", "model.channels=[8,16]", "model.width=32", "optimizer.lr=1e-2",
+               "train.epochs=2", "train.early_stopping.patience=null", "schedule=constant"],
+              str(tmp_path), base=[])
+    # chance is 0.1; 2 epochs reach 0.83-0.86 over seeds 0-2
+    assert cnn.status == "ok" and cnn.best["val/accuracy"] > 0.7
     # conv 3*3*1*8+8, conv 3*3*8*16+16, pool 8->4->2, dense 2*2*16*32+32, head 32*10+10
     assert cnn.num_params == 80 + 1_168 + 2_080 + 330
     layer = run(["model.norm=layer", "model.width=[64,32]"])
@@ -161,7 +173,7 @@ def test_dropout_drops_the_rounded_rate_and_keeps_the_mean(rate, dropped):
 def test_optimizer_numbers_live_in_its_state_and_a_new_lr_compiles_nothing():
     """The logged learning rate is read from the optimizer state, and changing the state's
     numbers changes the next update through the same compiled step."""
-    cfg = compose_config(FAST + ["optimizer=sgd", "optimizer.lr=0.1", "schedule=constant"])
+    cfg = compose_config(SMALL + ["optimizer=sgd", "optimizer.lr=0.1"])
     ds = data_lib.load(cfg.data)
     pop = population.get(cfg, ds)
     hp = jax.tree.map(lambda v: jnp.asarray(v)[None], hparams(cfg))
@@ -183,9 +195,9 @@ def test_optimizer_numbers_live_in_its_state_and_a_new_lr_compiles_nothing():
     assert CompileStats.count == before  # same program, new numbers from the state
     assert float(m2["lr"][0]) == pytest.approx(0.05)
     # One SGD step from the same parameters moves half as far at half the rate.
-    step = lambda s: trainer.train_step(pop.spec, jax.tree.map(lambda v: v[0], hp),
-                                        jnp.asarray(ds.x_train), jnp.asarray(ds.y_train), s,
-                                        jnp.arange(64), trainer.noise(pop.spec, s.dropout_key, 0))
+    step = jax.jit(lambda s: trainer.train_step(  # one program for both steps
+        pop.spec, jax.tree.map(lambda v: v[0], hp), jnp.asarray(ds.x_train),
+        jnp.asarray(ds.y_train), s, jnp.arange(32), trainer.noise(pop.spec, s.dropout_key, 0)))
     first = jax.tree.map(lambda v: v[0], state)
     full = step(first)[0].params
     half = step(first.replace(opt_state=half_opt_state))[0].params
