@@ -363,3 +363,19 @@ def killed_in_epoch_3_and_resumed(cfgs, tmp_path):
 def rows_without_time(rows):
     """Epoch rows without their wall time, the one field that differs between two runs."""
     return [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
+
+
+class KillAtJob(Callback):
+    """A Hydra callback that SIGKILLs its own process as job `job` starts, the jobs before it
+    told: a sweep killed mid-run at a known point, as `kill -9` would
+    (`+hydra.callbacks.kill._target_=helpers.KillAtJob +hydra.callbacks.kill.job=2`; the
+    process needs tests/ on its PYTHONPATH)."""
+
+    def __init__(self, job: int) -> None:
+        self.job = job
+
+    def on_job_start(self, config, **kwargs) -> None:
+        import signal
+
+        if config.hydra.job.num == self.job:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -63,9 +63,11 @@ def test_each_algorithm_sweeps_with_its_own_proposals(tmp_path, random_trials, a
 
 
 def test_grid_runs_every_point_of_its_choices(tmp_path):
+    # in batches of 4: a population of 8 sharing one activation would have it fixed in a
+    # program of its own (population.FIXED_ACTIVATION_FROM), smaller ones run the sweeps' own
     trials = sweep_params(tmp_path, "grid", [
         "hydra.sweeper.algorithm=grid", "hydra.sweeper.n_trials=null",
-        "hydra.sweeper.batch_size=8", "optimizer.lr=choice(0.001, 0.01, 0.03, 0.1)",
+        "hydra.sweeper.batch_size=4", "optimizer.lr=choice(0.001, 0.01, 0.03, 0.1)",
         "model.dropout=choice(0, 0.3)", "activation=relu", "train.epochs=2"])
     assert sorted((float(lr), float(d)) for _, lr, d, _ in trials) == sorted(
         (lr, d) for lr in (0.001, 0.01, 0.03, 0.1) for d in (0, 0.3))
@@ -73,12 +75,13 @@ def test_grid_runs_every_point_of_its_choices(tmp_path):
 
 @pytest.mark.parametrize("pruner", ["median", "hyperband", "asha"])
 def test_each_pruner_prunes_trials_below_its_rule(tmp_path, pruner):
-    """16 trials in batches of 8 (the second batch is judged against the first), 6 epochs from
-    a rung of 1 epoch: every pruner stops some trials early, and a pruned trial reported fewer
-    epochs than a finished one."""
+    """12 trials in batches of 4 (a batch is judged against those before it; the median rule
+    waits for 5 finished trials), 6 epochs from a rung of 1 epoch: every pruner stops some
+    trials early, and a pruned trial reported fewer epochs than a finished one. Populations of
+    4 gather into 2 and 1 slots as trials stop: the three pruners compile those sizes once."""
     trials = trials_in(_pruned(tmp_path, pruner))
     states = [t.state for t in trials]
-    assert len(trials) == 16
+    assert len(trials) == 12
     assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.COMPLETE in states
     for t in trials:
         epochs = len(t.intermediate_values)
@@ -91,7 +94,7 @@ def test_each_pruner_prunes_trials_below_its_rule(tmp_path, pruner):
 
 def _pruned(tmp_path, pruner):
     multirun([*BASE, "hydra.sweeper.algorithm=random", f"hydra.sweeper.pruner={pruner}",
-              "hydra.sweeper.n_trials=16", "hydra.sweeper.batch_size=8", "train.epochs=6",
+              "hydra.sweeper.n_trials=12", "hydra.sweeper.batch_size=4", "train.epochs=6",
               "hydra.sweeper.min_epochs=1", "optimizer.lr=tag(log, interval(1e-4, 1e-1))"],
              tmp_path / pruner)
     return tmp_path / pruner

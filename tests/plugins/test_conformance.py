@@ -11,21 +11,27 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from helpers import multirun
 from hydra_plugins.hpjax_launcher import _fast
+from hydra_plugins.hpjax_launcher import _impl as launcher_impl
 from hydra_plugins.hpjax_launcher import _speedups as launcher_speedups
 from hydra_plugins.hpjax_sweeper import _speedups as sweeper_speedups
 
+pytestmark = pytest.mark.xdist_group("algorithms")  # one worker: the iris programs compile once
 ROOT = Path(__file__).resolve().parents[2]
-# TPE (its first batch random, its second modelled with the constant liar), two batches of 24
-# (more than the launcher's PER_TRIAL_LINES: the templated jobs); floats, a string with '/', a
-# group choice, ints
-SWEEP = ["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=tpe", "hydra.sweeper.n_trials=48",
-         "hydra.sweeper.batch_size=24", "optimizer.lr=tag(log, interval(1e-4, 1e-1))",
+# TPE in two batches of 8 (more than PER_TRIAL_LINES, set to 5 here: the quiet jobs of a large
+# batch): the first random, the second random until 10 trials have finished, then modelled with
+# the constant liar; floats, a string with '/', a group choice, ints; job numbers of one and two
+# digits. Iris with a hidden layer of 8 for 2 epochs: test_algorithms' program (one xdist_group)
+SWEEP = ["hydra/sweeper=hpjax", "hydra.sweeper.algorithm=tpe", "hydra.sweeper.n_trials=16",
+         "hydra.sweeper.batch_size=8", "optimizer.lr=tag(log, interval(1e-4, 1e-1))",
          "model.dropout=choice(0, 0.25)", "activation=choice(relu, tanh)",
          "train.early_stopping.monitor=choice(val/loss, val/accuracy)",
          "train.early_stopping.patience=choice(1, 5)", "data=iris", "model.width=8",
          "train.epochs=2", "train.save_params=none"]
+N = 16
 TIMING = ("compile_time_s", "train_time_s", "samples_per_s", "population", "epoch_time_s")
 UNTIMED_COLUMNS = re.compile(r"datetime_\w*|heartbeat")
 
@@ -71,24 +77,25 @@ def test_the_speedups_and_the_public_path_leave_the_same_study_and_job_files(
 
     monkeypatch.setattr(_bulk, "ask", counted("bulk", ask))
     monkeypatch.setattr(_fast.Templates, "job", counted("templated", job))
+    monkeypatch.setattr(launcher_impl, "PER_TRIAL_LINES", 5)  # both batches large
     fast, slow = tmp_path / "fast", tmp_path / "slow"
     monkeypatch.setenv("HPJAX_SPEEDUPS", "on")
     assert sweeper_speedups.enabled() and launcher_speedups.enabled()
     multirun(SWEEP, fast)
-    assert used == {"bulk": 2, "templated": 48}  # every batch took the speedups
+    assert used == {"bulk": 2, "templated": N}  # every batch took the speedups
     monkeypatch.setenv("HPJAX_SPEEDUPS", "off")
     assert not sweeper_speedups.enabled() and not launcher_speedups.enabled()
     multirun(SWEEP, slow)
-    assert used == {"bulk": 2, "templated": 48}  # none did
+    assert used == {"bulk": 2, "templated": N}  # none did
 
     ours, theirs = _rows(fast / "study.db", fast), _rows(slow / "study.db", slow)
     assert ours.keys() == theirs.keys() and "trial_params" in ours
-    assert len(ours["trials"]) == 48 and len(ours["trial_values"]) == 48
-    assert len(ours["trial_intermediate_values"]) == 2 * 48  # the learning curves
+    assert len(ours["trials"]) == N and len(ours["trial_values"]) == N
+    assert len(ours["trial_intermediate_values"]) == 2 * N  # the learning curves
     for table in ours:
         assert ours[table] == theirs[table], table
     stamp = re.compile(r"^\[[^]]*\]", re.M)
-    for i in range(48):
+    for i in range(N):
         a, b = fast / str(i), slow / str(i)
         assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir()) == [
             ".hydra", "hpjax.log", "metrics.jsonl", "result.json"]  # (the task's name here)
@@ -101,9 +108,9 @@ def test_the_speedups_and_the_public_path_leave_the_same_study_and_job_files(
         assert _untimed(a / "result.json") == _untimed(b / "result.json")
 
 
-# Hydra's basic sweeper (a grid of 12, one batch: fewer than PER_TRIAL_LINES, so the jobs are
+# Hydra's basic sweeper (a grid of 8, one batch: fewer than PER_TRIAL_LINES, so the jobs are
 # named on the terminal) with hpjax's end-of-sweep report among the callbacks, as the app runs it
-GRID = ["optimizer.lr=0.001,0.01,0.1", "model.dropout=0,0.25", "activation=relu,tanh",
+GRID = ["optimizer.lr=0.01,0.1", "model.dropout=0,0.25", "activation=relu,tanh",
         "hydra.sweeper.params=null", "data=iris", "model.width=8", "train.epochs=2",
         "train.save_params=none"]
 
@@ -116,10 +123,10 @@ def test_hydras_basic_sweeper_takes_the_templated_jobs_and_leaves_hydras_job_fil
     fast, slow = tmp_path / "fast", tmp_path / "slow"
     monkeypatch.setenv("HPJAX_SPEEDUPS", "on")
     [ours] = multirun(GRID, fast)
-    assert len(used) == 12  # every job templated: the report asks for no job's config
+    assert len(used) == 8  # every job templated: the report asks for no job's config
     monkeypatch.setenv("HPJAX_SPEEDUPS", "off")
     [theirs] = multirun(GRID, slow)
-    assert len(used) == 12
+    assert len(used) == 8
     # Hydra's run_job also runs the report's per-job progress line, into each job's log
     stamp = re.compile(r"^.*\] - \[sweep\] .*\n|^\[[^]]*\]", re.M)
     for i, (f, s) in enumerate(zip(ours, theirs, strict=True)):
@@ -134,8 +141,8 @@ def test_hydras_basic_sweeper_takes_the_templated_jobs_and_leaves_hydras_job_fil
         assert f.overrides == s.overrides and f.return_value == s.return_value
         assert f.cfg == s.cfg and f.hydra_cfg.hydra.job.num == s.hydra_cfg.hydra.job.num == i
     assert len({(r.cfg.optimizer.lr, r.cfg.model.dropout, r.cfg.activation.name)
-                for r in ours}) == 12
-    assert (fast / "summary.csv").read_text().count("\n") == 13  # the report, from the files
+                for r in ours}) == 8
+    assert (fast / "summary.csv").read_text().count("\n") == 9  # the report, from the files
 
 
 def test_the_known_good_versions_are_the_ones_pyproject_supports():
