@@ -86,13 +86,19 @@ class Ran:
     stderr: str
 
 
-def run_main(args, cwd) -> Ran:
+def run_main(args, cwd, module=False) -> Ran:
     """`hpjax <args>` in this process: the command's own entry point (`hpjax.app.main`) under
     its argv and working directory, its exit code and output; logging as it was after. For what
     does not test the process boundary itself: no imports and compiles paid again (6-9 s of CPU
-    a process)."""
+    a process). `module`: `python -m hpjax <args>`, hpjax/__main__.py run as Python runs it."""
+    import runpy
+
     from hpjax.api import _own_logging
     from hpjax.app import main
+
+    if module:
+        def main():
+            runpy.run_module("hpjax", run_name="__main__", alter_sys=True)
 
     out, err, code = io.StringIO(), io.StringIO(), 0
     argv, here = sys.argv, os.getcwd()

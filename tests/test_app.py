@@ -10,8 +10,10 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
+from helpers import run_main
 
-def test_help_lists_groups_and_their_choices(hpjax_main, cli):
+
+def test_help_lists_groups_and_their_choices(hpjax_main, tmp_path):
     out = hpjax_main("--help")
     assert out.returncode == 0
     assert "optimizer: adagrad, adam, adamw, lamb, lion, momentum, nesterov, rmsprop, sgd\n" \
@@ -24,7 +26,8 @@ def test_help_lists_groups_and_their_choices(hpjax_main, cli):
     assert "model: cnn, cnn1d, mlp\n" in out.stdout
     assert "task: binary, classification, regression\n" in out.stdout
     assert "base_" not in out.stdout
-    module = cli("--help", module=True)  # python -m hpjax: the same command, named by its path
+    # python -m hpjax: the same command, named by its path
+    module = run_main(["--help"], tmp_path, module=True)
     assert module.returncode == 0
     assert re.sub(r"python \S+__main__\.py", "hpjax", module.stdout) == out.stdout
 
@@ -41,7 +44,8 @@ def test_cfg_job_prints_the_composed_config_with_overrides(hpjax_main):
 
 
 def test_single_run_writes_metrics_and_result(hpjax_main, tmp_path):
-    out = hpjax_main("train.epochs=3", "hydra.run.dir=run")
+    # SGD: the programs of the diverging run below (its learning rate a traced value)
+    out = hpjax_main("optimizer=sgd", "train.epochs=3", "hydra.run.dir=run")
     assert out.returncode == 0, out.stderr
     run = tmp_path / "run"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -53,32 +57,27 @@ def test_single_run_writes_metrics_and_result(hpjax_main, tmp_path):
     assert f"results in {run}" in out.stdout
 
 
-def test_grid_runs_one_job_directory_per_combination(hpjax_main, tmp_path):
-    out = hpjax_main("-m", "optimizer.lr=1e-3,1e-2", "activation=relu,tanh", "train.epochs=3",
-              "hydra.sweep.dir=sweep")
+def test_bare_multirun_runs_the_default_grid_one_job_directory_per_combination(hpjax_main,
+                                                                              tmp_path):
+    """`hpjax -m` with no sweep of its own runs conf/search/default.yaml's grid, 3 learning
+    rates x 3 activations: one job directory per combination, each trained. (An explicit
+    grid's values on the command line: test_a_diverging_run_...)"""
+    out = hpjax_main("-m", "train.epochs=2", "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     sweep = tmp_path / "sweep"
-    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0", "1", "2", "3"]
+    jobs = sorted((p.name for p in sweep.iterdir() if p.is_dir()), key=int)
+    assert jobs == [str(i) for i in range(9)]
+    overrides = [list(OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")) for job in jobs]
+    assert overrides[0] == ["optimizer.lr=0.001", "activation=relu", "train.epochs=2"]
+    assert overrides[8] == ["optimizer.lr=0.01", "activation=gelu", "train.epochs=2"]
     seen = set()
     for job in jobs:
-        overrides = OmegaConf.load(sweep / job / ".hydra" / "overrides.yaml")
         cfg = OmegaConf.load(sweep / job / ".hydra" / "config.yaml")
         seen.add((cfg.optimizer.lr, cfg.activation.name))
         result = json.loads((sweep / job / "result.json").read_text())
-        assert result["status"] == "ok" and 0.2 < result["objective"] <= 1.0, overrides
-    assert seen == {(1e-3, "relu"), (1e-3, "tanh"), (1e-2, "relu"), (1e-2, "tanh")}
-    assert "4 trials, ranked by val/accuracy" in out.stdout
-
-
-def test_bare_multirun_runs_the_default_grid(hpjax_main, tmp_path):
-    out = hpjax_main("-m", "train.epochs=2", "hydra.sweep.dir=sweep")
-    assert out.returncode == 0, out.stderr
-    overrides = [list(OmegaConf.load(tmp_path / "sweep" / str(i) / ".hydra" / "overrides.yaml"))
-                 for i in range(9)]
-    assert overrides[0] == ["optimizer.lr=0.001", "activation=relu", "train.epochs=2"]
-    assert overrides[8] == ["optimizer.lr=0.01", "activation=gelu", "train.epochs=2"]
-    assert not (tmp_path / "sweep" / "9").exists()
+        assert result["status"] == "ok" and 0.2 < result["objective"] <= 1.0, job
+    assert seen == {(lr, a) for lr in (1e-3, 3e-3, 1e-2) for a in ("relu", "tanh", "gelu")}
+    assert "9 trials, ranked by val/accuracy" in out.stdout
 
 
 BAD_INPUTS = [
@@ -121,8 +120,11 @@ def test_a_diverging_run_exits_zero_and_a_sweep_goes_on_past_a_failed_trial(hpja
     assert out.stderr.strip().splitlines()[-1] == (
         "hpjax: 1 of 3 trials failed: optimizer.lr=-1.0: must be a finite number > 0 (1 trial); "
         "exit code 3")
-    results = [json.loads((tmp_path / "sweep" / j / "result.json").read_text())
-               for j in ("0", "1", "2")]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0", "1", "2"]  # one job directory per value of the command line's grid
+    assert [OmegaConf.load(tmp_path / "sweep" / j / ".hydra" / "config.yaml").optimizer.lr
+            for j in jobs] == [0.1, 1e6, -1]
+    results = [json.loads((tmp_path / "sweep" / j / "result.json").read_text()) for j in jobs]
     assert [r["status"] for r in results] == ["ok", "diverged", "failed"]
     assert results[2]["error"] == "optimizer.lr=-1.0: must be a finite number > 0"
     assert "1 trial failed: optimizer.lr=-1.0: must be a finite number > 0 (trial 2)" in out.stdout

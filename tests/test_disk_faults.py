@@ -172,3 +172,26 @@ def test_the_report_command_on_a_full_disk_says_so_in_one_line(tmp_path, capsys)
         (disk / "filler").unlink()
         assert report_main([str(disk / "s"), "--no-html"]) == 0
         assert (disk / "s" / "summary.csv").is_file()
+
+
+def test_a_save_cut_short_is_left_to_the_next_save_and_reading_deletes_nothing_behind(tmp_path):
+    """A checkpoint folder holding the tmp folder of a save cut short (a full disk, a kill), as
+    a retried trial's copy of it holds it: reading the folder leaves it as it was, with no
+    thread still deleting when the caller clears the folder or moves it aside (that race failed
+    the retried trial with FileNotFoundError); the next save removes it, then writes."""
+    import threading
+
+    import numpy as np
+
+    folder = tmp_path / "checkpoints"
+    cut = folder / "1.orbax-checkpoint-tmp"
+    (cut / "state.orbax-checkpoint-tmp").mkdir(parents=True)
+    (cut / "state.orbax-checkpoint-tmp" / "d").write_bytes(b"\0" * 64)
+    before = set(threading.enumerate())
+    assert checkpoint.resume_epoch([str(folder)]) == (None, [])  # nothing to resume from
+    for thread in set(threading.enumerate()) - before:  # what reading left running ends
+        thread.join(timeout=30)
+    assert (cut / "state.orbax-checkpoint-tmp" / "d").read_bytes() == b"\0" * 64
+    checkpoint.save(str(folder), 1, {"w": np.ones(3, np.float32)}, {"epoch": 1})
+    assert sorted(p.name for p in folder.iterdir()) == ["1"]
+    assert checkpoint.all_epochs(str(folder)) == [1]

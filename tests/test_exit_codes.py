@@ -2,13 +2,11 @@
 with an error, 4 when every one did (the error said once, with its count), 2 for a user error
 before anything ran; `hpjax.sweep` raises `SweepError` or returns a `Sweep` that says so."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import child_env
+from helpers import run_main
 from hpjax.api import sweep
 from hpjax.engine import batch
 from hpjax.errors import SweepError
@@ -17,38 +15,25 @@ from hpjax.report.trials import Trial
 from hpjax.results import Result
 
 TINY = ["data=iris", "model.width=8", "train.epochs=2", "train.early_stopping.patience=null"]
-# `hpjax` with every trial's program broken (injected as in test_faults: the programs a real
-# sweep breaks on are bugs that get fixed)
-BROKEN = """import sys
-
-from hpjax.engine import batch
-
-
-def broken(cfgs, **kw):
-    raise FloatingPointError("the program broke [on purpose]")
-
-
-batch.train_jobs.__kwdefaults__["train"] = broken
-from hpjax.app import main
-
-sys.argv[0] = "hpjax"
-main()
-"""
 SEVEN = "FloatingPointError: the program broke on seed 7"
 
 
-def test_every_trial_failing_exits_4_with_its_error_once(tmp_path):
-    """The command as a script or CI runs it, every trial's program broken."""
-    proc = subprocess.run(
-        [sys.executable, "-c", BROKEN, "-m", "hydra/sweeper=hpjax", *TINY,
-         "hydra.sweeper.n_trials=3", "hydra.sweeper.batch_size=3", "optimizer.lr=0.01,0.02",
-         "hydra.sweep.dir=s"], cwd=tmp_path, capture_output=True, text=True,
-        env=child_env({"HPJAX_REPORT_HTML": "off"}), timeout=300)
+def test_every_trial_failing_exits_4_with_its_error_once(tmp_path, monkeypatch):
+    """The command as a script or CI runs it (its entry point, `hpjax.app.main`, in this
+    process), every trial's program broken (injected as in test_faults: the programs a real
+    sweep breaks on are bugs that get fixed)."""
+    def broken(cfgs, **kw):
+        raise FloatingPointError("the program broke [on purpose]")
+
+    monkeypatch.setitem(batch.train_jobs.__kwdefaults__, "train", broken)
+    out = run_main(["-m", "hydra/sweeper=hpjax", *TINY, "hydra.sweeper.n_trials=3",
+                    "hydra.sweeper.batch_size=3", "optimizer.lr=0.01,0.02",
+                    "hydra.sweep.dir=s"], tmp_path)
     error = "FloatingPointError: the program broke [on purpose]"
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert proc.stderr.splitlines()[-1] == f"hpjax: error: all 3 trials failed: {error} (3 trials)"
-    assert f"3 trials failed: {error} (trials 0, 1, 2)" in proc.stdout  # once, not 3 lines
-    assert "Traceback" not in proc.stdout + proc.stderr
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert out.stderr.splitlines()[-1] == f"hpjax: error: all 3 trials failed: {error} (3 trials)"
+    assert f"3 trials failed: {error} (trials 0, 1, 2)" in out.stdout  # once, not 3 lines
+    assert "Traceback" not in out.stdout + out.stderr
 
 
 def test_some_failed_trials_are_exit_code_3_and_the_sweep_says_how_many(tmp_path, capsys,

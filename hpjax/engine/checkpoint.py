@@ -21,13 +21,17 @@ import numpy as np
 
 log = logging.getLogger("hpjax")
 
-def _manager(directory: str) -> Any:
+def _manager(directory: str, saving: bool = False) -> Any:
     import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(
         max_to_keep=2, create=True, enable_async_checkpointing=False,
-        # a save cut off by a kill leaves a tmp folder: never read, removed on the next start
-        cleanup_tmp_directories=True)
+        # A save cut off by a kill or a full disk leaves a tmp folder, never read: the next
+        # save removes it. Orbax removes it in a thread of its own that a save waits for and
+        # closing the manager does not: a manager that only reads would leave that thread
+        # deleting while the caller moves on (`clear`'s rmtree of the same folder, `set_aside`
+        # renaming it, a retried trial's copy) and one of them failing with FileNotFoundError.
+        cleanup_tmp_directories=saving)
     return ocp.CheckpointManager(Path(directory).resolve(), options=options)
 
 
@@ -46,7 +50,7 @@ def save(directory: str, epoch: int, tree: Any, meta: dict) -> None:
     from hpjax.results import naming
 
     # a full or read-only disk: Orbax's error names no folder
-    with naming(os.path.join(directory, str(epoch))), _manager(directory) as manager:
+    with naming(os.path.join(directory, str(epoch))), _manager(directory, True) as manager:
         if epoch in manager.all_steps():  # left by a run that got further than its population
             manager.delete(epoch)
         manager.save(epoch, args=ocp.args.Composite(

@@ -7,33 +7,91 @@ import sys
 
 import pytest
 
+# One process whose JAX backend never starts (JAX's device count is fixed once it does) imports
+# hpjax under HPJAX_CPU_DEVICES=auto, then forks a process per case: each starts JAX anew under
+# that case's environment (a process of its own, without paying the imports again).
+PROBE = """import json, os, sys
 
-def test_use_cpu_cores_gives_jax_one_device_per_core_unless_told_otherwise():
+import hpjax, hpjax.config, hpjax.engine.jobs, hpjax.engine.batch, jax
+from hydra.core.config_store import ConfigStore
+
+print("probe:", json.dumps("base_config" in ConfigStore.instance().repo), flush=True)
+for env, call, run in json.loads(sys.argv[1]):
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.environ.clear()
+            os.environ.update(env)
+            if run:
+                os.chdir(run[0])
+                r = hpjax.train(run[1:])
+                print("probe:", json.dumps([r.status, sorted(
+                    m for m in ("sklearn", "plotly") if m in sys.modules)]), flush=True)
+            else:
+                if call:
+                    hpjax.use_cpu_cores()
+                print("probe:", json.dumps([len(jax.devices()),
+                                  "xla_force" in os.environ.get("XLA_FLAGS", "")]), flush=True)
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0, (env, call, run)
+"""
+DEVICES = {"unset": {}, "auto": {"HPJAX_CPU_DEVICES": "auto"}, "1": {"HPJAX_CPU_DEVICES": "1"},
+           "3": {"HPJAX_CPU_DEVICES": "3"},
+           "3, XLA_FLAGS 2": {"HPJAX_CPU_DEVICES": "3",
+                              "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}}
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    """What the probe's processes printed: whether importing hpjax registered its configs;
+    each of DEVICES' (device count, XLA_FLAGS forcing it) after `hpjax.use_cpu_cores()`; the
+    device count under HPJAX_CPU_DEVICES=auto with no call; and a run on a CSV file of its own
+    (`test_a_run_imports_only_what_its_config_uses`): its status and which of scikit-learn and
+    Plotly it imported."""
+    import json
+    import os
+
+    import numpy as np
+
+    from helpers import child_env
+
+    tmp = tmp_path_factory.mktemp("probe")
+    x = np.random.default_rng(0).normal(size=(90, 3))
+    path = tmp / "data.csv"
+    path.write_text("a,b,c,label\n" + "".join(f"{a},{b},{c},{int(a + b > 0)}\n"
+                                             for a, b, c in x))
+    base = {k: v for k, v in os.environ.items() if k not in ("HPJAX_CPU_DEVICES", "XLA_FLAGS")}
+    cases = [({**base, **env}, True, None) for env in DEVICES.values()]
+    cases.append(({**base, "HPJAX_CPU_DEVICES": "auto"}, False, None))
+    cases.append((child_env(), False, [str(tmp), "data=csv", f"data.path={path}",
+                                       "train.epochs=1", "model.width=8", "data.cv_folds=3",
+                                       "train.batch_size=16"]))
+    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cases)], capture_output=True,
+                         text=True, env={**base, "HPJAX_CPU_DEVICES": "auto"}, cwd=tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line.removeprefix("probe:")) for line in out.stdout.splitlines()
+             if line.startswith("probe:")]
+    registered, *devices, unused, run = lines
+    return {"registered": registered, "devices": dict(zip(DEVICES, devices, strict=True)),
+            "no call": unused, "run": run}
+
+
+def test_use_cpu_cores_gives_jax_one_device_per_core_unless_told_otherwise(probe):
     import os
 
     cores = len(os.sched_getaffinity(0))
-    probe = ("import os, hpjax, jax; hpjax.use_cpu_cores(); "
-             "print(len(jax.devices()), 'xla_force' in os.environ.get('XLA_FLAGS', ''))")
-    for env, devices, flag in (({}, cores, False), ({"HPJAX_CPU_DEVICES": "auto"}, cores, False),
-                               ({"HPJAX_CPU_DEVICES": "1"}, 1, False),
-                               ({"HPJAX_CPU_DEVICES": "3"}, 3, False),
-                               ({"HPJAX_CPU_DEVICES": "3", "XLA_FLAGS":
-                                 "--xla_force_host_platform_device_count=2"}, 2, True)):
-        base = {k: v for k, v in os.environ.items()
-                if k not in ("HPJAX_CPU_DEVICES", "XLA_FLAGS")}
-        out = subprocess.run([sys.executable, "-c", probe], env={**base, **env},
-                             capture_output=True, text=True, check=True)
-        # Child processes are not told: the device count is JAX's config, not XLA_FLAGS.
-        assert out.stdout.split() == [str(devices), str(flag)], (env, out.stderr)
+    # Child processes are not told: the device count is JAX's config, not XLA_FLAGS.
+    assert probe["devices"] == {"unset": [cores, False], "auto": [cores, False],
+                                "1": [1, False], "3": [3, False], "3, XLA_FLAGS 2": [2, True]}
 
 
-def test_importing_hpjax_changes_no_global_state():
-    probe = ("import hpjax, hpjax.config, hpjax.engine.jobs, hpjax.engine.batch, jax, sys; "
-             "from hydra.core.config_store import ConfigStore; "
-             "print(len(jax.devices()), 'base_config' in ConfigStore.instance().repo)")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, env={"HPJAX_CPU_DEVICES": "auto", "PATH": ""})
-    assert out.stdout.split() == ["1", "False"], out.stderr
+def test_importing_hpjax_changes_no_global_state(probe):
+    """Imported under HPJAX_CPU_DEVICES=auto, hpjax leaves JAX its one device and Hydra's
+    ConfigStore empty until `use_cpu_cores()` and `register()` are called."""
+    assert probe["no call"] == [1, False] and probe["registered"] is False
 
 
 @contextlib.contextmanager
@@ -121,22 +179,11 @@ def test_a_single_run_compiles_its_init_epoch_and_evaluation_once(name, monkeypa
     assert {k: got[k] for k in metrics} == pytest.approx(metrics, rel=1e-6, abs=1e-6)
 
 
-def test_a_run_imports_only_what_its_config_uses(tmp_path):
-    """A run on data of its own (a CSV file) imports neither scikit-learn (its data sets and
-    metrics only: hpjax splits in NumPy) nor Plotly (the report only)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(90, 3))
-    path = tmp_path / "data.csv"
-    path.write_text("a,b,c,label\n" + "".join(f"{a},{b},{c},{int(a + b > 0)}\n" for a, b, c in x))
-    probe = ("import sys, hpjax; "
-             f"r = hpjax.train(['data=csv', 'data.path={path}', 'train.epochs=1', "
-             "'model.width=8', 'data.cv_folds=3', 'train.batch_size=16']); "
-             "print(r.status, sorted(m for m in ('sklearn', 'plotly') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                         check=True, cwd=tmp_path)
-    assert out.stdout.strip().splitlines()[-1] == "ok []", out.stderr[-2000:]
+def test_a_run_imports_only_what_its_config_uses(probe):
+    """A run on data of its own (a CSV file), in a process of its own, imports neither
+    scikit-learn (its data sets and metrics only: hpjax splits in NumPy) nor Plotly (the report
+    only)."""
+    assert probe["run"] == ["ok", []]
 
 
 def test_programs_compiled_at_cpu_level_1_give_level_3s_numbers_bit_for_bit():
