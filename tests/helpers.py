@@ -35,6 +35,10 @@ REPORT_GRID = ["data=iris", "train.epochs=4", "train.early_stopping.patience=nul
 # Small runs for tests: the default config minus most epochs.
 FAST = ["train.epochs=5", "train.early_stopping.patience=null"]
 
+# A small MLP (one hidden layer of 32 units) for tests whose claim does not depend on the model's
+# size: less to trace, compile and run than the default's two layers of 128.
+SMALL_MLP = ["model.width=32", "model.num_layers=1"]
+
 
 def compose_config(overrides=(), validate=True, return_hydra_config=False):
     """The config `hpjax <overrides>` would run, composed in-process."""

@@ -2,7 +2,7 @@
 
 import pytest
 
-from helpers import compose_config, sgd_configs
+from helpers import SMALL_MLP, compose_config, sgd_configs
 from hpjax.engine import batch, jobs
 from hpjax.engine.progress import SweepProgress
 
@@ -20,7 +20,7 @@ def test_out_of_memory_splits_the_chunk_and_loses_nothing():
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
         return jobs.TrialsTraining(cfgs, **kw)
 
-    ends = batch.train_jobs(job_list(sgd_configs([0.1, 0.05, 0.02, 0.01, 0.3])),
+    ends = batch.train_jobs(job_list(sgd_configs([0.1, 0.05, 0.02, 0.01, 0.3], SMALL_MLP)),
                             max_population=8,
                             memory_budget_mb=None, train=tight_memory)
     assert sizes == [5, 2, 3, 1, 2]

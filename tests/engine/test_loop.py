@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from helpers import Killed, compose_config, kill_at
+from helpers import SMALL_MLP, Killed, compose_config, kill_at
 from hpjax.engine import jobs
 from hpjax.engine.loop import train_population
 
@@ -17,7 +17,7 @@ def without_time(rows):
 
 def test_a_killed_trial_continues_from_its_checkpoint(tmp_path, caplog):
     cfg = compose_config(["train.epochs=6", "train.checkpoint_every=2",
-                          "train.early_stopping.patience=null"])
+                          "train.early_stopping.patience=null", *SMALL_MLP])
     (tmp_path / "whole").mkdir()
     whole = jobs.run(cfg, str(tmp_path / "whole"))
     whole_rows = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
@@ -47,7 +47,8 @@ def test_a_killed_trial_continues_from_its_checkpoint(tmp_path, caplog):
 def test_a_population_resumes_each_member_and_ignores_another_configs_checkpoint(tmp_path,
                                                                                  caplog):
     cfgs = [compose_config(["optimizer=sgd", f"optimizer.lr={lr}", "train.epochs=4",
-                            "train.checkpoint_every=1", "train.early_stopping.patience=null"])
+                            "train.checkpoint_every=1", "train.early_stopping.patience=null",
+                            *SMALL_MLP])
             for lr in (0.1, 0.03, 1e6)]
     dirs = [str(tmp_path / str(i)) for i in range(3)]
     whole = train_population(cfgs)
@@ -59,7 +60,7 @@ def test_a_population_resumes_each_member_and_ignores_another_configs_checkpoint
         assert a.result.resumed_from_epoch == 2
         assert without_time(a.rows) == without_time(w.rows)
     other = [compose_config(["optimizer=sgd", "optimizer.lr=0.05", "train.epochs=4",
-                             "train.checkpoint_every=1"])] * 3
+                             "train.checkpoint_every=1", *SMALL_MLP])] * 3
     with caplog.at_level(logging.WARNING, logger="hpjax"):
         fresh = train_population(other, checkpoint_dirs=dirs)
     assert "is of another config: training from the start" in caplog.text
@@ -67,7 +68,8 @@ def test_a_population_resumes_each_member_and_ignores_another_configs_checkpoint
 
 
 def test_early_stopping_freezes_one_member_and_keeps_its_best_epoch():
-    cfgs = [compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=6", *extra])
+    cfgs = [compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=6", *SMALL_MLP,
+                            *extra])
             for extra in (["train.early_stopping.patience=null"],
                           ["train.early_stopping.patience=1", "train.early_stopping.min_delta=10"])]
     stopped, full = train_population(cfgs, launcher="vmap")
@@ -81,7 +83,7 @@ def test_early_stopping_freezes_one_member_and_keeps_its_best_epoch():
 def test_every_per_member_key_is_each_members_own(tmp_path):
     """Trials that differ only in per-member keys share one population (one program), and each
     behaves by its own settings, not by the first member's."""
-    base = ["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=4"]
+    base = ["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=4", *SMALL_MLP]
     variants = [
         ["train.checkpoint_every=0", "train.early_stopping.patience=null"],
         ["train.checkpoint_every=1", "train.early_stopping.patience=null",

@@ -25,7 +25,8 @@ def test_a_sweep_tuned_for_f1_macro_returns_sklearns_f1_of_the_loaded_model(tmp_
 
     monkeypatch.chdir(tmp_path)
     sweep = hpjax.sweep(["search=random", "hydra.sweeper.n_trials=4", "data=digits",
-                         "model.width=16", "train.epochs=3", "train.early_stopping.patience=null",
+                         "model.width=16", "model.num_layers=1", "train.epochs=3",
+                         "train.early_stopping.patience=null",
                          "optimizer.lr=tag(log, interval(1e-4, 1e-2))",
                          "objective.metric=val/f1_macro", "task.host_metrics=[balanced_accuracy]"],
                         sweep_dir="sweep")

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import FAST, compose_config, sgd_configs
+from helpers import FAST, SMALL_MLP, compose_config, sgd_configs
 from hpjax import data as data_lib
 from hpjax.config import ACTIVATIONS
 from hpjax.engine import population, trainer
@@ -19,7 +19,7 @@ from hpjax.engine.loop import train_population
 
 def test_new_numeric_values_with_the_same_signature_compile_nothing():
     # batch_size=48: a signature of this test's own (the process may have compiled others)
-    own = ["train.batch_size=48"]
+    own = ["train.batch_size=48", *SMALL_MLP]
     train_population(sgd_configs([0.1, 0.05, 0.02, 0.01], own), launcher="vmap")
     before = CompileStats.count
     two = sgd_configs([0.3, 0.2], [*own, "model.dropout=0.2", "train.seed=5", "activation=tanh"])
@@ -45,8 +45,8 @@ def test_new_numeric_values_with_the_same_signature_compile_nothing():
 
 
 def test_a_diverging_member_does_not_touch_the_others():
-    with_nan = train_population(sgd_configs([0.1, 0.05, 1e6]), launcher="vmap")
-    without = train_population(sgd_configs([0.1, 0.05, 0.02]), launcher="vmap")
+    with_nan = train_population(sgd_configs([0.1, 0.05, 1e6], SMALL_MLP), launcher="vmap")
+    without = train_population(sgd_configs([0.1, 0.05, 0.02], SMALL_MLP), launcher="vmap")
     assert [o.result.status for o in with_nan] == ["ok", "ok", "diverged"]
     assert with_nan[2].result.diverged_epoch == 1 and len(with_nan[2].rows) == 1
     for i in (0, 1):  # same program (population padded to 4), so bit for bit equal
@@ -57,9 +57,10 @@ def test_a_diverging_member_does_not_touch_the_others():
 
 
 def test_mixed_activations_share_one_program_and_a_shared_one_is_fixed_in_it():
-    mixed = sgd_configs([0.1, 0.1], extra=["train.epochs=2"])
+    mixed = sgd_configs([0.1, 0.1], extra=["train.epochs=2", *SMALL_MLP])
     mixed[1] = compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=2",
-                               "train.early_stopping.patience=null", "activation=tanh"])
+                               "train.early_stopping.patience=null", "activation=tanh",
+                               *SMALL_MLP])
     both = train_population(mixed, launcher="vmap")
     tanh_only = train_population([mixed[1]] * population.FIXED_ACTIVATION_FROM,
                                  launcher="vmap")
@@ -92,7 +93,7 @@ def _per_member_epoch(spec, hp, x, y, states):
 def test_population_draws_init_and_dropout_noise_once_per_seed_with_the_same_numbers():
     seeds, owner = population.distinct_seeds([0, 1, 0, 1, 7])
     assert seeds.tolist() == [0, 1, 7, 7] and owner.tolist() == [0, 1, 0, 1, 2]
-    cfgs = [compose_config([*FAST, f"train.seed={s}", f"model.dropout={d}"])
+    cfgs = [compose_config([*FAST, *SMALL_MLP, f"train.seed={s}", f"model.dropout={d}"])
             for s, d in ((0, 0.1), (1, 0.3), (0, 0.5), (1, 0.2))]
     ds = data_lib.load(cfgs[0].data)
     pop = population.build(cfgs[0], ds)

@@ -2,7 +2,7 @@
 
 import logging
 
-from helpers import sgd_configs
+from helpers import SMALL_MLP, sgd_configs
 from hpjax.engine.loop import train_population
 
 
@@ -18,7 +18,7 @@ def test_progress_reports_each_epoch_live_or_as_log_lines(caplog, tmp_path, monk
     reports = []
     with progress.running():
         update = progress.population("population 1/1: 3 trials", 4, ["trial 7", "trial 8", "t9"])
-        outcomes = train_population(sgd_configs([0.1, 0.05, 1e6]), launcher="vmap",
+        outcomes = train_population(sgd_configs([0.1, 0.05, 1e6], SMALL_MLP), launcher="vmap",
                                     on_progress=lambda r: (reports.append(r), update(r)))
     assert [(r.epoch, r.running, r.members) for r in reports] == [(e, 2, 3) for e in range(1, 5)]
     best = max((0, 1), key=lambda i: outcomes[i].result.objective)  # the diverged one never
@@ -56,7 +56,7 @@ def test_a_piped_sweep_prints_a_line_per_population_not_per_epoch(hpjax_main, tm
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")  # every warning the command lets through, recorded
         out = hpjax_main("-m", "search=qmc", "hydra.sweeper.n_trials=8", "data=iris",
-                         "train.epochs=3", "model.width=choice(16, 32)",
+                         "train.epochs=3", "model.width=choice(16, 32)", "model.num_layers=1",
                          f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert out.returncode == 0, out.stderr[-2000:]
     assert not [w for w in shown if "QMCSampler" in str(w.message)], [str(w.message)
