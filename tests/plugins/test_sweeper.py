@@ -98,47 +98,48 @@ def test_sweep_report_logs_per_job_only_where_the_sweeper_does_not(tmp_path, cap
 
 def test_random_sweep_writes_jobs_summary_and_a_reproducible_best(hpjax_main, tmp_path):
     out = hpjax_main("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
-              "hydra.sweeper.n_trials=8", "hydra.sweeper.batch_size=4",
+              "hydra.sweeper.n_trials=4", "hydra.sweeper.batch_size=2",
               "optimizer.lr=tag(log, interval(1e-3, 3e-2))", "model.dropout=interval(0, 0.5)",
               "activation=choice(relu, tanh, gelu)", "train.batch_size=choice(32, 64)",
               *TINY, "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     sweep = tmp_path / "sweep"
-    assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == list(range(8))
+    assert sorted(int(p.name) for p in sweep.iterdir() if p.name.isdigit()) == list(range(4))
     rows = read_summary(sweep)
-    assert [int(r["trial"]) for r in rows] == list(range(8))
+    assert [int(r["trial"]) for r in rows] == list(range(4))
     assert {r["status"] for r in rows} == {"ok"}
     for r in rows:
         assert 1e-3 <= float(r["optimizer.lr"]) <= 3e-2
-        assert r["train.batch_size"] in {"32", "64"}  # static: one program each
         saved = json.loads((sweep / r["trial"] / "result.json").read_text())
         assert float(r["objective"]) == saved["objective"]
-    assert len(trials_in(sweep, optuna.trial.TrialState.COMPLETE)) == 8
+    assert {r["train.batch_size"] for r in rows} == {"32", "64"}  # static: a program each
+    assert len(trials_in(sweep, optuna.trial.TrialState.COMPLETE)) == 4
     best = min(rows, key=lambda r: int(r["rank"]))
     assert float(best["objective"]) == max(float(r["objective"]) for r in rows)
     log = out.stderr + out.stdout
-    assert "[study] 8/8 trials finished, best val/accuracy" in log
-    # one progress line per batch of 4, from the study; none per job
+    assert "[study] 4/4 trials finished, best val/accuracy" in log
+    # one progress line per batch of 2, from the study; none per job
     assert log.count("[study] ") == 2 and "[sweep] " not in log
-    assert out.stdout.count("8 trials, ranked by val/accuracy") == 1  # one table, at the end
+    assert out.stdout.count("4 trials, ranked by val/accuracy") == 1  # one table, at the end
 
     rerun = hpjax_main("--config-dir", str(sweep), "--config-name", "best", "hydra.run.dir=rerun")
     assert rerun.returncode == 0, rerun.stderr
     again = json.loads((tmp_path / "rerun" / "result.json").read_text())
     # The sweep trained the best trial in a population (vmap), the rerun alone: batched and
-    # single matrix products round differently (measured: test/loss 2.7e-7 apart, accuracies
-    # equal), so equal up to one validation or test sample.
-    assert again["objective"] == pytest.approx(float(best["objective"]), abs=1 / 270 + 1e-7)
+    # single matrix products round differently (measured on digits: test/loss 2.7e-7 apart,
+    # accuracies equal), so equal up to one validation or test sample (iris: 22 and 23).
+    assert again["objective"] == pytest.approx(float(best["objective"]), abs=1 / 22 + 1e-7)
     saved = json.loads((sweep / best["trial"] / "result.json").read_text())["test"]
     assert again["test"]["test/loss"] == pytest.approx(saved["test/loss"], abs=1e-5)
     assert again["test"]["test/accuracy"] == pytest.approx(saved["test/accuracy"],
-                                                           abs=1 / 270 + 1e-7)
+                                                           abs=1 / 23 + 1e-7)
 
 
 def test_diverged_trial_is_listed_and_never_best(hpjax_main, tmp_path):
     out = hpjax_main("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=grid",
-              "hydra.sweeper.n_trials=null", "optimizer=sgd", "activation=relu",
-              "optimizer.lr=choice(1e6, 0.1)", "optimizer.weight_decay=0,1", *TINY,
+              "hydra.sweeper.n_trials=null", "activation=relu",
+              # Adam's first step moves every weight by about lr: 1e30 overflows float32
+              "optimizer.lr=choice(1e30, 0.1)", "optimizer.weight_decay=0,1", *TINY,
               "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     sweep = tmp_path / "sweep"
