@@ -307,13 +307,13 @@ class FillDisk(Callback):
             self._fill(config)
 
 
-# Hyperband R = 27, eta = 3 over a static axis: brackets 27x1 9x3 3x9 1x27; 12x3 4x9 1x27;
-# 6x9 2x27; 4x27. Each trial ends at its rung: 18 at epoch 1, 14 at 3, 9 at 9, 8 at 27.
-BRACKETS_27 = {1: 18, 3: 14, 9: 9, 27: 8}
-STATIC = ["data=iris", "optimizer=sgd", "train.batch_size=64", "train.epochs=27",
+# Hyperband R = 4, eta = 2 over a static axis: brackets 4x1 2x2 1x4; 3x2 1x4; 3x4. Each trial
+# ends at its rung: 2 at epoch 1, 3 at 2, 5 at 4.
+BRACKETS_4 = {1: 2, 2: 3, 4: 5}
+STATIC = ["data=iris", "optimizer=sgd", "train.batch_size=64", "train.epochs=4",
           "train.early_stopping.patience=null", "hydra/sweeper=hpjax",
           "hydra.sweeper.algorithm=hyperband", "hydra.sweeper.n_trials=null",
-          "hydra.sweeper.seed=0", "model.num_layers=1",
+          "hydra.sweeper.eta=2", "hydra.sweeper.seed=0", "model.num_layers=1",
           # a static key: each bracket trains as one population per width, and, in chunks of
           # one trial, as many populations per width: every population has size 1, so each
           # width compiles once (chunks of 4 compacted to sizes 2 and 1 as trials stopped, each

@@ -281,17 +281,23 @@ def hpjax_status(job_dir):
 
 
 @pytest.mark.usefixtures("unset_version_base")
-def test_a_bracket_runs_as_one_submitit_job(tmp_path, jobs_share_the_cache):
+def test_a_bracket_runs_as_one_submitit_job_with_the_vmap_launchers_results(
+        tmp_path, jobs_share_the_cache):
     """With hpjax's submitit launchers (hpjax_slurm; here its local twin) a bracket is one
-    submitted job that applies the rule inside its population; the driver tells the study."""
+    submitted job that applies the rule inside its population; the driver tells the study. Its
+    trials are the vmap launcher's, number for number; submitit's pickles, which hold the whole
+    config, are the user's only."""
+    import json
+    import stat
+
     from optuna.trial import TrialState
 
     from helpers import multirun, trials_in
 
     sweep = tmp_path / "sha"
-    multirun([*TINY, "hydra.sweeper.algorithm=sha", "hydra.sweeper.eta=2",
-              "hydra.sweeper.n_trials=null", "hydra/launcher=hpjax_submitit_local",
-              "hydra.launcher.poll_s=0.2"], sweep)
+    sha = [*TINY, "hydra.sweeper.algorithm=sha", "hydra.sweeper.eta=2",
+           "hydra.sweeper.n_trials=null"]
+    multirun([*sha, "hydra/launcher=hpjax_submitit_local", "hydra.launcher.poll_s=0.2"], sweep)
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 1
     trials = sorted(trials_in(sweep), key=lambda t: t.number)
     # 4x1 2x2 1x4: the learning curves recorded from metrics.jsonl when the driver tells
@@ -304,21 +310,33 @@ def test_a_bracket_runs_as_one_submitit_job(tmp_path, jobs_share_the_cache):
             assert t.user_attrs["stopped"] == {"epoch": e, "reason": (
                 "rung 1 (epoch 1): not among the 2 best of 4" if e == 1
                 else "rung 2 (epoch 2): not among the 1 best of 2")}
+    # the same bracket through the vmap launcher, in this process: the same trials, bit for bit
+    multirun([*sha, "hydra/launcher=vmap"], tmp_path / "vmap")
+    vmap = sorted(trials_in(tmp_path / "vmap"), key=lambda t: t.number)
+    assert [(t.params, t.state, t.value) for t in trials] == [
+        (t.params, t.state, t.value) for t in vmap]
+    for t in trials:
+        job, ref = (json.loads((d / str(t.number) / "result.json").read_text())
+                    for d in (sweep, tmp_path / "vmap"))
+        assert job["launcher"] == "hpjax_submitit_local (population)"
+        assert (job["status"], job["epochs_run"], job["objective"], job["test"]) == (
+            ref["status"], ref["epochs_run"], ref["objective"], ref["test"])
+    pickles = list(sweep.rglob("*.pkl"))
+    assert pickles and {stat.S_IMODE(p.stat().st_mode) for p in pickles} == {0o600}
 
 
 def test_a_bracket_split_by_a_static_key_halves_as_one(tmp_path):
     """A rung decides once every trial of the bracket reached it, whatever population (width)
     or chunk it trains in: the epochs run are the bracket table's exactly."""
-    from helpers import BRACKETS_27, STATIC, epochs_run, multirun, trials_in
+    from helpers import BRACKETS_4, STATIC, epochs_run, multirun, trials_in
 
     sweep = tmp_path / "static"
     with logged("hpjax") as lines:
         multirun(STATIC, sweep)
-    assert epochs_run(sweep) == BRACKETS_27
+    assert epochs_run(sweep) == BRACKETS_4
     widths = {int(t.params["model.width"]) for t in trials_in(sweep)
               if t.user_attrs["bracket"] == 0}
     assert widths == {4, 8}  # the first bracket trains as two populations at least
     assert [line.split("] ", 1)[1] for line in lines if " rung " in line] == [
-        "rung 1 (epoch 1): 27 trials, 9 promoted", "rung 2 (epoch 3): 9 trials, 3 promoted",
-        "rung 3 (epoch 9): 3 trials, 1 promoted", "rung 1 (epoch 3): 12 trials, 4 promoted",
-        "rung 2 (epoch 9): 4 trials, 1 promoted", "rung 1 (epoch 9): 6 trials, 2 promoted"]
+        "rung 1 (epoch 1): 4 trials, 2 promoted", "rung 2 (epoch 2): 2 trials, 1 promoted",
+        "rung 1 (epoch 2): 3 trials, 1 promoted"]

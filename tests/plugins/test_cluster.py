@@ -9,9 +9,9 @@ import json
 import os
 import re
 import signal
-import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy
 from omegaconf import OmegaConf
 
-from helpers import PG_URL, child_env, postgres_up, require, run_cli, slurm_up
+from helpers import PG_URL, child_env, postgres_up, require, run_main, slurm_up
 
 
 @pytest.fixture
@@ -46,48 +46,58 @@ def objectives(sweep: Path) -> dict:
     return {tuple(r[k] for k in keys): float(r["objective"]) for r in rows}
 
 
-def side_by_side(runs: dict, grid: list, cwd: Path, here: tuple = ()) -> dict:
-    """Runs `hpjax -m <launcher> <grid>` for each named launcher at once (most of a cluster
+def side_by_side(runs: dict, cwd: Path, here: tuple = ()) -> dict:
+    """Runs `hpjax -m <overrides>` for each named list of overrides at once (most of a cluster
     sweep's time is waiting for its jobs), those named in `here` in this process meanwhile;
     returns each one's sweep directory."""
     from helpers import multirun
 
     exe = str(Path(sys.executable).parent / "hpjax")
-    procs = {name: subprocess.Popen([exe, "-m", *launcher, *grid, f"hydra.sweep.dir={name}"],
+    procs = {name: subprocess.Popen([exe, "-m", *overrides, f"hydra.sweep.dir={name}"],
                                     cwd=cwd, stdout=open(cwd / f"{name}.log", "w"),
                                     stderr=subprocess.STDOUT, env=child_env())
-             for name, launcher in runs.items() if name not in here}
+             for name, overrides in runs.items() if name not in here}
     for name in here:
-        multirun([*runs[name], *grid], cwd / name)
+        multirun(runs[name], cwd / name)
     for name, proc in procs.items():
         assert proc.wait(timeout=300) == 0, (cwd / f"{name}.log").read_text()[-3000:]
     return {name: cwd / name for name in runs}
 
 
-# two trials: the 1 + 2 + 2 SLURM jobs take the one-node cluster's 2 CPUs in 3 rounds, not 5
+# two trials: hpjax_slurm's 1 + 2 SLURM jobs and Hydra's submitit_slurm's 1 (of the first trial:
+# Hydra's launcher is one job per trial whatever the count) take the one-node cluster's 2 CPUs
+# in 2 rounds
 GRID = ["optimizer.lr=0.003,0.01", "train.seed=1", "activation=relu", "train.epochs=3",
         "train.early_stopping.patience=null"]
+FIRST = ["optimizer.lr=0.003", *GRID[1:]]
 
 
 @one_at_a_time
-def test_a_sweep_through_slurm_gives_the_local_results(slurm, tmp_path):
-    runs = {"basic": ["hydra/launcher=basic"], "vmap": ["hydra/launcher=vmap"],
-            "slurm_population": ["hydra/launcher=hpjax_slurm"],
-            "slurm_per_trial": ["hydra/launcher=hpjax_slurm", "hydra.launcher.vectorize=false"],
-            "submitit_slurm": ["hydra/launcher=submitit_slurm"]}
-    # the local references train in this process while the SLURM drivers wait for their jobs
+@pytest.mark.usefixtures("unset_version_base")
+def test_a_sweep_through_slurm_gives_the_local_results(slurm, tmp_path, jobs_share_the_cache):
+    runs = {"basic": ["hydra/launcher=basic", *GRID], "vmap": ["hydra/launcher=vmap", *GRID],
+            "slurm_population": ["hydra/launcher=hpjax_slurm", *GRID],
+            "slurm_per_trial": ["hydra/launcher=hpjax_slurm", "hydra.launcher.vectorize=false",
+                                *GRID],
+            "submitit_slurm": ["hydra/launcher=submitit_slurm", *FIRST]}
+    # the local references train in this process while the SLURM drivers wait for their jobs;
+    # then the driver of one SLURM job per trial runs here (its 2 jobs take the cluster's second
+    # round anyway, after the population's and submitit_slurm's)
     found = {name: objectives(sweep) for name, sweep in side_by_side(
-        runs, GRID, tmp_path, here=("basic", "vmap")).items()}
-    assert all(len(objectives_) == 2 for objectives_ in found.values())
+        runs, tmp_path, here=("basic", "vmap", "slurm_per_trial")).items()}
+    assert all(len(objectives_) == 2 for name, objectives_ in found.items()
+               if name != "submitit_slurm")
     # one SLURM job per trial runs what the basic launcher runs: bit for bit the same numbers
-    assert found["slurm_per_trial"] == found["basic"] == found["submitit_slurm"]
+    assert found["slurm_per_trial"] == found["basic"]
+    [(first, objective)] = found["submitit_slurm"].items()
+    assert first in found["basic"] and found["basic"][first] == objective
     # one SLURM job per population runs what the vmap launcher runs, bit for bit
     assert found["slurm_population"] == found["vmap"]
     def slurm_jobs(name: str) -> int:
         return len(list((tmp_path / name / ".submitit").rglob("*_result.pkl")))
 
     assert slurm_jobs("slurm_population") == 1  # the 2 trials trained as one SLURM job
-    assert slurm_jobs("slurm_per_trial") == slurm_jobs("submitit_slurm") == 2
+    assert slurm_jobs("slurm_per_trial") == 2 and slurm_jobs("submitit_slurm") == 1
     hydra_yaml = OmegaConf.load(tmp_path / "slurm_population" / "0" / ".hydra" / "hydra.yaml")
     assert hydra_yaml.hydra.launcher._target_ == \
         "hydra_plugins.hpjax_submitit.launcher.HpjaxSlurmLauncher"
@@ -100,27 +110,54 @@ def _wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def _in_a_thread(watch) -> threading.Thread:
+    """`watch()` in a thread of its own, started; its exception, if any, raised by `join()`."""
+    class Watch(threading.Thread):
+        error = None
+
+        def run(self) -> None:
+            try:
+                watch()
+            except BaseException as e:  # noqa: BLE001 (handed to the test in join)
+                self.error = e
+
+        def join(self, timeout=None) -> None:
+            super().join(timeout)
+            if self.error is not None:
+                raise self.error
+
+    thread = Watch(daemon=True)
+    thread.start()
+    return thread
+
+
 @one_at_a_time
-def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_path):
+def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_path,
+                                                                   jobs_share_the_cache):
     # An epoch takes about 0.08 s: the 180 epochs after the cancel outlast SLURM's KillWait
     # (5 s), in which the job ignores the SIGTERM (submitit's handler) before SIGKILL ends it.
     args = ["-m", "hydra/launcher=hpjax_slurm", "optimizer.lr=0.003", "activation=relu",
-            "model.width=512", "train.epochs=200", "train.checkpoint_every=5",
+            "model.width=512", "train.epochs=200", "train.checkpoint_every=10",
             "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
-    driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
-                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, env=child_env())
     checkpoints = tmp_path / "sweep" / "0" / "checkpoints"
 
     def saved() -> list:
         return [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()] \
             if checkpoints.is_dir() else []
 
-    _wait_for(lambda: max(saved(), default=0) >= 20, 120, "the checkpoint of epoch 20")
-    job_id = next((tmp_path / "sweep" / ".submitit").rglob("*_submitted.pkl")).parent.name
-    subprocess.run(["scancel", job_id], check=True)
-    out, _ = driver.communicate(timeout=300)
-    assert driver.returncode == 0, out[-3000:]
+    def cancel_after_epoch_20() -> None:
+        _wait_for(lambda: max(saved(), default=0) >= 20, 120, "the checkpoint of epoch 20")
+        job = next((tmp_path / "sweep" / ".submitit").rglob("*_submitted.pkl")).parent.name
+        job_ids.append(job)
+        subprocess.run(["scancel", job], check=True)
+
+    # the driver (which trains nothing) in this process, the cancel from a thread meanwhile
+    job_ids: list = []
+    watch = _in_a_thread(cancel_after_epoch_20)
+    ran = run_main(args, tmp_path)
+    watch.join()
+    [job_id], out = job_ids, ran.stdout + ran.stderr
+    assert ran.returncode == 0, out[-3000:]
     assert re.search(rf"submitit job {job_id}\S* \(trials \[0\]\) ended without a result "
                      r"\(SLURM state CANCELLED\S*\): submitting it again, retry 1 of 2", out), out
     result = json.loads((tmp_path / "sweep" / "0" / "result.json").read_text())
@@ -133,7 +170,7 @@ def test_scancel_of_a_running_trial_is_retried_from_its_checkpoint(slurm, tmp_pa
 
 
 @one_at_a_time
-def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path):
+def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path, jobs_share_the_cache):
     args = ["-m", "hydra/sweeper=hpjax", "hydra/launcher=hpjax_slurm",
             "hydra.sweeper.algorithm=random", "hydra.sweeper.n_trials=4",
             "hydra.sweeper.batch_size=2", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
@@ -167,7 +204,7 @@ def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path):
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     before = study().get_trials()
-    out = run_cli(args, tmp_path)
+    out = run_main(args, tmp_path)  # the driver again, in this process: it trains nothing
     assert out.returncode == 0, out.stderr[-3000:]
     after = study().get_trials()
     complete = [t for t in after if t.state.name == "COMPLETE"]
@@ -192,22 +229,23 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
             "hydra.sweeper.poll_s=0.5", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
             "data=iris", "model.width=8", "train.epochs=600",  # about 1 s of training
             "train.early_stopping.patience=null"]
-    exe = str(Path(sys.executable).parent / "hpjax")
-    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    log = tmp_path / "worker0.log"
     # a sweep directory each: a worker's epochs go to its own populations.log, not its terminal
     sweeps = [tmp_path / f"sweep{i}" for i in range(2)]
-    workers = [subprocess.Popen([exe, *args, f"hydra.sweep.dir={sweep}"], cwd=tmp_path,
-                                stdout=open(log, "w"), stderr=subprocess.STDOUT, env=child_env())
-               for log, sweep in zip(logs, sweeps, strict=True)]
+    # worker 0, the one killed, is a process; worker 1 runs in this process (its imports paid)
+    worker0 = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args,
+                                f"hydra.sweep.dir={sweeps[0]}"], cwd=tmp_path,
+                               stdout=open(log, "w"), stderr=subprocess.STDOUT, env=child_env())
     # Only the workers create the tables: a reader that did too would race them.
     def study() -> optuna.Study:
         storage = optuna.storages.RDBStorage(PG_URL, skip_table_creation=True)
         return optuna.load_study(study_name=study_name, storage=storage)
 
     # Opening a storage stamps Optuna's schema version into a database that has none yet (even
-    # with skip_table_creation): the first reader waits until every worker has opened the study.
-    _wait_for(lambda: all(f"study {study_name!r} in" in log.read_text() for log in logs), 180,
-              "the workers to open the study")
+    # with skip_table_creation): worker 1 and the reader wait until worker 0 has opened the
+    # study (it made the tables); then worker 1 starts as worker 0 starts training
+    _wait_for(lambda: f"study {study_name!r} in" in log.read_text(), 180,
+              "worker 0 to open the study")
     killed = []
 
     def stopped_in_a_trial() -> bool:
@@ -217,20 +255,23 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
                               epochs.read_text() if epochs.is_file() else "")
         if not launched:
             return False
-        workers[0].send_signal(signal.SIGSTOP)  # its trial cannot end while we look
+        worker0.send_signal(signal.SIGSTOP)  # its trial cannot end while we look
         if next(t for t in study().get_trials()
                 if t.number == int(launched[-1])).state.name == "RUNNING":
-            workers[0].send_signal(signal.SIGKILL)
+            worker0.send_signal(signal.SIGKILL)
             killed.append(int(launched[-1]))
             return True
-        workers[0].send_signal(signal.SIGCONT)  # it had just finished: the next one
+        worker0.send_signal(signal.SIGCONT)  # it had just finished: the next one
         return False
 
-    # kill a worker while it trains: its trial stops reporting, the other worker runs it again
-    _wait_for(stopped_in_a_trial, 180, "a trial of worker 0")
-    workers[0].wait(timeout=60)
-    assert workers[1].wait(timeout=300) == 0, logs[1].read_text()[-3000:]
-    output = logs[1].read_text()
+    # kill worker 0 while it trains (from a thread, while worker 1 trains here): its trial
+    # stops reporting, worker 1 runs it again
+    watch = _in_a_thread(lambda: _wait_for(stopped_in_a_trial, 180, "a trial of worker 0"))
+    worker1 = run_main([*args, f"hydra.sweep.dir={sweeps[1]}"], tmp_path)
+    watch.join()
+    worker0.wait(timeout=60)
+    output = worker1.stdout + worker1.stderr
+    assert worker1.returncode == 0, output[-3000:]
     trials = study().get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 4 and len({t.number for t in complete}) == 4
@@ -243,7 +284,7 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
     assert f"trial {killed[0]} stopped reporting: marked failed, its parameters run again " \
         "(retry 1 of 2)" in output
     # the password is in no file of the sweep and in no worker's output
-    everything = logs[0].read_text() + output
+    everything = log.read_text() + output
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix in (".yaml", ".csv", ".json", ".log", ".jsonl"):
             everything += path.read_text()
@@ -251,26 +292,22 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
     assert "postgresql://hpjax:***@localhost:5432/hpjax" in output
 
 
-def test_submitit_local_launchers_give_the_local_results(tmp_path, jobs_share_the_cache):
-    """Hydra's `submitit_local` and hpjax's `hpjax_submitit_local` (no SLURM needed)."""
+def test_hydras_submitit_local_launcher_gives_the_basic_launchers_results(tmp_path,
+                                                                          jobs_share_the_cache):
+    """Hydra's `submitit_local` with hpjax's task (no SLURM needed): its job, a process of its
+    own that gets the run's compilation cache, trains what the basic launcher trains in this
+    process. hpjax's own `hpjax_submitit_local` is test_fidelity's bracket in one job."""
     from helpers import multirun
 
-    grid = ["optimizer.lr=0.003,0.01", "activation=relu", "train.epochs=3",
+    # one trial, one job: each job is a process (its imports and programs paid again)
+    grid = ["optimizer.lr=0.003", "activation=relu", "train.epochs=3",
             "train.early_stopping.patience=null"]
-    # Everything runs in this process: the basic and vmap references train here, and the
-    # submitit drivers train nothing (each job is a process of its own, which gets the run's
-    # compilation cache)
     found = {}
-    for name in ("basic", "vmap", "submitit_local", "hpjax_submitit_local"):
+    for name in ("basic", "submitit_local"):
         multirun([f"hydra/launcher={name}", *grid], tmp_path / name)
         found[name] = objectives(tmp_path / name)
-    assert found["submitit_local"] == found["basic"] and len(found["basic"]) == 2
-    assert found["hpjax_submitit_local"] == found["vmap"]
-    result = json.loads((tmp_path / "hpjax_submitit_local" / "0" / "result.json").read_text())
-    assert result["launcher"] == "hpjax_submitit_local (population)"
-    # submitit's pickles hold the whole config: the user's only
-    pickles = list((tmp_path / "hpjax_submitit_local").rglob("*.pkl"))
-    assert pickles and {stat.S_IMODE(p.stat().st_mode) for p in pickles} == {0o600}
+    assert found["submitit_local"] == found["basic"] and len(found["basic"]) == 1
+    assert len(list((tmp_path / "submitit_local" / ".submitit").rglob("*_result.pkl"))) == 1
 
 
 @one_at_a_time
@@ -291,20 +328,20 @@ def test_a_bracket_split_by_a_static_key_halves_as_one_on_slurm(slurm, tmp_path,
     handler.emit = lambda record: lines.append(record.getMessage())
     logger = logging.getLogger("hydra_plugins.hpjax_submitit._rungs")
     logger.addHandler(handler)
-    # R = 9, eta = 3: sha's one bracket (s_max = 2) is 9x1 3x3 1x9, so 6 trials end at epoch 1,
-    # 2 at epoch 3 and 1 at epoch 9: a multi-rung bracket, a third of R = 27's 27 trials; one
-    # chunk per width (STATIC's chunks of one trial would be 9 SLURM jobs)
+    # R = 4, eta = 2: sha's one bracket (s_max = 2) is 4x1 2x2 1x4, so 2 trials end at epoch 1,
+    # 1 at epoch 2 and 1 at epoch 4: a multi-rung bracket; one chunk per width (STATIC's chunks
+    # of one trial would be 4 SLURM jobs)
     try:
         multirun([*[o for o in STATIC if not o.startswith("hydra.launcher.max_population")],
-                  "train.epochs=9", "hydra.sweeper.algorithm=sha", "hydra/launcher=hpjax_slurm",
+                  "hydra.sweeper.algorithm=sha", "hydra/launcher=hpjax_slurm",
                   "hydra.launcher.poll_s=0.5"], sweep)
     finally:
         logger.removeHandler(handler)
-    assert epochs_run(sweep) == {1: 6, 3: 2, 9: 1}
+    assert epochs_run(sweep) == {1: 2, 2: 1, 4: 1}
     # the bracket trains as populations of both widths, in a SLURM job each, then the
     # promoted trials' populations from their checkpoints
     assert {int(t.params["model.width"]) for t in trials_in(sweep)} == {4, 8}
     rounds = [line for line in lines if line.startswith("round ")]
-    assert rounds[0] == "round 1 of the bracket: 9 trials in 2 submitit jobs"
+    assert rounds[0] == "round 1 of the bracket: 4 trials in 2 submitit jobs"
     jobs = sum(int(re.search(r"in (\d+) submitit job", line)[1]) for line in rounds)
     assert len(list((sweep / ".submitit").rglob("*_result.pkl"))) == jobs >= 3

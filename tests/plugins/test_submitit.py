@@ -216,7 +216,7 @@ class InProcessExecutor:
 
 
 def test_a_bracket_trains_rung_by_rung_in_a_job_per_chunk(tmp_path, monkeypatch):
-    """SHA (R = 9, eta = 3: 9x1 3x3 1x9) over two widths in chunks of one trial (as
+    """SHA (R = 4, eta = 2: 4x1 2x2 1x4) over two widths in chunks of one trial (as
     test_fidelity's static-key bracket): each round trains every chunk with trials going on in
     a job of its own, up to the rung where they wait; the driver decides the rung over the
     whole bracket, and the next round continues the promoted trials from their checkpoints.
@@ -227,8 +227,8 @@ def test_a_bracket_trains_rung_by_rung_in_a_job_per_chunk(tmp_path, monkeypatch)
 
     executor = InProcessExecutor()
     monkeypatch.setattr(HpjaxSubmititImpl, "_executor", lambda self: executor)
-    sha = [o for o in STATIC if not o.startswith(("train.epochs", "hydra.sweeper.algorithm"))]
-    sha += ["train.epochs=9", "hydra.sweeper.algorithm=sha"]
+    sha = [o for o in STATIC if not o.startswith("hydra.sweeper.algorithm")]
+    sha += ["hydra.sweeper.algorithm=sha"]
     multirun([*sha, "hydra/launcher=hpjax_submitit_local"], tmp_path / "rungs")
     multirun([*sha, "hydra/launcher=vmap"], tmp_path / "vmap")
     results = {name: {t.number: json.loads((tmp_path / name / str(t.number) / "result.json")
@@ -236,20 +236,20 @@ def test_a_bracket_trains_rung_by_rung_in_a_job_per_chunk(tmp_path, monkeypatch)
                for name in ("rungs", "vmap")}
     rungs, vmap = results["rungs"], results["vmap"]
     epochs = {n: r["epochs_run"] for n, r in rungs.items()}
-    assert sorted(epochs.values()) == [1] * 6 + [3] * 2 + [9]
-    assert executor.rounds == [[[n] for n in range(9)],
-                               [[n] for n in sorted(epochs) if epochs[n] >= 3],
-                               [[n] for n in sorted(epochs) if epochs[n] == 9]]
+    assert sorted(epochs.values()) == [1, 1, 2, 4]
+    assert executor.rounds == [[[n] for n in range(4)],
+                               [[n] for n in sorted(epochs) if epochs[n] >= 2],
+                               [[n] for n in sorted(epochs) if epochs[n] == 4]]
     for n, r in rungs.items():
         assert (r["status"], r["epochs_run"], r["best_epoch"]) == (
             vmap[n]["status"], vmap[n]["epochs_run"], vmap[n]["best_epoch"])
-        assert r["status"] == ("ok" if r["epochs_run"] == 9 else "pruned")
+        assert r["status"] == ("ok" if r["epochs_run"] == 4 else "pruned")
         # the driver's rung stopped it: its reason, as the in-process rule gives it
         assert r["stopped"] == vmap[n]["stopped"]
         assert r["objective"] == pytest.approx(vmap[n]["objective"], abs=1e-6)
         assert r["test"] == pytest.approx(vmap[n]["test"], abs=1e-6)
         # a trial that went on continued from its checkpoint at the rung before
-        assert r["resumed_from_epoch"] == {1: None, 3: 1, 9: 3}[r["epochs_run"]]
+        assert r["resumed_from_epoch"] == {1: None, 2: 1, 4: 2}[r["epochs_run"]]
 
 
 # -- without the `slurm` extra ---------------------------------------------------------------
