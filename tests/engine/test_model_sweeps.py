@@ -14,7 +14,7 @@ import sklearn.metrics as sk
 from flax import nnx
 from optuna.trial import TrialState
 from test_fidelity import hpjax_status, logged
-from test_models import PROJECTS
+from test_models import BY_KIND, PROJECTS
 
 import hpjax
 from helpers import epochs_run, multirun, read_summary, trials_in
@@ -22,8 +22,6 @@ from hpjax.api import job_config
 from hpjax.engine.loop import train_population
 
 KINDS = {"nnx": nnx.Module, "equinox": eqx.Module}
-# each kind's tests on one worker, where its program compiles once
-BY_KIND = [pytest.param(kind, marks=pytest.mark.xdist_group(f"models_{kind}")) for kind in KINDS]
 
 
 @pytest.fixture(autouse=True)

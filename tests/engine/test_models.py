@@ -21,6 +21,10 @@ from hpjax.engine.loop import train_population
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PROJECTS = {"nnx": (EXAMPLES / "nnx_model", "nnx_mlp", "nnx_digits"),
             "equinox": (EXAMPLES / "equinox_model", "eqx_mlp", "eqx_digits")}
+# each kind's tests on one pytest worker, where its programs compile once (test_model_sweeps.py's
+# too)
+BY_KIND = [pytest.param(kind, marks=pytest.mark.xdist_group(f"models_{kind}"))
+           for kind in ("nnx", "equinox")]
 SMALL = ["data=digits", "train.epochs=2", "train.early_stopping.patience=null",
          "optimizer.lr=0.01"]
 
@@ -52,7 +56,7 @@ def _rows_equal(a, b, rel=1e-5):
             assert ra[key] == pytest.approx(rb[key], rel=rel, abs=1e-6), key
 
 
-@pytest.mark.parametrize("kind", ["nnx", "equinox"])
+@pytest.mark.parametrize("kind", BY_KIND)
 def test_a_traced_sweep_compiles_once_and_each_trial_equals_itself_alone(kind):
     grid = [("0.0", "0.01"), ("0.3", "0.03")]
     cfgs = [example(kind, f"model.dropout={d}", f"optimizer.lr={lr}") for d, lr in grid]
@@ -237,7 +241,7 @@ def test_the_traced_dropouts_take_a_traced_rate_where_nnx_refuses_it():
         jax.jit(lambda r: nnx.Dropout(r, rngs=nnx.Rngs(dropout=0))(x))(0.5)
 
 
-@pytest.mark.parametrize("kind", ["nnx", "equinox"])
+@pytest.mark.parametrize("kind", BY_KIND)
 def test_the_example_project_is_tuned_from_its_own_folder(kind, tmp_path, monkeypatch):
     """examples/<kind>_model as its docs say: `hpjax --config-dir conf -m search=<preset>`
     from the project's folder (here in this process), then the best trial back in Python: the
@@ -271,25 +275,26 @@ def test_the_example_project_is_tuned_from_its_own_folder(kind, tmp_path, monkey
     np.testing.assert_array_equal(trained.predict(raw), trained.data.classes[np.argmax(out, -1)])
 
 
+@pytest.mark.xdist_group("models_nnx")
 def test_pbt_copies_an_nnx_members_whole_state():
-    """PBT over the NNX example with batch norm: each exploit copies the donor's `nnx.Param`s
+    """PBT over the NNX example with batch norm: an exploit copies the donor's `nnx.Param`s
     and its `nnx.BatchStat`s exactly, and the explored learning rate is in the optimizer's
-    state (the program of test_model_sweeps.py's NNX sweeps)."""
+    state (the programs of the example's sweep above: 2 epochs, a population of 4)."""
     from test_pbt import Watched, watched_exploits
 
     from hpjax.engine.jobs import train_trials
     from hpjax.engine.schedulers import pbt as pbt_lib
 
-    cfgs = [example("nnx", "model.batch_norm=true", "model.features=8", "train.epochs=4",
-                    f"optimizer.lr={lr}") for lr in (0.03, 0.01, 0.003, 0.001)]
+    cfgs = [example("nnx", "model.batch_norm=true", "model.features=8", f"optimizer.lr={lr}")
+            for lr in (0.03, 0.01, 0.003, 0.001)]
     watched = Watched({"optimizer.lr": pbt_lib.Bounds(1e-4, 1.0, log=True),
                        "model.dropout": pbt_lib.Bounds(0.0, 0.5)}, interval=1, fraction=0.25,
                       resample_probability=0.25, seed=0)
     watched.explored = []
     with watched_exploits() as seen:
         outcomes = train_trials(cfgs, scheduler=watched)
-    assert [c[0] for c in watched.copies] == [1, 2, 3]  # every epoch but the last
-    assert len(seen) == 3 and all(o.result.status == "ok" for o in outcomes)
+    assert [c[0] for c in watched.copies] == [1]  # every epoch but the last
+    assert len(seen) == 1 and all(o.result.status == "ok" for o in outcomes)
     for donor, recipient, lr, cfg_lr in seen:
         assert sorted(donor) == ["params", "state"]
         assert sorted(donor["state"]) == ["norms.0.mean", "norms.0.var", "norms.1.mean",
@@ -299,10 +304,12 @@ def test_pbt_copies_an_nnx_members_whole_state():
         assert lr == pytest.approx(cfg_lr, rel=1e-6)
 
 
+@pytest.mark.xdist_group("models_equinox")
 def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_path):
     """PBT over the Equinox example with batch norm: an exploit copies the donor's parameters
-    and its `eqx.nn.State` exactly; killed during epoch 3 with `train.checkpoint_every=1` and
-    run again on its job directories, it trains epoch 3 only and ends as the uninterrupted run."""
+    and its `eqx.nn.State` exactly; killed during epoch 2 with `train.checkpoint_every=1` and
+    run again on its job directories, it trains epoch 2 only and ends as the uninterrupted run
+    (the programs of the example's sweep above: 2 epochs, a population of 4)."""
     from test_pbt import Watched, watched_exploits
 
     from hpjax.engine.jobs import train_trials
@@ -310,7 +317,7 @@ def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_
 
     def cfgs(*extra):
         return [example("equinox", "model.batch_norm=true", "model.features=8",
-                         "train.epochs=3", f"optimizer.lr={lr}", *extra)
+                         f"optimizer.lr={lr}", *extra)
                 for lr in (0.03, 0.01, 0.003, 0.001)]
 
     def explorer(kind=pbt_lib.PBT):
@@ -322,7 +329,7 @@ def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_
     watched.explored = []
     with watched_exploits() as seen:
         outcomes = train_trials(cfgs(), scheduler=watched)
-    assert [c[0] for c in watched.copies] == [1, 2]
+    assert [c[0] for c in watched.copies] == [1]
     for donor, recipient, _, _ in seen:
         assert sorted(donor) == ["params", "state"] and donor["state"]
         for a, b in zip(jax.tree.leaves(donor), jax.tree.leaves(recipient), strict=True):
@@ -331,19 +338,19 @@ def test_pbt_copies_an_equinox_members_whole_state_and_a_killed_run_resumes(tmp_
     class Killed(Exception):
         pass
 
-    def killed_at_3(report):
-        if report.epoch == 3:
+    def killed_in_2(report):
+        if report.epoch == 2:
             raise Killed
 
     dirs = [str(tmp_path / str(i)) for i in range(4)]
     with pytest.raises(Killed):
         train_trials(cfgs("train.checkpoint_every=1"), scheduler=explorer(), output_dirs=dirs,
-                     on_progress=killed_at_3)
+                     on_progress=killed_in_2)
     epochs, again = [], explorer()
     resumed = train_trials(cfgs("train.checkpoint_every=1"), scheduler=again, output_dirs=dirs,
                            on_progress=lambda r: epochs.append(r.epoch))
-    assert epochs == [3] and again.copies == watched.copies
+    assert epochs == [2] and again.copies == watched.copies
     for r, o in zip(resumed, outcomes, strict=True):
-        assert r.result.resumed_from_epoch == 2 and r.result.pbt == o.result.pbt
+        assert r.result.resumed_from_epoch == 1 and r.result.pbt == o.result.pbt
         assert [row["val/loss"] for row in r.rows] == pytest.approx(
             [row["val/loss"] for row in o.rows], rel=1e-5)
