@@ -111,7 +111,7 @@ def test_a_diverging_run_exits_zero_and_a_sweep_goes_on_past_a_failed_trial(hpja
                                                                              tmp_path):
     """A diverged trial is a result (exit 0); a sweep whose trial failed with an error trains
     the others and exits 3 (docs/faults.md), naming the error."""
-    out = hpjax_main("optimizer=sgd", "optimizer.lr=1e6", "hydra.run.dir=run")
+    out = hpjax_main("optimizer=sgd", "optimizer.lr=1e6", "train.epochs=3", "hydra.run.dir=run")
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
     out = hpjax_main("-m", "optimizer=sgd", "optimizer.lr=0.1,1e6,-1", "activation=relu",

@@ -401,7 +401,11 @@ def _worker(storage, study_name, sweep_dir, n_trials):
                                # opens a connection: at 4 a second they used most of the CPU)
                                "hydra.sweeper.heartbeat_interval=1",
                                "hydra.sweeper.grace_period=10", "hydra.sweeper.poll_s=1",
-                               f"hydra.sweep.dir={sweep_dir}"])
+                               f"hydra.sweep.dir={sweep_dir}",
+                               # each job as light as Hydra runs it: no logging set up, no
+                               # .hydra/ files (what is tested is the study's trials)
+                               "hydra/job_logging=none", "hydra/hydra_logging=none",
+                               "hydra.output_subdir=null"])
 
 
 def _fork(target, *args, delay=0.0):
@@ -442,7 +446,7 @@ def test_eight_workers_starting_and_dying_at_random_run_exactly_n_trials(backend
     # what every worker needs, imported once here: the forked workers start in ~0.1 s of CPU
     optuna.storages.RDBStorage("sqlite:///:memory:")
     Plugins.instance()
-    name, n_trials = f"many-{os.getpid()}-{time.time_ns()}", 16
+    name, n_trials = f"many-{os.getpid()}-{time.time_ns()}", 12
     rng = np.random.default_rng(0)
     delays = rng.uniform(0, 1.5, size=8)  # each starts at its own time
     pids = [_fork(_worker, storage, name, tmp_path / "s", n_trials, delay=d) for d in delays]

@@ -39,13 +39,13 @@ STREAMED = [*SMALL, "data.stream=true", "data.stream_block=4"]
 
 def test_blocks_of_any_size_train_the_same_and_members_share_the_batches():
     """Iris's 105 training samples are 6 steps of 16: blocks of 4 (the second half padding)
-    and one block of 8 give the same numbers; two members of one population, one config, see
-    the same batches: the same numbers as each other."""
+    and one block of 8 an epoch give the same numbers; two members of one population, one
+    config, see the same batches: the same numbers as each other."""
     cfg = compose_config(STREAMED)
     assert isinstance(data_lib.load(cfg.data), Stream)
     fours = train_population([cfg, cfg])
-    eights = train_population([compose_config([*SMALL, "data.stream=true",
-                                               "data.stream_block=8"])])[0]
+    eight = compose_config([*SMALL, "data.stream=true", "data.stream_block=8"])
+    eights = train_population([eight, eight])[0]  # a population of 2: the fours' programs
     assert rows(fours[0]) == rows(fours[1])
     for name in ("train/loss", "val/loss"):
         np.testing.assert_allclose([r[name] for r in rows(fours[0])],
@@ -68,17 +68,16 @@ def test_a_killed_streamed_run_resumes_with_the_iterators_state(tmp_path):
 
 
 def test_rungs_count_streamed_epochs_and_a_survivor_reads_on_where_it_was():
-    """Successive halving on streamed data (2 trials, rungs at 1 and 2 epochs, eta 2): the
+    """Successive halving on streamed data (2 trials, rungs at 1 and 3 epochs, eta 2): the
     population gathered down to its survivor reads on where the stream was, so each trial's
-    epochs are those of the same trial trained in full."""
+    epochs are those of the same trial trained in full. (The programs of the tests above.)"""
     from hpjax.engine.jobs import train_trials
     from hpjax.engine.schedulers.halving import SuccessiveHalving
 
-    cfgs = [compose_config([*STREAMED, "train.epochs=2", f"optimizer.lr={lr}"])
-            for lr in (0.03, 0.003)]
+    cfgs = [compose_config([*STREAMED, f"optimizer.lr={lr}"]) for lr in (0.03, 0.003)]
     full = train_trials(cfgs)
-    halved = train_trials(cfgs, scheduler=SuccessiveHalving([1, 2], 2, "max"))
-    assert sorted(o.result.epochs_run for o in halved) == [1, 2]
+    halved = train_trials(cfgs, scheduler=SuccessiveHalving([1, 3], 2, "max"))
+    assert sorted(o.result.epochs_run for o in halved) == [1, 3]
     for f, h in zip(full, halved, strict=True):
         assert len(h.rows) == h.result.epochs_run
         for a, b in zip(f.rows, h.rows, strict=False):
