@@ -50,7 +50,9 @@ def test_bad_eta_or_min_epochs_is_a_clear_error(eta, min_epochs, epochs, match):
 
 LRS = [0.3, 0.1, 0.03, 0.01]
 # Every test here (and in test_pbt.py) trains this program family (iris, SGD, 4 epochs), so the
-# populations of 4, 2 and 1 members compile once for all of them.
+# populations of 4, 2 and 1 members compile once for all of them: this file's tests run on one
+# pytest worker (and `bracket_run` once).
+pytestmark = pytest.mark.xdist_group("fidelity")
 SMALL = ["data=iris", "optimizer=sgd", "train.epochs=4", "train.batch_size=16",
          "train.early_stopping.patience=null", "model.width=16"]
 

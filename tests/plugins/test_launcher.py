@@ -33,11 +33,13 @@ class TestVmapLauncherIntegration(IntegrationTestSuite):
 # bounds below hold for and one beyond; seed 1 holds the grid's worst case. Every population of
 # this file has 4 members of the default model at 5 epochs (a static key) (this grid, the split
 # over two devices, the contract's): one program for all; the basic launcher's population of 1
-# is the mixed batch's.
+# is the mixed batch's. They run on one pytest worker, so that they compile these once.
+same_programs = pytest.mark.xdist_group("launcher_programs")
 GRID = ["optimizer.lr=1e-2,3e-2", "model.dropout=0,0.3", "train.seed=1",
         "activation=relu", "train.epochs=5", "train.early_stopping.patience=3"]
 
 
+@same_programs
 def test_vmap_and_basic_launchers_give_the_same_trials(hpjax_main, tmp_path):
     for launcher in ("basic", "vmap"):
         out = hpjax_main("-m", f"hydra/launcher={launcher}", *GRID, f"hydra.sweep.dir={launcher}")
@@ -75,6 +77,7 @@ def test_vmap_and_basic_launchers_give_the_same_trials(hpjax_main, tmp_path):
             assert a["objective"] == pytest.approx(b["objective"], abs=2 / 270 + 1e-7)
 
 
+@same_programs
 def test_mixed_batch_runs_as_one_population_per_signature(hpjax_main, tmp_path):
     # two static signatures (widths), a traced activation in each: each signature compiles its
     # programs (~5 s of CPU), so two (the default width's are the basic launcher's above);
@@ -127,6 +130,7 @@ def test_fast_sweep_configs_equal_hydras_own(overrides, tmp_path):
         assert str(fast_error.value) == str(slow_error.value)
 
 
+@same_programs
 def test_a_population_split_over_two_devices_gives_the_same_trials(hpjax_main, cli, tmp_path):
     grid = ["-m", "optimizer.lr=0.001,0.003", "model.dropout=0,0.3", "activation=relu",
             "train.epochs=5", "train.early_stopping.patience=null"]
@@ -145,6 +149,7 @@ def test_a_population_split_over_two_devices_gives_the_same_trials(hpjax_main, c
         assert a["best"]["val/loss"] == pytest.approx(b["best"]["val/loss"], abs=1e-3)
 
 
+@same_programs
 def test_the_vmap_path_with_hpjaxs_task_keeps_hydras_launcher_contract(tmp_path):
     """What Hydra's LauncherTestSuite checks of a launcher, for the population path: one
     JobReturn per job in order, with its overrides, config, job number and id, its job
