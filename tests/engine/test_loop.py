@@ -10,6 +10,9 @@ from helpers import SMALL_MLP, Killed, compose_config, kill_at
 from hpjax.engine import jobs
 from hpjax.engine.loop import train_population
 
+# One worker: the SGD populations of 4 (4 epochs) of three tests share their program.
+pytestmark = pytest.mark.xdist_group("loop")
+
 
 def without_time(rows):
     return [json.dumps({k: v for k, v in r.items() if k != "epoch_time_s"}) for r in rows]
@@ -68,14 +71,15 @@ def test_a_population_resumes_each_member_and_ignores_another_configs_checkpoint
 
 
 def test_early_stopping_freezes_one_member_and_keeps_its_best_epoch():
-    cfgs = [compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=6", *SMALL_MLP,
+    cfgs = [compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=4", *SMALL_MLP,
                             *extra])
             for extra in (["train.early_stopping.patience=null"],
                           ["train.early_stopping.patience=1", "train.early_stopping.min_delta=10"])]
-    stopped, full = train_population(cfgs, launcher="vmap")
+    # twice over: a population of 4, the program of the other tests' populations here
+    stopped, full, *_ = train_population(cfgs * 2, launcher="vmap")
     assert stopped.result.stopped_early is False and full.result.stopped_early is True
     assert full.result.epochs_run == 2 and full.result.best_epoch == 1
-    assert stopped.result.epochs_run == 6
+    assert stopped.result.epochs_run == 4
     # member 1's first epoch equals member 0's: both ran the same config until member 1 froze
     assert full.rows[0]["val/loss"] == stopped.rows[0]["val/loss"]
 

@@ -125,7 +125,8 @@ def test_pbt_compiles_nothing_and_its_schedule_replays_the_trial(pbt_run):
                                  "'{}: {}'".format(e["epoch"], " ".join(
                                      f"{key}={v!r}" for key, v in e.items() if key != "epoch"))
                                  for e in later) + "]"])
-    [again] = train_trials([replay])
+    # padded to the 4 members the PBT population compiled, as a sweep's smaller last batch is
+    [again] = train_trials([replay], pad_to_compiled=True)
     last = record["lineage"][-1]["epoch"]
     for a, b in zip(outcomes[k].rows[last:], again.rows[last:], strict=True):
         assert b["val/loss"] == pytest.approx(a["val/loss"], rel=1e-4)
@@ -164,7 +165,7 @@ def test_pbt_sweep_writes_a_best_schedule_that_replays_the_best_trial(tmp_path):
     GlobalHydra.instance().clear()
     best = max(results, key=lambda r: r["objective"])
     assert len(replay.train.hparam_schedule) == len(best["pbt"]["schedule"]) - 1
-    [again] = train_trials([replay])
+    [again] = train_trials([replay], pad_to_compiled=True)  # the sweep's compiled 4 members
     assert again.result.objective == pytest.approx(best["objective"], abs=1e-6)
     assert again.result.best["val/loss"] == pytest.approx(best["best"]["val/loss"], rel=1e-4)
 

@@ -16,6 +16,9 @@ from hpjax.engine.compile import CompileStats
 from hpjax.engine.hparams import hparams
 from hpjax.engine.loop import train_population
 
+# One worker: the populations of 4 of two tests share their program.
+pytestmark = pytest.mark.xdist_group("population")
+
 
 def test_new_numeric_values_with_the_same_signature_compile_nothing():
     # batch_size=48: a signature of this test's own (the process may have compiled others)
@@ -57,8 +60,9 @@ def test_a_diverging_member_does_not_touch_the_others():
 
 
 def test_mixed_activations_share_one_program_and_a_shared_one_is_fixed_in_it():
-    mixed = sgd_configs([0.1, 0.1], extra=["train.epochs=2", *SMALL_MLP])
-    mixed[1] = compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=2",
+    # a population of 4: the program of test_a_diverging_member_does_not_touch_the_others
+    mixed = sgd_configs([0.1, 0.1, 0.05, 0.05], SMALL_MLP)
+    mixed[1] = compose_config(["optimizer=sgd", "optimizer.lr=0.1", "train.epochs=4",
                                "train.early_stopping.patience=null", "activation=tanh",
                                *SMALL_MLP])
     both = train_population(mixed, launcher="vmap")
