@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy
 from omegaconf import OmegaConf
 
-from helpers import PG_URL, child_env, postgres_up, require, run_main, slurm_up
+from helpers import PG_URL, SMALL_MLP, child_env, postgres_up, require, run_main, slurm_up
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def side_by_side(runs: dict, cwd: Path, here: tuple = ()) -> dict:
 # Hydra's launcher is one job per trial whatever the count) take the one-node cluster's 2 CPUs
 # in 2 rounds
 GRID = ["optimizer.lr=0.003,0.01", "train.seed=1", "activation=relu", "train.epochs=3",
-        "train.early_stopping.patience=null"]
+        "train.early_stopping.patience=null", *SMALL_MLP]
 FIRST = ["optimizer.lr=0.003", *GRID[1:]]
 
 
@@ -227,7 +227,7 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
     rerun's log line, and the password kept out of every file and output."""
     study_name = f"workers-{os.getpid()}-{time.time_ns()}"
     args = ["-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
-            "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={PG_URL}",
+            "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={PG_URL}",
             f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.heartbeat_interval=1",
             "hydra.sweeper.poll_s=0.5", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
             "data=iris", "model.width=8", "train.epochs=600",  # about 1 s of training
@@ -277,7 +277,7 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
     assert worker1.returncode == 0, output[-3000:]
     trials = study().get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(complete) == 4 and len({t.number for t in complete}) == 4
+    assert len(complete) == 3 and len({t.number for t in complete}) == 3
     for t in complete:  # each trial ran once, in its own directory
         assert sum((sweep / str(t.number) / "result.json").exists() for sweep in sweeps) == 1
     failed = [t.number for t in trials if t.state.name == "FAIL"]
@@ -302,12 +302,11 @@ def test_hydras_submitit_local_launcher_gives_the_basic_launchers_results(tmp_pa
     process. hpjax's own `hpjax_submitit_local` is test_fidelity's bracket in one job."""
     from helpers import multirun
 
-    # one trial, one job: each job is a process (its imports and programs paid again)
-    grid = ["optimizer.lr=0.003", "activation=relu", "train.epochs=3",
-            "train.early_stopping.patience=null"]
+    # one trial, one job: each job is a process (its imports and programs paid again); the
+    # SLURM sweep's first trial, its programs
     found = {}
     for name in ("basic", "submitit_local"):
-        multirun([f"hydra/launcher={name}", *grid], tmp_path / name)
+        multirun([f"hydra/launcher={name}", *FIRST], tmp_path / name)
         found[name] = objectives(tmp_path / name)
     assert found["submitit_local"] == found["basic"] and len(found["basic"]) == 1
     assert len(list((tmp_path / "submitit_local" / ".submitit").rglob("*_result.pkl"))) == 1
