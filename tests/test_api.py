@@ -18,8 +18,17 @@ def api_example() -> str:
     return re.search(r"```python\n(.*?)```", text[at:], re.S).group(1)
 
 
+# The example's random search over model.width=choice(64, 128, 256) gives its 4 trials two widths
+# at the preset's seed 0 (two populations, each program built twice over); at seed 17 all four
+# have model.width=64: one population of 4. The test adds this override to the example's own.
+ONE_WIDTH = "hydra.sweeper.seed=17"
+
+
 def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    real_sweep = hpjax.sweep
+    monkeypatch.setattr(hpjax, "sweep", lambda overrides, **kw: real_sweep(
+        [*overrides, ONE_WIDTH], **kw))
     scope: dict = {}
     exec(compile(api_example(), "README.md", "exec"), scope)
     result, model, sweep = scope["result"], scope["model"], scope["sweep"]
@@ -31,6 +40,7 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (tmp_path / "outputs/iris/.hydra").iterdir()) == [
         "config.yaml", "hydra.yaml", "overrides.yaml"]
     assert len(sweep.table) == 4 and len(sweep.study.trials) == 4
+    assert {t.params["model.width"] for t in sweep.study.trials} == {"64"}  # (ONE_WIDTH)
     assert sweep.best.objective == max(t.value for t in sweep.study.trials)
     # keep_params=1: the best trial's parameters only
     assert [p.parent.name for p in sweep.dir.glob("*/params.msgpack")] == [sweep.best_dir.name]

@@ -61,9 +61,11 @@ def main_command() -> list[str]:
     return shlex.split(line.split(".venv/bin/hpjax", 1)[1])
 
 
-# The README's main command at 2 trials of 2 epochs: qmc's first Sobol points, at seed 0 two
-# widths (model.width=256 and 128): two static signatures, each a population of one.
-SMALL = ["hydra.sweeper.n_trials=2", "train.epochs=2"]
+# The README's main command at 2 trials of 2 epochs. At the preset's seed 0 qmc's first two Sobol
+# points have two widths (model.width=256 and 128): two static signatures, each a population of
+# one, whose programs are built twice over; at seed 4 both have model.width=64: one population of
+# two, one set of programs (its other values differ: traced).
+SMALL = ["hydra.sweeper.n_trials=2", "train.epochs=2", "hydra.sweeper.seed=4"]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +112,9 @@ def test_the_best_trial_loads_with_its_metrics(main_sweep):
 
     best = min(read_summary(main_sweep), key=lambda r: int(r["rank"]))
     model = hpjax.load(str(main_sweep / best["trial"]))
-    assert model.evaluate() == model.result.test  # recomputed from the kept parameters
+    # recomputed from the kept parameters: the trial trained in a population of two, float
+    # rounding apart from a single evaluation (one sample of the 270 is 0.0037 of accuracy)
+    assert model.evaluate() == pytest.approx(model.result.test, rel=1e-6)
     assert model.evaluate("val")["val/accuracy"] == pytest.approx(model.result.objective,
                                                                  abs=1e-6)
 
