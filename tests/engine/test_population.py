@@ -20,33 +20,6 @@ from hpjax.engine.loop import train_population
 pytestmark = pytest.mark.xdist_group("population")
 
 
-def test_new_numeric_values_with_the_same_signature_compile_nothing():
-    # batch_size=48: a signature of this test's own (the process may have compiled others)
-    own = ["train.batch_size=48", *SMALL_MLP]
-    train_population(sgd_configs([0.1, 0.05, 0.02, 0.01], own), launcher="vmap")
-    before = CompileStats.count
-    two = sgd_configs([0.3, 0.2], [*own, "model.dropout=0.2", "train.seed=5", "activation=tanh"])
-    # a launcher's 2 members pad to the 4 compiled (a sweep's smaller last batch): nothing
-    # compiles, and the padding members' results are dropped
-    padded = train_population(two, launcher="vmap", pad_to_compiled=True)
-    assert CompileStats.count == before
-    # otherwise 2 members pad to 2: one new program; the same numbers (1e-5)
-    outcomes = train_population(two, launcher="vmap")
-    first = CompileStats.count
-    assert first > before
-    for a, b in zip(padded, outcomes, strict=True):
-        assert len(a.rows) == len(b.rows) == 4
-        for ra, rb in zip(a.rows, b.rows, strict=True):
-            for k in ("train/loss", "val/loss", "val/accuracy"):
-                assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), k
-        assert a.result.test == pytest.approx(b.result.test, rel=1e-5, abs=1e-6)
-    # a second batch of 2 then compiles nothing (its own size preferred to a padded one)
-    train_population(sgd_configs([0.03, 0.04], [*own, "model.dropout=0.4", "activation=tanh"]),
-                     launcher="vmap", pad_to_compiled=True)
-    assert CompileStats.count == first
-    assert all(o.result.status == "ok" for o in outcomes)
-
-
 def test_a_diverging_member_does_not_touch_the_others():
     with_nan = train_population(sgd_configs([0.1, 0.05, 1e6], SMALL_MLP), launcher="vmap")
     without = train_population(sgd_configs([0.1, 0.05, 0.02], SMALL_MLP), launcher="vmap")
@@ -74,6 +47,35 @@ def test_mixed_activations_share_one_program_and_a_shared_one_is_fixed_in_it():
     assert both[1].rows[-1]["val/loss"] == pytest.approx(tanh_only[0].rows[-1]["val/loss"],
                                                          abs=1e-6)
     assert both[0].rows[-1]["val/loss"] != both[1].rows[-1]["val/loss"]
+
+
+def test_new_numeric_values_with_the_same_signature_compile_nothing():
+    # eval_batch_size=512: a signature of this test's own (the process may have compiled its
+    # sizes of others), its XLA code that of the populations of 4 above (1024 and 512 both
+    # evaluate digits' 270 samples in one batch): loaded from the run's compilation cache
+    own = ["train.eval_batch_size=512", *SMALL_MLP]
+    train_population(sgd_configs([0.1, 0.05, 0.02, 0.01], own), launcher="vmap")
+    before = CompileStats.count
+    two = sgd_configs([0.3, 0.2], [*own, "model.dropout=0.2", "train.seed=5", "activation=tanh"])
+    # a launcher's 2 members pad to the 4 compiled (a sweep's smaller last batch): nothing
+    # compiles, and the padding members' results are dropped
+    padded = train_population(two, launcher="vmap", pad_to_compiled=True)
+    assert CompileStats.count == before
+    # otherwise 2 members pad to 2: one new program; the same numbers (1e-5)
+    outcomes = train_population(two, launcher="vmap")
+    first = CompileStats.count
+    assert first > before
+    for a, b in zip(padded, outcomes, strict=True):
+        assert len(a.rows) == len(b.rows) == 4
+        for ra, rb in zip(a.rows, b.rows, strict=True):
+            for k in ("train/loss", "val/loss", "val/accuracy"):
+                assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-6), k
+        assert a.result.test == pytest.approx(b.result.test, rel=1e-5, abs=1e-6)
+    # a second batch of 2 then compiles nothing (its own size preferred to a padded one)
+    train_population(sgd_configs([0.03, 0.04], [*own, "model.dropout=0.4", "activation=tanh"]),
+                     launcher="vmap", pad_to_compiled=True)
+    assert CompileStats.count == first
+    assert all(o.result.status == "ok" for o in outcomes)
 
 
 def test_a_population_splits_over_the_most_devices_that_take_equal_slices():
