@@ -75,10 +75,10 @@ def test_grid_runs_every_point_of_its_choices(tmp_path):
 
 @pytest.mark.parametrize("pruner", ["median", "hyperband", "asha"])
 def test_each_pruner_prunes_trials_below_its_rule(tmp_path, pruner):
-    """12 trials in batches of 4 (a batch is judged against those before it; the median rule
+    """12 trials in batches of 2 (a batch is judged against those before it; the median rule
     waits for 5 finished trials), 6 epochs from a rung of 1 epoch: every pruner stops some
-    trials early, and a pruned trial reported fewer epochs than a finished one. Populations of
-    4 gather into 2 and 1 slots as trials stop: the three pruners compile those sizes once."""
+    trials early, and a pruned trial reported fewer epochs than a finished one. A population of
+    2 gathers into 1 slot as a trial stops: the three pruners compile the two sizes once."""
     trials = trials_in(_pruned(tmp_path, pruner))
     states = [t.state for t in trials]
     assert len(trials) == 12
@@ -94,7 +94,7 @@ def test_each_pruner_prunes_trials_below_its_rule(tmp_path, pruner):
 
 def _pruned(tmp_path, pruner):
     multirun([*BASE, "hydra.sweeper.algorithm=random", f"hydra.sweeper.pruner={pruner}",
-              "hydra.sweeper.n_trials=12", "hydra.sweeper.batch_size=4", "train.epochs=6",
+              "hydra.sweeper.n_trials=12", "hydra.sweeper.batch_size=2", "train.epochs=6",
               "hydra.sweeper.min_epochs=1", "optimizer.lr=tag(log, interval(1e-4, 1e-1))"],
              tmp_path / pruner)
     return tmp_path / pruner

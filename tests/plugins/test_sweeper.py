@@ -186,11 +186,12 @@ def test_multi_objective_sweep_reports_the_pareto_front(hpjax_main, tmp_path):
 
 def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
     args = ["-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
-            "hydra.sweeper.n_trials=6", "optimizer.lr=tag(log, interval(1e-3, 1e-2))", *TINY,
-            "hydra.sweep.dir=sweep"]
+            "hydra.sweeper.n_trials=6", "hydra.sweeper.batch_size=2",
+            "optimizer.lr=tag(log, interval(1e-3, 1e-2))", *TINY, "hydra.sweep.dir=sweep"]
     sweep = tmp_path / "sweep"
     # The driver, a process of its own, SIGKILLs itself as trial 2 starts (helpers.KillAtJob):
-    # trials 0 and 1 told, trial 2 left running in the study, nothing cleaned up
+    # trials 0 and 1 told, 2 and 3 (the second batch) left running in the study, nothing
+    # cleaned up
     tests = str(Path(helpers.__file__).parent)
     out = subprocess.run(
         [str(Path(sys.executable).parent / "hpjax"), *args, "+hydra.callbacks.kill._target_="
@@ -200,7 +201,7 @@ def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
     assert out.returncode == -signal.SIGKILL, out.stdout + out.stderr
     complete = trials_in(sweep, optuna.trial.TrialState.COMPLETE)
     before = len(trials_in(sweep))
-    assert len(complete) == 2 and before == 3
+    assert len(complete) == 2 and before == 4
     kept = {t.number: (sweep / str(t.number) / "result.json").read_text() for t in complete}
 
     out = run_main(args, tmp_path)  # the same command again, in this process
@@ -209,7 +210,7 @@ def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
     assert len([t for t in after if t.state == optuna.trial.TrialState.COMPLETE]) == 6
     assert len(after) - before == 6 - len(complete)  # only the missing trials ran
     killed = [t for t in after if t.state == optuna.trial.TrialState.FAIL]
-    assert [(t.number, t.user_attrs["status"]) for t in killed] == [(2, "killed")]
+    assert [(t.number, t.user_attrs["status"]) for t in killed] == [(2, "killed"), (3, "killed")]
     for number, text in kept.items():  # finished trials' directories were not overwritten
         assert (sweep / str(number) / "result.json").read_text() == text
     assert f"resuming: {len(complete)} of 6 trials already finished" in out.stderr + out.stdout

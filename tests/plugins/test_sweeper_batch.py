@@ -262,7 +262,7 @@ def test_a_batch_asked_as_one_proposes_what_one_ask_at_a_time_proposes(tmp_path,
             optuna.storages.RDBStorage(f"sqlite:///{tmp_path / name}"), direction="minimize",
             sampler=make_sampler(algorithm, seed=1, n_objectives=1, batch_size=8,
                                  conditional=False))
-        for _ in range(4):
+        for _ in range(3):  # TPE models the third batch: 14 trials finished, 10 needed
             with _batch.transaction(study), (_batch.asking(study) if batched else nullcontext()):
                 trials = [study.ask(SPACE) for _ in range(8)]
             with _batch.transaction(study):
@@ -277,9 +277,9 @@ def test_a_batch_asked_as_one_proposes_what_one_ask_at_a_time_proposes(tmp_path,
         return study.get_trials()
 
     ours, theirs = sweep("a.db", True), sweep("b.db", False)
-    assert [t.params for t in ours] == [t.params for t in theirs] and len(ours) == 32
+    assert [t.params for t in ours] == [t.params for t in theirs] and len(ours) == 24
     assert [(t.state, t.values) for t in ours] == [(t.state, t.values) for t in theirs]
-    assert len({t.params["lr"] for t in ours}) == 32
+    assert len({t.params["lr"] for t in ours}) == 24
 
 
 def _rows(path):
