@@ -60,7 +60,9 @@ def is_task(task_function: Callable[..., Any]) -> bool:
 def _own_logging() -> Any:
     """Hydra configures logging for each job (a file handler for app.log, stream handlers on
     the sys.stdout of that moment); in a Python session the caller's logging comes back after:
-    every logger's handlers, level and state as they were."""
+    every logger's handlers, level and state as they were. A logger first made inside (by a
+    library imported during the run: SQLAlchemy sets its own to WARNING) keeps its level and
+    handlers, less the job's log files."""
     def loggers() -> dict:
         named = {n: lg for n, lg in logging.Logger.manager.loggerDict.items()
                  if isinstance(lg, logging.Logger)}
@@ -79,11 +81,15 @@ def _own_logging() -> Any:
         if clear is not None:
             logging.config._clearExistingHandlers = clear
         for name, lg in loggers().items():
-            handlers, level, disabled, propagate = saved.get(name, ([], logging.NOTSET, False,
-                                                                   True))
-            for handler in lg.handlers:
-                if handler not in handlers and isinstance(handler, logging.FileHandler):
-                    handler.close()  # app.log
+            files = [h for h in lg.handlers if isinstance(h, logging.FileHandler)
+                     and h not in saved.get(name, ((),))[0]]
+            for handler in files:
+                handler.close()  # app.log
+            if name not in saved:
+                lg.handlers[:] = [h for h in lg.handlers if h not in files]
+                lg.disabled = False
+                continue
+            handlers, level, disabled, propagate = saved[name]
             lg.handlers[:] = handlers
             lg.setLevel(level)
             lg.disabled, lg.propagate = disabled, propagate

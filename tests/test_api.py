@@ -125,3 +125,27 @@ def test_a_64_member_populations_params_are_its_best_and_load_predicts_as_it_did
     assert jax.tree.structure(old.variables) == jax.tree.structure(variables)
     assert all(np.array_equal(a, b) for a, b in zip(
         jax.tree.leaves(old.variables), jax.tree.leaves(variables), strict=True))
+
+
+def test_a_session_gives_back_the_callers_logging_and_leaves_a_new_librarys_level(tmp_path):
+    """A logger made during a run (a library imported by it, as SQLAlchemy is by the study)
+    keeps the level the library gave it: reset to NOTSET, every SQL statement of the next
+    sweep in the session reached the root's handlers. The caller's loggers come back as
+    they were, and the job's log files are closed."""
+    import logging
+
+    from hpjax.api import _own_logging
+
+    mine = logging.getLogger("hpjax-test-caller")
+    mine.setLevel(logging.ERROR)
+    with _own_logging():
+        mine.setLevel(logging.DEBUG)
+        library = logging.getLogger("hpjax-test-library-imported-in-the-run")
+        library.setLevel(logging.WARNING)
+        stream = logging.StreamHandler()
+        library.addHandler(stream)
+        log_file = logging.FileHandler(tmp_path / "app.log")
+        library.addHandler(log_file)
+    assert mine.level == logging.ERROR
+    assert library.level == logging.WARNING and library.handlers == [stream]
+    assert log_file.stream is None  # closed
