@@ -9,7 +9,7 @@ from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
-from helpers import multirun
+from helpers import SMALL_MLP, multirun
 
 
 def test_discovery():
@@ -31,12 +31,12 @@ class TestVmapLauncherIntegration(IntegrationTestSuite):
 
 # 4 trials (the basic launcher trains them one by one), the largest learning rate the tight
 # bounds below hold for and one beyond; seed 1 holds the grid's worst case. Every population of
-# this file has 4 members of the default model at 5 epochs (a static key) (this grid, the split
-# over two devices, the contract's): one program for all; the basic launcher's population of 1
-# is the mixed batch's. They run on one pytest worker, so that they compile these once.
+# this file has 4 members of a small MLP (helpers.SMALL_MLP) at 5 epochs (a static key) (this
+# grid, the split over two devices, the contract's): one program for all; the basic launcher's
+# population of 1 is the mixed batch's. They run on one pytest worker: they compile these once.
 same_programs = pytest.mark.xdist_group("launcher_programs")
 GRID = ["optimizer.lr=1e-2,3e-2", "model.dropout=0,0.3", "train.seed=1",
-        "activation=relu", "train.epochs=5", "train.early_stopping.patience=3"]
+        "activation=relu", "train.epochs=5", "train.early_stopping.patience=3", *SMALL_MLP]
 
 
 @same_programs
@@ -53,15 +53,15 @@ def test_vmap_and_basic_launchers_give_the_same_trials(hpjax_main, tmp_path):
         assert a["epochs_run"] == b["epochs_run"]
         rows = [[json.loads(line) for line in (tmp_path / d / str(i) / "metrics.jsonl").open()]
                 for d in ("basic", "vmap")]
-        # Measured on the grid lr 1e-3,3e-3,1e-2,3e-2 x dropout 0,0.3 with seeds 0 and 1 (16
-        # trials, populations of 8): batched and single matrix
-        # products round differently (1e-7). At lr <= 1e-2 that stays: losses differ by at most
-        # 6.5e-6 (1e-5 is the bound), accuracies and best epochs not at all. Adam at lr=3e-2
-        # amplifies it: in one trial of the four (dropout 0.3, seed 1) the difference grew from
-        # 1e-7 after epoch 1 to 2e-2 in val/loss by epoch 4, its val/accuracy moved by one
-        # sample, and its best epoch (the first of the best accuracy) from 2 to 5 in one run.
-        # Those trials are held to what a sweep sees: the same status, the objective within two
-        # validation samples.
+        # Measured with the default model (two layers of 128) on the grid lr 1e-3,3e-3,1e-2,3e-2
+        # x dropout 0,0.3 with seeds 0 and 1 (16 trials, populations of 8; this grid's small MLP
+        # stays within the same bounds): batched and single matrix products round differently
+        # (1e-7). At lr <= 1e-2 that stays: losses differ by at most 6.5e-6 (1e-5 is the
+        # bound), accuracies and best epochs not at all. Adam at lr=3e-2 amplifies it: in one
+        # trial of the four (dropout 0.3, seed 1) the difference grew from 1e-7 after epoch 1 to
+        # 2e-2 in val/loss by epoch 4, its val/accuracy moved by one sample, and its best epoch
+        # (the first of the best accuracy) from 2 to 5 in one run. Those trials are held to what
+        # a sweep sees: the same status, the objective within two validation samples.
         tight = i < 2  # the grid's trials with lr <= 1e-2
         for ra, rb in zip(*rows, strict=True):
             assert ra["lr"] == pytest.approx(rb["lr"], rel=1e-6)
@@ -80,10 +80,11 @@ def test_vmap_and_basic_launchers_give_the_same_trials(hpjax_main, tmp_path):
 @same_programs
 def test_mixed_batch_runs_as_one_population_per_signature(hpjax_main, tmp_path):
     # two static signatures (widths), a traced activation in each: each signature compiles its
-    # programs (~5 s of CPU), so two (the default width's are the basic launcher's above);
+    # programs, so two (width 32's are the basic launcher's above);
     # test_batch.py plans width x optimizer signatures
-    out = hpjax_main("-m", "model.width=128,16", "optimizer.lr=0.01", "activation=relu,tanh",
-              "train.epochs=5", "hydra.launcher.max_population=1", "hydra.sweep.dir=sweep")
+    out = hpjax_main("-m", *SMALL_MLP, "model.width=32,16", "optimizer.lr=0.01",
+                     "activation=relu,tanh", "train.epochs=5", "hydra.launcher.max_population=1",
+                     "hydra.sweep.dir=sweep")
     assert out.returncode == 0, out.stderr
     log = out.stdout + out.stderr
     assert "Launching 4 jobs as 2 populations (hydra/launcher=vmap)" in log
@@ -133,7 +134,7 @@ def test_fast_sweep_configs_equal_hydras_own(overrides, tmp_path):
 @same_programs
 def test_a_population_split_over_two_devices_gives_the_same_trials(hpjax_main, cli, tmp_path):
     grid = ["-m", "optimizer.lr=0.001,0.003", "model.dropout=0,0.3", "activation=relu",
-            "train.epochs=5", "train.early_stopping.patience=null"]
+            "train.epochs=5", "train.early_stopping.patience=null", *SMALL_MLP]
     one = hpjax_main(*grid, "hydra.sweep.dir=one")  # this process has one device (conftest)
     two = cli(*grid, "hydra.sweep.dir=two", env={"HPJAX_CPU_DEVICES": "2"})  # set at JAX's start
     assert one.returncode == two.returncode == 0, two.stderr
@@ -157,11 +158,12 @@ def test_the_vmap_path_with_hpjaxs_task_keeps_hydras_launcher_contract(tmp_path)
     from hydra.errors import ConfigCompositionException
     from omegaconf import OmegaConf
 
-    grid = ["optimizer.lr=0.01,0.02,0.03,0.04", "activation=relu", "train.epochs=5"]
+    grid = ["optimizer.lr=0.01,0.02,0.03,0.04", "activation=relu", "train.epochs=5", *SMALL_MLP]
     [returns] = multirun(grid, tmp_path / "sweep")
     assert len(returns) == 4
     for i, (ret, lr) in enumerate(zip(returns, ("0.01", "0.02", "0.03", "0.04"), strict=True)):
-        assert ret.overrides == [f"optimizer.lr={lr}", "activation=relu", "train.epochs=5"]
+        assert ret.overrides == [f"optimizer.lr={lr}", "activation=relu", "train.epochs=5",
+                                 *SMALL_MLP]
         assert ret.cfg.optimizer.lr == float(lr) and "hydra" not in ret.cfg
         assert ret.hydra_cfg.hydra.job.num == i and ret.hydra_cfg.hydra.job.id is not None
         job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
