@@ -177,7 +177,8 @@ def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path, jobs_sh
             "hydra.sweeper.batch_size=2", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
             # the second batch's trials stay RUNNING until the driver collects its job (its
             # start alone takes seconds): few epochs suffice to find the driver waiting
-            "train.epochs=20", "train.early_stopping.patience=null", "hydra.sweep.dir=sweep"]
+            "train.epochs=20", "train.early_stopping.patience=null", *SMALL_MLP,
+            "hydra.sweep.dir=sweep"]
     sweep = tmp_path / "sweep"
     log = tmp_path / "driver.log"
     driver = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args],
@@ -230,7 +231,8 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
             "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={PG_URL}",
             f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.heartbeat_interval=1",
             "hydra.sweeper.poll_s=0.5", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
-            "data=iris", "model.width=8", "train.epochs=600",  # about 1 s of training
+            "data=iris", "model.width=8", "model.num_layers=1",
+            "train.epochs=600",  # about 1 s of training
             "train.early_stopping.patience=null"]
     log = tmp_path / "worker0.log"
     # a sweep directory each: a worker's epochs go to its own populations.log, not its terminal
