@@ -15,8 +15,9 @@ pytestmark = pytest.mark.xdist_group("algorithms")  # one worker: the program co
 BASE = ["hydra/sweeper=hpjax", "data=iris", "model.width=8", "train.early_stopping.patience=null",
         "optimizer.lr=tag(log, interval(1e-3, 1e-1))", "model.dropout=interval(0, 0.3)"]
 # tpe and gp start from 10 random trials, nsga2 from a random generation of 8, and qmc and cmaes
-# sample a batch at random until a trial has finished: in batches of 5, the third is theirs
-STARTUP = ["hydra.sweeper.n_trials=15", "hydra.sweeper.batch_size=5"]
+# sample a batch at random until a trial has finished: in batches of 5, the third (2 trials) is
+# theirs
+STARTUP = ["hydra.sweeper.n_trials=12", "hydra.sweeper.batch_size=5"]
 ONE_BATCH = ["hydra.sweeper.n_trials=5", "hydra.sweeper.batch_size=5"]
 
 
@@ -75,13 +76,13 @@ def test_grid_runs_every_point_of_its_choices(tmp_path):
 
 @pytest.mark.parametrize("pruner", ["median", "hyperband", "asha"])
 def test_each_pruner_prunes_trials_below_its_rule(tmp_path, pruner):
-    """12 trials in batches of 2 (a batch is judged against those before it; the median rule
+    """10 trials in batches of 2 (a batch is judged against those before it; the median rule
     waits for 5 finished trials), 6 epochs from a rung of 1 epoch: every pruner stops some
-    trials early, and a pruned trial reported fewer epochs than a finished one. A population of
-    2 gathers into 1 slot as a trial stops: the three pruners compile the two sizes once."""
+    trials early, and a pruned trial reported fewer epochs than a finished one. Where a trial
+    stops, its population of 2 gathers into 1 slot: the pruners compile the two sizes once."""
     trials = trials_in(_pruned(tmp_path, pruner))
     states = [t.state for t in trials]
-    assert len(trials) == 12
+    assert len(trials) == 10
     assert optuna.trial.TrialState.PRUNED in states and optuna.trial.TrialState.COMPLETE in states
     for t in trials:
         epochs = len(t.intermediate_values)
@@ -94,7 +95,7 @@ def test_each_pruner_prunes_trials_below_its_rule(tmp_path, pruner):
 
 def _pruned(tmp_path, pruner):
     multirun([*BASE, "hydra.sweeper.algorithm=random", f"hydra.sweeper.pruner={pruner}",
-              "hydra.sweeper.n_trials=12", "hydra.sweeper.batch_size=2", "train.epochs=6",
+              "hydra.sweeper.n_trials=10", "hydra.sweeper.batch_size=2", "train.epochs=6",
               "hydra.sweeper.min_epochs=1", "optimizer.lr=tag(log, interval(1e-4, 1e-1))"],
              tmp_path / pruner)
     return tmp_path / pruner
