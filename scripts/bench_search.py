@@ -121,8 +121,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="hpjax-bench-search-"))
     print(f"MNIST-1D, R = {args.epochs} epochs, target val/accuracy {args.target}, seeds "
           f"{args.seeds}, in {workdir}")
-    lines = ["| method | epochs trained | epochs to target | s to target | wall s | best val/accuracy "
-             "| its test/accuracy |", "|---|---|---|---|---|---|---|"]
+    lines = ["| method | epochs trained | epochs to target | s to target | wall s "
+             "| best val/accuracy | its test/accuracy |", "|---|---|---|---|---|---|---|"]
     print("\n".join(lines))
     for method in args.methods:
         runs = [sweep(method, seed, args.epochs, workdir) for seed in args.seeds]
@@ -132,7 +132,8 @@ def main() -> None:
         found = [best(r) for r in runs]
         trained = [sum(len(t["rows"]) for t in r["trials"]) for r in runs]
         lines.append(f"| {method} | {fmt(trained, 0)} | {fmt([e for e, _ in reached], 0)} | "
-                     f"{fmt([s for _, s in reached], 0)} | {fmt([r['seconds'] for r in runs], 0)} | "
+                     f"{fmt([s for _, s in reached], 0)} | "
+                     f"{fmt([r['seconds'] for r in runs], 0)} | "
                      f"{fmt([v for v, _ in found])} | {fmt([t for _, t in found])} |")
         print(lines[-1], flush=True)
     if args.doc:

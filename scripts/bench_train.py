@@ -104,8 +104,10 @@ a jitted step per batch from Python (the best of 5), in the same process.
 | | time | steps/s | samples/s |
 |---|---|---|---|
 | compile (init + train_epoch) | {compile_s:.2f} s | | |
-| hpjax epoch (`lax.scan`) | {epoch_s * 1e3:.2f} ms | {steps / epoch_s:,.0f} | {steps * bs / epoch_s:,.0f} |
-| naive loop (jitted step per batch) | {naive_s * 1e3:.2f} ms | {steps / naive_s:,.0f} | {steps * bs / naive_s:,.0f} |
+| hpjax epoch (`lax.scan`) | {epoch_s * 1e3:.2f} ms | {steps / epoch_s:,.0f} | \
+{steps * bs / epoch_s:,.0f} |
+| naive loop (jitted step per batch) | {naive_s * 1e3:.2f} ms | {steps / naive_s:,.0f} | \
+{steps * bs / naive_s:,.0f} |
 
 The naive loop takes {naive_s / epoch_s:.2f}x hpjax's epoch time.
 """)
