@@ -249,9 +249,15 @@ def sigterm_once_saved(args, tmp_path, checkpoints, sig=signal.SIGTERM) -> str:
     return out
 
 
+# The signal tests' runs: one signature (the child processes load each other's programs from
+# the run's cache; the reruns in this process share theirs), 15 epochs for a signal to stop.
+SIGNALLED = ["data=iris", "model.width=8", "train.early_stopping.patience=null",
+             "train.epochs=15", "train.checkpoint_every=1"]
+
+
 def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
-    args = [*HPJAX, "hydra.sweeper.n_trials=1", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
-            "train.epochs=15", "train.checkpoint_every=1"]
+    args = ["hydra/sweeper=hpjax", *SIGNALLED, "hydra.sweeper.n_trials=1",
+            "optimizer.lr=tag(log, interval(1e-3, 1e-2))"]
     checkpoints = tmp_path / "s" / "0" / "checkpoints"
     out = sigterm_once_saved(args, tmp_path, checkpoints)
     assert "sweep stopped by SIGTERM" in out
@@ -273,9 +279,8 @@ def test_sigterm_stops_at_an_epoch_boundary_and_a_rerun_resumes(tmp_path):
 def test_sigint_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_rerun_resumes(
         tmp_path):
     """Ctrl-C (SIGINT, exit 130) here; the test above sends SIGTERM (143) to hpjax's sweeper."""
-    # two lengths: two populations, one after the other; the signal comes during the second
-    args = ["data=iris", "model.width=8", "train.epochs=3,12", "train.checkpoint_every=1",
-            "train.early_stopping.patience=null"]
+    # populations of one: two, one after the other; the signal comes during the second
+    args = [*SIGNALLED, "optimizer.lr=0.01,0.02", "hydra.launcher.max_population=1"]
     sweep_dir, checkpoints = tmp_path / "s", tmp_path / "s" / "1" / "checkpoints"
     out = sigterm_once_saved(args, tmp_path, checkpoints, signal.SIGINT)
     assert "sweep stopped by SIGINT: 1 unfinished jobs written as interrupted" in out
@@ -283,7 +288,7 @@ def test_sigint_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_reru
     assert json.loads(first)["status"] == "ok"
     second = json.loads((sweep_dir / "1" / "result.json").read_text())
     saved = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
-    assert 1 <= saved < 12
+    assert 1 <= saved < 15
     assert (second["status"], second["error"]) == (
         "interrupted", f"stopped by SIGINT (checkpoint at epoch {saved})")
     with (sweep_dir / "summary.csv").open() as f:  # Hydra's end-of-sweep callback ran
@@ -293,7 +298,7 @@ def test_sigint_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_reru
     sweep(args, sweep_dir)  # the same command again: only the interrupted job trains
     assert (sweep_dir / "0" / "result.json").read_text() == first
     second = json.loads((sweep_dir / "1" / "result.json").read_text())
-    assert second["status"] == "ok" and second["epochs_run"] == 12
+    assert second["status"] == "ok" and second["epochs_run"] == 15
     assert second["resumed_from_epoch"] >= saved
     with (sweep_dir / "summary.csv").open() as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok"]
