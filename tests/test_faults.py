@@ -451,7 +451,7 @@ def test_eight_workers_starting_and_dying_at_random_run_exactly_n_trials(backend
     # what every worker needs, imported once here: the forked workers start in ~0.1 s of CPU
     optuna.storages.RDBStorage("sqlite:///:memory:")
     Plugins.instance()
-    name, n_trials = f"many-{os.getpid()}-{time.time_ns()}", 12
+    name, n_trials = f"many-{os.getpid()}-{time.time_ns()}", 16
     rng = np.random.default_rng(0)
     delays = rng.uniform(0, 1.5, size=8)  # each starts at its own time
     pids = [_fork(_worker, storage, name, tmp_path / "s", n_trials, delay=d) for d in delays]
@@ -503,6 +503,33 @@ def test_eight_workers_starting_and_dying_at_random_run_exactly_n_trials(backend
         while again.state.name != "COMPLETE":
             again = retries[again.number]
         assert again.params == t.params
+
+
+def test_a_sweep_whose_new_databases_schema_version_another_records_at_once_joins(
+        tmp_path, monkeypatch):
+    """Optuna records a new database's schema version wherever it finds none, a sweep checking
+    the database for its study (outside the study lock) too: one recording it as another
+    does failed with IntegrityError (UNIQUE constraint failed: alembic_version.version_num),
+    and that worker exited (test_eight_workers_...). The storage is then made again: it reads
+    the version recorded."""
+    import sqlalchemy.exc
+
+    url, real, made = f"sqlite:///{tmp_path / 'study.db'}", optuna.storages.RDBStorage, []
+
+    def racing(url, **kw):  # another sweep records the version just before this one
+        made.append(url)
+        if len(made) == 1:
+            real(url)
+            raise sqlalchemy.exc.IntegrityError(
+                "INSERT INTO alembic_version", {}, sqlite3.IntegrityError(
+                    "UNIQUE constraint failed: alembic_version.version_num"))
+        return real(url, **kw)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(optuna.storages, "RDBStorage", racing)
+        storage = _storage.make_storage(url, None, None, None)
+    assert len(made) == 2 and isinstance(storage, real)
+    assert _storage.create_study(storage, study_name="hpjax").study_name == "hpjax"
 
 
 def test_a_grid_of_a_million_points_is_enqueued_a_batch_at_a_time():

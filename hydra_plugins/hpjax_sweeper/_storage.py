@@ -121,10 +121,18 @@ def make_storage(url: str, heartbeat_interval: Optional[int], grace_period: Opti
     # SQLite's default busy timeout (5 s) is shorter than a busy study's write under several
     # workers: they would fail with "database is locked".
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=engine, heartbeat_interval=heartbeat_interval,
-        grace_period=grace_period,
-        heartbeat_stale_trial_callback=on_stale if heartbeat_interval else None)
+    options = {"engine_kwargs": engine, "heartbeat_interval": heartbeat_interval,
+               "grace_period": grace_period,
+               "heartbeat_stale_trial_callback": on_stale if heartbeat_interval else None}
+    import sqlalchemy.exc
+
+    try:
+        return optuna.storages.RDBStorage(url, **options)
+    except sqlalchemy.exc.IntegrityError:
+        # A new database's schema version, recorded at the same moment by a sweep starting
+        # beside this one (Optuna records it wherever it finds none, even when only reading,
+        # as `study_exists` does outside the study lock): recorded now, it is read.
+        return optuna.storages.RDBStorage(url, **options)
 
 
 def open_study(url: str, study_name: str, directions: list[str], sampler: Any,
