@@ -79,6 +79,7 @@ def probe(tmp_path_factory):
             "no call": unused, "run": run}
 
 
+@pytest.mark.xdist_group("probe")  # one worker: one probe process
 def test_use_cpu_cores_gives_jax_one_device_per_core_unless_told_otherwise(probe):
     import os
 
@@ -88,6 +89,7 @@ def test_use_cpu_cores_gives_jax_one_device_per_core_unless_told_otherwise(probe
                                 "1": [1, False], "3": [3, False], "3, XLA_FLAGS 2": [2, True]}
 
 
+@pytest.mark.xdist_group("probe")  # one worker: one probe process
 def test_importing_hpjax_changes_no_global_state(probe):
     """Imported under HPJAX_CPU_DEVICES=auto, hpjax leaves JAX its one device and Hydra's
     ConfigStore empty until `use_cpu_cores()` and `register()` are called."""
@@ -179,6 +181,7 @@ def test_a_single_run_compiles_its_init_epoch_and_evaluation_once(name, monkeypa
     assert {k: got[k] for k in metrics} == pytest.approx(metrics, rel=1e-6, abs=1e-6)
 
 
+@pytest.mark.xdist_group("probe")  # one worker: one probe process
 def test_a_run_imports_only_what_its_config_uses(probe):
     """A run on data of its own (a CSV file), in a process of its own, imports neither
     scikit-learn (its data sets and metrics only: hpjax splits in NumPy) nor Plotly (the report
