@@ -19,16 +19,18 @@ def api_example() -> str:
 
 
 # The example's random search over model.width=choice(64, 128, 256) gives its 4 trials two widths
-# at the preset's seed 0 (two populations, each program built twice over); at seed 17 all four
-# have model.width=64: one population of 4. The test adds this override to the example's own.
-ONE_WIDTH = "hydra.sweeper.seed=17"
+# at the preset's seed 0: two populations, each program built twice over. At seed 79 all four
+# have model.width=128, the width of the example's `hpjax.train`, and in populations of one
+# (batch_size=1) they run that run's programs: the sweep builds none. The test adds these
+# overrides to the example's own.
+SHARED_PROGRAMS = ["hydra.sweeper.seed=79", "hydra.sweeper.batch_size=1"]
 
 
 def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     real_sweep = hpjax.sweep
     monkeypatch.setattr(hpjax, "sweep", lambda overrides, **kw: real_sweep(
-        [*overrides, ONE_WIDTH], **kw))
+        [*overrides, *SHARED_PROGRAMS], **kw))
     scope: dict = {}
     exec(compile(api_example(), "README.md", "exec"), scope)
     result, model, sweep = scope["result"], scope["model"], scope["sweep"]
@@ -40,7 +42,7 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in (tmp_path / "outputs/iris/.hydra").iterdir()) == [
         "config.yaml", "hydra.yaml", "overrides.yaml"]
     assert len(sweep.table) == 4 and len(sweep.study.trials) == 4
-    assert {t.params["model.width"] for t in sweep.study.trials} == {"64"}  # (ONE_WIDTH)
+    assert {t.params["model.width"] for t in sweep.study.trials} == {"128"}  # (SHARED_PROGRAMS)
     assert sweep.best.objective == max(t.value for t in sweep.study.trials)
     # keep_params=1: the best trial's parameters only
     assert [p.parent.name for p in sweep.dir.glob("*/params.msgpack")] == [sweep.best_dir.name]
@@ -61,7 +63,7 @@ def test_the_readme_api_example_runs(tmp_path, monkeypatch, capsys):
     with pytest.raises(FileNotFoundError, match="no saved parameters"):
         hpjax.load(tmp_path / "none")
     best = hpjax.load(sweep.best_dir)
-    # trained in a population of 4: float rounding apart from a single evaluation at most
+    # trained in a population (here of one): float rounding apart from a single evaluation at most
     assert best.evaluate()["test/accuracy"] == pytest.approx(
         sweep.best.test["test/accuracy"], abs=1 / 23)
     assert best.evaluate()["test/loss"] == pytest.approx(sweep.best.test["test/loss"], rel=1e-4)
