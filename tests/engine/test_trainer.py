@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import compose_config
+from helpers import compose_config, rows_without_time
 from hpjax import data as data_lib
 from hpjax.cli import CONF_DIR
 from hpjax.config import ACTIVATIONS
@@ -73,8 +73,7 @@ def test_same_seed_gives_identical_metrics_and_other_seeds_differ(tmp_path):
     for path, seed in zip(paths, (3, 3, 4), strict=True):
         path.mkdir()
         run([f"train.seed={seed}"], str(path))
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "epoch_time_s"} for r in rows]
-    a, b, c = (strip(read_metrics(p)) for p in paths)
+    a, b, c = (rows_without_time(read_metrics(p)) for p in paths)
     assert a == b
     assert a != c and a[0]["train/loss"] != c[0]["train/loss"]
 
