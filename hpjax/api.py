@@ -81,8 +81,9 @@ def _own_logging() -> Any:
         if clear is not None:
             logging.config._clearExistingHandlers = clear
         for name, lg in loggers().items():
-            files = [h for h in lg.handlers if isinstance(h, logging.FileHandler)
-                     and h not in saved.get(name, ((),))[0]]
+            kept = saved[name][0] if name in saved else []
+            files = [h for h in lg.handlers
+                     if isinstance(h, logging.FileHandler) and h not in kept]
             for handler in files:
                 handler.close()  # app.log
             if name not in saved:

@@ -43,7 +43,7 @@ def final(study: optuna.Study, trial_id: int, status: str, values: list,
     finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
     if status == "ok" and finite and len(values) == len(study.directions):
         return Outcome(trial_id, TrialState.COMPLETE, [float(v) for v in values],
-                             user_attrs={**user_attrs, "status": "ok"})
+                       user_attrs={**user_attrs, "status": "ok"})
     user_attrs = {**user_attrs, "status": status if status != "ok" else "failed"}
     if status == "ok":
         user_attrs["error"] = f"objective values {values} are not finite numbers"
