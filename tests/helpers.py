@@ -376,16 +376,16 @@ def rows_without_time(rows):
 
 
 class KillAtJob(Callback):
-    """A Hydra callback that SIGKILLs its own process as job `job` starts, the jobs before it
-    told: a sweep killed mid-run at a known point, as `kill -9` would
-    (`+hydra.callbacks.kill._target_=helpers.KillAtJob +hydra.callbacks.kill.job=2`; the
-    process needs tests/ on its PYTHONPATH)."""
+    """A Hydra callback that SIGKILLs its own process as job `job` starts (without `job`, the
+    first job it starts), the jobs before it told: a sweep killed mid-run at a known point, as
+    `kill -9` would (`+hydra.callbacks.kill._target_=helpers.KillAtJob
+    +hydra.callbacks.kill.job=2`; the process needs tests/ on its PYTHONPATH)."""
 
-    def __init__(self, job: int) -> None:
+    def __init__(self, job: int | None = None) -> None:
         self.job = job
 
     def on_job_start(self, config, **kwargs) -> None:
         import signal
 
-        if config.hydra.job.num == self.job:
+        if self.job is None or config.hydra.job.num == self.job:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -221,67 +221,52 @@ def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path, jobs_sh
 
 def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_password(
         postgres, tmp_path):
-    """Two `hpjax -m` workers on one PostgreSQL study, one killed while it trains. The eight
-    forked workers of test_faults.py (a task without JAX, Hydra's basic launcher) test that
-    exactly n trials run and that a dead worker's trial runs again, on PostgreSQL too; here is
-    what they do not: hpjax's own command and training, each trial in its own job directory, the
-    rerun's log line, and the password kept out of every file and output."""
+    """Two `hpjax -m` workers on one PostgreSQL study, one killed with a trial trained but not
+    told. The eight forked workers of test_faults.py (a task without JAX, Hydra's basic launcher)
+    test that exactly n trials run and that a dead worker's trial runs again, on PostgreSQL too;
+    here is what they do not: hpjax's own command and training, each trial in its own job
+    directory, the rerun's log line, and the password kept out of every file and output."""
     study_name = f"workers-{os.getpid()}-{time.time_ns()}"
     args = ["-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
             "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={PG_URL}",
             f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.heartbeat_interval=1",
             "hydra.sweeper.poll_s=0.5", "optimizer.lr=tag(log, interval(1e-3, 1e-2))",
-            "data=iris", "model.width=8", "model.num_layers=1",
-            "train.epochs=600",  # about 1 s of training
+            "data=iris", "model.width=8", "model.num_layers=1", "train.epochs=20",
             "train.early_stopping.patience=null"]
     log = tmp_path / "worker0.log"
     # a sweep directory each: a worker's epochs go to its own populations.log, not its terminal
     sweeps = [tmp_path / f"sweep{i}" for i in range(2)]
-    # worker 0, the one killed, is a process; worker 1 runs in this process (its imports paid)
-    worker0 = subprocess.Popen([str(Path(sys.executable).parent / "hpjax"), *args,
-                                f"hydra.sweep.dir={sweeps[0]}"], cwd=tmp_path,
-                               stdout=open(log, "w"), stderr=subprocess.STDOUT, env=child_env())
+    # Worker 0, a process, SIGKILLs itself as its first trial's job starts (helpers.KillAtJob):
+    # the trial trained, still running in the study, its heartbeats stopped. Worker 1 runs in
+    # this process (its imports paid).
+    tests = str(Path(__file__).parents[1])  # helpers.py's folder
+    worker0 = subprocess.Popen(
+        [str(Path(sys.executable).parent / "hpjax"), *args, f"hydra.sweep.dir={sweeps[0]}",
+         "+hydra.callbacks.kill._target_=helpers.KillAtJob"], cwd=tmp_path,
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, env=child_env({"PYTHONPATH": os.pathsep
+        .join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}))
     # Only the workers create the tables: a reader that did too would race them.
     def study() -> optuna.Study:
         storage = optuna.storages.RDBStorage(PG_URL, skip_table_creation=True)
         return optuna.load_study(study_name=study_name, storage=storage)
 
     # Opening a storage stamps Optuna's schema version into a database that has none yet (even
-    # with skip_table_creation): worker 1 and the reader wait until worker 0 has opened the
-    # study (it made the tables); then worker 1 starts as worker 0 starts training
+    # with skip_table_creation): worker 1 waits until worker 0 has opened the study (it made the
+    # tables)
     _wait_for(lambda: f"study {study_name!r} in" in log.read_text(), 180,
               "worker 0 to open the study")
-    killed = []
-
-    def stopped_in_a_trial() -> bool:
-        """Freezes worker 0 once it logs a trial's epoch; kills it if that trial is running."""
-        epochs = sweeps[0] / "populations.log"
-        launched = re.findall(r"epoch +\d+/\d+ .*\(trial (\d+)\)",
-                              epochs.read_text() if epochs.is_file() else "")
-        if not launched:
-            return False
-        worker0.send_signal(signal.SIGSTOP)  # its trial cannot end while we look
-        if next(t for t in study().get_trials()
-                if t.number == int(launched[-1])).state.name == "RUNNING":
-            worker0.send_signal(signal.SIGKILL)
-            killed.append(int(launched[-1]))
-            return True
-        worker0.send_signal(signal.SIGCONT)  # it had just finished: the next one
-        return False
-
-    # kill worker 0 while it trains (from a thread, while worker 1 trains here): its trial
-    # stops reporting, worker 1 runs it again
-    watch = _in_a_thread(lambda: _wait_for(stopped_in_a_trial, 180, "a trial of worker 0"))
     worker1 = run_main([*args, f"hydra.sweep.dir={sweeps[1]}"], tmp_path)
-    watch.join()
-    worker0.wait(timeout=60)
+    assert worker0.wait(timeout=60) == -signal.SIGKILL, log.read_text()[-3000:]
+    killed = [int(n) for n in re.findall(r"\t#(\d+) : ", log.read_text())]
+    assert len(killed) == 1, log.read_text()[-3000:]  # the trial it was given, and no other
     output = worker1.stdout + worker1.stderr
     assert worker1.returncode == 0, output[-3000:]
     trials = study().get_trials()
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 3 and len({t.number for t in complete}) == 3
-    for t in complete:  # each trial ran once, in its own directory
-        assert sum((sweep / str(t.number) / "result.json").exists() for sweep in sweeps) == 1
+    for t in complete:  # each trial ran once, in its own directory, all in worker 1's
+        assert (sweeps[1] / str(t.number) / "result.json").exists()
+    assert not list(sweeps[0].rglob("result.json"))
     failed = [t.number for t in trials if t.state.name == "FAIL"]
     assert failed == killed  # the killed worker's trial, run again by the other:
     retry = next(c for c in complete if c.user_attrs.get("retry_of") == killed[0])
