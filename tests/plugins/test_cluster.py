@@ -196,16 +196,22 @@ def test_a_killed_driver_reruns_only_the_missing_trials(slurm, tmp_path, jobs_sh
         if "study 'hpjax' in" not in log.read_text() or len(list(
                 (sweep / ".submitit").rglob("*_submitted.pkl"))) < 2:
             return False  # the study opened only when it may be time (every 0.2 s cost 4 s)
+        # the driver frozen while we look: the second batch's job may end, its trials cannot
+        # be told (a short job could otherwise end and be told between two looks)
+        driver.send_signal(signal.SIGSTOP)
         try:
             states = [t.state.name for t in study().get_trials()]
         except (KeyError, sqlalchemy.exc.SQLAlchemyError,
                 optuna.exceptions.StorageInternalError):  # no study or no tables yet
-            return False
-        return states.count("COMPLETE") == 2 and states.count("RUNNING") == 2 and len(list(
-            (sweep / ".submitit").rglob("*_submitted.pkl"))) == 2
+            states = []
+        if states.count("COMPLETE") == 2 and states.count("RUNNING") == 2 and len(list(
+                (sweep / ".submitit").rglob("*_submitted.pkl"))) == 2:
+            return True
+        driver.send_signal(signal.SIGCONT)
+        return False
 
     _wait_for(second_batch_submitted, 180, "the second batch's SLURM job")
-    driver.send_signal(signal.SIGKILL)
+    driver.send_signal(signal.SIGKILL)  # (stopped: it dies as it is)
     driver.wait()
     before = study().get_trials()
     out = run_main(args, tmp_path)  # the driver again, in this process: it trains nothing
