@@ -254,12 +254,9 @@ class _Chunk:
 
             extra = {"refill": refill, "new_trial": lambda job: (job.cfg, job.output_dir),
                      "on_trial_end": trial_end}
-        progress = b.progress
-        on_progress = progress.population(f"{self.label}: {len(jobs)} trials",
-                                          jobs[0].cfg.train.epochs, names) \
-            if not self.quiet or progress.live else (
-            lambda r: log.debug("%s: epoch %d/%d, %d/%d members running", self.label, r.epoch,
-                                r.epochs, r.running, r.members))
+        # a batch like the one before (quiet): its epochs still go to populations.log
+        on_progress = b.progress.population(f"{self.label}: {len(jobs)} trials",
+                                            jobs[0].cfg.train.epochs, names, quiet=self.quiet)
         # a smaller last batch pads to the size the batches before compiled
         return b.train([job.cfg for job in jobs], trials=[b.trials[i] for i in self.ids],
                        launcher=b.launcher, on_progress=on_progress,
@@ -272,8 +269,9 @@ _LAUNCHED: dict[str, list] = {}  # sweep directory -> the lines its last batch l
 
 def _repeated(jobs: list[Job], lines: list) -> bool:
     """Whether a batch's launch lines repeat those of the sweep's batch before: its lines (and
-    its populations' epochs) then go to DEBUG, so that a sweep of thousands of trials in
-    batches of 64 shows them once, not four lines a batch."""
+    its populations' ends) then go to DEBUG, so that a sweep of thousands of trials in batches
+    of 64 shows them once, not four lines a batch; its epochs go to populations.log as every
+    batch's do."""
     sweep = os.path.dirname(os.path.abspath(jobs[0].output_dir)) if jobs else ""
     repeated = _LAUNCHED.get(sweep) == lines
     _LAUNCHED[sweep] = lines

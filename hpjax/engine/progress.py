@@ -113,11 +113,13 @@ class SweepProgress:
             self._file.close()
             self._file = None
 
-    def population(self, label: str, epochs: int,
-                   names: Optional[list] = None) -> Callable[[EpochReport], None]:
-        """The `on_progress` callback of one population; `names[i]` names member i."""
+    def population(self, label: str, epochs: int, names: Optional[list] = None,
+                   quiet: bool = False) -> Callable[[EpochReport], None]:
+        """The `on_progress` callback of one population; `names[i]` names member i. `quiet`:
+        without a live display, its end is not shown on the terminal (its epochs still go to
+        the log file): a batch like the one before it."""
         if self._progress is None:
-            return self._plain(label, names)
+            return self._plain(label, names, quiet)
         task = self._progress.add_task(label, total=epochs, running="", best="")
 
         def update(report: EpochReport) -> None:
@@ -127,7 +129,8 @@ class SweepProgress:
 
         return update
 
-    def _plain(self, label: str, names: Optional[list]) -> Callable[[EpochReport], None]:
+    def _plain(self, label: str, names: Optional[list],
+               quiet: bool = False) -> Callable[[EpochReport], None]:
         """Without a live display: the epochs to the log file, the end to the terminal."""
         ended = []
 
@@ -145,7 +148,9 @@ class SweepProgress:
                 ended.append(report)
                 line = ("%s: done after epoch %d, %s", (label, report.epoch,
                                                          _best(report, names)))
-                if self._terminal is not None:
+                if quiet:
+                    log.debug(line[0], *line[1])
+                elif self._terminal is not None:
                     self._terminal.handle(logging.LogRecord(
                         log.name, logging.INFO, __file__, 0, *line, None))
                 else:

@@ -107,7 +107,10 @@ def test_a_batch_like_the_sweeps_one_before_logs_its_lines_at_debug(tmp_path, ca
         again = launch(2)
         assert [m for lvl, m in again if lvl >= logging.INFO] == []
         assert (logging.DEBUG, "Launching 2 jobs as 1 population (hydra/launcher=vmap)") in again
-        assert (logging.DEBUG, "population 1/1: epoch 1/1, 2/2 members running") in again
+        assert (logging.DEBUG, "population 1/1: 2 trials: epoch 1/1  2/2 members running  "
+                               "best val/accuracy 0.5000 (trial 0)") in again
+        assert (logging.DEBUG, "population 1/1: 2 trials: done after epoch 1, best val/accuracy "
+                               "0.5000 (trial 0)") in again
         assert (logging.INFO, "Launching 3 jobs as 1 population (hydra/launcher=vmap)") in launch(3)
         assert (logging.INFO, "Launching 3 jobs as 1 population (hydra/launcher=vmap)") in launch(
             3, sweep="b")  # another sweep's first batch

@@ -72,3 +72,23 @@ def test_a_piped_sweep_prints_a_line_per_population_not_per_epoch(hpjax_main, tm
     # the study, the search space (7 lines), the 8 jobs (a batch of at most 20 names them),
     # the launch (3), the ends (2), the progress, the table (a row a line: 8 + 5), the results
     assert len(lines) <= 36, "\n".join(lines)
+
+
+def test_batches_like_the_one_before_still_log_their_epochs(hpjax_main, tmp_path):
+    """Three batches of one trial, piped: the second and third launch as the first did, so the
+    terminal names the first only; populations.log still has every population's epochs."""
+    out = hpjax_main("-m", "hydra/sweeper=hpjax", "hydra.sweeper.algorithm=random",
+                     "hydra.sweeper.n_trials=3", "hydra.sweeper.batch_size=1",
+                     "optimizer.lr=tag(log, interval(1e-3, 1e-2))", "data=iris",
+                     "train.epochs=3", "model.width=16", "model.num_layers=1",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = (out.stdout + out.stderr).splitlines()
+    ends = [line for line in lines if ": done after epoch 3, best val/accuracy" in line]
+    assert len(ends) == 1 and ends[0].endswith("(trial 0)")
+    epochs = (tmp_path / "sweep" / "populations.log").read_text().splitlines()
+    assert [line.split("] ", 1)[1].split("  best")[0] for line in epochs] == [
+        f"population 1/1: 1 trials: epoch   {e}/3  1/1 members running"
+        for _ in range(3) for e in (1, 2, 3)]
+    assert [line.rsplit("(", 1)[1] for line in epochs] == [
+        f"trial {t})" for t in range(3) for _ in range(3)]
