@@ -133,6 +133,20 @@ def test_a_damaged_or_foreign_study_file_is_refused_and_left_as_it_is(tmp_path, 
     one_line(code, output, f"hydra.sweeper.storage=sqlite:///{other}: {other} is a database of "
              "another tool (tables invoices) with no Optuna study; the file is left as it is: "
              "move it away, or pick another storage or hydra.sweep.dir")
+    # A new file whose schema another worker is making, table by table (SQLite makes each on
+    # its own; seen with eight workers starting at once): Optuna's, not another tool's
+    from hydra_plugins.hpjax_sweeper import _storage
+
+    making = tmp_path / "making.db"
+    with sqlite3.connect(making) as conn:
+        for table in ("studies", "study_directions", "study_user_attributes", "version_info"):
+            conn.execute(f"CREATE TABLE {table} (id INTEGER)")
+    assert _storage.check_study(f"sqlite:///{making}", "hpjax", None, "random", {}) is None
+    with sqlite3.connect(making) as conn:  # and beside a table of another tool's, it is not
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    assert "is a database of another tool (tables invoices, studies, study_directions, " \
+        "study_user_attributes, version_info)" in _storage.check_study(
+            f"sqlite:///{making}", "hpjax", None, "random", {})
     journal = tmp_path / "journal.log"
     journal.write_text("some log of something else\n")
     code, output = hpjax_m([*HPJAX, f"hydra.sweeper.storage={journal}"], tmp_path / "j", capsys)

@@ -318,6 +318,15 @@ def remember(study: optuna.Study, algorithm: str, space: dict) -> None:
         storage.set_study_system_attr(sid, SPACE_ATTR, space)
 
 
+# Optuna's tables (optuna/storages/_rdb/models.py) and Alembic's: SQLite makes them one at a
+# time, so a worker starting beside another on a new file may see some of them and not others.
+_OPTUNA_TABLES = frozenset({
+    "studies", "study_directions", "study_user_attributes", "study_system_attributes",
+    "trials", "trial_user_attributes", "trial_system_attributes", "trial_params",
+    "trial_values", "trial_intermediate_values", "trial_heartbeats", "version_info",
+    "alembic_version"})
+
+
 def _foreign_file(url: str) -> Optional[str]:
     """Why a study file that exists is not one hpjax may open (a damaged file, another tool's
     database), or None; nothing is written to it."""
@@ -347,7 +356,8 @@ def _foreign_file(url: str) -> Optional[str]:
                                                "type='table'")}
     except sqlite3.DatabaseError as e:
         return f"{path} is not an SQLite database ({e})"
-    if tables and not {"studies", "trials", "version_info"} <= tables:
+    # Optuna's tables only, some still to come: another worker is making the study's schema
+    if tables - _OPTUNA_TABLES and not {"studies", "trials", "version_info"} <= tables:
         return f"{path} is a database of another tool (tables {', '.join(sorted(tables)[:5])}" \
                ") with no Optuna study"
     return None
