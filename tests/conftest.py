@@ -37,15 +37,21 @@ os.environ["HPJAX_REPORT_HTML"] = "off"
 with contextlib.suppress(ImportError):
     import submitit  # noqa: E402, F401
 
+import gc  # noqa: E402
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 from hydra.version import _UNSPECIFIED_, VersionBase  # noqa: E402
 
 from helpers import compose_config, run_cli, run_main  # noqa: E402
+from hpjax.app import GC_THRESHOLD  # noqa: E402
 from hpjax.cli import register  # noqa: E402
 from hpjax.engine.compile import enable_compilation_cache  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The `hpjax` command's collection threshold (hpjax.app.main) in the pytest workers too: they
+# compose and run thousands of configs, and their heap is large (JAX, Hydra, Optuna)
+gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 enable_compilation_cache()  # before anything compiles: JAX opens its cache once
 register()
 
@@ -61,6 +67,13 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under CI, which runs everything: {reason}"
+
+
+def pytest_collection_finish(session):
+    """What collecting imported (JAX, Flax, Hydra, every test module) stays for the whole run:
+    out of the collector's way (`gc.freeze`), so that no later collection walks it again."""
+    gc.collect()
+    gc.freeze()
 
 
 def pytest_collectreport(report):
