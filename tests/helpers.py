@@ -378,11 +378,21 @@ def rows_without_time(rows):
 class KillAtJob(Callback):
     """A Hydra callback that SIGKILLs its own process as job `job` starts (without `job`, the
     first job it starts), the jobs before it told: a sweep killed mid-run at a known point, as
-    `kill -9` would (`+hydra.callbacks.kill._target_=helpers.KillAtJob
-    +hydra.callbacks.kill.job=2`; the process needs tests/ on its PYTHONPATH)."""
+    `kill -9` would. An `hpjax` process gets it with `KillAtJob.overrides(job)` and
+    `env=KillAtJob.env()` (tests/, where this class is, on its PYTHONPATH)."""
 
     def __init__(self, job: int | None = None) -> None:
         self.job = job
+
+    @staticmethod
+    def overrides(job: int | None = None) -> list[str]:
+        return ["+hydra.callbacks.kill._target_=helpers.KillAtJob",
+                *([f"+hydra.callbacks.kill.job={job}"] if job is not None else [])]
+
+    @staticmethod
+    def env() -> dict:
+        return child_env({"PYTHONPATH": os.pathsep.join(filter(None, [
+            str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))})
 
     def on_job_start(self, config, **kwargs) -> None:
         import signal

@@ -20,7 +20,16 @@ import pytest
 import sqlalchemy
 from omegaconf import OmegaConf
 
-from helpers import PG_URL, SMALL_MLP, child_env, postgres_up, require, run_main, slurm_up
+from helpers import (
+    PG_URL,
+    SMALL_MLP,
+    KillAtJob,
+    child_env,
+    postgres_up,
+    require,
+    run_main,
+    slurm_up,
+)
 
 
 @pytest.fixture
@@ -245,12 +254,10 @@ def test_hpjax_workers_on_postgres_rerun_a_killed_workers_trial_and_hide_the_pas
     # Worker 0, a process, SIGKILLs itself as its first trial's job starts (helpers.KillAtJob):
     # the trial trained, still running in the study, its heartbeats stopped. Worker 1 runs in
     # this process (its imports paid).
-    tests = str(Path(__file__).parents[1])  # helpers.py's folder
     worker0 = subprocess.Popen(
         [str(Path(sys.executable).parent / "hpjax"), *args, f"hydra.sweep.dir={sweeps[0]}",
-         "+hydra.callbacks.kill._target_=helpers.KillAtJob"], cwd=tmp_path,
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, env=child_env({"PYTHONPATH": os.pathsep
-        .join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}))
+         *KillAtJob.overrides()], cwd=tmp_path, stdout=open(log, "w"),
+        stderr=subprocess.STDOUT, env=KillAtJob.env())
     # Only the workers create the tables: a reader that did too would race them.
     def study() -> optuna.Study:
         storage = optuna.storages.RDBStorage(PG_URL, skip_table_creation=True)

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -192,12 +191,9 @@ def test_killed_sweep_resumes_and_runs_only_the_missing_trials(tmp_path):
     # The driver, a process of its own, SIGKILLs itself as trial 2 starts (helpers.KillAtJob):
     # trials 0 and 1 told, 2 and 3 (the second batch) left running in the study, nothing
     # cleaned up
-    tests = str(Path(helpers.__file__).parent)
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "hpjax"), *args, "+hydra.callbacks.kill._target_="
-         "helpers.KillAtJob", "+hydra.callbacks.kill.job=2"], cwd=tmp_path, capture_output=True,
-        text=True, timeout=300, env=child_env({"PYTHONPATH": os.pathsep.join(
-            filter(None, [tests, os.environ.get("PYTHONPATH")]))}))
+        [str(Path(sys.executable).parent / "hpjax"), *args, *helpers.KillAtJob.overrides(2)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=helpers.KillAtJob.env())
     assert out.returncode == -signal.SIGKILL, out.stdout + out.stderr
     complete = trials_in(sweep, optuna.trial.TrialState.COMPLETE)
     before = len(trials_in(sweep))
