@@ -20,7 +20,16 @@ if TYPE_CHECKING:
     from hpjax.engine.jobs import JobEnd
 
 log = logging.getLogger("hpjax")
-GC_THRESHOLD = 10_000  # objects made between two young-generation collections (`main`)
+GC_THRESHOLD = 10_000  # objects made between two young-generation collections
+
+
+def collect_less() -> None:
+    """Python's young-generation collection runs every 700 new objects (its default) and walks
+    each of them still alive: composed and validated configs (OmegaConf trees), a study's trials
+    and a population's results outlive most collections and are walked again and again. Every
+    GC_THRESHOLD new objects instead: less host CPU per trial (docs/benchmarks.md)."""
+    threshold, *older = gc.get_threshold()
+    gc.set_threshold(max(threshold, GC_THRESHOLD), *older)
 
 
 def train_task(dict_cfg: DictConfig) -> float:
@@ -78,12 +87,7 @@ def main() -> None:
     # A full or read-only disk under a job's log file: the sweep says so in one line (exit code
     # 5, hpjax.errors), not with a traceback for each record logged to it
     logging.raiseExceptions = False
-    # Python's young-generation collection runs every 700 new objects (its default) and walks
-    # each of them still alive: composed and validated configs (OmegaConf trees), a study's
-    # trials and a population's results outlive most collections and are walked again and
-    # again. Fewer collections: less host CPU per trial (docs/benchmarks.md).
-    threshold, *older = gc.get_threshold()
-    gc.set_threshold(max(threshold, GC_THRESHOLD), *older)
+    collect_less()
     register()
     sys.argv[1:] = sweep_argv(sys.argv[1:])
     from hpjax.errors import exit_codes

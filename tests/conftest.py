@@ -44,14 +44,14 @@ import pytest  # noqa: E402
 from hydra.version import _UNSPECIFIED_, VersionBase  # noqa: E402
 
 from helpers import compose_config, run_cli, run_main  # noqa: E402
-from hpjax.app import GC_THRESHOLD  # noqa: E402
+from hpjax.app import collect_less  # noqa: E402
 from hpjax.cli import register  # noqa: E402
 from hpjax.engine.compile import enable_compilation_cache  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # The `hpjax` command's collection threshold (hpjax.app.main) in the pytest workers too: they
 # compose and run thousands of configs, and their heap is large (JAX, Hydra, Optuna)
-gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+collect_less()
 enable_compilation_cache()  # before anything compiles: JAX opens its cache once
 register()
 
