@@ -505,24 +505,30 @@ def test_eight_workers_starting_and_dying_at_random_run_exactly_n_trials(backend
         assert again.params == t.params
 
 
+@pytest.mark.parametrize("error", ["IntegrityError", "OperationalError"])
 def test_a_sweep_whose_new_databases_schema_version_another_records_at_once_joins(
-        tmp_path, monkeypatch):
+        error, tmp_path, monkeypatch):
     """Optuna records a new database's schema version wherever it finds none, a sweep checking
     the database for its study (outside the study lock) too: one recording it as another
     does failed with IntegrityError (UNIQUE constraint failed: alembic_version.version_num),
+    or, the other's table made first, OperationalError (table alembic_version already exists),
     and that worker exited (test_eight_workers_...). The storage is then made again: it reads
     the version recorded."""
     import sqlalchemy.exc
 
     url, real, made = f"sqlite:///{tmp_path / 'study.db'}", optuna.storages.RDBStorage, []
+    raised = {"IntegrityError": sqlalchemy.exc.IntegrityError(
+                  "INSERT INTO alembic_version", {}, sqlite3.IntegrityError(
+                      "UNIQUE constraint failed: alembic_version.version_num")),
+              "OperationalError": sqlalchemy.exc.OperationalError(
+                  "CREATE TABLE alembic_version", {}, sqlite3.OperationalError(
+                      "table alembic_version already exists"))}[error]
 
     def racing(url, **kw):  # another sweep records the version just before this one
         made.append(url)
         if len(made) == 1:
             real(url)
-            raise sqlalchemy.exc.IntegrityError(
-                "INSERT INTO alembic_version", {}, sqlite3.IntegrityError(
-                    "UNIQUE constraint failed: alembic_version.version_num"))
+            raise raised
         return real(url, **kw)
 
     with monkeypatch.context() as patch:

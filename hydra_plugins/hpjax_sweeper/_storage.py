@@ -128,10 +128,14 @@ def make_storage(url: str, heartbeat_interval: Optional[int], grace_period: Opti
 
     try:
         return optuna.storages.RDBStorage(url, **options)
-    except sqlalchemy.exc.IntegrityError:
+    except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
         # A new database's schema version, recorded at the same moment by a sweep starting
         # beside this one (Optuna records it wherever it finds none, even when only reading,
-        # as `study_exists` does outside the study lock): recorded now, it is read.
+        # as `study_exists` does outside the study lock): its row (IntegrityError) or its
+        # table ("table alembic_version already exists") made first by the other. Made now, it
+        # is read. (Any other OperationalError, a locked or unreachable database, is raised.)
+        if isinstance(e, sqlalchemy.exc.OperationalError) and "already exists" not in str(e):
+            raise
         return optuna.storages.RDBStorage(url, **options)
 
 
