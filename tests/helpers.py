@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,29 +136,67 @@ def trials_in(sweep, state=None):
     return [t for t in study.get_trials() if state is None or t.state == state]
 
 
-def slurm_up() -> bool:
+# Node states in which a job can start or will once the node's jobs end; sinfo marks a state with
+# a suffix (`idle*`: not responding, `mixed~`: powered down, ...).
+_SLURM_USABLE = ("idle", "mixed", "allocated", "completing", "planned")
+_seen_up: set = set()
+
+
+def _service(name: str, probe, patience: float = 30.0) -> str | None:
+    """None when `probe()` (a reason it is down, or None) says the service is up; else the last
+    reason. Under CI, or once it was seen up in this process, a service that is down is asked
+    again for `patience` seconds: a cluster busy with the tests beside it answers late or shows
+    a node between jobs, and a test failed for that would say nothing about hpjax."""
+    deadline = time.monotonic() + (patience if os.environ.get("CI") or name in _seen_up else 0)
+    while (why := probe()) is not None and time.monotonic() < deadline:
+        time.sleep(1.0)
+    if why is None:
+        _seen_up.add(name)
+    return why
+
+
+def _sinfo() -> str | None:
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True,
+                             timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer in 20 s"
+    states = out.stdout.split()
+    if out.returncode == 0 and any(s.rstrip("*~#!%$@^-+") in _SLURM_USABLE for s in states):
+        return None
+    return f"sinfo exited {out.returncode}: {(out.stdout + out.stderr).strip() or 'no nodes'}"
+
+
+def slurm_down() -> str | None:
+    """Why the local SLURM cluster cannot run a job, or None when it can."""
     if shutil.which("sinfo") is None:
-        return False
-    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
-    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mix", "alloc"))
+        return "sinfo is not installed"
+    return _service("slurm", _sinfo)
 
 
-def postgres_up() -> bool:
+def _pg() -> str | None:
     try:
         import psycopg
 
         psycopg.connect(PG_URL, connect_timeout=5).close()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
+        return None
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}".strip()
 
 
-def require(up: bool, what: str, missing: str = "is not running") -> None:
-    """Skips a test whose service is down on a developer's machine; under CI, fails it."""
-    if not up:
+def postgres_down() -> str | None:
+    """Why PostgreSQL at PG_URL does not take a connection, or None when it does."""
+    return _service("postgres", _pg)
+
+
+def require(down: str | None, what: str) -> None:
+    """Skips a test whose service is down (`down`: why) on a developer's machine; under CI,
+    fails it."""
+    if down is not None:
         if os.environ.get("CI"):
-            pytest.fail(f"{what} {missing}: .ci/run starts it with scripts/local_cluster.sh")
-        pytest.skip(f"{what} {missing}: start it with scripts/local_cluster.sh")
+            pytest.fail(f"{what} is not available ({down}): .ci/run sets it up with "
+                        "scripts/local_cluster.sh")
+        pytest.skip(f"{what} is not available ({down}): set it up with scripts/local_cluster.sh")
 
 
 def need(module: str, extra: str = "test"):

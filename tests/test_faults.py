@@ -306,9 +306,9 @@ def test_sigint_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_reru
 
 @pytest.fixture
 def slurm():
-    from helpers import require, slurm_up
+    from helpers import require, slurm_down
 
-    require(slurm_up(), "the SLURM cluster")
+    require(slurm_down(), "the SLURM cluster")
 
 
 @pytest.mark.xdist_group("slurm")  # the one-node cluster's tests run one after another
@@ -442,9 +442,9 @@ def test_eight_workers_starting_and_dying_at_random_run_exactly_n_trials(backend
     from hydra.core.plugins import Plugins
 
     if backend == "postgresql":
-        from helpers import PG_URL, postgres_up, require
+        from helpers import PG_URL, postgres_down, require
 
-        require(postgres_up(), "PostgreSQL")
+        require(postgres_down(), "PostgreSQL")
         storage = url = PG_URL
     else:
         storage, url = "null", f"sqlite:///{tmp_path / 's' / 'study.db'}"

@@ -25,16 +25,16 @@ from helpers import (
     SMALL_MLP,
     KillAtJob,
     child_env,
-    postgres_up,
+    postgres_down,
     require,
     run_main,
-    slurm_up,
+    slurm_down,
 )
 
 
 @pytest.fixture
 def slurm():
-    require(slurm_up(), "the SLURM cluster")
+    require(slurm_down(), "the SLURM cluster")
 
 
 # The one-node cluster's two CPUs take one test's jobs at a time: its tests run one after another
@@ -44,7 +44,7 @@ one_at_a_time = pytest.mark.xdist_group("slurm")
 
 @pytest.fixture
 def postgres():
-    require(postgres_up(), "PostgreSQL")
+    require(postgres_down(), "PostgreSQL")
 
 
 def objectives(sweep: Path) -> dict:

@@ -135,7 +135,7 @@ def test_the_study_tells_the_whole_story(vmap_sweep):
 def test_report_html_in_chromium(vmap_sweep):
     """The page loads without console errors and every plot has as many points as the sweep
     had trials; a screenshot is saved beside the sweep."""
-    require(CHROMIUM is not None, "Debian's chromium", missing="is not installed")
+    require(None if CHROMIUM else "not installed", "Debian's chromium")
     need("playwright.sync_api")
     page_file = vmap_sweep / "report.html"
     assert page_file.stat().st_size > 4_000_000  # Plotly's JavaScript inlined: opens offline
