@@ -135,6 +135,8 @@ write_slurm_conf() {
   SLURM_CPUS=$cpus
   SLURM_HOST=$host
 
+  # KillWait: a cancelled job gets SIGKILL 1 s after SIGTERM (SLURM's default, 30 s, would keep a
+  # cancelled test job training for as long).
   mkdir -p /etc/slurm
   tmp=$(mktemp)
   cat >"$tmp" <<EOF
@@ -157,7 +159,7 @@ SlurmdLogFile=$SLURM_LOGDIR/slurmd.log
 SlurmctldTimeout=60
 SlurmdTimeout=60
 InactiveLimit=0
-KillWait=5
+KillWait=1
 MinJobAge=30
 Waittime=0
 SchedulerType=sched/backfill

@@ -6,7 +6,8 @@ Child processes count once they have been waited for (`hpjax` runs, submitit-loc
 jobs are the cluster's children and do not count. A session-scoped fixture counts in the first
 test that uses it. `compile` is the time this process spent tracing, lowering and compiling or
 loading programs (`CompileStats`), `programs` how many it built and `loaded` how many of those
-came from the run's compilation cache.
+came from the run's compilation cache; `start` (seconds since the epoch) and `worker` (pytest-xdist's
+name) place the test on the run's timeline.
 """
 
 import json
@@ -28,7 +29,7 @@ def _cpu() -> tuple:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     CompileStats.install()
-    (own0, children0), wall0 = _cpu(), time.perf_counter()
+    (own0, children0), wall0, start = _cpu(), time.perf_counter(), time.time()
     built0 = CompileStats.seconds, CompileStats.count, CompileStats.cache_hits
     yield
     built = [round(a - b, 3) for a, b in zip(
@@ -38,4 +39,5 @@ def pytest_runtest_protocol(item, nextitem):
         f.write(json.dumps({"id": item.nodeid, "self": round(own, 3),
                             "children": round(children, 3), "cpu": round(own + children, 3),
                             "wall": round(time.perf_counter() - wall0, 3), "compile": built[0],
-                            "programs": built[1], "loaded": built[2]}) + "\n")
+                            "programs": built[1], "loaded": built[2], "start": round(start, 3),
+                            "worker": os.environ.get("PYTEST_XDIST_WORKER", "")}) + "\n")
