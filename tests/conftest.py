@@ -43,7 +43,14 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 from hydra.version import _UNSPECIFIED_, VersionBase  # noqa: E402
 
-from helpers import compose_config, run_cli, run_main  # noqa: E402
+from helpers import (  # noqa: E402
+    compose_config,
+    postgres_down,
+    require,
+    run_cli,
+    run_main,
+    slurm_down,
+)
 from hpjax.app import collect_less  # noqa: E402
 from hpjax.cli import register  # noqa: E402
 from hpjax.engine.compile import enable_compilation_cache  # noqa: E402
@@ -103,6 +110,19 @@ def jobs_share_the_cache(monkeypatch):
     they inherit its environment, and with it the run's compilation cache, whatever an earlier
     test left in the variable."""
     monkeypatch.setenv("HPJAX_COMPILATION_CACHE", RUN_CACHE)
+
+
+@pytest.fixture
+def slurm():
+    """The local SLURM cluster (scripts/local_cluster.sh), up: a test without it skips, or
+    fails under CI."""
+    require(slurm_down(), "the SLURM cluster")
+
+
+@pytest.fixture
+def postgres():
+    """PostgreSQL at helpers.PG_URL, up: a test without it skips, or fails under CI."""
+    require(postgres_down(), "PostgreSQL")
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ Child processes count once they have been waited for (`hpjax` runs, submitit-loc
 jobs are the cluster's children and do not count. A session-scoped fixture counts in the first
 test that uses it. `compile` is the time this process spent tracing, lowering and compiling or
 loading programs (`CompileStats`), `programs` how many it built and `loaded` how many of those
-came from the run's compilation cache; `start` (seconds since the epoch) and `worker` (pytest-xdist's
-name) place the test on the run's timeline.
+came from the run's compilation cache; `start` (seconds since the epoch) and `worker`
+(pytest-xdist's name) place the test on the run's timeline.
 """
 
 import json

@@ -304,13 +304,6 @@ def test_sigint_under_hydras_basic_sweeper_stops_at_an_epoch_boundary_and_a_reru
         assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok"]
 
 
-@pytest.fixture
-def slurm():
-    from helpers import require, slurm_down
-
-    require(slurm_down(), "the SLURM cluster")
-
-
 @pytest.mark.xdist_group("slurm")  # the one-node cluster's tests run one after another
 def test_slurms_pre_timeout_signal_checkpoints_and_resubmits_the_job(slurm, tmp_path,
                                                                    jobs_share_the_cache):

@@ -25,26 +25,12 @@ from helpers import (
     SMALL_MLP,
     KillAtJob,
     child_env,
-    postgres_down,
-    require,
     run_main,
-    slurm_down,
 )
-
-
-@pytest.fixture
-def slurm():
-    require(slurm_down(), "the SLURM cluster")
-
 
 # The one-node cluster's two CPUs take one test's jobs at a time: its tests run one after another
 # on one pytest worker.
 one_at_a_time = pytest.mark.xdist_group("slurm")
-
-
-@pytest.fixture
-def postgres():
-    require(postgres_down(), "PostgreSQL")
 
 
 def objectives(sweep: Path) -> dict:
